@@ -1,0 +1,35 @@
+//! Types shared by the eBPF programs (`agent-ebpf`) and the userspace daemon (`agent`).
+//!
+//! Every type here is `#[repr(C)]`, `Copy`, has no implicit padding and no `bool`, so both sides
+//! agree on the bytes. With the `user` feature the types implement `aya::Pod`.
+#![no_std]
+
+pub mod process;
+pub mod syscall;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: every type below is repr(C), Copy, made only of integers and integer arrays,
+    // and has no padding (checked by the size assertions next to each type).
+    unsafe impl aya::Pod for crate::syscall::ThreadSlot {}
+    unsafe impl aya::Pod for crate::syscall::HistKey {}
+    unsafe impl aya::Pod for crate::syscall::Hist {}
+    unsafe impl aya::Pod for crate::process::ProcEvent {}
+}
+
+pub mod loss {
+    //! Sources of lost events, indexes of the `EVENTS_LOST` per-CPU array.
+
+    /// Process lifecycle events (`PROC_EVENTS` ring buffer).
+    pub const LOSS_PROC_EVENTS: u32 = 0;
+    /// Number of sources (size of the array).
+    pub const SOURCES: u32 = 8;
+
+    /// Label value of each source in `steadfast_events_lost_total{source}`.
+    pub const fn source_name(source: u32) -> &'static str {
+        match source {
+            LOSS_PROC_EVENTS => "process",
+            _ => "unknown",
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Command line (clap).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "steadfast", version, about = "eBPF host stability agent", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load the probes and serve metrics until SIGTERM or SIGINT.
+    Run {
+        /// Configuration file (YAML).
+        #[arg(long, short, default_value = "/etc/steadfast/steadfast.yaml")]
+        config: PathBuf,
+    },
+    /// Check files without loading anything into the kernel.
+    #[command(subcommand)]
+    Check(Check),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Check {
+    /// Parse and validate a configuration file; exit 0 if it is valid, 64 if not.
+    Config {
+        /// Configuration file (YAML).
+        file: PathBuf,
+    },
+}

@@ -1,0 +1,27 @@
+//! Reader of the kernel's lost-event counters (`EVENTS_LOST`, per CPU, per source).
+
+use aya::maps::{Map, MapData, PerCpuArray};
+
+use super::ProbeError;
+
+pub struct LossCounters {
+    map: PerCpuArray<MapData, u64>,
+}
+
+impl LossCounters {
+    pub(super) fn new(map: Map) -> Result<Self, ProbeError> {
+        let map = PerCpuArray::try_from(map).map_err(|source| ProbeError::Map {
+            name: "EVENTS_LOST",
+            source,
+        })?;
+        Ok(Self { map })
+    }
+
+    /// Events lost in the kernel for `source` since the probes were loaded.
+    pub fn lost(&self, source: u32) -> u64 {
+        self.map
+            .get(&source, 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,18 @@
+//! steadfast: an eBPF host stability agent.
+//!
+//! Data flows one way: `ebpf` (load, attach, read maps and ring buffers) -> `pipeline`
+//! (name processes, account histograms) -> `metrics` (Prometheus exposition). `daemon` wires
+//! them together; `config` and `cli` are checked before anything touches the kernel.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod ebpf;
+pub mod logging;
+pub mod metrics;
+pub mod pipeline;
+pub mod syscalls;
+pub mod telemetry;
+
+/// Exit code for a bad configuration or bad usage (sysexits' EX_USAGE).
+pub const EXIT_BAD_CONFIG: u8 = 64;

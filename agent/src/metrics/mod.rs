@@ -1,0 +1,7 @@
+//! Prometheus exposition: the metric catalogue as a prometheus-client registry, and the HTTP
+//! endpoint that serves it (OpenMetrics or Prometheus text, by content negotiation).
+
+mod catalogue;
+pub mod server;
+
+pub use catalogue::{export_buckets, registry};

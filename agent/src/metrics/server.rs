@@ -1,0 +1,65 @@
+//! `GET /metrics`: collects fresh counts from the kernel, then encodes the registry as
+//! OpenMetrics when the scraper asks for it (`Accept: application/openmetrics-text`), else as
+//! Prometheus text 0.0.4.
+
+use std::sync::{Arc, Mutex};
+
+use axum::{
+    extract::State,
+    http::{header, HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Router,
+};
+use prometheus_client::registry::Registry;
+
+use crate::pipeline::Pipeline;
+
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pipeline: Arc<Mutex<Pipeline>>,
+    pub registry: Arc<Registry>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(|| async { "ok\n" }))
+        .with_state(state)
+}
+
+/// True when the Accept header lists OpenMetrics text.
+pub fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    state
+        .pipeline
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .collect();
+    let mut body = String::new();
+    let (result, content_type) = if wants_openmetrics(&headers) {
+        (
+            prometheus_client::encoding::text::encode(&mut body, &state.registry),
+            OPENMETRICS,
+        )
+    } else {
+        (
+            prometheus_client::encoding::prometheus_text::encode(&mut body, &state.registry),
+            PROMETHEUS_TEXT,
+        )
+    };
+    match result {
+        Ok(()) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response(),
+    }
+}

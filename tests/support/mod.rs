@@ -1,0 +1,200 @@
+//! Helpers for the root integration tests: run the real agent binary (under a unique name, so
+//! its own comm is recognisable), scrape it, build and run C workloads with known behaviour.
+#![allow(dead_code)]
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A short name unique to this test process and call (comm keeps 15 bytes).
+pub fn unique_name(prefix: &str) -> String {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{prefix}{}x{n}", std::process::id() % 10_000);
+    assert!(name.len() <= 15, "comm would truncate {name}");
+    name
+}
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "these tests load eBPF programs: run them as root");
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Agent {
+    child: Child,
+    pub addr: SocketAddr,
+    /// The agent's comm (its binary was copied under this name).
+    pub name: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Starts the agent with `extra` appended to a config that sets the listen address.
+    pub fn start(extra: &str) -> Agent {
+        require_root();
+        let dir = tempfile::tempdir().unwrap();
+        let name = unique_name("sfagent");
+        let bin = dir.path().join(&name);
+        std::fs::copy(env!("CARGO_BIN_EXE_steadfast"), &bin).unwrap();
+        let port = free_port();
+        let config = dir.path().join("steadfast.yaml");
+        std::fs::write(
+            &config,
+            format!("http:\n  listen_address: 127.0.0.1:{port}\n{extra}"),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+        let child = Command::new(&bin)
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut agent = Agent {
+            child,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            name,
+            dir,
+        };
+        agent.wait_ready();
+        agent
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("agent exited early ({status}): {}", self.log());
+            }
+            if http_get(self.addr, "/-/healthy", None).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("agent not ready after 30 s: {}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    pub fn scrape(&self) -> Scrape {
+        Scrape(http_get(self.addr, "/metrics", None).expect("scrape"))
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill with a pid we own.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.terminate();
+        }
+    }
+}
+
+/// Minimal HTTP/1.0 GET: returns the body of a 200 answer.
+pub fn http_get(addr: SocketAddr, path: &str, accept: Option<&str>) -> std::io::Result<String> {
+    http_get_full(addr, path, accept).map(|(_, body)| body)
+}
+
+/// Minimal HTTP/1.0 GET: returns the head (status line and headers) and body of a 200 answer.
+pub fn http_get_full(
+    addr: SocketAddr,
+    path: &str,
+    accept: Option<&str>,
+) -> std::io::Result<(String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n{accept}\r\n")?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(format!("answer: {head}")));
+    }
+    Ok((head.to_string(), body.to_string()))
+}
+
+/// One `/metrics` answer.
+pub struct Scrape(pub String);
+
+impl Scrape {
+    /// Value of the first sample named `name` whose labels include every `labels` pair.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0.lines().find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if n != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            all.then(|| value.parse().ok()).flatten()
+        })
+    }
+
+    pub fn has_label_value(&self, label: &str, value: &str) -> bool {
+        self.0.contains(&format!("{label}=\"{value}\""))
+    }
+}
+
+/// Compiles `tests/workloads/<src>.c` with gcc into `dir/<name>`.
+pub fn build_workload(src: &str, dir: &Path, name: &str) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/workloads")
+        .join(format!("{src}.c"));
+    let out = dir.join(name);
+    let status = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .status()
+        .expect("gcc (the test suite builds its C workloads with it)");
+    assert!(status.success(), "gcc failed on {}", source.display());
+    out
+}
+
+pub fn run_to_end(bin: &Path, args: &[&str]) {
+    let status = Command::new(bin).args(args).status().unwrap();
+    assert!(status.success(), "{} failed: {status}", bin.display());
+}

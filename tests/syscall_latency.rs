@@ -1,0 +1,140 @@
+//! Syscall latency probe against ground truth: a workload with a known number of calls and a
+//! workload with a known latency, run under the real agent. Needs root.
+
+mod support;
+
+use support::{build_workload, run_to_end, unique_name, Agent};
+
+const HIST: &str = "steadfast_syscall_duration_seconds";
+
+fn count(s: &support::Scrape, syscall: &str, service: &str) -> f64 {
+    s.value(
+        &format!("{HIST}_count"),
+        &[("syscall", syscall), ("service", service)],
+    )
+    .unwrap_or(0.0)
+}
+
+/// Exactly N getppid calls from a process with a unique name: the histogram count for that
+/// service grows by exactly N. The C workload calls getppid only through its loop (glibc's
+/// start-up and exit make no getppid call), so no tolerance is needed; a scrape later the
+/// count is unchanged (no double counting), and the process's kernel keys have been cleaned.
+#[test]
+fn getppid_count_matches_the_workload_exactly() {
+    const N: u64 = 250_000;
+    let agent = Agent::start("");
+    let name = unique_name("sfgp");
+    let bin = build_workload("getppid_loop", agent.dir.path(), &name);
+
+    let before = count(&agent.scrape(), "getppid", &name);
+    assert_eq!(before, 0.0, "a fresh name has no series yet");
+    run_to_end(&bin, &[&N.to_string()]);
+
+    let after = agent.scrape();
+    assert_eq!(
+        count(&after, "getppid", &name),
+        N as f64,
+        "agent log:\n{}",
+        agent.log()
+    );
+    // The same calls must not be counted again by later collections (the exited process's
+    // keys are deleted two collections after its exit).
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let later = agent.scrape();
+    assert_eq!(count(&later, "getppid", &name), N as f64);
+    // Buckets are cumulative and end at the count.
+    let inf = later
+        .value(
+            &format!("{HIST}_bucket"),
+            &[("syscall", "getppid"), ("service", &name), ("le", "+Inf")],
+        )
+        .unwrap();
+    assert_eq!(inf, N as f64);
+    // The agent's own syscalls are excluded in the kernel: no series carries its name.
+    assert!(
+        !later.has_label_value("service", &agent.name),
+        "the agent reported its own syscalls"
+    );
+}
+
+/// nanosleep calls of 20 ms each land in the bucket [2^24, 2^25) ns = (16.8 ms, 33.6 ms].
+#[test]
+fn nanosleep_latency_lands_around_20ms() {
+    let agent = Agent::start("");
+    let name = unique_name("sfns");
+    let bin = build_workload("nanosleep_loop", agent.dir.path(), &name);
+    run_to_end(&bin, &["10", "20"]);
+    let s = agent.scrape();
+    let bucket = |le: &str| {
+        s.value(
+            &format!("{HIST}_bucket"),
+            &[("syscall", "nanosleep"), ("service", &name), ("le", le)],
+        )
+        .unwrap_or_else(|| panic!("no bucket le={le}; agent log:\n{}", agent.log()))
+    };
+    assert_eq!(bucket("0.016777216"), 0.0, "none faster than 16.8 ms");
+    assert_eq!(bucket("0.033554432"), 10.0, "all ten by 33.6 ms");
+    assert_eq!(count(&s, "nanosleep", &name), 10.0);
+    let sum = s
+        .value(
+            &format!("{HIST}_sum"),
+            &[("syscall", "nanosleep"), ("service", &name)],
+        )
+        .unwrap();
+    assert!((0.200..0.300).contains(&sum), "sum {sum} s for 10 x 20 ms");
+}
+
+/// The Prometheus text exposition passes `promtool check metrics` (Debian's prometheus
+/// package); a scraper asking for OpenMetrics gets OpenMetrics (promtool only reads the
+/// Prometheus text format, so that one is checked by its content type and terminator).
+#[test]
+fn promtool_accepts_the_exposition() {
+    let agent = Agent::start("");
+    // Make sure there is at least one histogram series.
+    let name = unique_name("sfpt");
+    let bin = build_workload("getppid_loop", agent.dir.path(), &name);
+    run_to_end(&bin, &["1000"]);
+
+    let (head, body) = support::http_get_full(agent.addr, "/metrics", None).unwrap();
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    assert!(body.contains(&format!("{HIST}_bucket")));
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/setup --test installs Debian's prometheus)");
+    use std::io::Write;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (head, body) = support::http_get_full(
+        agent.addr,
+        "/metrics",
+        Some("application/openmetrics-text; version=1.0.0,text/plain;q=0.5"),
+    )
+    .unwrap();
+    assert!(head.contains("application/openmetrics-text"), "{head}");
+    assert!(body.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
+    assert!(body.contains("# UNIT steadfast_syscall_duration_seconds seconds"));
+}
+
+/// SIGTERM detaches the probes and exits 0.
+#[test]
+fn sigterm_exits_zero() {
+    let agent = Agent::start("");
+    let status = agent.stop();
+    assert!(status.success(), "exit status {status}");
+}

@@ -1,0 +1,124 @@
+//! `cargo xtask <task>`: the developer tasks behind `scripts/test`.
+//!
+//! - `lint`: `cargo fmt --check` and `cargo clippy -D warnings` on the userspace workspace and
+//!   on the eBPF crate (with Debian's clippy, which has the bpf target's core library).
+//! - `test`: `lint`, then the whole test suite (`cargo test --workspace`; the root
+//!   integration tests under `tests/` load real probes and need root).
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+
+fn main() -> Result<()> {
+    let task = env::args().nth(1).unwrap_or_default();
+    let rest: Vec<String> = env::args().skip(2).collect();
+    let root = workspace_root();
+    match task.as_str() {
+        "lint" => lint(&root),
+        "test" => {
+            lint(&root)?;
+            test(&root, &rest)
+        }
+        "test-only" => test(&root, &rest),
+        _ => {
+            eprintln!("usage: cargo xtask <lint|test|test-only> [cargo test args...]");
+            bail!("unknown task {task:?}")
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: {cmd:?}");
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// The eBPF crate is built by Debian's rustc (and linted by Debian's clippy), never by the
+/// rustup toolchain, which has no core library for bpfel-unknown-none.
+fn ebpf_cargo(root: &Path) -> Command {
+    let mut cmd = Command::new("/usr/bin/cargo-clippy");
+    let tools = env::var("STEADFAST_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            Path::new(&env::var("HOME").unwrap_or_default()).join(".cache/steadfast/tools")
+        });
+    let path = format!(
+        "{}:{}",
+        tools.join("bin").display(),
+        env::var("PATH").unwrap_or_default()
+    );
+    cmd.current_dir(root.join("agent-ebpf"))
+        .env("PATH", path)
+        .env("RUSTC", "/usr/bin/rustc")
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    cmd
+}
+
+fn lint(root: &Path) -> Result<()> {
+    run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
+    run(cargo()
+        .current_dir(root.join("agent-ebpf"))
+        .args(["fmt", "--check"]))?;
+    run(cargo().current_dir(root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    let target_dir = root.join("target/ebpf-clippy");
+    run(ebpf_cargo(root)
+        .args([
+            "clippy",
+            "--release",
+            "--locked",
+            "--target",
+            "bpfel-unknown-none",
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .args(["--", "-D", "warnings"]))
+}
+
+fn test(root: &Path, extra: &[String]) -> Result<()> {
+    if !is_root() {
+        bail!("the test suite loads eBPF programs: run it as root");
+    }
+    run(cargo()
+        .current_dir(root)
+        .args(["test", "--workspace", "--locked"])
+        .args(extra))
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
