@@ -62,8 +62,8 @@ fn getppid_count_matches_the_workload_exactly() {
 fn nanosleep_latency_lands_around_20ms() {
     let agent = Agent::start("");
     let name = unique_name("sfns");
-    let bin = build_workload("nanosleep_loop", agent.dir.path(), &name);
-    run_to_end(&bin, &["10", "20"]);
+    let bin = build_workload("nanosleep_mix", agent.dir.path(), &name);
+    run_to_end(&bin, &["0", "10", "20"]);
     let s = agent.scrape();
     let bucket = |le: &str| {
         s.value(

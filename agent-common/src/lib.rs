@@ -6,6 +6,7 @@
 
 pub mod process;
 pub mod syscall;
+pub mod task;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -15,6 +16,9 @@ mod pod {
     unsafe impl aya::Pod for crate::syscall::HistKey {}
     unsafe impl aya::Pod for crate::syscall::Hist {}
     unsafe impl aya::Pod for crate::process::ProcEvent {}
+    unsafe impl aya::Pod for crate::syscall::ErrKey {}
+    unsafe impl aya::Pod for crate::syscall::SlowSyscallEvent {}
+    unsafe impl aya::Pod for crate::task::TaskCounts {}
 }
 
 pub mod loss {
@@ -22,6 +26,8 @@ pub mod loss {
 
     /// Process lifecycle events (`PROC_EVENTS` ring buffer).
     pub const LOSS_PROC_EVENTS: u32 = 0;
+    /// Slow syscall events (`SYSCALL_EVENTS` ring buffer).
+    pub const LOSS_SYSCALL_EVENTS: u32 = 1;
     /// Number of sources (size of the array).
     pub const SOURCES: u32 = 8;
 
@@ -29,6 +35,7 @@ pub mod loss {
     pub const fn source_name(source: u32) -> &'static str {
         match source {
             LOSS_PROC_EVENTS => "process",
+            LOSS_SYSCALL_EVENTS => "slow_syscall",
             _ => "unknown",
         }
     }

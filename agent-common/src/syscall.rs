@@ -116,3 +116,31 @@ mod tests {
         }
     }
 }
+
+/// Key of the in-kernel error counters: failed syscalls by (tgid, nr, errno).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ErrKey {
+    pub tgid: u32,
+    pub nr: u32,
+    pub errno: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ErrKey>() == 16);
+
+/// A syscall that took at least its configured threshold (`SYSCALL_SLOW_NS[nr]`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlowSyscallEvent {
+    pub tgid: u32,
+    pub tid: u32,
+    pub nr: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns` at entry (CLOCK_MONOTONIC).
+    pub start_ns: u64,
+    pub latency_ns: u64,
+    /// The syscall's return value (negative errno on failure).
+    pub ret: i64,
+    pub comm: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<SlowSyscallEvent>() == 56);

@@ -12,7 +12,10 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 
-use crate::{config::agent_tgid, loss::count_lost};
+use crate::{
+    config::{agent_tgid, wakeup_flags},
+    loss::count_lost,
+};
 
 /// Sized by userspace (`EbpfLoader::set_max_entries`) from the config.
 #[map]
@@ -53,6 +56,6 @@ fn try_emit(kind: u32, leader_only: bool) -> Result<(), i64> {
         cgroup_id,
         comm,
     });
-    entry.submit(0);
+    entry.submit(wakeup_flags(&PROC_EVENTS));
     Ok(())
 }

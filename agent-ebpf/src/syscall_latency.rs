@@ -2,18 +2,25 @@
 //! thread's slot in place, `sys_exit` turns it into a log2 bucket of a per-CPU histogram keyed
 //! by (tgid, syscall nr). No map entry is inserted or deleted per call once a thread has a slot.
 
-use agent_common::syscall::{
-    bucket_of, Hist, HistKey, ThreadSlot, HIST_BUCKETS, MAX_SYSCALL_NR, NO_SYSCALL,
+use agent_common::{
+    loss::LOSS_SYSCALL_EVENTS,
+    syscall::{
+        bucket_of, ErrKey, Hist, HistKey, SlowSyscallEvent, ThreadSlot, HIST_BUCKETS,
+        MAX_SYSCALL_NR, NO_SYSCALL,
+    },
 };
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map},
-    maps::{LruHashMap, LruPerCpuHashMap},
+    maps::{Array, LruHashMap, LruPerCpuHashMap, RingBuf},
     programs::BtfTracePointContext,
 };
 
-use crate::config::agent_tgid;
+use crate::{
+    config::{agent_tgid, wakeup_flags},
+    loss::count_lost,
+};
 
 /// Thread id -> syscall in flight. LRU: threads that die in `exit`/`exit_group` are evicted.
 #[map]
@@ -23,6 +30,19 @@ static SYSCALL_THREADS: LruHashMap<u32, ThreadSlot> = LruHashMap::with_max_entri
 /// deletes the keys of exited processes.
 #[map]
 static SYSCALL_HIST: LruPerCpuHashMap<HistKey, Hist> = LruPerCpuHashMap::with_max_entries(16384, 0);
+
+/// (tgid, nr, errno) -> failed calls, per CPU. Touched only when a syscall fails.
+#[map]
+static SYSCALL_ERRORS: LruPerCpuHashMap<ErrKey, u64> = LruPerCpuHashMap::with_max_entries(16384, 0);
+
+/// Per-syscall slow threshold in ns, indexed by nr; 0 = no events for that syscall. Written by
+/// userspace from the config, and rewritten on reload without reattaching.
+#[map]
+static SYSCALL_SLOW_NS: Array<u64> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
+
+/// Slow syscall events. Sized by userspace from the config.
+#[map]
+static SYSCALL_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 /// `sys_enter(struct pt_regs *regs, long id)`
 #[btf_tracepoint(function = "sys_enter")]
@@ -72,7 +92,7 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), i64> {
 }
 
 #[inline(always)]
-fn try_sys_exit(_ctx: &BtfTracePointContext) -> Result<(), i64> {
+fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
     if tgid == agent_tgid() {
@@ -106,5 +126,54 @@ fn try_sys_exit(_ctx: &BtfTracePointContext) -> Result<(), i64> {
         (*hist).buckets[b] += 1;
         (*hist).sum_ns += delta;
     }
+
+    let ret: i64 = ctx.arg(1);
+    if (-4095..0).contains(&ret) {
+        count_error(tgid, nr, (-ret) as u32);
+    }
+    if let Some(&threshold) = SYSCALL_SLOW_NS.get(nr) {
+        if threshold != 0 && delta >= threshold {
+            emit_slow(id, nr, start_ns, delta, ret);
+        }
+    }
     Ok(())
+}
+
+/// Off the fast path: only failed calls get here.
+#[inline(never)]
+fn count_error(tgid: u32, nr: u32, errno: u32) {
+    let key = ErrKey {
+        tgid,
+        nr,
+        errno,
+        _pad: 0,
+    };
+    if SYSCALL_ERRORS.get_ptr_mut(key).is_none() {
+        // NOEXIST: another CPU may have created the key meanwhile; then count into it.
+        let _ = SYSCALL_ERRORS.insert(key, 0, BPF_NOEXIST as u64);
+    }
+    if let Some(n) = SYSCALL_ERRORS.get_ptr_mut(key) {
+        // SAFETY: per-CPU value: no other writer on this CPU while the program runs.
+        unsafe { *n += 1 };
+    }
+}
+
+/// Off the fast path: only calls over their threshold get here.
+#[inline(never)]
+fn emit_slow(pid_tgid: u64, nr: u32, start_ns: u64, latency_ns: u64, ret: i64) {
+    let Some(mut entry) = SYSCALL_EVENTS.reserve::<SlowSyscallEvent>(0) else {
+        count_lost(LOSS_SYSCALL_EVENTS);
+        return;
+    };
+    entry.write(SlowSyscallEvent {
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        nr,
+        _pad: 0,
+        start_ns,
+        latency_ns,
+        ret,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    });
+    entry.submit(wakeup_flags(&SYSCALL_EVENTS));
 }

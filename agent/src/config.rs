@@ -2,7 +2,7 @@
 //! key, file, line and column), defaults from `const fn`, and a validation pass that reports
 //! every problem at once. Nothing here touches the kernel.
 
-use std::{fmt, net::SocketAddr, path::Path};
+use std::{collections::BTreeMap, fmt, net::SocketAddr, path::Path};
 
 use serde::Deserialize;
 
@@ -17,6 +17,30 @@ pub struct Config {
     pub services: ServicesConfig,
     #[serde(default)]
     pub probes: ProbesConfig,
+    /// Processes to watch in detail and the service name they get.
+    #[serde(default)]
+    pub targets: Vec<Target>,
+}
+
+/// A set of processes, matched by any of its criteria that are given (all given ones must
+/// match), and the service name they are reported under.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// The `service` label value for matching processes.
+    pub service: String,
+    /// Process name (`comm`, first 15 bytes of the executable's name), exact.
+    #[serde(default)]
+    pub comm: Option<String>,
+    /// Absolute path of the executable (`/proc/<pid>/exe`), exact.
+    #[serde(default)]
+    pub exe: Option<String>,
+    /// Cgroup v2 path prefix, e.g. `/system.slice/nginx.service`.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// systemd unit, e.g. `nginx.service`.
+    #[serde(default)]
+    pub unit: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -102,6 +126,60 @@ pub struct ProbesConfig {
     pub syscalls: SyscallProbeConfig,
     #[serde(default)]
     pub process_events: ProcessEventsConfig,
+    #[serde(default)]
+    pub tasks: TasksProbeConfig,
+    #[serde(default)]
+    pub memory: MemoryProbeConfig,
+    /// Ring buffers wake the agent only once this many bytes wait (0: on every event); the
+    /// agent drains them every second anyway.
+    #[serde(default)]
+    pub wakeup_min_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksProbeConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Thread groups whose task counters are kept in the kernel (LRU).
+    #[serde(default = "default_max_processes")]
+    pub max_processes: u32,
+}
+
+const fn default_max_processes() -> u32 {
+    32_768
+}
+
+impl Default for TasksProbeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_processes: default_max_processes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryProbeConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How often resident memory is read (from `/proc/<pid>/statm`, the kernel's RSS counters).
+    #[serde(default = "default_memory_interval_secs")]
+    pub interval_secs: u64,
+}
+
+const fn default_memory_interval_secs() -> u64 {
+    5
+}
+
+impl Default for MemoryProbeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: default_memory_interval_secs(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -115,6 +193,39 @@ pub struct SyscallProbeConfig {
     /// (process, syscall) histogram keys kept in the kernel (LRU).
     #[serde(default = "default_max_histogram_keys")]
     pub max_histogram_keys: u32,
+    /// (process, syscall, errno) error counters kept in the kernel (LRU).
+    #[serde(default = "default_max_histogram_keys")]
+    pub max_error_keys: u32,
+    /// Threshold for a slow-syscall event, for syscalls not in `slow_ms` (0: none).
+    #[serde(default)]
+    pub slow_default_ms: u64,
+    /// Per-syscall thresholds for slow-syscall events, by syscall name (0: none).
+    #[serde(default = "default_slow_ms")]
+    pub slow_ms: BTreeMap<String, u64>,
+    /// Size of the slow-syscall event ring buffer: a power of two, at least one page.
+    #[serde(default = "default_ring_buffer_bytes")]
+    pub events_ring_buffer_bytes: u32,
+}
+
+fn default_slow_ms() -> BTreeMap<String, u64> {
+    [("fsync", 100), ("fdatasync", 100)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+impl SyscallProbeConfig {
+    /// Threshold in ns for every syscall number, 0 where there is none.
+    pub fn slow_thresholds_ns(&self) -> Vec<u64> {
+        let mut out =
+            vec![self.slow_default_ms * 1_000_000; agent_common::syscall::MAX_SYSCALL_NR as usize];
+        for (name, ms) in &self.slow_ms {
+            if let Some(nr) = crate::syscalls::number(name) {
+                out[nr as usize] = ms * 1_000_000;
+            }
+        }
+        out
+    }
 }
 
 const fn yes() -> bool {
@@ -133,6 +244,10 @@ impl Default for SyscallProbeConfig {
             enabled: true,
             max_threads: default_max_threads(),
             max_histogram_keys: default_max_histogram_keys(),
+            max_error_keys: default_max_histogram_keys(),
+            slow_default_ms: 0,
+            slow_ms: default_slow_ms(),
+            events_ring_buffer_bytes: default_ring_buffer_bytes(),
         }
     }
 }
@@ -247,12 +362,62 @@ impl Config {
                 "must be in 256..=1048576".into(),
             );
         }
-        let rb = self.probes.process_events.ring_buffer_bytes;
-        if !rb.is_power_of_two() || rb < 4096 {
+        if !(256..=1 << 20).contains(&s.max_error_keys) {
             bad(
-                "probes.process_events.ring_buffer_bytes",
-                format!("{rb} is not a power of two of at least 4096"),
+                "probes.syscalls.max_error_keys",
+                "must be in 256..=1048576".into(),
             );
+        }
+        for name in s.slow_ms.keys() {
+            if crate::syscalls::number(name).is_none() {
+                bad(
+                    "probes.syscalls.slow_ms",
+                    format!("{name:?} is not an x86_64 syscall name"),
+                );
+            }
+        }
+        for (key, rb) in [
+            (
+                "probes.process_events.ring_buffer_bytes",
+                self.probes.process_events.ring_buffer_bytes,
+            ),
+            (
+                "probes.syscalls.events_ring_buffer_bytes",
+                s.events_ring_buffer_bytes,
+            ),
+        ] {
+            if !rb.is_power_of_two() || rb < 4096 {
+                bad(key, format!("{rb} is not a power of two of at least 4096"));
+            }
+        }
+        if !(256..=1 << 22).contains(&self.probes.tasks.max_processes) {
+            bad(
+                "probes.tasks.max_processes",
+                "must be in 256..=4194304".into(),
+            );
+        }
+        if self.probes.memory.interval_secs == 0 {
+            bad("probes.memory.interval_secs", "must be at least 1".into());
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            if t.service.trim().is_empty() {
+                bad("targets", format!("target {i}: service must not be empty"));
+            }
+            if t.comm.is_none() && t.exe.is_none() && t.cgroup.is_none() && t.unit.is_none() {
+                bad(
+                    "targets",
+                    format!(
+                        "target {i} ({}): give at least one of comm, exe, cgroup, unit",
+                        t.service
+                    ),
+                );
+            }
+            if t.comm.as_ref().is_some_and(|c| c.len() > 15) {
+                bad(
+                    "targets",
+                    format!("target {i} ({}): comm is at most 15 bytes", t.service),
+                );
+            }
         }
         out
     }

@@ -14,9 +14,9 @@ use tokio::{
 
 use crate::{
     config::Config,
-    ebpf::{ProbeError, Probes},
+    ebpf::{Attached, ProbeError, Probes},
     metrics::{self, server::AppState},
-    pipeline::Pipeline,
+    pipeline::{Pipeline, Sources},
 };
 
 /// How often the kernel maps are folded into series even when nobody scrapes, so process
@@ -51,23 +51,26 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             source,
         })?;
 
-    let Probes {
-        attached,
-        syscall_hist,
-        process_events,
-        loss,
-    } = Probes::load(&config)?;
-    tracing::info!(syscalls = syscall_hist.is_some(), "probes attached");
-    let events_ready = process_events.readiness().map_err(DaemonError::Epoll)?;
-    let pipeline = Arc::new(Mutex::new(Pipeline::new(
-        Some(process_events),
-        syscall_hist,
-        Some(loss),
-        config.services.max_services,
-    )));
+    let probes = Probes::load(&config)?;
+    tracing::info!(
+        syscalls = probes.syscalls.is_some(),
+        tasks = probes.tasks.is_some(),
+        "probes attached"
+    );
+    let (attached, sources): (Attached, Sources) = probes.into();
+    let mut wakeups = Vec::new();
+    if let Some(ring) = &sources.process_events {
+        wakeups.push(ring.readiness().map_err(DaemonError::Epoll)?);
+    }
+    if let Some(maps) = &sources.syscalls {
+        wakeups.push(maps.slow_events.readiness().map_err(DaemonError::Epoll)?);
+    }
+    let pipeline = Arc::new(Mutex::new(Pipeline::new(sources, &config)));
 
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(read_process_events(events_ready, pipeline.clone()));
+    for ready in wakeups {
+        tasks.spawn(drain_on_wakeup(ready, pipeline.clone()));
+    }
     tasks.spawn(collect_periodically(pipeline.clone()));
 
     let state = AppState {
@@ -91,20 +94,20 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Sleeps in epoll until process events arrive, then applies them.
-async fn read_process_events(ready: AsyncFd<OwnedFd>, pipeline: Arc<Mutex<Pipeline>>) {
+/// Sleeps in epoll until a ring buffer has records, then applies every waiting event.
+async fn drain_on_wakeup(ready: AsyncFd<OwnedFd>, pipeline: Arc<Mutex<Pipeline>>) {
     loop {
         let mut guard = match ready.readable().await {
             Ok(g) => g,
             Err(e) => {
-                tracing::error!(error = %e, "waiting on the process event ring buffer failed");
+                tracing::error!(error = %e, "waiting on a ring buffer failed; draining once a second only");
                 return;
             }
         };
         pipeline
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .drain_process_events();
+            .drain_events();
         guard.clear_ready();
     }
 }

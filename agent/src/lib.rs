@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod ebpf;
+pub mod errno;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;

@@ -198,3 +198,59 @@ pub fn run_to_end(bin: &Path, args: &[&str]) {
     let status = Command::new(bin).args(args).status().unwrap();
     assert!(status.success(), "{} failed: {status}", bin.display());
 }
+
+/// A workload that talks over stdin/stdout: it prints a line when it reaches a state and
+/// waits for a line before moving on.
+pub struct Interactive {
+    child: Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Interactive {
+    pub fn spawn(bin: &Path, args: &[&str]) -> Interactive {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        Interactive { child, out }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the workload to print `line`.
+    pub fn expect(&mut self, line: &str) {
+        use std::io::BufRead;
+        let mut got = String::new();
+        self.out.read_line(&mut got).unwrap();
+        assert_eq!(got.trim_end(), line, "workload said {got:?}");
+    }
+
+    /// Sends one line to the workload.
+    pub fn step(&mut self) {
+        self.child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(b"go\n")
+            .unwrap();
+    }
+
+    /// Closes stdin and waits for a successful exit.
+    pub fn finish(mut self) {
+        drop(self.child.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "workload failed: {status}");
+    }
+}
+
+impl Drop for Interactive {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

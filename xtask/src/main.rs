@@ -106,10 +106,49 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     if !is_root() {
         bail!("the test suite loads eBPF programs: run it as root");
     }
-    run(cargo()
-        .current_dir(root)
+    let mut cmd = cargo();
+    cmd.current_dir(root)
         .args(["test", "--workspace", "--locked"])
-        .args(extra))
+        .args(extra)
+        .stdout(std::process::Stdio::piped());
+    eprintln!("xtask: {cmd:?}");
+    let mut child = cmd.spawn().context("running cargo test")?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line?;
+        println!("{line}");
+        if let Some((p, f)) = parse_result(&line) {
+            passed += p;
+            failed += f;
+        }
+    }
+    let status = child.wait()?;
+    // One closing line over every test binary (cargo prints one result line per binary).
+    println!("tests: {passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("cargo test failed: {status}");
+    }
+    if passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// `test result: ok. 14 passed; 0 failed; ...` -> (14, 0).
+fn parse_result(line: &str) -> Option<(u64, u64)> {
+    let rest = line.strip_prefix("test result: ")?;
+    let num = |word: &str| {
+        rest.split(';')
+            .find_map(|part| {
+                part.trim()
+                    .trim_start_matches("ok. ")
+                    .trim_start_matches("FAILED. ")
+                    .strip_suffix(word)
+            })
+            .and_then(|n| n.trim().parse().ok())
+    };
+    Some((num(" passed")?, num(" failed")?))
 }
 
 fn is_root() -> bool {
@@ -121,4 +160,22 @@ fn is_root() -> bool {
                 .map(|l| l.split_whitespace().nth(2) == Some("0"))
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_result;
+
+    #[test]
+    fn result_lines_are_parsed() {
+        assert_eq!(
+            parse_result("test result: ok. 14 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s"),
+            Some((14, 0))
+        );
+        assert_eq!(
+            parse_result("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured"),
+            Some((3, 1))
+        );
+        assert_eq!(parse_result("running 4 tests"), None);
+    }
 }

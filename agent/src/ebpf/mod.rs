@@ -2,16 +2,21 @@
 //! to the kernel through BPF syscalls; everything above it sees plain Rust values.
 
 mod loss;
-mod process_events;
-mod syscall_latency;
+mod percpu_table;
+mod ring;
 
-use aya::{programs::BtfTracePoint, Btf, Ebpf, EbpfLoader};
+use agent_common::{process::ProcEvent, syscall::SlowSyscallEvent};
+use aya::{
+    maps::{Array, MapData},
+    programs::BtfTracePoint,
+    Btf, Ebpf, EbpfLoader,
+};
 
 pub use loss::LossCounters;
-pub use process_events::ProcessEvents;
-pub use syscall_latency::SyscallHistMap;
+pub use percpu_table::{PerCpuTable, SyscallErrorMap, SyscallHistMap, TaskCountMap};
+pub use ring::{decode, EventRing};
 
-use crate::config::Config;
+use crate::config::{Config, SyscallProbeConfig};
 
 /// The compiled eBPF object, built by `agent/build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("STEADFAST_EBPF_OBJECT"));
@@ -41,11 +46,20 @@ pub struct Attached {
     _ebpf: Ebpf,
 }
 
+/// The syscall probe's maps.
+pub struct SyscallMaps {
+    pub hist: SyscallHistMap,
+    pub errors: SyscallErrorMap,
+    pub slow_events: EventRing<SlowSyscallEvent>,
+    pub thresholds: SlowThresholds,
+}
+
 /// The loaded probes: what stays attached, and the readers of the maps userspace needs.
 pub struct Probes {
     pub attached: Attached,
-    pub syscall_hist: Option<SyscallHistMap>,
-    pub process_events: ProcessEvents,
+    pub syscalls: Option<SyscallMaps>,
+    pub tasks: Option<TaskCountMap>,
+    pub process_events: EventRing<ProcEvent>,
     pub loss: LossCounters,
 }
 
@@ -57,8 +71,12 @@ impl Probes {
         let syscalls = &config.probes.syscalls;
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &agent_tgid, true)
+            .override_global("WAKEUP_MIN_BYTES", &config.probes.wakeup_min_bytes, true)
             .map_max_entries("SYSCALL_THREADS", syscalls.max_threads)
             .map_max_entries("SYSCALL_HIST", syscalls.max_histogram_keys)
+            .map_max_entries("SYSCALL_ERRORS", syscalls.max_error_keys)
+            .map_max_entries("SYSCALL_EVENTS", syscalls.events_ring_buffer_bytes)
+            .map_max_entries("TASKS", config.probes.tasks.max_processes)
             .map_max_entries(
                 "PROC_EVENTS",
                 config.probes.process_events.ring_buffer_bytes,
@@ -66,26 +84,77 @@ impl Probes {
             .load(OBJECT)?;
         let btf = Btf::from_sys_fs()?;
 
-        // Process names first, so the first syscall samples already have a service.
-        attach_btf(&mut ebpf, &btf, "sched_process_exec")?;
-        attach_btf(&mut ebpf, &btf, "sched_process_exit")?;
-        let process_events = ProcessEvents::new(take_map(&mut ebpf, "PROC_EVENTS")?)?;
+        // Process names first, so the first samples of other probes already have a service.
+        attach_btf(&mut ebpf, &btf, "sched_process_exec", "sched_process_exec")?;
+        attach_btf(&mut ebpf, &btf, "sched_process_exit", "sched_process_exit")?;
+        let process_events = EventRing::new(take_map(&mut ebpf, "PROC_EVENTS")?, "PROC_EVENTS")?;
         let loss = LossCounters::new(take_map(&mut ebpf, "EVENTS_LOST")?)?;
 
-        let syscall_hist = if syscalls.enabled {
-            let map = SyscallHistMap::new(take_map(&mut ebpf, "SYSCALL_HIST")?)?;
-            attach_btf(&mut ebpf, &btf, "sys_enter")?;
-            attach_btf(&mut ebpf, &btf, "sys_exit")?;
+        let tasks = if config.probes.tasks.enabled {
+            let map = TaskCountMap::new(take_map(&mut ebpf, "TASKS")?, "TASKS")?;
+            attach_btf(&mut ebpf, &btf, "task_newtask", "task_newtask")?;
+            attach_btf(&mut ebpf, &btf, "task_exit", "sched_process_exit")?;
             Some(map)
+        } else {
+            None
+        };
+
+        let syscall_maps = if syscalls.enabled {
+            let mut thresholds = SlowThresholds::new(take_map(&mut ebpf, "SYSCALL_SLOW_NS")?)?;
+            thresholds.write(syscalls)?;
+            let maps = SyscallMaps {
+                hist: SyscallHistMap::new(take_map(&mut ebpf, "SYSCALL_HIST")?, "SYSCALL_HIST")?,
+                errors: SyscallErrorMap::new(
+                    take_map(&mut ebpf, "SYSCALL_ERRORS")?,
+                    "SYSCALL_ERRORS",
+                )?,
+                slow_events: EventRing::new(
+                    take_map(&mut ebpf, "SYSCALL_EVENTS")?,
+                    "SYSCALL_EVENTS",
+                )?,
+                thresholds,
+            };
+            attach_btf(&mut ebpf, &btf, "sys_enter", "sys_enter")?;
+            attach_btf(&mut ebpf, &btf, "sys_exit", "sys_exit")?;
+            Some(maps)
         } else {
             None
         };
         Ok(Self {
             attached: Attached { _ebpf: ebpf },
-            syscall_hist,
+            syscalls: syscall_maps,
+            tasks,
             process_events,
             loss,
         })
+    }
+}
+
+/// The per-syscall slow thresholds (`SYSCALL_SLOW_NS`), rewritable while attached.
+pub struct SlowThresholds {
+    map: Array<MapData, u64>,
+}
+
+impl SlowThresholds {
+    fn new(map: aya::maps::Map) -> Result<Self, ProbeError> {
+        let map = Array::try_from(map).map_err(|source| ProbeError::Map {
+            name: "SYSCALL_SLOW_NS",
+            source,
+        })?;
+        Ok(Self { map })
+    }
+
+    /// Writes the thresholds of `config` (used at load and on reload).
+    pub fn write(&mut self, config: &SyscallProbeConfig) -> Result<(), ProbeError> {
+        for (nr, ns) in config.slow_thresholds_ns().into_iter().enumerate() {
+            self.map
+                .set(nr as u32, ns, 0)
+                .map_err(|source| ProbeError::Map {
+                    name: "SYSCALL_SLOW_NS",
+                    source,
+                })?;
+        }
+        Ok(())
     }
 }
 
@@ -93,8 +162,13 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, Probe
     ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))
 }
 
-/// Programs are named after the BTF tracepoint they attach to.
-fn attach_btf(ebpf: &mut Ebpf, btf: &Btf, name: &'static str) -> Result<(), ProbeError> {
+/// Loads program `name` for the BTF tracepoint `tracepoint` and attaches it.
+fn attach_btf(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    name: &'static str,
+    tracepoint: &str,
+) -> Result<(), ProbeError> {
     let err = |source| ProbeError::Program { name, source };
     let program: &mut BtfTracePoint = ebpf
         .program_mut(name)
@@ -104,7 +178,7 @@ fn attach_btf(ebpf: &mut Ebpf, btf: &Btf, name: &'static str) -> Result<(), Prob
         })?
         .try_into()
         .map_err(err)?;
-    program.load(name, btf).map_err(err)?;
+    program.load(tracepoint, btf).map_err(err)?;
     program.attach().map_err(err)?;
     Ok(())
 }
@@ -119,5 +193,16 @@ fn raise_memlock_limit() {
     let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
     if ret != 0 {
         tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
+    }
+}
+
+/// The system page size (for `/proc/<pid>/statm`).
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 {
+        size as u64
+    } else {
+        4096
     }
 }

@@ -11,7 +11,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{pipeline::Pipeline, syscalls};
+use crate::{errno, pipeline::Pipeline, syscalls};
 
 /// Kernel buckets below this index are merged into the first exported bucket (512 ns):
 /// finer resolution there is noise for the questions people ask of syscall latency.
@@ -41,15 +41,10 @@ struct PipelineCollector {
     pipeline: Arc<Mutex<Pipeline>>,
 }
 
-impl std::fmt::Debug for Pipeline {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline").finish_non_exhaustive()
-    }
-}
-
 impl Collector for PipelineCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let p = self.pipeline.lock().unwrap_or_else(|e| e.into_inner());
+        let svc = |id| p.services.name(id);
 
         let mut family = encoder.encode_descriptor(
             "syscall_duration",
@@ -57,12 +52,9 @@ impl Collector for PipelineCollector {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for (&(service, nr), hist) in p.stats.totals() {
+        for (&(service, nr), hist) in p.syscalls.latency() {
             let syscall = syscalls::label(nr);
-            let labels = [
-                ("syscall", syscall.as_ref()),
-                ("service", p.services.name(service)),
-            ];
+            let labels = [("syscall", syscall.as_ref()), ("service", svc(service))];
             let count: u64 = hist.buckets.iter().sum();
             family
                 .encode_family(&labels)?
@@ -72,6 +64,71 @@ impl Collector for PipelineCollector {
                     &export_buckets(hist),
                     None,
                 )?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "syscall_errors",
+            "Syscalls that returned an error, by syscall, errno and service.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (&(service, nr, errno), &n) in p.syscalls.failures() {
+            let (syscall, errno) = (syscalls::label(nr), errno::label(errno));
+            let labels = [
+                ("syscall", syscall.as_ref()),
+                ("errno", errno.as_ref()),
+                ("service", svc(service)),
+            ];
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            "syscall_slow",
+            "Syscalls slower than their configured threshold (probes.syscalls.slow_ms), by syscall and service; each one is also an event.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (&(service, nr), &n) in p.syscalls.slow() {
+            let syscall = syscalls::label(nr);
+            let labels = [("syscall", syscall.as_ref()), ("service", svc(service))];
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "process_tasks",
+            "Live tasks (threads) of the service's processes.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (&service, &n) in p.tasks.live() {
+            ConstGauge::new(n).encode(family.encode_family(&[("service", svc(service))])?)?;
+        }
+        for (name, help, values) in [
+            (
+                "process_tasks_created",
+                "Tasks (threads and child processes) created by the service's processes.",
+                p.tasks.created(),
+            ),
+            (
+                "process_tasks_exited",
+                "Tasks (threads) of the service's processes that exited.",
+                p.tasks.exited(),
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (&service, &n) in values {
+                ConstCounter::new(n).encode(family.encode_family(&[("service", svc(service))])?)?;
+            }
+        }
+        if p.memory.enabled() {
+            let mut family = encoder.encode_descriptor(
+                "process_resident_memory",
+                "Resident memory of the service's processes (kernel RSS counters).",
+                Some(&Unit::Bytes),
+                MetricType::Gauge,
+            )?;
+            for (&service, &bytes) in p.memory.resident() {
+                ConstGauge::new(bytes as i64)
+                    .encode(family.encode_family(&[("service", svc(service))])?)?;
+            }
         }
 
         let t = &p.telemetry;

@@ -1,104 +1,209 @@
-//! From kernel facts to series: process naming, then accounting of the syscall histograms.
-//! One `Pipeline` owns the map readers; `collect` runs on every scrape and on a timer.
+//! From kernel facts to series: process naming, then folding each kernel counter map into
+//! per-service series. One `Pipeline` owns the map readers; `collect` runs on every scrape and
+//! once a second.
 
+pub mod delta;
+pub mod memory;
 pub mod processes;
 pub mod services;
 pub mod syscall_stats;
+pub mod task_stats;
+
+use std::time::{Duration, Instant};
 
 use agent_common::{
-    loss::LOSS_PROC_EVENTS,
+    loss::{LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS},
     process::ProcEvent,
-    syscall::{Hist, HistKey},
 };
 
 use crate::{
-    ebpf::{LossCounters, ProcessEvents, SyscallHistMap},
+    config::Config,
+    ebpf::{EventRing, LossCounters, Probes, SyscallMaps, TaskCountMap},
     telemetry::Telemetry,
 };
-use processes::{ProcessTable, Procfs};
-use services::ServiceNames;
+use memory::Memory;
+use processes::{procfs_tgids, ProcessTable};
+use services::{Naming, ServiceNames};
 use syscall_stats::SyscallStats;
+use task_stats::{procfs_threads, TaskStats};
 
-/// Every this many collections, forget processes that vanished without an exit event.
-const SWEEP_EVERY: u64 = 60;
+/// Every this many collections, forget processes that vanished without an exit event and
+/// discover those that appeared without an exec (forks).
+const SWEEP_EVERY: u64 = 30;
+
+/// The kernel side the pipeline reads. Absent pieces (disabled probes) are `None`.
+#[derive(Default)]
+pub struct Sources {
+    pub process_events: Option<EventRing<ProcEvent>>,
+    pub syscalls: Option<SyscallMaps>,
+    pub tasks: Option<TaskCountMap>,
+    pub loss: Option<LossCounters>,
+}
+
+impl From<Probes> for (crate::ebpf::Attached, Sources) {
+    fn from(p: Probes) -> Self {
+        (
+            p.attached,
+            Sources {
+                process_events: Some(p.process_events),
+                syscalls: p.syscalls,
+                tasks: p.tasks,
+                loss: Some(p.loss),
+            },
+        )
+    }
+}
 
 pub struct Pipeline {
-    process_events: Option<ProcessEvents>,
-    hist_map: Option<SyscallHistMap>,
-    loss: Option<LossCounters>,
+    sources: Sources,
+    naming: Naming,
     pub services: ServiceNames,
     processes: ProcessTable,
-    pub stats: SyscallStats,
+    pub syscalls: SyscallStats,
+    pub tasks: TaskStats,
+    pub memory: Memory,
     pub telemetry: Telemetry,
     generation: u64,
-    scratch: Vec<(HistKey, Hist)>,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Pipeline {
-    pub fn new(
-        process_events: Option<ProcessEvents>,
-        hist_map: Option<SyscallHistMap>,
-        loss: Option<LossCounters>,
-        max_services: usize,
-    ) -> Self {
-        Self {
-            process_events,
-            hist_map,
-            loss,
-            services: ServiceNames::new(max_services),
+    pub fn new(sources: Sources, config: &Config) -> Self {
+        let mut p = Self {
+            sources,
+            naming: Naming::new(config.targets.clone()),
+            services: ServiceNames::new(config.services.max_services),
             processes: ProcessTable::default(),
-            stats: SyscallStats::default(),
+            syscalls: SyscallStats::default(),
+            tasks: TaskStats::default(),
+            memory: Memory::new(
+                config.probes.memory.enabled,
+                Duration::from_secs(config.probes.memory.interval_secs),
+            ),
             telemetry: Telemetry::default(),
             generation: 0,
-            scratch: Vec::new(),
+        };
+        p.discover();
+        p
+    }
+
+    /// Names every process in procfs that the table does not know yet (except the agent: the
+    /// probes leave it out too).
+    fn discover(&mut self) {
+        let me = std::process::id();
+        for tgid in procfs_tgids().into_iter().filter(|&t| t != me) {
+            self.processes
+                .service_of(tgid, &mut self.services, &mut self.naming);
         }
     }
 
-    /// Applies every process lifecycle event waiting in the ring buffer.
-    pub fn drain_process_events(&mut self) {
-        let Some(events) = self.process_events.as_mut() else {
-            return;
-        };
-        let (processes, services, generation) =
-            (&mut self.processes, &mut self.services, self.generation);
-        let (ok, malformed) = events
-            .drain(|ev: ProcEvent| processes.on_event(&ev, generation, services, &mut Procfs));
-        self.telemetry.add_received(LOSS_PROC_EVENTS, ok, malformed);
+    /// Applies every event waiting in the ring buffers (process lifecycle first, so other
+    /// events find their process named).
+    pub fn drain_events(&mut self) {
+        let generation = self.generation;
+        if let Some(ring) = self.sources.process_events.as_mut() {
+            let (processes, services, naming) =
+                (&mut self.processes, &mut self.services, &mut self.naming);
+            let (ok, malformed) =
+                ring.drain(|ev| processes.on_event(&ev, generation, services, naming));
+            self.telemetry.add_received(LOSS_PROC_EVENTS, ok, malformed);
+        }
+        if let Some(maps) = self.sources.syscalls.as_mut() {
+            let (processes, services, naming, stats) = (
+                &mut self.processes,
+                &mut self.services,
+                &mut self.naming,
+                &mut self.syscalls,
+            );
+            let (ok, malformed) = maps.slow_events.drain(|ev| {
+                let service = processes.service_of(ev.tgid, services, naming);
+                stats.on_slow(service, ev);
+            });
+            self.telemetry
+                .add_received(LOSS_SYSCALL_EVENTS, ok, malformed);
+        }
     }
 
-    /// Reads the kernel maps and folds what is new into the cumulative series. Process events
+    /// Reads the kernel maps and folds what is new into the cumulative series. Events
     /// submitted before this call are applied first, so every key has its name.
     pub fn collect(&mut self) {
-        self.drain_process_events();
+        self.drain_events();
         self.generation += 1;
         let generation = self.generation;
-        if let Some(loss) = &self.loss {
-            self.telemetry
-                .set_kernel_lost(LOSS_PROC_EVENTS, loss.lost(LOSS_PROC_EVENTS));
+        if let Some(loss) = &self.sources.loss {
+            for source in [LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS] {
+                self.telemetry.set_kernel_lost(source, loss.lost(source));
+            }
         }
-        let Some(map) = self.hist_map.as_mut() else {
-            return;
-        };
-        map.snapshot(&mut self.scratch);
-        let (processes, services) = (&mut self.processes, &mut self.services);
-        self.stats.fold(&self.scratch, |tgid| {
-            processes.service_of(tgid, services, &mut Procfs)
-        });
+        let (processes, services, naming) =
+            (&mut self.processes, &mut self.services, &mut self.naming);
+        let mut service_of = |tgid| processes.service_of(tgid, services, naming);
+        if let Some(maps) = self.sources.syscalls.as_ref() {
+            let mut hist = Vec::new();
+            maps.hist.snapshot(&mut hist);
+            self.syscalls.fold_latency(&hist, &mut service_of);
+            let mut errors = Vec::new();
+            maps.errors.snapshot(&mut errors);
+            self.syscalls.fold_errors(&errors, &mut service_of);
+        }
+        if let Some(map) = self.sources.tasks.as_ref() {
+            let mut counts = Vec::new();
+            map.snapshot(&mut counts);
+            self.tasks.fold(&counts, &mut service_of);
+        }
+
         // Processes whose exit came before the previous collection: their final counts have
         // been folded, so their kernel keys and names can go.
         for tgid in self.processes.exited_before(generation - 1) {
-            for key in self.stats.keys_of(tgid) {
-                map.remove(&key);
-                self.stats.forget(&key);
-            }
-            self.processes.remove(tgid);
+            self.forget_process(tgid);
         }
         if generation.is_multiple_of(SWEEP_EVERY) {
             self.processes
                 .sweep(|tgid| std::path::Path::new(&format!("/proc/{tgid}")).exists());
+            self.discover();
         }
+        if self.sources.tasks.is_some() {
+            self.tasks
+                .update_live(self.processes.live(), procfs_threads);
+        }
+        self.memory.refresh(Instant::now(), self.processes.live());
+
         self.telemetry.tracked_processes = self.processes.len() as u64;
-        self.telemetry.syscall_hist_keys = self.stats.tracked_keys() as u64;
-        self.telemetry.syscall_hist_evicted = self.stats.evicted_keys();
+        self.telemetry.syscall_hist_keys = self.syscalls.hist.len() as u64;
+        self.telemetry.syscall_hist_evicted = self.syscalls.hist.vanished();
+    }
+
+    fn forget_process(&mut self, tgid: u32) {
+        let (hist_keys, err_keys) = self.syscalls.keys_of(tgid);
+        if let Some(maps) = self.sources.syscalls.as_mut() {
+            for k in &hist_keys {
+                maps.hist.remove(k);
+                self.syscalls.hist.forget(k);
+            }
+            for k in &err_keys {
+                maps.errors.remove(k);
+                self.syscalls.errors.forget(k);
+            }
+        }
+        if let Some(map) = self.sources.tasks.as_mut() {
+            map.remove(&tgid);
+        }
+        self.tasks.forget(tgid);
+        self.processes.remove(tgid);
+    }
+
+    /// Rewrites what can change without reattaching (slow thresholds) from a new config.
+    pub fn apply_thresholds(&mut self, config: &Config) -> Result<(), crate::ebpf::ProbeError> {
+        match self.sources.syscalls.as_mut() {
+            Some(maps) => maps.thresholds.write(&config.probes.syscalls),
+            None => Ok(()),
+        }
     }
 }

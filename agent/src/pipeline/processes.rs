@@ -1,12 +1,12 @@
-//! Which service each process (thread group) belongs to, kept from its exec until shortly
-//! after its exit, so syscalls of processes that lived less than a collection interval are
-//! still attributed to the right service.
+//! Which service each process (thread group) belongs to, kept from its exec (or first sight)
+//! until shortly after its exit, so samples of processes that lived less than a collection
+//! interval are still attributed to the right service.
 
 use std::collections::HashMap;
 
 use agent_common::process::{ProcEvent, PROC_EXEC, PROC_EXIT};
 
-use super::services::{resolve_from_procfs, ServiceId, ServiceNames, UNKNOWN};
+use super::services::{Naming, ProcessFacts, ServiceId, ServiceNames, UNKNOWN};
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -15,17 +15,23 @@ struct Entry {
     exited_in: Option<u64>,
 }
 
-/// How a process is named when no event told us: read procfs (live), or give up.
+/// How a process is named: from procfs while it lives, else from what an event carried.
 pub trait Resolver {
+    /// The name of a live process, `None` if it has gone.
     fn resolve(&mut self, tgid: u32) -> Option<String>;
+    /// The name of a process known only by its comm.
+    fn name_by_comm(&mut self, comm: &str) -> String;
 }
 
-/// The real resolver: procfs.
-pub struct Procfs;
-
-impl Resolver for Procfs {
+impl Resolver for Naming {
     fn resolve(&mut self, tgid: u32) -> Option<String> {
-        resolve_from_procfs(tgid)
+        ProcessFacts::from_procfs(tgid).map(|f| self.name(&f))
+    }
+    fn name_by_comm(&mut self, comm: &str) -> String {
+        self.name(&ProcessFacts {
+            comm: comm.to_string(),
+            ..Default::default()
+        })
     }
 }
 
@@ -43,12 +49,13 @@ impl ProcessTable {
         names: &mut ServiceNames,
         resolver: &mut impl Resolver,
     ) {
+        let comm = String::from_utf8_lossy(ev.comm_bytes());
         match ev.kind {
             PROC_EXEC => {
-                // Right after exec the process is alive: its cgroup says if it is a unit.
+                // Right after exec the process is alive: procfs tells its cgroup and exe.
                 let name = resolver
                     .resolve(ev.tgid)
-                    .unwrap_or_else(|| String::from_utf8_lossy(ev.comm_bytes()).into_owned());
+                    .unwrap_or_else(|| resolver.name_by_comm(&comm));
                 let service = names.intern(&name);
                 self.entries.insert(
                     ev.tgid,
@@ -60,9 +67,8 @@ impl ProcessTable {
             }
             PROC_EXIT => {
                 let entry = self.entries.entry(ev.tgid).or_insert_with(|| Entry {
-                    // Never seen exec (started before the agent, or forked without exec): the
-                    // exiting task's comm is the best name left.
-                    service: names.intern(&String::from_utf8_lossy(ev.comm_bytes())),
+                    // Never seen alive: the exiting task's comm is the best name left.
+                    service: names.intern(&resolver.name_by_comm(&comm)),
                     exited_in: None,
                 });
                 entry.exited_in = Some(generation);
@@ -71,7 +77,7 @@ impl ProcessTable {
         }
     }
 
-    /// The service of `tgid`, resolving (and remembering) it if no event named it yet.
+    /// The service of `tgid`, resolving (and remembering) it if nothing named it yet.
     pub fn service_of(
         &mut self,
         tgid: u32,
@@ -92,6 +98,14 @@ impl ProcessTable {
             },
         );
         service
+    }
+
+    /// Processes that have not exited (as far as events tell), with their service.
+    pub fn live(&self) -> impl Iterator<Item = (u32, ServiceId)> + '_ {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.exited_in.is_none())
+            .map(|(&tgid, e)| (tgid, e.service))
     }
 
     /// Processes whose exit arrived in a generation before `generation`: their last counts
@@ -124,6 +138,16 @@ impl ProcessTable {
     }
 }
 
+/// Thread group ids of every process in `/proc`.
+pub fn procfs_tgids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +157,9 @@ mod tests {
     impl Resolver for Fixed {
         fn resolve(&mut self, _: u32) -> Option<String> {
             self.0.map(String::from)
+        }
+        fn name_by_comm(&mut self, comm: &str) -> String {
+            comm.to_string()
         }
     }
 
@@ -164,8 +191,10 @@ mod tests {
         );
         let s8 = t.service_of(8, &mut names, &mut Fixed(None));
         assert_eq!(names.name(s8), "db.service");
+        assert_eq!(t.live().count(), 2);
 
         t.on_event(&ev(PROC_EXIT, 7, "worker"), 3, &mut names, &mut Fixed(None));
+        assert_eq!(t.live().collect::<Vec<_>>(), vec![(8, s8)]);
         assert!(t.exited_before(3).is_empty(), "not read since the exit yet");
         assert_eq!(t.exited_before(4), vec![7]);
         t.remove(7);
@@ -182,5 +211,10 @@ mod tests {
         assert_eq!(names.name(s), "short");
         t.sweep(|_| false);
         assert_eq!(t.len(), 1, "exited entries wait for their final read");
+    }
+
+    #[test]
+    fn procfs_lists_this_process() {
+        assert!(procfs_tgids().contains(&std::process::id()));
     }
 }

@@ -3,6 +3,8 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use crate::config::Target;
+
 /// Index of a service name in [`ServiceNames`].
 pub type ServiceId = u32;
 
@@ -56,30 +58,90 @@ impl ServiceNames {
     }
 }
 
-/// The innermost `*.service` unit in a `/proc/<pid>/cgroup` file, preferring the unified
-/// (v2) hierarchy and falling back to the v1 `name=systemd` one.
-pub fn unit_from_cgroup_file(text: &str) -> Option<&str> {
-    let path_of = |prefix: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(prefix))
-            .map(|rest| rest.trim())
-    };
-    let path = path_of("0::").or_else(|| {
-        text.lines()
-            .find_map(|l| l.split_once(":name=systemd:").map(|(_, p)| p.trim()))
-    })?;
+/// The cgroup path in a `/proc/<pid>/cgroup` file, preferring the unified (v2) hierarchy and
+/// falling back to the v1 `name=systemd` one.
+pub fn cgroup_path(text: &str) -> Option<&str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .or_else(|| {
+            text.lines()
+                .find_map(|l| l.split_once(":name=systemd:").map(|(_, p)| p))
+        })
+        .map(str::trim)
+}
+
+/// The innermost `*.service` unit of a cgroup path.
+pub fn innermost_unit(path: &str) -> Option<&str> {
     path.rsplit('/')
         .find(|c| c.ends_with(".service") && c.len() > ".service".len())
 }
 
-/// Service name for a live process, from procfs; `None` if it has gone.
-pub fn resolve_from_procfs(tgid: u32) -> Option<String> {
-    let cgroup = std::fs::read_to_string(format!("/proc/{tgid}/cgroup")).ok();
-    if let Some(unit) = cgroup.as_deref().and_then(unit_from_cgroup_file) {
-        return Some(unit.to_string());
+/// The innermost `*.service` unit in a `/proc/<pid>/cgroup` file.
+pub fn unit_from_cgroup_file(text: &str) -> Option<&str> {
+    cgroup_path(text).and_then(innermost_unit)
+}
+
+/// What is known about a process when naming it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProcessFacts {
+    pub comm: String,
+    /// `/proc/<pid>/exe`, when the process is alive and readable.
+    pub exe: Option<String>,
+    /// Cgroup v2 path (or the v1 `name=systemd` one).
+    pub cgroup: Option<String>,
+}
+
+impl ProcessFacts {
+    /// Reads a live process from procfs; `None` if it has gone.
+    pub fn from_procfs(tgid: u32) -> Option<Self> {
+        let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm")).ok()?;
+        let cgroup = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
+            .ok()
+            .and_then(|t| cgroup_path(&t).map(str::to_string));
+        let exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned());
+        Some(Self {
+            comm: comm.trim_end_matches('\n').to_string(),
+            exe,
+            cgroup,
+        })
     }
-    let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm")).ok()?;
-    Some(comm.trim_end_matches('\n').to_string())
+
+    pub fn unit(&self) -> Option<&str> {
+        self.cgroup.as_deref().and_then(innermost_unit)
+    }
+}
+
+/// Names processes: the first matching target's service, else the systemd unit, else comm.
+#[derive(Debug, Default, Clone)]
+pub struct Naming {
+    targets: Vec<Target>,
+}
+
+impl Naming {
+    pub fn new(targets: Vec<Target>) -> Self {
+        Self { targets }
+    }
+
+    pub fn name(&self, facts: &ProcessFacts) -> String {
+        if let Some(t) = self.targets.iter().find(|t| matches(t, facts)) {
+            return t.service.clone();
+        }
+        facts.unit().unwrap_or(&facts.comm).to_string()
+    }
+}
+
+/// Every criterion the target gives must match; a fact that is unknown does not match.
+fn matches(t: &Target, f: &ProcessFacts) -> bool {
+    t.comm.as_ref().is_none_or(|c| *c == f.comm)
+        && t.exe.as_ref().is_none_or(|e| f.exe.as_ref() == Some(e))
+        && t.cgroup.as_ref().is_none_or(|c| {
+            f.cgroup.as_deref().is_some_and(|p| {
+                p == c || (p.starts_with(c.as_str()) && p.as_bytes().get(c.len()) == Some(&b'/'))
+            })
+        })
+        && t.unit.as_ref().is_none_or(|u| f.unit() == Some(u))
 }
 
 #[cfg(test)]
@@ -97,6 +159,46 @@ mod tests {
         assert_eq!(s.name(a), "a");
         assert_eq!(s.name(OTHER), "other");
         assert_eq!(s.name(UNKNOWN), "unknown");
+    }
+
+    #[test]
+    fn targets_win_over_units_and_comm() {
+        let target =
+            |service: &str, comm: Option<&str>, exe: Option<&str>, cgroup: Option<&str>| Target {
+                service: service.into(),
+                comm: comm.map(Into::into),
+                exe: exe.map(Into::into),
+                cgroup: cgroup.map(Into::into),
+                unit: None,
+            };
+        let naming = Naming::new(vec![
+            target("api", Some("api-bin"), Some("/usr/bin/api-bin"), None),
+            target("batch", None, None, Some("/system.slice/batch")),
+        ]);
+        let facts = |comm: &str, exe: Option<&str>, cgroup: Option<&str>| ProcessFacts {
+            comm: comm.into(),
+            exe: exe.map(Into::into),
+            cgroup: cgroup.map(Into::into),
+        };
+        assert_eq!(
+            naming.name(&facts("api-bin", Some("/usr/bin/api-bin"), None)),
+            "api"
+        );
+        assert_eq!(
+            naming.name(&facts("api-bin", Some("/opt/api-bin"), None)),
+            "api-bin",
+            "every given criterion must match"
+        );
+        assert_eq!(
+            naming.name(&facts("x", None, Some("/system.slice/batch/job.service"))),
+            "batch"
+        );
+        assert_eq!(
+            naming.name(&facts("x", None, Some("/system.slice/batchy.service"))),
+            "batchy.service",
+            "a prefix matches whole path components only"
+        );
+        assert_eq!(naming.name(&facts("sh", None, Some("/user.slice"))), "sh");
     }
 
     #[test]

@@ -1,91 +1,94 @@
-//! Turns snapshots of the in-kernel histograms (cumulative per (tgid, syscall) key) into
-//! cumulative histograms per (service, syscall), counting every call exactly once: each key's
-//! last-seen value is remembered and only the difference is added.
+//! Syscall series per service: latency histograms and error counts folded from the kernel's
+//! per-process counters by difference, and slow-syscall events.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, VecDeque};
 
-use agent_common::syscall::{Hist, HistKey};
+use agent_common::syscall::{ErrKey, Hist, HistKey, SlowSyscallEvent};
 
-use super::services::ServiceId;
+use super::{delta::Deltas, services::ServiceId};
+
+/// How many recent slow-syscall events are kept for consumers (exporters, debugging).
+pub const RECENT_EVENTS: usize = 1024;
+
+/// A slow syscall with its service resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowSyscall {
+    pub service: ServiceId,
+    pub event: SlowSyscallEvent,
+}
 
 #[derive(Debug, Default)]
 pub struct SyscallStats {
-    last: HashMap<HistKey, Hist>,
-    totals: BTreeMap<(ServiceId, u32), Hist>,
-    /// Keys that vanished from the kernel map without us deleting them (LRU eviction):
-    /// whatever they counted since the previous read is lost.
-    evicted_keys: u64,
-}
-
-fn count(h: &Hist) -> u64 {
-    h.buckets.iter().sum()
+    pub hist: Deltas<HistKey, Hist>,
+    pub errors: Deltas<ErrKey, u64>,
+    /// (service, nr) -> cumulative latency histogram.
+    latency: BTreeMap<(ServiceId, u32), Hist>,
+    /// (service, nr, errno) -> failed calls.
+    failures: BTreeMap<(ServiceId, u32, u32), u64>,
+    /// (service, nr) -> slow-syscall events received.
+    slow: BTreeMap<(ServiceId, u32), u64>,
+    recent: VecDeque<SlowSyscall>,
 }
 
 impl SyscallStats {
-    /// Adds what each key gained since the last snapshot to its service's totals.
-    pub fn fold(
+    pub fn fold_latency(
         &mut self,
         snapshot: &[(HistKey, Hist)],
         mut service_of: impl FnMut(u32) -> ServiceId,
     ) {
-        let mut seen = HashSet::with_capacity(snapshot.len());
-        for (key, now) in snapshot {
-            seen.insert(*key);
-            let delta = match self.last.get(key) {
-                // A key that went backwards was evicted and re-created: all it has is new.
-                Some(prev) if now.buckets.iter().zip(&prev.buckets).all(|(n, p)| n >= p) => {
-                    let mut d = *now;
-                    for (b, p) in d.buckets.iter_mut().zip(&prev.buckets) {
-                        *b -= p;
-                    }
-                    d.sum_ns = now.sum_ns.saturating_sub(prev.sum_ns);
-                    d
-                }
-                _ => *now,
-            };
-            self.last.insert(*key, *now);
-            if count(&delta) == 0 {
-                continue;
-            }
-            let total = self
-                .totals
-                .entry((service_of(key.tgid), key.nr))
-                .or_default();
+        let latency = &mut self.latency;
+        self.hist.fold(snapshot, |key, delta| {
+            let total = latency.entry((service_of(key.tgid), key.nr)).or_default();
             for (t, d) in total.buckets.iter_mut().zip(&delta.buckets) {
                 *t += d;
             }
             total.sum_ns += delta.sum_ns;
+        });
+    }
+
+    pub fn fold_errors(
+        &mut self,
+        snapshot: &[(ErrKey, u64)],
+        mut service_of: impl FnMut(u32) -> ServiceId,
+    ) {
+        let failures = &mut self.failures;
+        self.errors.fold(snapshot, |key, delta| {
+            *failures
+                .entry((service_of(key.tgid), key.nr, key.errno))
+                .or_default() += delta;
+        });
+    }
+
+    pub fn on_slow(&mut self, service: ServiceId, event: SlowSyscallEvent) {
+        *self.slow.entry((service, event.nr)).or_default() += 1;
+        if self.recent.len() == RECENT_EVENTS {
+            self.recent.pop_front();
         }
-        let before = self.last.len();
-        self.last.retain(|k, _| seen.contains(k));
-        self.evicted_keys += (before - self.last.len()) as u64;
+        self.recent.push_back(SlowSyscall { service, event });
     }
 
-    /// Keys of `tgid` we have seen (to delete them from the kernel map).
-    pub fn keys_of(&self, tgid: u32) -> Vec<HistKey> {
-        self.last
-            .keys()
-            .filter(|k| k.tgid == tgid)
-            .copied()
-            .collect()
+    /// Forgets every kernel key of an exited process (after deleting them from the maps).
+    pub fn keys_of(&self, tgid: u32) -> (Vec<HistKey>, Vec<ErrKey>) {
+        (
+            self.hist.keys_where(|k| k.tgid == tgid),
+            self.errors.keys_where(|k| k.tgid == tgid),
+        )
     }
 
-    /// We deleted `key` from the kernel map: it is gone on purpose, not evicted.
-    pub fn forget(&mut self, key: &HistKey) {
-        self.last.remove(key);
+    pub fn latency(&self) -> &BTreeMap<(ServiceId, u32), Hist> {
+        &self.latency
     }
 
-    /// Cumulative histograms per (service, syscall nr).
-    pub fn totals(&self) -> &BTreeMap<(ServiceId, u32), Hist> {
-        &self.totals
+    pub fn failures(&self) -> &BTreeMap<(ServiceId, u32, u32), u64> {
+        &self.failures
     }
 
-    pub fn evicted_keys(&self) -> u64 {
-        self.evicted_keys
+    pub fn slow(&self) -> &BTreeMap<(ServiceId, u32), u64> {
+        &self.slow
     }
 
-    pub fn tracked_keys(&self) -> usize {
-        self.last.len()
+    pub fn recent_slow(&self) -> impl Iterator<Item = &SlowSyscall> {
+        self.recent.iter()
     }
 }
 
@@ -93,50 +96,45 @@ impl SyscallStats {
 mod tests {
     use super::*;
 
-    fn hist(counts: &[(usize, u64)], sum: u64) -> Hist {
+    #[test]
+    fn processes_of_one_service_add_up_and_totals_never_go_down() {
+        let mut s = SyscallStats::default();
         let mut h = Hist::default();
-        for &(b, c) in counts {
-            h.buckets[b] = c;
-        }
-        h.sum_ns = sum;
-        h
-    }
-
-    #[test]
-    fn repeated_snapshots_count_once() {
-        let mut s = SyscallStats::default();
-        let k = HistKey { tgid: 5, nr: 110 };
-        s.fold(&[(k, hist(&[(7, 10)], 1000))], |_| 3);
-        s.fold(&[(k, hist(&[(7, 10)], 1000))], |_| 3);
-        s.fold(&[(k, hist(&[(7, 15), (8, 1)], 1800))], |_| 3);
-        let t = s.totals()[&(3, 110)];
-        assert_eq!(t.buckets[7], 15);
-        assert_eq!(t.buckets[8], 1);
-        assert_eq!(t.sum_ns, 1800);
-    }
-
-    #[test]
-    fn processes_of_one_service_add_up_and_deleted_keys_are_not_evictions() {
-        let mut s = SyscallStats::default();
+        h.buckets[3] = 4;
         let a = HistKey { tgid: 1, nr: 0 };
         let b = HistKey { tgid: 2, nr: 0 };
-        s.fold(&[(a, hist(&[(3, 4)], 40)), (b, hist(&[(3, 6)], 60))], |_| 9);
-        assert_eq!(s.totals()[&(9, 0)].buckets[3], 10);
-        assert_eq!(s.keys_of(1), vec![a]);
-        s.forget(&a);
-        s.fold(&[(b, hist(&[(3, 6)], 60))], |_| 9);
-        assert_eq!(s.evicted_keys(), 0);
-        s.fold(&[], |_| 9);
-        assert_eq!(s.evicted_keys(), 1, "b vanished without forget");
-        assert_eq!(s.totals()[&(9, 0)].buckets[3], 10, "totals never go down");
+        s.fold_latency(&[(a, h), (b, h)], |_| 9);
+        assert_eq!(s.latency()[&(9, 0)].buckets[3], 8);
+        s.hist.forget(&a);
+        s.fold_latency(&[(b, h)], |_| 9);
+        assert_eq!(s.latency()[&(9, 0)].buckets[3], 8, "no double count");
+
+        let e = ErrKey {
+            tgid: 1,
+            nr: 2,
+            errno: 2,
+            _pad: 0,
+        };
+        s.fold_errors(&[(e, 3)], |_| 9);
+        s.fold_errors(&[(e, 5)], |_| 9);
+        assert_eq!(s.failures()[&(9, 2, 2)], 5);
     }
 
     #[test]
-    fn recreated_key_counts_from_zero() {
+    fn recent_slow_events_are_bounded() {
         let mut s = SyscallStats::default();
-        let k = HistKey { tgid: 1, nr: 1 };
-        s.fold(&[(k, hist(&[(2, 50)], 500))], |_| 4);
-        s.fold(&[(k, hist(&[(2, 3)], 30))], |_| 4);
-        assert_eq!(s.totals()[&(4, 1)].buckets[2], 53);
+        for i in 0..RECENT_EVENTS as u32 + 10 {
+            s.on_slow(
+                4,
+                SlowSyscallEvent {
+                    nr: 74,
+                    tid: i,
+                    ..Default::default()
+                },
+            );
+        }
+        assert_eq!(s.recent_slow().count(), RECENT_EVENTS);
+        assert_eq!(s.recent_slow().next().unwrap().event.tid, 10);
+        assert_eq!(s.slow()[&(4, 74)], RECENT_EVENTS as u64 + 10);
     }
 }
