@@ -20,6 +20,104 @@ pub struct Config {
     /// Processes to watch in detail and the service name they get.
     #[serde(default)]
     pub targets: Vec<Target>,
+    #[serde(default)]
+    pub otlp: OtlpConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC (default port 4317).
+    #[default]
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (default port 4318): `/v1/traces`, `/v1/metrics`.
+    HttpProtobuf,
+}
+
+/// OpenTelemetry export. Off unless `endpoint` is set.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// e.g. `http://127.0.0.1:4317` (gRPC) or `http://127.0.0.1:4318` (HTTP/protobuf).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// Extra request headers (gRPC metadata), e.g. an API key.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Spans per export request.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Spans waiting for export; more are dropped and counted.
+    #[serde(default = "default_queue_size")]
+    pub queue_size: usize,
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// How often the metric catalogue is pushed.
+    #[serde(default = "default_metrics_interval_secs")]
+    pub metrics_interval_secs: u64,
+    /// Head sampling: the share of spans kept, in [0, 1].
+    #[serde(default = "default_sampling_ratio")]
+    pub sampling_ratio: f64,
+    /// At most this many spans per second are queued (0: no limit).
+    #[serde(default = "default_max_spans_per_sec")]
+    pub max_spans_per_sec: u64,
+    /// First retry wait; each retry doubles the ceiling, with full jitter.
+    #[serde(default = "default_retry_initial_backoff_ms")]
+    pub retry_initial_backoff_ms: u64,
+    #[serde(default = "default_retry_max_backoff_secs")]
+    pub retry_max_backoff_secs: u64,
+    /// How long shutdown waits for the last flush.
+    #[serde(default = "default_shutdown_timeout_secs")]
+    pub shutdown_timeout_secs: u64,
+}
+
+const fn default_batch_size() -> usize {
+    512
+}
+const fn default_queue_size() -> usize {
+    4096
+}
+const fn default_timeout_secs() -> u64 {
+    10
+}
+const fn default_metrics_interval_secs() -> u64 {
+    15
+}
+const fn default_sampling_ratio() -> f64 {
+    1.0
+}
+const fn default_max_spans_per_sec() -> u64 {
+    1000
+}
+const fn default_retry_initial_backoff_ms() -> u64 {
+    500
+}
+const fn default_retry_max_backoff_secs() -> u64 {
+    30
+}
+const fn default_shutdown_timeout_secs() -> u64 {
+    5
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            protocol: OtlpProtocol::default(),
+            headers: BTreeMap::new(),
+            batch_size: default_batch_size(),
+            queue_size: default_queue_size(),
+            timeout_secs: default_timeout_secs(),
+            metrics_interval_secs: default_metrics_interval_secs(),
+            sampling_ratio: default_sampling_ratio(),
+            max_spans_per_sec: default_max_spans_per_sec(),
+            retry_initial_backoff_ms: default_retry_initial_backoff_ms(),
+            retry_max_backoff_secs: default_retry_max_backoff_secs(),
+            shutdown_timeout_secs: default_shutdown_timeout_secs(),
+        }
+    }
 }
 
 /// A set of processes, matched by any of its criteria that are given (all given ones must
@@ -398,6 +496,34 @@ impl Config {
         }
         if self.probes.memory.interval_secs == 0 {
             bad("probes.memory.interval_secs", "must be at least 1".into());
+        }
+        let o = &self.otlp;
+        if let Some(e) = &o.endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                bad(
+                    "otlp.endpoint",
+                    format!("{e:?} is not an http:// or https:// URL"),
+                );
+            }
+        }
+        if !(1..=1 << 16).contains(&o.batch_size) {
+            bad("otlp.batch_size", "must be in 1..=65536".into());
+        }
+        if !(1..=1 << 20).contains(&o.queue_size) {
+            bad("otlp.queue_size", "must be in 1..=1048576".into());
+        }
+        if !(0.0..=1.0).contains(&o.sampling_ratio) {
+            bad("otlp.sampling_ratio", "must be in [0, 1]".into());
+        }
+        for (key, v) in [
+            ("otlp.timeout_secs", o.timeout_secs),
+            ("otlp.metrics_interval_secs", o.metrics_interval_secs),
+            ("otlp.retry_initial_backoff_ms", o.retry_initial_backoff_ms),
+            ("otlp.retry_max_backoff_secs", o.retry_max_backoff_secs),
+        ] {
+            if v == 0 {
+                bad(key, "must be at least 1".into());
+            }
         }
         for (i, t) in self.targets.iter().enumerate() {
             if t.service.trim().is_empty() {

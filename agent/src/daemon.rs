@@ -15,6 +15,7 @@ use tokio::{
 use crate::{
     config::Config,
     ebpf::{Attached, ProbeError, Probes},
+    export::{self, ExportStats},
     metrics::{self, server::AppState},
     pipeline::{Pipeline, Sources},
 };
@@ -34,6 +35,8 @@ pub enum DaemonError {
     },
     #[error("registering the ring buffer with epoll: {0}")]
     Epoll(std::io::Error),
+    #[error("OTLP exporter: {0}")]
+    Export(crate::export::transport::SendError),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("serving HTTP: {0}")]
@@ -73,10 +76,32 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     tasks.spawn(collect_periodically(pipeline.clone()));
 
-    let state = AppState {
-        registry: Arc::new(metrics::registry(pipeline.clone())),
-        pipeline,
+    let mut registry = metrics::registry(pipeline.clone());
+    let export_stats = Arc::new(ExportStats::default());
+    if config.otlp.endpoint.is_some() {
+        metrics::register_export_stats(&mut registry, export_stats.clone());
+    }
+    let registry = Arc::new(registry);
+    let exporter = match &config.otlp.endpoint {
+        Some(endpoint) => {
+            let exporter = export::start(
+                &config.otlp,
+                endpoint,
+                registry.clone(),
+                export::otlp::unix_now_ns(),
+                export_stats,
+            )
+            .map_err(DaemonError::Export)?;
+            pipeline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set_span_sink(exporter.sink.clone());
+            tracing::info!(endpoint, protocol = ?config.otlp.protocol, "OTLP export on");
+            Some(exporter)
+        }
+        None => None,
     };
+    let state = AppState { registry, pipeline };
     tracing::info!(address = %config.http.listen_address, "serving /metrics");
     let shutdown = async move {
         tokio::select! {
@@ -90,6 +115,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .map_err(DaemonError::Serve)?;
     tasks.abort_all();
     drop(attached);
+    if let Some(exporter) = exporter {
+        exporter.shutdown().await;
+    }
     tracing::info!("probes detached, exiting");
     Ok(())
 }

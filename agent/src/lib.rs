@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod ebpf;
 pub mod errno;
+pub mod export;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;

@@ -254,3 +254,9 @@ impl Drop for Interactive {
         let _ = self.child.wait();
     }
 }
+
+impl Agent {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}

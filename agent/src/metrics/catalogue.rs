@@ -11,7 +11,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{errno, pipeline::Pipeline, syscalls};
+use crate::{errno, export::ExportStats, pipeline::Pipeline, syscalls};
 
 /// Kernel buckets below this index are merged into the first exported bucket (512 ns):
 /// finer resolution there is noise for the questions people ask of syscall latency.
@@ -34,6 +34,69 @@ pub fn registry(pipeline: Arc<Mutex<Pipeline>>) -> Registry {
     let mut registry = Registry::with_prefix("steadfast");
     registry.register_collector(Box::new(PipelineCollector { pipeline }));
     registry
+}
+
+/// Adds the OTLP exporter's own health to the registry.
+pub fn register_export_stats(registry: &mut Registry, stats: Arc<ExportStats>) {
+    registry.register_collector(Box::new(ExportCollector { stats }));
+}
+
+#[derive(Debug)]
+struct ExportCollector {
+    stats: Arc<ExportStats>,
+}
+
+impl Collector for ExportCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.stats;
+        let get = ExportStats::get;
+        let mut spans = encoder.encode_descriptor(
+            "export_spans",
+            "Spans offered to the OTLP exporter, by outcome.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (outcome, n) in [
+            ("exported", get(&s.spans_exported)),
+            ("sampled_out", get(&s.spans_sampled_out)),
+            ("rate_limited", get(&s.spans_rate_limited)),
+            ("dropped_queue_full", get(&s.spans_queue_full)),
+            ("dropped_at_shutdown", get(&s.spans_dropped_at_shutdown)),
+        ] {
+            ConstCounter::new(n).encode(spans.encode_family(&[("outcome", outcome)])?)?;
+        }
+        let mut requests = encoder.encode_descriptor(
+            "export_requests_failed",
+            "OTLP export requests that failed (each is retried with backoff), by signal.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (signal, n) in [
+            ("traces", get(&s.span_requests_failed)),
+            ("metrics", get(&s.metric_requests_failed)),
+        ] {
+            ConstCounter::new(n).encode(requests.encode_family(&[("signal", signal)])?)?;
+        }
+        ConstCounter::new(get(&s.span_batches)).encode(encoder.encode_descriptor(
+            "export_span_batches",
+            "Span batches accepted by the OTLP receiver (spans exported / batches = mean batch size).",
+            None,
+            MetricType::Counter,
+        )?)?;
+        ConstGauge::new(get(&s.queue_length) as i64).encode(encoder.encode_descriptor(
+            "export_queue_length",
+            "Spans waiting in the export queue.",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        ConstGauge::new(get(&s.queue_capacity) as i64).encode(encoder.encode_descriptor(
+            "export_queue_capacity",
+            "Capacity of the span export queue (otlp.queue_size).",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        Ok(())
+    }
 }
 
 #[derive(Debug)]

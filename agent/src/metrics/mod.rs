@@ -2,6 +2,7 @@
 //! endpoint that serves it (OpenMetrics or Prometheus text, by content negotiation).
 
 mod catalogue;
+pub mod exposition;
 pub mod server;
 
-pub use catalogue::{export_buckets, registry};
+pub use catalogue::{export_buckets, register_export_stats, registry};

@@ -19,6 +19,7 @@ use agent_common::{
 use crate::{
     config::Config,
     ebpf::{EventRing, LossCounters, Probes, SyscallMaps, TaskCountMap},
+    export::{SpanRecord, SpanSink},
     telemetry::Telemetry,
 };
 use memory::Memory;
@@ -64,6 +65,10 @@ pub struct Pipeline {
     pub memory: Memory,
     pub telemetry: Telemetry,
     generation: u64,
+    /// Where slow syscalls go as spans, when OTLP export is on.
+    span_sink: Option<SpanSink>,
+    /// Unix time minus monotonic time, to date kernel events.
+    unix_minus_monotonic_ns: u64,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -89,9 +94,17 @@ impl Pipeline {
             ),
             telemetry: Telemetry::default(),
             generation: 0,
+            span_sink: None,
+            unix_minus_monotonic_ns: crate::export::otlp::unix_now_ns()
+                .saturating_sub(crate::ebpf::monotonic_ns()),
         };
         p.discover();
         p
+    }
+
+    /// Sends slow syscalls to OTLP as spans from now on.
+    pub fn set_span_sink(&mut self, sink: SpanSink) {
+        self.span_sink = Some(sink);
     }
 
     /// Names every process in procfs that the table does not know yet (except the agent: the
@@ -116,15 +129,24 @@ impl Pipeline {
             self.telemetry.add_received(LOSS_PROC_EVENTS, ok, malformed);
         }
         if let Some(maps) = self.sources.syscalls.as_mut() {
-            let (processes, services, naming, stats) = (
+            let (processes, services, naming, stats, sink) = (
                 &mut self.processes,
                 &mut self.services,
                 &mut self.naming,
                 &mut self.syscalls,
+                self.span_sink.as_ref(),
             );
+            let offset = self.unix_minus_monotonic_ns;
             let (ok, malformed) = maps.slow_events.drain(|ev| {
                 let service = processes.service_of(ev.tgid, services, naming);
                 stats.on_slow(service, ev);
+                if let Some(sink) = sink {
+                    sink.offer(SpanRecord::slow_syscall(
+                        &ev,
+                        services.name(service),
+                        ev.start_ns + offset,
+                    ));
+                }
             });
             self.telemetry
                 .add_received(LOSS_SYSCALL_EVENTS, ok, malformed);

@@ -1,0 +1,341 @@
+//! The export tasks: one batches spans from a bounded queue and sends them, retrying a failed
+//! batch with backoff while new spans wait in (or overflow) the queue; one sends a snapshot
+//! of the metric catalogue every interval, retrying with backoff but always with the newest
+//! snapshot. On shutdown both flush within a deadline.
+
+use std::{
+    sync::{atomic::Ordering::Relaxed, Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prometheus_client::registry::Registry;
+use tokio::{sync::mpsc, task::JoinSet};
+use tokio_util_shutdown::Shutdown;
+
+use super::{
+    backoff::Backoff,
+    otlp_metrics,
+    spans::{to_resource_spans, IdSource, SpanRecord},
+    stats::ExportStats,
+    transport::{SendError, Transport},
+};
+use crate::{config::OtlpConfig, metrics::exposition};
+
+/// How long a partial batch waits for more spans before it is sent.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where the pipeline offers spans. Never blocks: sampling, the rate limit and a full queue
+/// all drop (and count) instead.
+#[derive(Clone)]
+pub struct SpanSink {
+    tx: mpsc::Sender<SpanRecord>,
+    stats: Arc<ExportStats>,
+    limiter: Arc<Mutex<Limiter>>,
+}
+
+struct Limiter {
+    ratio: f64,
+    per_sec: u64,
+    window_start: Instant,
+    in_window: u64,
+    ids: IdSource,
+}
+
+impl SpanSink {
+    pub fn offer(&self, span: SpanRecord) {
+        ExportStats::add(&self.stats.spans_offered, 1);
+        {
+            let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+            if l.ratio < 1.0 && l.ids.unit() >= l.ratio {
+                ExportStats::add(&self.stats.spans_sampled_out, 1);
+                return;
+            }
+            let now = Instant::now();
+            if now.duration_since(l.window_start) >= Duration::from_secs(1) {
+                l.window_start = now;
+                l.in_window = 0;
+            }
+            if l.per_sec > 0 && l.in_window >= l.per_sec {
+                ExportStats::add(&self.stats.spans_rate_limited, 1);
+                return;
+            }
+            l.in_window += 1;
+        }
+        if self.tx.try_send(span).is_err() {
+            ExportStats::add(&self.stats.spans_queue_full, 1);
+        }
+        self.stats.queue_length.store(
+            (self.tx.max_capacity() - self.tx.capacity()) as u64,
+            Relaxed,
+        );
+    }
+}
+
+/// The running exporter: its sink, its counters, and its tasks.
+pub struct Exporter {
+    pub sink: SpanSink,
+    pub stats: Arc<ExportStats>,
+    tasks: JoinSet<()>,
+    shutdown: Shutdown,
+    deadline: Duration,
+}
+
+/// Starts the export tasks for `endpoint`. `registry` is encoded for each metrics export.
+pub fn start(
+    config: &OtlpConfig,
+    endpoint: &str,
+    registry: Arc<Registry>,
+    start_unix_ns: u64,
+    stats: Arc<ExportStats>,
+) -> Result<Exporter, SendError> {
+    let transport = Transport::new(config, endpoint)?;
+    stats
+        .queue_capacity
+        .store(config.queue_size as u64, Relaxed);
+    let (tx, rx) = mpsc::channel(config.queue_size);
+    let shutdown = Shutdown::default();
+    let backoff = || {
+        Backoff::new(
+            Duration::from_millis(config.retry_initial_backoff_ms),
+            Duration::from_secs(config.retry_max_backoff_secs),
+        )
+    };
+    let mut tasks = JoinSet::new();
+    tasks.spawn(export_spans(
+        rx,
+        transport.clone(),
+        stats.clone(),
+        config.batch_size,
+        backoff(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(export_metrics(
+        transport,
+        registry,
+        stats.clone(),
+        Duration::from_secs(config.metrics_interval_secs),
+        start_unix_ns,
+        backoff(),
+        shutdown.clone(),
+    ));
+    let sink = SpanSink {
+        tx,
+        stats: stats.clone(),
+        limiter: Arc::new(Mutex::new(Limiter {
+            ratio: config.sampling_ratio,
+            per_sec: config.max_spans_per_sec,
+            window_start: Instant::now(),
+            in_window: 0,
+            ids: IdSource::default(),
+        })),
+    };
+    Ok(Exporter {
+        sink,
+        stats,
+        tasks,
+        shutdown,
+        deadline: Duration::from_secs(config.shutdown_timeout_secs),
+    })
+}
+
+impl Exporter {
+    /// Flushes what is queued and stops, giving up after the configured deadline.
+    pub async fn shutdown(mut self) {
+        self.shutdown.trigger();
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.deadline, all).await.is_err() {
+            tracing::warn!(deadline = ?self.deadline, "OTLP flush did not finish in time");
+            self.tasks.abort_all();
+        }
+    }
+}
+
+async fn export_spans(
+    mut rx: mpsc::Receiver<SpanRecord>,
+    transport: Transport,
+    stats: Arc<ExportStats>,
+    batch_size: usize,
+    mut backoff: Backoff,
+    mut shutdown: Shutdown,
+) {
+    let mut ids = IdSource::default();
+    let mut batch = Vec::with_capacity(batch_size);
+    let mut stopping = false;
+    loop {
+        if !stopping {
+            let flush_at = tokio::time::sleep(FLUSH_INTERVAL);
+            tokio::pin!(flush_at);
+            while batch.len() < batch_size {
+                tokio::select! {
+                    span = rx.recv() => match span {
+                        Some(s) => batch.push(s),
+                        None => { stopping = true; break; }
+                    },
+                    _ = &mut flush_at => break,
+                    _ = shutdown.wait() => { stopping = true; break; }
+                }
+            }
+        }
+        if stopping {
+            // Take what is queued, up to one batch at a time.
+            while batch.len() < batch_size {
+                match rx.try_recv() {
+                    Ok(s) => batch.push(s),
+                    Err(_) => break,
+                }
+            }
+        }
+        stats.queue_length.store(rx.len() as u64, Relaxed);
+        if batch.is_empty() {
+            if stopping {
+                return;
+            }
+            continue;
+        }
+        let request = ExportTraceServiceRequest {
+            resource_spans: vec![to_resource_spans(&batch, &mut ids)],
+        };
+        loop {
+            match transport.send_traces(request.clone()).await {
+                Ok(()) => {
+                    ExportStats::add(&stats.spans_exported, batch.len() as u64);
+                    ExportStats::add(&stats.span_batches, 1);
+                    backoff.reset();
+                    break;
+                }
+                Err(e) => {
+                    ExportStats::add(&stats.span_requests_failed, 1);
+                    if stopping {
+                        // At shutdown there is no time to wait: what cannot go now is dropped.
+                        drop_at_shutdown(&stats, &mut rx, batch.len());
+                        return;
+                    }
+                    let ceiling = backoff.ceiling();
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        signal = "traces",
+                        ceiling_ms = ceiling.as_millis() as u64,
+                        attempt = backoff.attempt(),
+                        delay_ms = delay.as_millis() as u64,
+                        error = %e,
+                        "OTLP export failed; retrying"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.wait() => stopping = true,
+                    }
+                }
+            }
+        }
+        batch.clear();
+    }
+}
+
+fn drop_at_shutdown(stats: &ExportStats, rx: &mut mpsc::Receiver<SpanRecord>, in_batch: usize) {
+    let mut dropped = in_batch as u64;
+    while rx.try_recv().is_ok() {
+        dropped += 1;
+    }
+    ExportStats::add(&stats.spans_dropped_at_shutdown, dropped);
+}
+
+async fn export_metrics(
+    transport: Transport,
+    registry: Arc<Registry>,
+    stats: Arc<ExportStats>,
+    interval: Duration,
+    start_unix_ns: u64,
+    mut backoff: Backoff,
+    mut shutdown: Shutdown,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping = false;
+    while !stopping {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => stopping = true,
+        }
+        loop {
+            // Always the newest snapshot: counters are cumulative, so a late one loses nothing.
+            let mut text = String::new();
+            if prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).is_err() {
+                break;
+            }
+            let families = match exposition::parse(&text) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the agent's own exposition");
+                    break;
+                }
+            };
+            let request = otlp_metrics::request(&families, start_unix_ns, unix_now_ns());
+            ExportStats::add(&stats.metric_requests, 1);
+            match transport.send_metrics(request).await {
+                Ok(()) => {
+                    backoff.reset();
+                    break;
+                }
+                Err(e) => {
+                    ExportStats::add(&stats.metric_requests_failed, 1);
+                    if stopping {
+                        break;
+                    }
+                    let ceiling = backoff.ceiling();
+                    let delay = backoff.next_delay().min(interval);
+                    tracing::warn!(
+                        signal = "metrics",
+                        ceiling_ms = ceiling.as_millis() as u64,
+                        attempt = backoff.attempt(),
+                        delay_ms = delay.as_millis() as u64,
+                        error = %e,
+                        "OTLP export failed; retrying"
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.wait() => stopping = true,
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// A one-shot shutdown signal every task can wait on.
+mod tokio_util_shutdown {
+    use tokio::sync::watch;
+
+    #[derive(Clone)]
+    pub struct Shutdown {
+        tx: std::sync::Arc<watch::Sender<bool>>,
+        rx: watch::Receiver<bool>,
+    }
+
+    impl Default for Shutdown {
+        fn default() -> Self {
+            let (tx, rx) = watch::channel(false);
+            Self {
+                tx: std::sync::Arc::new(tx),
+                rx,
+            }
+        }
+    }
+
+    impl Shutdown {
+        pub fn trigger(&self) {
+            let _ = self.tx.send(true);
+        }
+
+        /// Resolves once `trigger` has been called (at once if it already was).
+        pub async fn wait(&mut self) {
+            let _ = self.rx.wait_for(|&v| v).await;
+        }
+    }
+}
