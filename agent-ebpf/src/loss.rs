@@ -1,6 +1,11 @@
-//! Loss accounting: every failed ring-buffer reservation is counted per source, per CPU.
+//! Loss accounting: every failed ring-buffer reservation is counted per source, per CPU, and
+//! each ring buffer's fill is sampled whenever an event is submitted.
 
-use aya_ebpf::{macros::map, maps::PerCpuArray};
+use aya_ebpf::{
+    bindings::BPF_RB_AVAIL_DATA,
+    macros::map,
+    maps::{Array, PerCpuArray, RingBuf},
+};
 
 /// Index = loss source (`agent_common::loss::*`), value = events that could not be reserved.
 #[map]
@@ -13,4 +18,19 @@ pub fn count_lost(source: u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU while the program runs.
         unsafe { *counter += 1 };
     }
+}
+
+/// Index = loss source, value = bytes waiting in its ring buffer when the last event was
+/// submitted (the consumer's lag).
+#[map]
+static RING_FILL: Array<u64> = Array::with_max_entries(agent_common::loss::SOURCES, 0);
+
+/// Flags for `submit`, after sampling the ring's fill for `source`.
+#[inline(always)]
+pub fn submit_flags(ring: &RingBuf, source: u32) -> u64 {
+    if let Some(slot) = RING_FILL.get_ptr_mut(source) {
+        // SAFETY: a u64 slot; a racing writer on another CPU only makes the sample older.
+        unsafe { *slot = ring.query(BPF_RB_AVAIL_DATA as u64) };
+    }
+    crate::config::wakeup_flags(ring)
 }

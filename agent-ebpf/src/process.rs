@@ -13,8 +13,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    config::{agent_tgid, wakeup_flags},
-    loss::count_lost,
+    config::agent_tgid,
+    loss::{count_lost, submit_flags},
 };
 
 /// Sized by userspace (`EbpfLoader::set_max_entries`) from the config.
@@ -56,6 +56,6 @@ fn try_emit(kind: u32, leader_only: bool) -> Result<(), i64> {
         cgroup_id,
         comm,
     });
-    entry.submit(wakeup_flags(&PROC_EVENTS));
+    entry.submit(submit_flags(&PROC_EVENTS, LOSS_PROC_EVENTS));
     Ok(())
 }

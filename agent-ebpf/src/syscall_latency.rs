@@ -18,8 +18,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    config::{agent_tgid, wakeup_flags},
-    loss::count_lost,
+    config::agent_tgid,
+    loss::{count_lost, submit_flags},
 };
 
 /// Thread id -> syscall in flight. LRU: threads that die in `exit`/`exit_group` are evicted.
@@ -175,5 +175,5 @@ fn emit_slow(pid_tgid: u64, nr: u32, start_ns: u64, latency_ns: u64, ret: i64) {
         ret,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    entry.submit(wakeup_flags(&SYSCALL_EVENTS));
+    entry.submit(submit_flags(&SYSCALL_EVENTS, LOSS_SYSCALL_EVENTS));
 }

@@ -76,7 +76,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     tasks.spawn(collect_periodically(pipeline.clone()));
 
-    let mut registry = metrics::registry(pipeline.clone());
+    let (mut registry, scrape_duration) = metrics::registry(pipeline.clone());
     let export_stats = Arc::new(ExportStats::default());
     if config.otlp.endpoint.is_some() {
         metrics::register_export_stats(&mut registry, export_stats.clone());
@@ -101,7 +101,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
         None => None,
     };
-    let state = AppState { registry, pipeline };
+    let state = AppState {
+        registry,
+        pipeline,
+        scrape_duration,
+    };
     tracing::info!(address = %config.http.listen_address, "serving /metrics");
     let shutdown = async move {
         tokio::select! {

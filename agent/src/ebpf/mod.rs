@@ -88,7 +88,10 @@ impl Probes {
         attach_btf(&mut ebpf, &btf, "sched_process_exec", "sched_process_exec")?;
         attach_btf(&mut ebpf, &btf, "sched_process_exit", "sched_process_exit")?;
         let process_events = EventRing::new(take_map(&mut ebpf, "PROC_EVENTS")?, "PROC_EVENTS")?;
-        let loss = LossCounters::new(take_map(&mut ebpf, "EVENTS_LOST")?)?;
+        let loss = LossCounters::new(
+            take_map(&mut ebpf, "EVENTS_LOST")?,
+            take_map(&mut ebpf, "RING_FILL")?,
+        )?;
 
         let tasks = if config.probes.tasks.enabled {
             let map = TaskCountMap::new(take_map(&mut ebpf, "TASKS")?, "TASKS")?;
@@ -217,4 +220,15 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: clock_gettime writes into the timespec we own; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Clock ticks per second (`/proc/<pid>/stat` CPU times are in these).
+pub fn clock_ticks_per_sec() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as u64
+    } else {
+        100
+    }
 }

@@ -7,7 +7,7 @@ use agent_common::syscall::{bucket_upper_ns, Hist, HIST_BUCKETS};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet},
-    metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+    metrics::{counter::ConstCounter, gauge::ConstGauge, histogram::Histogram, MetricType},
     registry::{Registry, Unit},
 };
 
@@ -29,11 +29,49 @@ pub fn export_buckets(h: &Hist) -> Vec<(f64, u64)> {
     out
 }
 
-/// The registry with every family, reading the shared pipeline at encode time.
-pub fn registry(pipeline: Arc<Mutex<Pipeline>>) -> Registry {
+/// The registry with every family, reading the shared pipeline at encode time, and the
+/// histogram of `/metrics` handling times (observed by the HTTP handler).
+pub fn registry(pipeline: Arc<Mutex<Pipeline>>) -> (Registry, Histogram) {
     let mut registry = Registry::with_prefix("steadfast");
     registry.register_collector(Box::new(PipelineCollector { pipeline }));
-    registry
+    registry.register_collector(Box::new(AgentCollector));
+    let scrape = Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]);
+    registry.register_with_unit(
+        "scrape_duration",
+        "Time to collect from the kernel and encode one /metrics answer.",
+        Unit::Seconds,
+        scrape.clone(),
+    );
+    (registry, scrape)
+}
+
+/// The agent's own process: CPU time, resident memory, open file descriptors.
+#[derive(Debug)]
+struct AgentCollector;
+
+impl Collector for AgentCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let own = crate::telemetry::own_process();
+        ConstCounter::new(own.cpu_seconds).encode(encoder.encode_descriptor(
+            "agent_cpu",
+            "CPU time (user + system) the agent itself has used.",
+            Some(&Unit::Seconds),
+            MetricType::Counter,
+        )?)?;
+        ConstGauge::new(own.resident_bytes as i64).encode(encoder.encode_descriptor(
+            "agent_resident_memory",
+            "Resident memory of the agent itself.",
+            Some(&Unit::Bytes),
+            MetricType::Gauge,
+        )?)?;
+        ConstGauge::new(own.open_fds as i64).encode(encoder.encode_descriptor(
+            "agent_open_fds",
+            "Open file descriptors of the agent itself.",
+            None,
+            MetricType::Gauge,
+        )?)?;
+        Ok(())
+    }
 }
 
 /// Adds the OTLP exporter's own health to the registry.
@@ -201,7 +239,7 @@ impl Collector for PipelineCollector {
             None,
             MetricType::Counter,
         )?;
-        for (source, got, _) in t.per_source() {
+        for (source, got, _, _) in t.per_source() {
             ConstCounter::new(got).encode(received.encode_family(&[("source", source)])?)?;
         }
         let mut lost = encoder.encode_descriptor(
@@ -210,8 +248,17 @@ impl Collector for PipelineCollector {
             None,
             MetricType::Counter,
         )?;
-        for (source, _, n) in t.per_source() {
+        for (source, _, n, _) in t.per_source() {
             ConstCounter::new(n).encode(lost.encode_family(&[("source", source)])?)?;
+        }
+        let mut fill = encoder.encode_descriptor(
+            "ring_buffer_used",
+            "Bytes waiting in each ring buffer when its last event was submitted (how far the agent lags).",
+            Some(&Unit::Bytes),
+            MetricType::Gauge,
+        )?;
+        for (source, _, _, used) in t.per_source() {
+            ConstGauge::new(used as i64).encode(fill.encode_family(&[("source", source)])?)?;
         }
         ConstCounter::new(t.syscall_hist_evicted).encode(encoder.encode_descriptor(
             "syscall_map_keys_evicted",

@@ -11,7 +11,7 @@ use axum::{
     routing::get,
     Router,
 };
-use prometheus_client::registry::Registry;
+use prometheus_client::{metrics::histogram::Histogram, registry::Registry};
 
 use crate::pipeline::Pipeline;
 
@@ -22,6 +22,8 @@ pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct AppState {
     pub pipeline: Arc<Mutex<Pipeline>>,
     pub registry: Arc<Registry>,
+    /// `steadfast_scrape_duration_seconds`.
+    pub scrape_duration: Histogram,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -41,6 +43,7 @@ pub fn wants_openmetrics(headers: &HeaderMap) -> bool {
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let started = std::time::Instant::now();
     state
         .pipeline
         .lock()
@@ -58,6 +61,9 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
             PROMETHEUS_TEXT,
         )
     };
+    state
+        .scrape_duration
+        .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(()) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response(),

@@ -162,6 +162,7 @@ impl Pipeline {
         if let Some(loss) = &self.sources.loss {
             for source in [LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS] {
                 self.telemetry.set_kernel_lost(source, loss.lost(source));
+                self.telemetry.ring_fill[source as usize] = loss.ring_fill(source);
             }
         }
         let (processes, services, naming) =
