@@ -6,6 +6,7 @@
 
 pub mod process;
 pub mod syscall;
+pub mod tcp;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -15,6 +16,9 @@ mod pod {
     unsafe impl aya::Pod for crate::syscall::HistKey {}
     unsafe impl aya::Pod for crate::syscall::Hist {}
     unsafe impl aya::Pod for crate::process::ProcEvent {}
+    unsafe impl aya::Pod for crate::tcp::TcpOffsets {}
+    unsafe impl aya::Pod for crate::tcp::TcpCounts {}
+    unsafe impl aya::Pod for crate::tcp::TcpEvent {}
 }
 
 pub mod loss {
@@ -22,6 +26,8 @@ pub mod loss {
 
     /// Process lifecycle events (`PROC_EVENTS` ring buffer).
     pub const LOSS_PROC_EVENTS: u32 = 0;
+    /// TCP retransmit events (`TCP_EVENTS` ring buffer).
+    pub const LOSS_TCP_EVENTS: u32 = 1;
     /// Number of sources (size of the array).
     pub const SOURCES: u32 = 8;
 
@@ -29,6 +35,7 @@ pub mod loss {
     pub const fn source_name(source: u32) -> &'static str {
         match source {
             LOSS_PROC_EVENTS => "process",
+            LOSS_TCP_EVENTS => "tcp",
             _ => "unknown",
         }
     }

@@ -7,6 +7,7 @@ mod config;
 mod loss;
 mod process;
 mod syscall_latency;
+mod tcp_retransmit;
 
 #[cfg(not(test))]
 #[panic_handler]
