@@ -56,19 +56,30 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         syscall_hist,
         process_events,
         loss,
+        tcp,
     } = Probes::load(&config)?;
     tracing::info!(syscalls = syscall_hist.is_some(), "probes attached");
     let events_ready = process_events.readiness().map_err(DaemonError::Epoll)?;
-    let pipeline = Arc::new(Mutex::new(Pipeline::new(
-        Some(process_events),
-        syscall_hist,
-        Some(loss),
-        config.services.max_services,
-    )));
+    let tcp_ready = match &tcp {
+        Some(t) => Some(t.events.readiness().map_err(DaemonError::Epoll)?),
+        None => None,
+    };
+    let pipeline = Arc::new(Mutex::new(
+        Pipeline::new(
+            Some(process_events),
+            syscall_hist,
+            Some(loss),
+            config.services.max_services,
+        )
+        .with_tcp(tcp, config.probes.tcp.top_peers as usize),
+    ));
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(read_process_events(events_ready, pipeline.clone()));
     tasks.spawn(collect_periodically(pipeline.clone()));
+    if let Some(ready) = tcp_ready {
+        tasks.spawn(read_tcp_events(ready, pipeline.clone()));
+    }
 
     let state = AppState {
         registry: Arc::new(metrics::registry(pipeline.clone())),
@@ -105,6 +116,25 @@ async fn read_process_events(ready: AsyncFd<OwnedFd>, pipeline: Arc<Mutex<Pipeli
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .drain_process_events();
+        guard.clear_ready();
+    }
+}
+
+/// Sleeps in epoll until the kernel forces a wakeup (the TCP ring buffer passed
+/// `probes.tcp.wakeup_min_bytes`), then drains it; below that, the collection tick drains it.
+async fn read_tcp_events(ready: AsyncFd<OwnedFd>, pipeline: Arc<Mutex<Pipeline>>) {
+    loop {
+        let mut guard = match ready.readable().await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "waiting on the TCP event ring buffer failed");
+                return;
+            }
+        };
+        pipeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain_tcp_events();
         guard.clear_ready();
     }
 }

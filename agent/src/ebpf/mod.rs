@@ -1,15 +1,18 @@
 //! Loading, attaching and reading the kernel probes. This module is the only place that talks
 //! to the kernel through BPF syscalls; everything above it sees plain Rust values.
 
+pub mod btf_offsets;
 mod loss;
 mod process_events;
 mod syscall_latency;
+mod tcp_events;
 
 use aya::{programs::BtfTracePoint, Btf, Ebpf, EbpfLoader};
 
 pub use loss::LossCounters;
 pub use process_events::ProcessEvents;
 pub use syscall_latency::SyscallHistMap;
+pub use tcp_events::{TcpCountsMap, TcpEvents, TcpProbe};
 
 use crate::config::Config;
 
@@ -34,6 +37,8 @@ pub enum ProbeError {
     },
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
+    #[error("kernel struct layout (BTF): {0}")]
+    BtfOffsets(#[from] btf_offsets::BtfError),
 }
 
 /// The attached programs and their links. Dropping this detaches every program.
@@ -47,6 +52,7 @@ pub struct Probes {
     pub syscall_hist: Option<SyscallHistMap>,
     pub process_events: ProcessEvents,
     pub loss: LossCounters,
+    pub tcp: Option<TcpProbe>,
 }
 
 impl Probes {
@@ -55,8 +61,20 @@ impl Probes {
         raise_memlock_limit();
         let agent_tgid = std::process::id();
         let syscalls = &config.probes.syscalls;
+        let tcp = &config.probes.tcp;
+        // Offsets of the kernel fields the TCP probe reads; zeros when it is off (unused).
+        let tcp_offsets = if tcp.enabled {
+            btf_offsets::KernelOffsets::from_sys_fs()?.tcp()?
+        } else {
+            agent_common::tcp::TcpOffsets::default()
+        };
+        let tcp_wakeup = u64::from(tcp.wakeup_min_bytes);
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &agent_tgid, true)
+            .override_global("TCP_OFFSETS", &tcp_offsets, true)
+            .override_global("TCP_WAKEUP_MIN_BYTES", &tcp_wakeup, true)
+            .map_max_entries("TCP_EVENTS", tcp.ring_buffer_bytes)
+            .map_max_entries("TCP_OWNERS", tcp.max_sockets)
             .map_max_entries("SYSCALL_THREADS", syscalls.max_threads)
             .map_max_entries("SYSCALL_HIST", syscalls.max_histogram_keys)
             .map_max_entries(
@@ -80,11 +98,25 @@ impl Probes {
         } else {
             None
         };
+        let tcp = if tcp.enabled {
+            let probe = TcpProbe {
+                events: TcpEvents::new(take_map(&mut ebpf, "TCP_EVENTS")?)?,
+                counts: TcpCountsMap::new(take_map(&mut ebpf, "TCP_COUNTS")?)?,
+            };
+            // Owners first, so sockets connected from now on are attributed.
+            attach_btf(&mut ebpf, &btf, "inet_sock_set_state")?;
+            attach_btf(&mut ebpf, &btf, "tcp_retransmit_skb")?;
+            attach_btf(&mut ebpf, &btf, "tcp_retransmit_synack")?;
+            Some(probe)
+        } else {
+            None
+        };
         Ok(Self {
             attached: Attached { _ebpf: ebpf },
             syscall_hist,
             process_events,
             loss,
+            tcp,
         })
     }
 }

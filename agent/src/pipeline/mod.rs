@@ -4,6 +4,7 @@
 pub mod processes;
 pub mod services;
 pub mod syscall_stats;
+pub mod tcp_stats;
 
 use agent_common::{
     loss::LOSS_PROC_EVENTS,
@@ -12,12 +13,13 @@ use agent_common::{
 };
 
 use crate::{
-    ebpf::{LossCounters, ProcessEvents, SyscallHistMap},
+    ebpf::{LossCounters, ProcessEvents, SyscallHistMap, TcpProbe},
     telemetry::Telemetry,
 };
 use processes::{ProcessTable, Procfs};
 use services::ServiceNames;
 use syscall_stats::SyscallStats;
+use tcp_stats::TcpStats;
 
 /// Every this many collections, forget processes that vanished without an exit event.
 const SWEEP_EVERY: u64 = 60;
@@ -32,6 +34,8 @@ pub struct Pipeline {
     pub telemetry: Telemetry,
     generation: u64,
     scratch: Vec<(HistKey, Hist)>,
+    tcp: Option<TcpProbe>,
+    pub tcp_stats: TcpStats,
 }
 
 impl Pipeline {
@@ -51,7 +55,16 @@ impl Pipeline {
             telemetry: Telemetry::default(),
             generation: 0,
             scratch: Vec::new(),
+            tcp: None,
+            tcp_stats: TcpStats::default(),
         }
+    }
+
+    /// Adds the TCP retransmit probe's readers; `top_peers` bounds the per-peer series.
+    pub fn with_tcp(mut self, tcp: Option<TcpProbe>, top_peers: usize) -> Self {
+        self.tcp = tcp;
+        self.tcp_stats = TcpStats::new(top_peers);
+        self
     }
 
     /// Applies every process lifecycle event waiting in the ring buffer.
@@ -76,6 +89,7 @@ impl Pipeline {
             self.telemetry
                 .set_kernel_lost(LOSS_PROC_EVENTS, loss.lost(LOSS_PROC_EVENTS));
         }
+        self.collect_tcp(generation);
         let Some(map) = self.hist_map.as_mut() else {
             return;
         };
