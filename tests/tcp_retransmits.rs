@@ -3,16 +3,14 @@
 //! and `steadfast_tcp_retransmits_total` for the sending process compared with the delta of
 //! `TcpRetransSegs` in the sender's namespace. Needs root, iproute2 and nftables.
 //!
-//! Why equality is expected (no tolerance): the probe counts, in the kernel, the segments of
-//! every successful `tcp_retransmit_skb` (`tcp_skb_pcount`) plus every SYN-ACK retransmit,
-//! which is what `TcpRetransSegs` counts; the sender's namespace holds no other socket; the
-//! workload exits only once everything it sent was acknowledged, so no retransmit happens
-//! after it (when its tgid could no longer be named); the counts do not go through the ring
-//! buffer. The one case where the two would differ is a retransmit that the kernel counts and
-//! then fails to hand to the device (qdisc drop, no memory): a veth with its default
-//! `noqueue` qdisc accepts every packet, so that does not happen here, and the test checks
-//! that no failed attempt was seen (`steadfast_tcp_retransmit_failures_total`) before it
-//! demands equality.
+//! Why equality is expected (no tolerance): the probe counts, in the kernel, the segments
+//! (`tcp_skb_pcount`) of every `tcp_retransmit_skb` the kernel counted (successful ones, and
+//! ones the local device dropped after they were counted: with heavy traffic the veth peer's
+//! backlog can overflow and the retransmit fail with NET_XMIT_DROP, yet `TcpRetransSegs` has
+//! counted it) plus every SYN-ACK retransmit, which is what `TcpRetransSegs` counts; the
+//! sender's namespace holds no other socket; the workload exits only once everything it sent
+//! was acknowledged, so no retransmit happens after it (when its tgid could no longer be
+//! named); the counts do not go through the ring buffer.
 
 mod support;
 
@@ -26,7 +24,6 @@ use std::{
 use support::{build_workload, unique_name, Agent, Scrape};
 
 const PORT: &str = "5001";
-const BYTES: &str = "4000000";
 
 /// Two namespaces joined by a veth pair, deleted (with everything in them) on drop, panics
 /// included.
@@ -80,11 +77,12 @@ impl Netns {
         ns
     }
 
-    /// Drops ~5% of the TCP segments entering `ns` that match `selector` (e.g. `dport 5001`).
-    fn drop_some(&self, ns: &str, selector: &str) {
+    /// Drops `percent`% of the TCP segments entering `ns` that match `selector` (e.g.
+    /// `dport 5001`).
+    fn drop_some(&self, ns: &str, selector: &str, percent: u32) {
         let rules = format!(
             "table inet sfloss {{\n chain input {{\n  type filter hook input priority 0;\n  \
-             tcp {selector} numgen random mod 100 < 5 drop\n }}\n}}\n"
+             tcp {selector} numgen random mod 100 < {percent} drop\n }}\n}}\n"
         );
         let mut nft = Command::new("ip")
             .args(["netns", "exec", ns, "nft", "-f", "-"])
@@ -170,8 +168,28 @@ struct Outcome {
     log: String,
 }
 
-fn run(sender: Sender) -> Outcome {
-    let agent = Agent::start("probes:\n  tcp:\n    top_peers: 64\n");
+/// How a run is set up.
+struct Setup {
+    sender: Sender,
+    /// Extra keys under `probes.tcp`, indented for that level.
+    tcp_config: &'static str,
+    drop_percent: u32,
+    bytes: &'static str,
+}
+
+const DEFAULT: Setup = Setup {
+    sender: Sender::Client,
+    tcp_config: "",
+    drop_percent: 5,
+    bytes: "4000000",
+};
+
+fn run(setup: Setup) -> Outcome {
+    let sender = setup.sender;
+    let agent = Agent::start(&format!(
+        "probes:\n  tcp:\n    top_peers: 64\n{}",
+        setup.tcp_config
+    ));
     let ns = Netns::new();
     let server = unique_name("sfsrv");
     let client = unique_name("sfcli");
@@ -180,17 +198,17 @@ fn run(sender: Sender) -> Outcome {
     // Loss on the way to the sender's peer: the sender retransmits.
     let (sender_ns, sender_name, peer_ip) = match sender {
         Sender::Client => {
-            ns.drop_some(&ns.b, &format!("dport {PORT}"));
+            ns.drop_some(&ns.b, &format!("dport {PORT}"), setup.drop_percent);
             (&ns.a, &client, &ns.ip_b)
         }
         Sender::Server => {
-            ns.drop_some(&ns.a, &format!("sport {PORT}"));
+            ns.drop_some(&ns.a, &format!("sport {PORT}"), setup.drop_percent);
             (&ns.b, &server, &ns.ip_a)
         }
     };
     let (server_bytes, client_bytes) = match sender {
-        Sender::Client => ("0", BYTES),
-        Sender::Server => (BYTES, "0"),
+        Sender::Client => ("0", setup.bytes),
+        Sender::Server => (setup.bytes, "0"),
     };
 
     let before_kernel = ns.retrans_segs(sender_ns);
@@ -240,21 +258,21 @@ fn run(sender: Sender) -> Outcome {
     }
 }
 
-fn check(o: &Outcome, what: &str) {
+fn report(o: &Outcome, what: &str) {
     eprintln!(
         "{what}: TcpRetransSegs delta {} | agent {} (failures {}) | by peer {} | tcp events received {} lost {}",
         o.kernel, o.agent, o.failures, o.by_peer, o.received, o.lost
     );
+}
+
+fn check(o: &Outcome, what: &str) {
+    report(o, what);
     // 5% loss over 4 MB gives hundreds; fewer would mean the drop rule did not work and the
     // comparison below would prove little.
     assert!(
         o.kernel >= 10,
         "only {} retransmits in the namespace",
         o.kernel
-    );
-    assert_eq!(
-        o.failures, 0.0,
-        "failed retransmits: see the module comment"
     );
     assert_eq!(
         o.agent, o.kernel as f64,
@@ -276,7 +294,7 @@ fn check(o: &Outcome, what: &str) {
 /// The connecting process sends: its socket's owner was recorded when it called connect().
 #[test]
 fn client_retransmits_match_tcp_retrans_segs() {
-    check(&run(Sender::Client), "client sends");
+    check(&run(DEFAULT), "client sends");
 }
 
 /// The accepting process sends: its socket was created in softirq context, and inherits the
@@ -284,5 +302,35 @@ fn client_retransmits_match_tcp_retrans_segs() {
 /// (the SYN-ACK is dropped too) are part of both counts.
 #[test]
 fn server_retransmits_match_tcp_retrans_segs() {
-    check(&run(Sender::Server), "server sends");
+    check(
+        &run(Setup {
+            sender: Sender::Server,
+            ..DEFAULT
+        }),
+        "server sends",
+    );
+}
+
+/// A ring buffer too small for the burst: events are lost (and counted as lost), the counts
+/// are not, because they are kept in the kernel apart from the events.
+#[test]
+fn a_full_ring_buffer_loses_events_not_counts() {
+    let o = run(Setup {
+        // One page holds 46 records; nothing wakes the reader before its 1 s tick.
+        tcp_config: "    ring_buffer_bytes: 4096\n    wakeup_min_bytes: 4096\n",
+        drop_percent: 10,
+        bytes: "40000000",
+        ..DEFAULT
+    });
+    report(&o, "tiny ring");
+    assert!(o.kernel >= 10);
+    assert_eq!(
+        o.agent, o.kernel as f64,
+        "counts must not depend on the ring"
+    );
+    assert!(o.lost > 0.0, "expected lost events with a one-page ring");
+    assert!(
+        o.by_peer < o.kernel as f64,
+        "lost events are missing from the peer series"
+    );
 }

@@ -74,11 +74,14 @@ const _: () = assert!(core::mem::size_of::<ListenKey>() == 16);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpCounts {
-    /// Segments retransmitted by `tcp_retransmit_skb` calls that succeeded.
+    /// Segments retransmitted by `tcp_retransmit_skb`, counted as `TcpRetransSegs` counts
+    /// them: successful calls, and calls that failed in the transmit itself (dropped by a
+    /// local device or netfilter after the kernel counted them).
     pub data_segs: u64,
     /// SYN-ACKs retransmitted.
     pub synack: u64,
-    /// `tcp_retransmit_skb` calls that failed (`err != 0`: e.g. the original still queued).
+    /// `tcp_retransmit_skb` calls that failed (`err != 0`), whether counted in `data_segs`
+    /// (transmit errors) or not (e.g. the original still in a host queue).
     pub failed: u64,
 }
 const _: () = assert!(core::mem::size_of::<TcpCounts>() == 24);
@@ -95,7 +98,7 @@ pub struct TcpEvent {
     pub tgid: u32,
     /// The retransmit's result (0 = sent); always 0 for SYN-ACKs.
     pub err: i32,
-    /// Segments in the retransmitted skb (0 when it failed).
+    /// Segments counted for this retransmit (0 when it failed before being counted).
     pub segs: u32,
     /// `AF_INET` (2) or `AF_INET6` (10).
     pub family: u16,

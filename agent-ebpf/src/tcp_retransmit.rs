@@ -3,8 +3,9 @@
 //!
 //! Counting does not depend on the ring buffer: a full buffer loses events (counted in
 //! `EVENTS_LOST`), never counts. The counted unit is the one of the kernel's own
-//! `TcpRetransSegs`: segments of successful `tcp_retransmit_skb` calls (an skb may carry
-//! several, `tcp_skb_pcount`), plus SYN-ACKs.
+//! `TcpRetransSegs`: segments of the `tcp_retransmit_skb` calls the kernel counted (an skb
+//! may carry several, `tcp_skb_pcount`; see [`counted_by_kernel`] for failed calls), plus
+//! SYN-ACKs. Failed calls are also counted apart.
 //!
 //! Owners. Retransmits mostly run from timers and softirqs, where `current` is whatever task
 //! the CPU interrupted, so the owner of a socket is remembered in `TCP_OWNERS` (LRU, keyed by
@@ -180,7 +181,7 @@ fn try_retransmit_skb(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let err: i32 = ctx.arg(2);
     let o = offsets();
     let owner = owner_of(sk, &o);
-    let segs = if err == 0 {
+    let segs = if counted_by_kernel(err) {
         // tcp_skb_pcount(): a retransmitted skb may carry several segments, each counted by
         // the kernel's TcpRetransSegs.
         let segs = read::<u16>(skb, o.skb_gso_segs) as u32;
@@ -192,11 +193,7 @@ fn try_retransmit_skb(ctx: &BtfTracePointContext) -> Result<(), i64> {
     } else {
         0
     };
-    if err == 0 {
-        add_counts(owner.tgid, segs as u64, 0, 0)?;
-    } else {
-        add_counts(owner.tgid, 0, 0, 1)?;
-    }
+    add_counts(owner.tgid, segs as u64, 0, (err != 0) as u64)?;
     emit(
         TCP_RETRANS_DATA,
         sk.wrapping_add(o.sock_common as usize),
@@ -206,6 +203,23 @@ fn try_retransmit_skb(ctx: &BtfTracePointContext) -> Result<(), i64> {
         &o,
     );
     Ok(())
+}
+
+/// Whether `__tcp_retransmit_skb` had added the skb's segments to `TcpRetransSegs` when it
+/// returned `err`. It counts them right before handing the skb to `tcp_transmit_skb`; the
+/// errors it returns *before* that point are these five (6.14+ source: the original still in
+/// a host queue, trimming or fragmenting failed, routing failed, no send window). Any other
+/// error (a positive `NET_XMIT_DROP` from the device, `-ENOBUFS`, `-EPERM` from a netfilter
+/// drop) comes from the transmit itself, after the segments were counted: the retransmit was
+/// attempted and dropped on this host.
+#[inline(always)]
+fn counted_by_kernel(err: i32) -> bool {
+    const EINVAL: i32 = 22;
+    const ENOMEM: i32 = 12;
+    const EAGAIN: i32 = 11;
+    const EBUSY: i32 = 16;
+    const EHOSTUNREACH: i32 = 113;
+    !matches!(-err, EBUSY | EINVAL | ENOMEM | EHOSTUNREACH | EAGAIN)
 }
 
 #[inline(always)]

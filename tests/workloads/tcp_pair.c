@@ -1,8 +1,11 @@
-/* TCP workload for the retransmit test.
- *   tcp_pair server PORT          accept one connection, read to EOF, close; prints "ready"
- *                                 once listening
- *   tcp_pair client IP PORT BYTES connect, send BYTES, shut down writing, wait for the
- *                                 server's close (so every byte and the FIN were acked), exit
+/* TCP workload for the retransmit test: one connection, data in one direction, and no
+ * side exits before everything it sent was acknowledged (so no retransmit happens after the
+ * sender exited).
+ *   tcp_pair server PORT BYTES     accept one connection (prints "ready" once listening)
+ *   tcp_pair client IP PORT BYTES  connect
+ * then each side writes BYTES; a side that wrote something shuts down writing and reads to
+ * EOF (the peer closes only after reading all of it, so its data and FIN were acked); a side
+ * that wrote nothing reads to EOF and then closes.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -18,7 +21,7 @@ static int die(const char *what) {
 }
 
 static void drain(int fd) {
-    char buf[65536];
+    static char buf[65536];
     ssize_t n;
     while ((n = read(fd, buf, sizeof buf)) > 0)
         ;
@@ -26,8 +29,24 @@ static void drain(int fd) {
         die("read");
 }
 
+static void exchange(int s, long bytes) {
+    static char buf[65536];
+    memset(buf, 'x', sizeof buf);
+    long left = bytes;
+    while (left > 0) {
+        ssize_t n = write(s, buf, left < (long)sizeof buf ? (size_t)left : sizeof buf);
+        if (n <= 0)
+            die("write");
+        left -= n;
+    }
+    if (bytes > 0 && shutdown(s, SHUT_WR))
+        die("shutdown");
+    drain(s);
+    close(s);
+}
+
 int main(int argc, char **argv) {
-    if (argc == 3 && strcmp(argv[1], "server") == 0) {
+    if (argc == 4 && strcmp(argv[1], "server") == 0) {
         int one = 1;
         int ls = socket(AF_INET, SOCK_STREAM, 0);
         if (ls < 0)
@@ -41,9 +60,8 @@ int main(int argc, char **argv) {
         int c = accept(ls, NULL, NULL);
         if (c < 0)
             die("accept");
-        drain(c);
-        close(c);
         close(ls);
+        exchange(c, atol(argv[3]));
         return 0;
     }
     if (argc == 5 && strcmp(argv[1], "client") == 0) {
@@ -55,21 +73,9 @@ int main(int argc, char **argv) {
             die("address");
         if (connect(s, (struct sockaddr *)&a, sizeof a))
             die("connect");
-        static char buf[65536];
-        memset(buf, 'x', sizeof buf);
-        long left = atol(argv[4]);
-        while (left > 0) {
-            ssize_t n = write(s, buf, left < (long)sizeof buf ? (size_t)left : sizeof buf);
-            if (n <= 0)
-                die("write");
-            left -= n;
-        }
-        if (shutdown(s, SHUT_WR))
-            die("shutdown");
-        drain(s);
-        close(s);
+        exchange(s, atol(argv[4]));
         return 0;
     }
-    fprintf(stderr, "usage: tcp_pair server PORT | client IP PORT BYTES\n");
+    fprintf(stderr, "usage: tcp_pair server PORT BYTES | client IP PORT BYTES\n");
     return 2;
 }

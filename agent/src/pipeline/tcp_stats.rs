@@ -116,6 +116,14 @@ impl TcpStats {
     }
 
     pub fn on_event(&mut self, ev: TcpEvent) {
+        if ev.err != 0 {
+            tracing::debug!(
+                err = ev.err,
+                segs = ev.segs,
+                tgid = ev.tgid,
+                "TCP retransmit attempt failed"
+            );
+        }
         self.peers.add(&ev);
         if self.recent.len() == RECENT_EVENTS {
             self.recent.pop_front();
