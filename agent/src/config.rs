@@ -367,6 +367,15 @@ mod tests {
     }
 
     #[test]
+    fn packaged_config_is_the_default() {
+        let text = include_str!("../../packaging/steadfast.yaml");
+        assert_eq!(
+            Config::parse(text, "steadfast.yaml").unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
     fn tcp_probe_keys_are_validated() {
         let ok = Config::parse(
             "probes:\n  tcp:\n    enabled: false\n    ring_buffer_bytes: 8192\n    wakeup_min_bytes: 0\n    max_sockets: 2048\n    top_peers: 10\n",
