@@ -17,13 +17,24 @@ mod support;
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Mutex, MutexGuard,
+    },
     time::Duration,
 };
 
 use support::{build_workload, unique_name, Agent, Scrape};
 
 const PORT: &str = "5001";
+
+/// The tests of this file run one at a time: each copies a binary and spawns it while the
+/// others fork (`ip`, `gcc`), and a child forked while a copy is still open for writing makes
+/// the spawn fail with ETXTBSY. (Every agent also sees every retransmit on the host.)
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Two namespaces joined by a veth pair, deleted (with everything in them) on drop, panics
 /// included.
@@ -80,9 +91,17 @@ impl Netns {
     /// Drops `percent`% of the TCP segments entering `ns` that match `selector` (e.g.
     /// `dport 5001`).
     fn drop_some(&self, ns: &str, selector: &str, percent: u32) {
+        self.input_rule(
+            ns,
+            &format!("tcp {selector} numgen random mod 100 < {percent} drop"),
+        );
+    }
+
+    /// Adds `rule` to the input hook of `ns` (table `inet sfloss`).
+    fn input_rule(&self, ns: &str, rule: &str) {
         let rules = format!(
             "table inet sfloss {{\n chain input {{\n  type filter hook input priority 0;\n  \
-             tcp {selector} numgen random mod 100 < {percent} drop\n }}\n}}\n"
+             {rule}\n }}\n}}\n"
         );
         let mut nft = Command::new("ip")
             .args(["netns", "exec", ns, "nft", "-f", "-"])
@@ -128,6 +147,17 @@ impl Drop for Netns {
             let _ = Command::new("ip").args(["netns", "del", n]).status();
         }
     }
+}
+
+/// Removes the rules `input_rule` added to `ns`.
+fn remove_rules(ns: &str) {
+    let status = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "nft", "delete", "table", "inet", "sfloss",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 /// Sum of every sample of `name` whose labels include all of `labels`.
@@ -181,10 +211,11 @@ const DEFAULT: Setup = Setup {
     sender: Sender::Client,
     tcp_config: "",
     drop_percent: 5,
-    bytes: "4000000",
+    bytes: "16000000",
 };
 
 fn run(setup: Setup) -> Outcome {
+    let _serial = serial();
     let sender = setup.sender;
     let agent = Agent::start(&format!(
         "probes:\n  tcp:\n    top_peers: 64\n{}",
@@ -267,8 +298,9 @@ fn report(o: &Outcome, what: &str) {
 
 fn check(o: &Outcome, what: &str) {
     report(o, what);
-    // 5% loss over 4 MB gives hundreds; fewer would mean the drop rule did not work and the
-    // comparison below would prove little.
+    // The veth carries 64 KB GSO packets, so 16 MB is only ~250 of them on the wire and 5%
+    // loss drops about a dozen, each retransmitted as many segments: typically hundreds of
+    // segments. Fewer than 10 (seen with 4 MB) would make the comparison prove little.
     assert!(
         o.kernel >= 10,
         "only {} retransmits in the namespace",
@@ -332,5 +364,70 @@ fn a_full_ring_buffer_loses_events_not_counts() {
     assert!(
         o.by_peer < o.kernel as f64,
         "lost events are missing from the peer series"
+    );
+}
+
+/// SYN-ACK retransmits, attributed to the listening process: while every pure ACK to the
+/// server is dropped, the handshake's last ACK never arrives and the server retransmits its
+/// SYN-ACK after 1 s (TCP_TIMEOUT_INIT). The rule goes at 1.8 s; the client sends its data at
+/// 2.5 s, which completes the handshake (before the second SYN-ACK retransmit, due at 3 s;
+/// if timing slipped and it came, both counts would have it). The server sends nothing else
+/// that could be retransmitted but its FIN, acknowledged once the rule is gone.
+#[test]
+fn synack_retransmits_count_for_the_listener() {
+    let _serial = serial();
+    let agent = Agent::start("");
+    let ns = Netns::new();
+    let server = unique_name("sfsyn");
+    let client = unique_name("sfsyc");
+    let server_bin = build_workload("tcp_pair", agent.dir.path(), &server);
+    let client_bin = build_workload("tcp_pair", agent.dir.path(), &client);
+    ns.input_rule(
+        &ns.b,
+        &format!("tcp dport {PORT} tcp flags & (fin|syn|rst|psh|ack) == ack drop"),
+    );
+    let before_kernel = ns.retrans_segs(&ns.b);
+
+    let mut srv = ns
+        .exec(&ns.b, &server_bin, &["server", PORT, "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(srv.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n", "server did not start");
+    let mut cli = ns
+        .exec(
+            &ns.a,
+            &client_bin,
+            &["client", &ns.ip_b, PORT, "100000", "2500"],
+        )
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1800));
+    remove_rules(&ns.b);
+    assert!(cli.wait().unwrap().success(), "client failed");
+    assert!(srv.wait().unwrap().success(), "server failed");
+
+    let kernel = ns.retrans_segs(&ns.b) - before_kernel;
+    let s = agent.scrape();
+    let synack = sum(
+        &s,
+        "steadfast_tcp_retransmits_total",
+        &[("service", &server), ("kind", "synack")],
+    );
+    let data = sum(
+        &s,
+        "steadfast_tcp_retransmits_total",
+        &[("service", &server), ("kind", "data")],
+    );
+    eprintln!("SYN-ACK: TcpRetransSegs delta {kernel} | agent synack {synack} data {data}");
+    assert!(kernel >= 1, "no SYN-ACK was retransmitted");
+    assert_eq!(synack + data, kernel as f64, "agent log:\n{}", agent.log());
+    assert!(
+        synack >= 1.0,
+        "the SYN-ACK retransmits were not counted as synack"
     );
 }

@@ -2,7 +2,7 @@
  * side exits before everything it sent was acknowledged (so no retransmit happens after the
  * sender exited).
  *   tcp_pair server PORT BYTES     accept one connection (prints "ready" once listening)
- *   tcp_pair client IP PORT BYTES  connect
+ *   tcp_pair client IP PORT BYTES [DELAY_MS]  connect (and wait DELAY_MS before writing)
  * then each side writes BYTES; a side that wrote something shuts down writing and reads to
  * EOF (the peer closes only after reading all of it, so its data and FIN were acked); a side
  * that wrote nothing reads to EOF and then closes.
@@ -64,7 +64,7 @@ int main(int argc, char **argv) {
         exchange(c, atol(argv[3]));
         return 0;
     }
-    if (argc == 5 && strcmp(argv[1], "client") == 0) {
+    if ((argc == 5 || argc == 6) && strcmp(argv[1], "client") == 0) {
         int s = socket(AF_INET, SOCK_STREAM, 0);
         if (s < 0)
             die("socket");
@@ -73,9 +73,11 @@ int main(int argc, char **argv) {
             die("address");
         if (connect(s, (struct sockaddr *)&a, sizeof a))
             die("connect");
+        if (argc == 6)
+            usleep(atol(argv[5]) * 1000);
         exchange(s, atol(argv[4]));
         return 0;
     }
-    fprintf(stderr, "usage: tcp_pair server PORT BYTES | client IP PORT BYTES\n");
+    fprintf(stderr, "usage: tcp_pair server PORT BYTES | client IP PORT BYTES [DELAY_MS]\n");
     return 2;
 }
