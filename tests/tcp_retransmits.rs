@@ -44,6 +44,9 @@ struct Netns {
     /// Addresses of the veth ends in `a` and `b`.
     ip_a: String,
     ip_b: String,
+    /// IPv6 (unique local) addresses of the same ends.
+    ip6_a: String,
+    ip6_b: String,
 }
 
 fn ip(args: &[&str]) {
@@ -70,9 +73,15 @@ impl Netns {
         let pair = PAIRS.fetch_add(1, Ordering::Relaxed);
         let net = format!("10.{}.{}", 200 + pid % 50, (pid / 50 * 8 + pair) % 250);
         ip(&["netns", "add", &a]);
+        let net6 = |host| {
+            std::net::Ipv6Addr::new(0xfd00, 0x5f, pid as u16, pair as u16, 0, 0, 0, host)
+                .to_string()
+        };
         let ns = Netns {
             ip_a: format!("{net}.1"),
             ip_b: format!("{net}.2"),
+            ip6_a: net6(1),
+            ip6_b: net6(2),
             a,
             b,
         };
@@ -80,8 +89,14 @@ impl Netns {
         ip(&[
             "-n", &ns.a, "link", "add", "va", "type", "veth", "peer", "name", "vb", "netns", &ns.b,
         ]);
-        for (n, dev, addr) in [(&ns.a, "va", &ns.ip_a), (&ns.b, "vb", &ns.ip_b)] {
+        for (n, dev, addr, addr6) in [
+            (&ns.a, "va", &ns.ip_a, &ns.ip6_a),
+            (&ns.b, "vb", &ns.ip_b, &ns.ip6_b),
+        ] {
             ip(&["-n", n, "addr", "add", &format!("{addr}/24"), "dev", dev]);
+            // nodad: usable at once, no duplicate address detection delay.
+            let a6 = format!("{addr6}/64");
+            ip(&["-n", n, "-6", "addr", "add", &a6, "dev", dev, "nodad"]);
             ip(&["-n", n, "link", "set", dev, "up"]);
             ip(&["-n", n, "link", "set", "lo", "up"]);
         }
@@ -205,6 +220,8 @@ struct Setup {
     tcp_config: &'static str,
     drop_percent: u32,
     bytes: &'static str,
+    /// The connection runs over IPv6.
+    v6: bool,
 }
 
 const DEFAULT: Setup = Setup {
@@ -212,6 +229,7 @@ const DEFAULT: Setup = Setup {
     tcp_config: "",
     drop_percent: 5,
     bytes: "16000000",
+    v6: false,
 };
 
 fn run(setup: Setup) -> Outcome {
@@ -226,17 +244,23 @@ fn run(setup: Setup) -> Outcome {
     let client = unique_name("sfcli");
     let server_bin = build_workload("tcp_pair", agent.dir.path(), &server);
     let client_bin = build_workload("tcp_pair", agent.dir.path(), &client);
+    let (ip_a, ip_b) = if setup.v6 {
+        (&ns.ip6_a, &ns.ip6_b)
+    } else {
+        (&ns.ip_a, &ns.ip_b)
+    };
     // Loss on the way to the sender's peer: the sender retransmits.
     let (sender_ns, sender_name, peer_ip) = match sender {
         Sender::Client => {
             ns.drop_some(&ns.b, &format!("dport {PORT}"), setup.drop_percent);
-            (&ns.a, &client, &ns.ip_b)
+            (&ns.a, &client, ip_b)
         }
         Sender::Server => {
             ns.drop_some(&ns.a, &format!("sport {PORT}"), setup.drop_percent);
-            (&ns.b, &server, &ns.ip_a)
+            (&ns.b, &server, ip_a)
         }
     };
+    let family = if setup.v6 { "6" } else { "4" };
     let (server_bytes, client_bytes) = match sender {
         Sender::Client => ("0", setup.bytes),
         Sender::Server => (setup.bytes, "0"),
@@ -246,7 +270,7 @@ fn run(setup: Setup) -> Outcome {
     let before = agent.scrape();
 
     let mut srv: Child = ns
-        .exec(&ns.b, &server_bin, &["server", PORT, server_bytes])
+        .exec(&ns.b, &server_bin, &["server", PORT, server_bytes, family])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -256,11 +280,7 @@ fn run(setup: Setup) -> Outcome {
         .unwrap();
     assert_eq!(line, "ready\n", "server did not start");
     let status = ns
-        .exec(
-            &ns.a,
-            &client_bin,
-            &["client", &ns.ip_b, PORT, client_bytes],
-        )
+        .exec(&ns.a, &client_bin, &["client", ip_b, PORT, client_bytes])
         .status()
         .unwrap();
     assert!(status.success(), "client failed: {status}");
@@ -430,4 +450,18 @@ fn synack_retransmits_count_for_the_listener() {
         synack >= 1.0,
         "the SYN-ACK retransmits were not counted as synack"
     );
+}
+
+/// The same over IPv6, both ways: the events' addresses come from `skc_v6_daddr` (an offset
+/// from BTF), and the per-peer series, keyed by the IPv6 address, must add up.
+#[test]
+fn ipv6_retransmits_match_tcp_retrans_segs() {
+    for sender in [Sender::Client, Sender::Server] {
+        let o = run(Setup {
+            sender,
+            v6: true,
+            ..DEFAULT
+        });
+        check(&o, "IPv6");
+    }
 }

@@ -1,8 +1,10 @@
 /* TCP workload for the retransmit test: one connection, data in one direction, and no
  * side exits before everything it sent was acknowledged (so no retransmit happens after the
  * sender exited).
- *   tcp_pair server PORT BYTES     accept one connection (prints "ready" once listening)
- *   tcp_pair client IP PORT BYTES [DELAY_MS]  connect (and wait DELAY_MS before writing)
+ *   tcp_pair server PORT BYTES [6]  accept one connection, over IPv6 with "6" (prints
+ *                                   "ready" once listening)
+ *   tcp_pair client ADDRESS PORT BYTES [DELAY_MS]  connect to an IPv4 or IPv6 address (and
+ *                                   wait DELAY_MS before writing)
  * then each side writes BYTES; a side that wrote something shuts down writing and reads to
  * EOF (the peer closes only after reading all of it, so its data and FIN were acked); a side
  * that wrote nothing reads to EOF and then closes.
@@ -46,15 +48,24 @@ static void exchange(int s, long bytes) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 4 && strcmp(argv[1], "server") == 0) {
+    if ((argc == 4 || argc == 5) && strcmp(argv[1], "server") == 0) {
         int one = 1;
-        int ls = socket(AF_INET, SOCK_STREAM, 0);
+        int v6 = argc == 5 && strcmp(argv[4], "6") == 0;
+        int ls = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
         if (ls < 0)
             die("socket");
         setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
-        if (bind(ls, (struct sockaddr *)&a, sizeof a) || listen(ls, 1))
-            die("bind/listen");
+        struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons(atoi(argv[2]))};
+        if (v6) {
+            setsockopt(ls, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+            if (bind(ls, (struct sockaddr *)&a6, sizeof a6))
+                die("bind");
+        } else if (bind(ls, (struct sockaddr *)&a, sizeof a)) {
+            die("bind");
+        }
+        if (listen(ls, 1))
+            die("listen");
         printf("ready\n");
         fflush(stdout);
         int c = accept(ls, NULL, NULL);
@@ -65,19 +76,23 @@ int main(int argc, char **argv) {
         return 0;
     }
     if ((argc == 5 || argc == 6) && strcmp(argv[1], "client") == 0) {
-        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[3]))};
+        struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons(atoi(argv[3]))};
+        int v6 = strchr(argv[2], ':') != NULL;
+        if (v6 ? inet_pton(AF_INET6, argv[2], &a6.sin6_addr) != 1
+               : inet_pton(AF_INET, argv[2], &a.sin_addr) != 1)
+            die("address");
+        int s = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
         if (s < 0)
             die("socket");
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[3]))};
-        if (inet_pton(AF_INET, argv[2], &a.sin_addr) != 1)
-            die("address");
-        if (connect(s, (struct sockaddr *)&a, sizeof a))
+        if (v6 ? connect(s, (struct sockaddr *)&a6, sizeof a6)
+               : connect(s, (struct sockaddr *)&a, sizeof a))
             die("connect");
         if (argc == 6)
             usleep(atol(argv[5]) * 1000);
         exchange(s, atol(argv[4]));
         return 0;
     }
-    fprintf(stderr, "usage: tcp_pair server PORT BYTES | client IP PORT BYTES [DELAY_MS]\n");
+    fprintf(stderr, "usage: tcp_pair server PORT BYTES [6] | client ADDRESS PORT BYTES [DELAY_MS]\n");
     return 2;
 }
