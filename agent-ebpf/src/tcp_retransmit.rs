@@ -58,7 +58,7 @@ static TCP_OFFSETS: TcpOffsets = TcpOffsets {
     v6_daddr: 0,
     v6_rcv_saddr: 0,
     net: 0,
-    _pad: 0,
+    retransmit_has_err: 0,
 };
 
 /// Below this many unread bytes in `TCP_EVENTS` a submit does not wake the reader (it drains
@@ -85,7 +85,8 @@ static TCP_COUNTS: LruPerCpuHashMap<u32, TcpCounts> = LruPerCpuHashMap::with_max
 const AF_INET6: u16 = 10;
 
 /// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int err)` (6.14+:
-/// fires for every attempt, `err` says whether it went out).
+/// fires for every attempt, `err` says whether it went out; before, without `err`, it fires
+/// for successful ones only).
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> i32 {
     let _ = try_retransmit_skb(&ctx);
@@ -178,8 +179,14 @@ fn add_counts(tgid: u32, data_segs: u64, synack: u64, failed: u64) -> Result<(),
 fn try_retransmit_skb(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let sk: *const u8 = ctx.arg(0);
     let skb: *const u8 = ctx.arg(1);
-    let err: i32 = ctx.arg(2);
     let o = offsets();
+    // Before 6.14 there is no third argument, and the verifier rejects reading it; the
+    // constant from rodata lets it prune this read on those kernels.
+    let err: i32 = if o.retransmit_has_err != 0 {
+        ctx.arg(2)
+    } else {
+        0
+    };
     let owner = owner_of(sk, &o);
     let segs = if counted_by_kernel(err) {
         // tcp_skb_pcount(): a retransmitted skb may carry several segments, each counted by

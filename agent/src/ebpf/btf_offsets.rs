@@ -51,6 +51,8 @@ pub enum BtfError {
     NotComposite { strukt: String, member: String },
     #[error("`{strukt}.{member}` is a bitfield or not byte-aligned")]
     NotByteAligned { strukt: String, member: String },
+    #[error("BTF has no function prototype behind the typedef `{0}`")]
+    NoFuncProto(String),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +71,8 @@ struct Type {
     kind: u32,
     /// `size` or `type`, by kind.
     size_or_type: u32,
+    /// Number of members, parameters, enumerators... by kind.
+    vlen: u32,
     /// For STRUCT/UNION: range in `Btf::members`.
     members: std::ops::Range<usize>,
 }
@@ -128,6 +132,7 @@ impl Btf {
             name_off: 0,
             kind: 0,
             size_or_type: 0,
+            vlen: 0,
             members: 0..0,
         }];
         let mut members = Vec::new();
@@ -180,6 +185,7 @@ impl Btf {
                 name_off,
                 kind,
                 size_or_type,
+                vlen: vlen as u32,
                 members: first_member..members.len(),
             });
         }
@@ -256,6 +262,28 @@ impl Btf {
             self.find_member(inner, name, depth + 1)
                 .map(|(off, found)| (m.bit_offset + off, found))
         })
+    }
+
+    /// Number of parameters of the function prototype behind the typedef `name` (through
+    /// pointers, as in `typedef void (*btf_trace_<tracepoint>)(void *, ...)`).
+    pub fn func_proto_params(&self, name: &str) -> Result<u32, BtfError> {
+        let missing = || BtfError::NoFuncProto(name.into());
+        let mut id = self
+            .types
+            .iter()
+            .position(|t| t.kind == KIND_TYPEDEF && self.name(t.name_off) == name)
+            .ok_or_else(missing)? as u32;
+        for _ in 0..8 {
+            let t = self.types.get(id as usize).ok_or_else(missing)?;
+            match t.kind {
+                KIND_FUNC_PROTO => return Ok(t.vlen),
+                KIND_TYPEDEF | KIND_PTR | KIND_CONST | KIND_VOLATILE | KIND_TYPE_TAG => {
+                    id = t.size_or_type
+                }
+                _ => break,
+            }
+        }
+        Err(missing())
     }
 
     /// Byte offset of `path` (members separated by dots, e.g. `__sk_common.skc_daddr`) from
@@ -342,7 +370,10 @@ impl KernelOffsets {
             v6_daddr: common("skc_v6_daddr")?,
             v6_rcv_saddr: common("skc_v6_rcv_saddr")?,
             net: common("skc_net")?,
-            _pad: 0,
+            // The tracepoint's first parameter is the `void *__data` of every BTF tracepoint.
+            retransmit_has_err: u32::from(
+                b.func_proto_params("btf_trace_tcp_retransmit_skb")? >= 4,
+            ),
         })
     }
 }
@@ -449,6 +480,8 @@ mod tests {
         b.ty("sock_common", KIND_FWD, false, 0, 0);
         let proto = b.ty("", KIND_FUNC_PROTO, false, 2, u32_t);
         b.words(&[0, u32_t, 0, ptr]);
+        let proto_ptr = b.ty("", KIND_PTR, false, 0, proto);
+        b.ty("btf_trace_x", KIND_TYPEDEF, false, 0, proto_ptr);
         b.ty("f", KIND_FUNC, false, 0, proto);
         let var = b.ty("v", KIND_VAR, false, 0, u32_t);
         b.words(&[1]);
@@ -507,7 +540,7 @@ mod tests {
     #[test]
     fn synthetic_offsets_through_anonymous_members() {
         let btf = Btf::parse(&synthetic()).unwrap();
-        assert_eq!(btf.type_count(), 23, "void and 22 types");
+        assert_eq!(btf.type_count(), 25, "void and 24 types");
         assert_eq!(btf.offset_of("sock_common", "skc_daddr"), Ok(0));
         assert_eq!(btf.offset_of("sock_common", "skc_portpair"), Ok(4));
         assert_eq!(btf.offset_of("sock_common", "skc_dport"), Ok(4));
@@ -517,6 +550,15 @@ mod tests {
         assert_eq!(btf.offset_of("sock", "__sk_common"), Ok(8));
         assert_eq!(btf.offset_of("sock", "__sk_common.skc_num"), Ok(14));
         assert_eq!(btf.offset_of("sock", "sk_ptr"), Ok(48));
+        assert_eq!(btf.func_proto_params("btf_trace_x"), Ok(2));
+        assert_eq!(
+            btf.func_proto_params("__be16"),
+            Err(BtfError::NoFuncProto("__be16".into()))
+        );
+        assert_eq!(
+            btf.func_proto_params("nope"),
+            Err(BtfError::NoFuncProto("nope".into()))
+        );
     }
 
     #[test]
@@ -602,6 +644,12 @@ mod tests {
         assert_eq!(o.state, 18);
         assert!(o.v6_daddr >= 24 && o.v6_rcv_saddr > o.v6_daddr);
         assert!(o.lock_owned > 0);
+        // 6.14+ passes the retransmit's error (this machine runs 6.18).
+        assert_eq!(o.retransmit_has_err, 1);
+        assert_eq!(
+            k.btf().func_proto_params("btf_trace_tcp_retransmit_synack"),
+            Ok(3)
+        );
         // TCP_SKB_CB(skb) is skb->cb; tcp_gso_segs sits after seq and end_seq.
         assert_eq!(
             o.skb_gso_segs - k.btf().offset_of("sk_buff", "cb").unwrap(),

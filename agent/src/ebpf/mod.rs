@@ -37,8 +37,6 @@ pub enum ProbeError {
     },
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
-    #[error("kernel struct layout (BTF): {0}")]
-    BtfOffsets(#[from] btf_offsets::BtfError),
 }
 
 /// The attached programs and their links. Dropping this detaches every program.
@@ -62,12 +60,22 @@ impl Probes {
         let agent_tgid = std::process::id();
         let syscalls = &config.probes.syscalls;
         let tcp = &config.probes.tcp;
-        // Offsets of the kernel fields the TCP probe reads; zeros when it is off (unused).
+        // Offsets of the kernel fields the TCP probe reads. A kernel whose layout we do not
+        // understand loses this probe, not the agent.
         let tcp_offsets = if tcp.enabled {
-            btf_offsets::KernelOffsets::from_sys_fs()?.tcp()?
+            match btf_offsets::KernelOffsets::from_sys_fs().and_then(|k| k.tcp()) {
+                Ok(offsets) => Some(offsets),
+                Err(error) => {
+                    tracing::warn!(%error, "TCP retransmit probe disabled");
+                    None
+                }
+            }
         } else {
-            agent_common::tcp::TcpOffsets::default()
+            None
         };
+        let tcp_enabled = tcp_offsets.is_some();
+        // Zeros when the probe is off: its programs are then neither loaded nor attached.
+        let tcp_offsets = tcp_offsets.unwrap_or_default();
         let tcp_wakeup = u64::from(tcp.wakeup_min_bytes);
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &agent_tgid, true)
@@ -98,7 +106,7 @@ impl Probes {
         } else {
             None
         };
-        let tcp = if tcp.enabled {
+        let tcp = if tcp_enabled {
             let probe = TcpProbe {
                 events: TcpEvents::new(take_map(&mut ebpf, "TCP_EVENTS")?)?,
                 counts: TcpCountsMap::new(take_map(&mut ebpf, "TCP_COUNTS")?)?,
