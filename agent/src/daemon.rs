@@ -64,15 +64,16 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         Some(t) => Some(t.events.readiness().map_err(DaemonError::Epoll)?),
         None => None,
     };
-    let pipeline = Arc::new(Mutex::new(
-        Pipeline::new(
-            Some(process_events),
-            syscall_hist,
-            Some(loss),
-            config.services.max_services,
-        )
-        .with_tcp(tcp, config.probes.tcp.top_peers as usize),
-    ));
+    let pipeline = Arc::new(Mutex::new(Pipeline::new(
+        Some(process_events),
+        syscall_hist,
+        Some(loss),
+        config.services.max_services,
+    )));
+    pipeline
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .set_tcp(tcp, config.probes.tcp.top_peers as usize);
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(read_process_events(events_ready, pipeline.clone()));

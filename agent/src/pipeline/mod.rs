@@ -61,10 +61,9 @@ impl Pipeline {
     }
 
     /// Adds the TCP retransmit probe's readers; `top_peers` bounds the per-peer series.
-    pub fn with_tcp(mut self, tcp: Option<TcpProbe>, top_peers: usize) -> Self {
+    pub fn set_tcp(&mut self, tcp: Option<TcpProbe>, top_peers: usize) {
         self.tcp = tcp;
         self.tcp_stats = TcpStats::new(top_peers);
-        self
     }
 
     /// Applies every process lifecycle event waiting in the ring buffer.
