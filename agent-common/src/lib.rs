@@ -7,6 +7,7 @@
 pub mod process;
 pub mod syscall;
 pub mod task;
+pub mod tcp;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -19,6 +20,9 @@ mod pod {
     unsafe impl aya::Pod for crate::syscall::ErrKey {}
     unsafe impl aya::Pod for crate::syscall::SlowSyscallEvent {}
     unsafe impl aya::Pod for crate::task::TaskCounts {}
+    unsafe impl aya::Pod for crate::tcp::TcpOffsets {}
+    unsafe impl aya::Pod for crate::tcp::TcpCounts {}
+    unsafe impl aya::Pod for crate::tcp::TcpEvent {}
 }
 
 pub mod loss {
@@ -28,6 +32,8 @@ pub mod loss {
     pub const LOSS_PROC_EVENTS: u32 = 0;
     /// Slow syscall events (`SYSCALL_EVENTS` ring buffer).
     pub const LOSS_SYSCALL_EVENTS: u32 = 1;
+    /// TCP retransmit events (`TCP_EVENTS` ring buffer).
+    pub const LOSS_TCP_EVENTS: u32 = 2;
     /// Number of sources (size of the array).
     pub const SOURCES: u32 = 8;
 
@@ -36,6 +42,7 @@ pub mod loss {
         match source {
             LOSS_PROC_EVENTS => "process",
             LOSS_SYSCALL_EVENTS => "slow_syscall",
+            LOSS_TCP_EVENTS => "tcp",
             _ => "unknown",
         }
     }

@@ -25,12 +25,20 @@ pub fn count_lost(source: u32) {
 #[map]
 static RING_FILL: Array<u64> = Array::with_max_entries(agent_common::loss::SOURCES, 0);
 
+/// Samples the bytes waiting in `ring` into `RING_FILL[source]` and returns them.
+#[inline(always)]
+pub fn record_fill(ring: &RingBuf, source: u32) -> u64 {
+    let avail = ring.query(BPF_RB_AVAIL_DATA as u64);
+    if let Some(slot) = RING_FILL.get_ptr_mut(source) {
+        // SAFETY: a u64 slot; a racing writer on another CPU only makes the sample older.
+        unsafe { *slot = avail };
+    }
+    avail
+}
+
 /// Flags for `submit`, after sampling the ring's fill for `source`.
 #[inline(always)]
 pub fn submit_flags(ring: &RingBuf, source: u32) -> u64 {
-    if let Some(slot) = RING_FILL.get_ptr_mut(source) {
-        // SAFETY: a u64 slot; a racing writer on another CPU only makes the sample older.
-        unsafe { *slot = ring.query(BPF_RB_AVAIL_DATA as u64) };
-    }
+    record_fill(ring, source);
     crate::config::wakeup_flags(ring)
 }

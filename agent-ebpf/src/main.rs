@@ -8,6 +8,7 @@ mod loss;
 mod process;
 mod syscall_latency;
 mod tasks;
+mod tcp_retransmit;
 
 #[cfg(not(test))]
 #[panic_handler]

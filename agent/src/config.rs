@@ -228,6 +228,8 @@ pub struct ProbesConfig {
     pub tasks: TasksProbeConfig,
     #[serde(default)]
     pub memory: MemoryProbeConfig,
+    #[serde(default)]
+    pub tcp: TcpProbeConfig,
     /// Ring buffers wake the agent only once this many bytes wait (0: on every event); the
     /// agent drains them every second anyway.
     #[serde(default)]
@@ -366,6 +368,46 @@ impl Default for ProcessEventsConfig {
     fn default() -> Self {
         Self {
             ring_buffer_bytes: default_ring_buffer_bytes(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProbeConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Size of the retransmit event ring buffer: a power of two, at least one page.
+    #[serde(default = "default_ring_buffer_bytes")]
+    pub ring_buffer_bytes: u32,
+    /// Unread bytes in the ring buffer at which the kernel wakes the reader; below it events
+    /// wait for the next collection (at most a second). 0 wakes on every event.
+    #[serde(default = "default_tcp_wakeup_min_bytes")]
+    pub wakeup_min_bytes: u32,
+    /// Sockets whose owning process is remembered (LRU).
+    #[serde(default = "default_tcp_max_sockets")]
+    pub max_sockets: u32,
+    /// Remote addresses with their own `steadfast_tcp_retransmits_by_peer_total` series
+    /// (the first ones seen; the rest are `other`). 0 turns that family off.
+    #[serde(default)]
+    pub top_peers: u32,
+}
+
+const fn default_tcp_wakeup_min_bytes() -> u32 {
+    64 * 1024
+}
+const fn default_tcp_max_sockets() -> u32 {
+    65_536
+}
+
+impl Default for TcpProbeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ring_buffer_bytes: default_ring_buffer_bytes(),
+            wakeup_min_bytes: default_tcp_wakeup_min_bytes(),
+            max_sockets: default_tcp_max_sockets(),
+            top_peers: 0,
         }
     }
 }
@@ -545,6 +587,31 @@ impl Config {
                 );
             }
         }
+        let tcp = &self.probes.tcp;
+        if !tcp.ring_buffer_bytes.is_power_of_two() || tcp.ring_buffer_bytes < 4096 {
+            bad(
+                "probes.tcp.ring_buffer_bytes",
+                format!(
+                    "{} is not a power of two of at least 4096",
+                    tcp.ring_buffer_bytes
+                ),
+            );
+        }
+        if tcp.wakeup_min_bytes > tcp.ring_buffer_bytes {
+            bad(
+                "probes.tcp.wakeup_min_bytes",
+                format!(
+                    "{} is larger than probes.tcp.ring_buffer_bytes ({}): the reader would only be woken by its timer",
+                    tcp.wakeup_min_bytes, tcp.ring_buffer_bytes
+                ),
+            );
+        }
+        if !(1024..=1 << 22).contains(&tcp.max_sockets) {
+            bad("probes.tcp.max_sockets", "must be in 1024..=4194304".into());
+        }
+        if tcp.top_peers > 1000 {
+            bad("probes.tcp.top_peers", "must be at most 1000".into());
+        }
         out
     }
 }
@@ -588,6 +655,50 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn packaged_config_is_the_default() {
+        let text = include_str!("../../packaging/steadfast.yaml");
+        assert_eq!(
+            Config::parse(text, "steadfast.yaml").unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn tcp_probe_keys_are_validated() {
+        let ok = Config::parse(
+            "probes:\n  tcp:\n    enabled: false\n    ring_buffer_bytes: 8192\n    wakeup_min_bytes: 0\n    max_sockets: 2048\n    top_peers: 10\n",
+            "c.yaml",
+        )
+        .unwrap();
+        assert!(!ok.probes.tcp.enabled);
+        assert_eq!(ok.probes.tcp.top_peers, 10);
+        assert_eq!(Config::default().probes.tcp.ring_buffer_bytes, 262_144);
+        let text = "probes:\n  tcp:\n    ring_buffer_bytes: 4096\n    wakeup_min_bytes: 8192\n    max_sockets: 1\n    top_peers: 5000\n";
+        match Config::parse(text, "c.yaml") {
+            Err(ConfigError::Invalid { problems, .. }) => {
+                let keys: Vec<_> = problems.iter().map(|p| p.key).collect();
+                assert_eq!(
+                    keys,
+                    [
+                        "probes.tcp.wakeup_min_bytes",
+                        "probes.tcp.max_sockets",
+                        "probes.tcp.top_peers"
+                    ]
+                );
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+        let err = Config::parse("probes:\n  tcp:\n    ring_bufer_bytes: 4096\n", "c.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `ring_bufer_bytes`"), "{err}");
+        let err = Config::parse("probes:\n  tcp:\n    ring_buffer_bytes: 5000\n", "c.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("probes.tcp.ring_buffer_bytes"), "{err}");
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     tracing::info!(
         syscalls = probes.syscalls.is_some(),
         tasks = probes.tasks.is_some(),
+        tcp = probes.tcp.is_some(),
         "probes attached"
     );
     let (attached, sources): (Attached, Sources) = probes.into();
@@ -67,6 +68,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     if let Some(maps) = &sources.syscalls {
         wakeups.push(maps.slow_events.readiness().map_err(DaemonError::Epoll)?);
+    }
+    if let Some(tcp) = &sources.tcp {
+        wakeups.push(tcp.events.readiness().map_err(DaemonError::Epoll)?);
     }
     let pipeline = Arc::new(Mutex::new(Pipeline::new(sources, &config)));
 

@@ -1,9 +1,11 @@
 //! Loading, attaching and reading the kernel probes. This module is the only place that talks
 //! to the kernel through BPF syscalls; everything above it sees plain Rust values.
 
+pub mod btf_offsets;
 mod loss;
 mod percpu_table;
 mod ring;
+mod tcp_events;
 
 use agent_common::{process::ProcEvent, syscall::SlowSyscallEvent};
 use aya::{
@@ -15,6 +17,7 @@ use aya::{
 pub use loss::LossCounters;
 pub use percpu_table::{PerCpuTable, SyscallErrorMap, SyscallHistMap, TaskCountMap};
 pub use ring::{decode, EventRing};
+pub use tcp_events::{TcpCountsMap, TcpEvents, TcpProbe};
 
 use crate::config::{Config, SyscallProbeConfig};
 
@@ -61,6 +64,7 @@ pub struct Probes {
     pub tasks: Option<TaskCountMap>,
     pub process_events: EventRing<ProcEvent>,
     pub loss: LossCounters,
+    pub tcp: Option<TcpProbe>,
 }
 
 impl Probes {
@@ -69,9 +73,31 @@ impl Probes {
         raise_memlock_limit();
         let agent_tgid = std::process::id();
         let syscalls = &config.probes.syscalls;
+        let tcp = &config.probes.tcp;
+        // Offsets of the kernel fields the TCP probe reads. A kernel whose layout we do not
+        // understand loses this probe, not the agent.
+        let tcp_offsets = if tcp.enabled {
+            match btf_offsets::KernelOffsets::from_sys_fs().and_then(|k| k.tcp()) {
+                Ok(offsets) => Some(offsets),
+                Err(error) => {
+                    tracing::warn!(%error, "TCP retransmit probe disabled");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let tcp_enabled = tcp_offsets.is_some();
+        // Zeros when the probe is off: its programs are then neither loaded nor attached.
+        let tcp_offsets = tcp_offsets.unwrap_or_default();
+        let tcp_wakeup = u64::from(tcp.wakeup_min_bytes);
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("WAKEUP_MIN_BYTES", &config.probes.wakeup_min_bytes, true)
+            .override_global("TCP_OFFSETS", &tcp_offsets, true)
+            .override_global("TCP_WAKEUP_MIN_BYTES", &tcp_wakeup, true)
+            .map_max_entries("TCP_EVENTS", tcp.ring_buffer_bytes)
+            .map_max_entries("TCP_OWNERS", tcp.max_sockets)
             .map_max_entries("SYSCALL_THREADS", syscalls.max_threads)
             .map_max_entries("SYSCALL_HIST", syscalls.max_histogram_keys)
             .map_max_entries("SYSCALL_ERRORS", syscalls.max_error_keys)
@@ -123,12 +149,37 @@ impl Probes {
         } else {
             None
         };
+
+        let tcp = if tcp_enabled {
+            let probe = TcpProbe {
+                events: TcpEvents::new(take_map(&mut ebpf, "TCP_EVENTS")?, "TCP_EVENTS")?,
+                counts: TcpCountsMap::new(take_map(&mut ebpf, "TCP_COUNTS")?, "TCP_COUNTS")?,
+            };
+            // Owners first, so sockets connected from now on are attributed.
+            attach_btf(
+                &mut ebpf,
+                &btf,
+                "inet_sock_set_state",
+                "inet_sock_set_state",
+            )?;
+            attach_btf(&mut ebpf, &btf, "tcp_retransmit_skb", "tcp_retransmit_skb")?;
+            attach_btf(
+                &mut ebpf,
+                &btf,
+                "tcp_retransmit_synack",
+                "tcp_retransmit_synack",
+            )?;
+            Some(probe)
+        } else {
+            None
+        };
         Ok(Self {
             attached: Attached { _ebpf: ebpf },
             syscalls: syscall_maps,
             tasks,
             process_events,
             loss,
+            tcp,
         })
     }
 }

@@ -232,6 +232,8 @@ impl Collector for PipelineCollector {
             }
         }
 
+        encode_tcp(&p, &mut encoder)?;
+
         let t = &p.telemetry;
         let mut received = encoder.encode_descriptor(
             "events_received",
@@ -280,6 +282,53 @@ impl Collector for PipelineCollector {
         )?)?;
         Ok(())
     }
+}
+
+/// `steadfast_tcp_retransmits_total{service,kind}` and its companions.
+fn encode_tcp(p: &Pipeline, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let tcp = &p.tcp;
+    let mut family = encoder.encode_descriptor(
+        "tcp_retransmits",
+        "TCP segments retransmitted (as the kernel's TcpRetransSegs counts them), by owning service and kind (data, synack).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (&(service, kind), &n) in tcp.totals() {
+        let labels = [
+            ("service", p.services.name(service)),
+            ("kind", kind.label()),
+        ];
+        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "tcp_retransmit_failures",
+        "tcp_retransmit_skb attempts that failed (nothing sent, e.g. the original still queued), by owning service.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (&service, &n) in tcp.failures() {
+        ConstCounter::new(n)
+            .encode(family.encode_family(&[("service", p.services.name(service))])?)?;
+    }
+    let peers = tcp.peers();
+    if !peers.is_empty() {
+        let mut family = encoder.encode_descriptor(
+            "tcp_retransmits_by_peer",
+            "TCP segments retransmitted by remote address: the first probes.tcp.top_peers addresses seen, the rest as other (from events: ring-buffer losses are missing here).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (peer, n) in &peers {
+            ConstCounter::new(*n).encode(family.encode_family(&[("peer", peer.as_str())])?)?;
+        }
+    }
+    ConstCounter::new(tcp.evicted_keys()).encode(encoder.encode_descriptor(
+        "tcp_map_keys_evicted",
+        "Per-process retransmit counters the kernel's LRU evicted before their last read (their counts since the previous read are lost).",
+        None,
+        MetricType::Counter,
+    )?)?;
+    Ok(())
 }
 
 #[cfg(test)]

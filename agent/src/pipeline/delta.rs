@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, hash::Hash};
 
-use agent_common::{syscall::Hist, task::TaskCounts};
+use agent_common::{syscall::Hist, task::TaskCounts, tcp::TcpCounts};
 
 /// A cumulative value read from the kernel.
 pub trait Cumulative: Copy + Default {
@@ -46,6 +46,19 @@ impl Cumulative for TaskCounts {
     }
     fn is_zero(&self) -> bool {
         self.created == 0 && self.threads_started == 0 && self.exited == 0
+    }
+}
+
+impl Cumulative for TcpCounts {
+    fn since(&self, prev: &Self) -> Option<Self> {
+        Some(TcpCounts {
+            data_segs: self.data_segs.checked_sub(prev.data_segs)?,
+            synack: self.synack.checked_sub(prev.synack)?,
+            failed: self.failed.checked_sub(prev.failed)?,
+        })
+    }
+    fn is_zero(&self) -> bool {
+        *self == TcpCounts::default()
     }
 }
 

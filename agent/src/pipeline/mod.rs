@@ -8,17 +8,18 @@ pub mod processes;
 pub mod services;
 pub mod syscall_stats;
 pub mod task_stats;
+pub mod tcp_stats;
 
 use std::time::{Duration, Instant};
 
 use agent_common::{
-    loss::{LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS},
+    loss::{LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS, LOSS_TCP_EVENTS},
     process::ProcEvent,
 };
 
 use crate::{
     config::Config,
-    ebpf::{EventRing, LossCounters, Probes, SyscallMaps, TaskCountMap},
+    ebpf::{EventRing, LossCounters, Probes, SyscallMaps, TaskCountMap, TcpProbe},
     export::{SpanRecord, SpanSink},
     telemetry::Telemetry,
 };
@@ -27,6 +28,7 @@ use processes::{procfs_tgids, ProcessTable};
 use services::{Naming, ServiceNames};
 use syscall_stats::SyscallStats;
 use task_stats::{procfs_threads, TaskStats};
+use tcp_stats::TcpStats;
 
 /// Every this many collections, forget processes that vanished without an exit event and
 /// discover those that appeared without an exec (forks).
@@ -38,6 +40,7 @@ pub struct Sources {
     pub process_events: Option<EventRing<ProcEvent>>,
     pub syscalls: Option<SyscallMaps>,
     pub tasks: Option<TaskCountMap>,
+    pub tcp: Option<TcpProbe>,
     pub loss: Option<LossCounters>,
 }
 
@@ -49,6 +52,7 @@ impl From<Probes> for (crate::ebpf::Attached, Sources) {
                 process_events: Some(p.process_events),
                 syscalls: p.syscalls,
                 tasks: p.tasks,
+                tcp: p.tcp,
                 loss: Some(p.loss),
             },
         )
@@ -62,6 +66,7 @@ pub struct Pipeline {
     processes: ProcessTable,
     pub syscalls: SyscallStats,
     pub tasks: TaskStats,
+    pub tcp: TcpStats,
     pub memory: Memory,
     pub telemetry: Telemetry,
     generation: u64,
@@ -88,6 +93,7 @@ impl Pipeline {
             processes: ProcessTable::default(),
             syscalls: SyscallStats::default(),
             tasks: TaskStats::default(),
+            tcp: TcpStats::new(config.probes.tcp.top_peers as usize),
             memory: Memory::new(
                 config.probes.memory.enabled,
                 Duration::from_secs(config.probes.memory.interval_secs),
@@ -151,6 +157,11 @@ impl Pipeline {
             self.telemetry
                 .add_received(LOSS_SYSCALL_EVENTS, ok, malformed);
         }
+        if let Some(probe) = self.sources.tcp.as_mut() {
+            let stats = &mut self.tcp;
+            let (ok, malformed) = probe.events.drain(|ev| stats.on_event(ev));
+            self.telemetry.add_received(LOSS_TCP_EVENTS, ok, malformed);
+        }
     }
 
     /// Reads the kernel maps and folds what is new into the cumulative series. Events
@@ -160,7 +171,7 @@ impl Pipeline {
         self.generation += 1;
         let generation = self.generation;
         if let Some(loss) = &self.sources.loss {
-            for source in [LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS] {
+            for source in [LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS, LOSS_TCP_EVENTS] {
                 self.telemetry.set_kernel_lost(source, loss.lost(source));
                 self.telemetry.ring_fill[source as usize] = loss.ring_fill(source);
             }
@@ -180,6 +191,11 @@ impl Pipeline {
             let mut counts = Vec::new();
             map.snapshot(&mut counts);
             self.tasks.fold(&counts, &mut service_of);
+        }
+        if let Some(probe) = self.sources.tcp.as_ref() {
+            let mut counts = Vec::new();
+            probe.counts.snapshot(&mut counts);
+            self.tcp.fold(&counts, &mut service_of);
         }
 
         // Processes whose exit came before the previous collection: their final counts have
@@ -217,6 +233,11 @@ impl Pipeline {
         }
         if let Some(map) = self.sources.tasks.as_mut() {
             map.remove(&tgid);
+        }
+        if let Some(probe) = self.sources.tcp.as_mut() {
+            if self.tcp.forget(tgid) {
+                probe.counts.remove(&tgid);
+            }
         }
         self.tasks.forget(tgid);
         self.processes.remove(tgid);
