@@ -46,6 +46,11 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent with `extra` appended to a config that sets the listen address.
     pub fn start(extra: &str) -> Agent {
+        Agent::start_with_env(extra, &[])
+    }
+
+    /// Like `start`, with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Agent {
         require_root();
         let dir = tempfile::tempdir().unwrap();
         let name = unique_name("sfagent");
@@ -62,6 +67,7 @@ impl Agent {
         let child = Command::new(&bin)
             .args(["run", "--config"])
             .arg(&config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -96,6 +102,22 @@ impl Agent {
 
     pub fn scrape(&self) -> Scrape {
         Scrape(http_get(self.addr, "/metrics", None).expect("scrape"))
+    }
+
+    /// The config file the agent was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("steadfast.yaml")
+    }
+
+    /// Sends `sig` to the agent.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill with a pid we own.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// Sends SIGTERM and returns the exit status.
