@@ -276,8 +276,14 @@ fn unit_passes_systemd_analyze_verify() {
 // ------------------------------------------------------------------------------------------------
 // A booted systemd container.
 
+/// `$STEADFAST_CACHE`, else `~/.cache/steadfast` (shared by every clone, like the tools).
 fn cache_dir() -> PathBuf {
-    Path::new(&std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".cache/steadfast")
+    std::env::var_os("STEADFAST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+                .join(".cache/steadfast")
+        })
 }
 
 const ROOTFS_MARK: &str = ".steadfast-rootfs-complete";
@@ -595,8 +601,14 @@ fn service_runs_for_real_in_a_systemd_container() {
         .and_then(|r| r.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure in:\n{security}"));
-    eprintln!("systemd-analyze security: exposure {exposure}");
-    assert!(exposure <= 2.0, "exposure rose to {exposure}:\n{security}");
+    eprintln!("systemd-analyze security: exposure {exposure}; still counted:");
+    for line in security.lines().filter(|l| l.starts_with('✗')) {
+        eprintln!(
+            "  {}",
+            line.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
+    assert!(exposure <= 1.6, "exposure rose to {exposure}:\n{security}");
 
     // Stop: STOPPING, probes detached, clean exit; no restarts happened.
     c.ok(&["systemctl", "stop", "steadfast"]);
