@@ -486,6 +486,37 @@ impl Container {
             .to_string()
     }
 
+    /// Waits (up to 10 s) for the unit to reach `state`: `systemctl reload` returns once the
+    /// signal is sent, and the agent's RELOADING=1 ... READY=1 follows a moment later.
+    fn wait_state(&self, state: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.show("ActiveState");
+            if now == state {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still {now}, not {state}:\n{}",
+                self.journal()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (up to 10 s) for the unit's journal to contain `needle`.
+    fn wait_journal(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.journal().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "journal never said {needle:?}:\n{}",
+                self.journal()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// GET /metrics on the container's loopback, with the host's curl in its network namespace.
     fn metrics(&self) -> String {
         let o = sh(Command::new("nsenter")
@@ -572,18 +603,16 @@ fn service_runs_for_real_in_a_systemd_container() {
 
     // Reload with a valid file: same process, still active, the log says so.
     c.ok(&["systemctl", "reload", "steadfast"]);
-    assert_eq!(c.show("ActiveState"), "active");
+    c.wait_state("active");
     assert_eq!(c.show("MainPID"), pid, "reload must not restart the agent");
-    assert!(c
-        .journal()
-        .contains("reload: configuration valid and unchanged"));
+    c.wait_journal("reload: configuration valid and unchanged");
 
     // Reload with a broken file: ExecReload's check refuses it, the agent keeps running.
     c.ok(&["cp", CONFIG, "/root/steadfast.yaml.good"]);
     c.ok(&["sh", "-c", &format!("echo 'bogus_key: 1' >> {CONFIG}")]);
     let o = c.run(&["systemctl", "reload", "steadfast"]);
     assert!(!o.status.success(), "reload of a broken config succeeded");
-    assert_eq!(c.show("ActiveState"), "active");
+    c.wait_state("active");
     assert_eq!(c.show("MainPID"), pid);
     assert!(
         c.journal().contains("unknown field `bogus_key`"),
@@ -615,7 +644,7 @@ fn service_runs_for_real_in_a_systemd_container() {
     assert_eq!(c.show("ActiveState"), "inactive");
     assert_eq!(c.show("Result"), "success");
     assert_eq!(c.show("NRestarts"), "0");
-    assert!(c.journal().contains("probes detached, exiting"));
+    c.wait_journal("probes detached, exiting");
 
     // Enabled, then purged: nothing is left in the container either.
     c.ok(&["systemctl", "enable", "steadfast"]);
