@@ -622,6 +622,30 @@ fn service_runs_for_real_in_a_systemd_container() {
     c.ok(&["cp", "/root/steadfast.yaml.good", CONFIG]);
     assert!(c.metrics().contains("steadfast_syscall_duration_seconds"));
 
+    // An upgrade (the same package again) restarts the running agent: postinst try-restart.
+    c.ok(&["dpkg", "-i", &deb_in]);
+    c.wait_state("active");
+    let new_pid = c.show("MainPID");
+    assert_ne!(new_pid, pid, "the upgrade did not restart the agent");
+    assert!(c.metrics().contains("steadfast_syscall_duration_seconds"));
+
+    // A broken config stops a (re)start in ExecStartPre, with the reason in the journal.
+    c.ok(&[
+        "sh",
+        "-c",
+        &format!("echo 'bogus_start_key: 1' >> {CONFIG}"),
+    ]);
+    let o = c.run(&["systemctl", "restart", "steadfast"]);
+    assert!(
+        !o.status.success(),
+        "restart with a broken config succeeded"
+    );
+    c.wait_journal("unknown field `bogus_start_key`");
+    c.ok(&["cp", "/root/steadfast.yaml.good", CONFIG]);
+    c.ok(&["systemctl", "reset-failed", "steadfast"]);
+    c.ok(&["systemctl", "restart", "steadfast"]);
+    c.wait_state("active");
+
     // The exposure systemd computes for the hardening (docs/operations.md quotes it).
     let security = c.ok(&["systemd-analyze", "security", "--no-pager", "steadfast"]);
     let exposure: f64 = security
