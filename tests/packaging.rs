@@ -670,9 +670,21 @@ fn service_runs_for_real_in_a_systemd_container() {
     assert_eq!(c.show("NRestarts"), "0");
     c.wait_journal("probes detached, exiting");
 
-    // Enabled, then purged: nothing is left in the container either.
-    c.ok(&["systemctl", "enable", "steadfast"]);
+    // Enabled and running, then purged: the agent is stopped and nothing is left in the
+    // container either.
+    c.ok(&["systemctl", "enable", "--now", "steadfast"]);
+    c.wait_state("active");
     c.ok(&["dpkg", "-P", PKG]);
+    let running = c.run(&[
+        "sh",
+        "-c",
+        "grep -lx steadfast /proc/[0-9]*/comm 2>/dev/null; true",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&running.stdout).trim(),
+        "",
+        "an agent survived the purge"
+    );
     let left = c.run(&[
         "sh",
         "-c",
