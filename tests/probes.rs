@@ -226,3 +226,43 @@ fn targets_name_processes_by_executable() {
     );
     assert!(!s.has_label_value("service", &name));
 }
+
+/// Slow thresholds change on SIGHUP without reattaching: with a 1 s threshold ten 20 ms
+/// nanosleeps are not slow; after the config says 10 ms and the agent is sent SIGHUP, the same
+/// workload gives exactly ten events.
+#[test]
+fn slow_thresholds_change_on_reload() {
+    let agent = Agent::start("probes:\n  syscalls:\n    slow_ms:\n      nanosleep: 1000\n");
+    let name = unique_name("sfrl");
+    let bin = build_workload("nanosleep_mix", agent.dir.path(), &name);
+    let slow = |agent: &Agent| {
+        agent
+            .scrape()
+            .value(
+                "steadfast_syscall_slow_total",
+                &[("syscall", "nanosleep"), ("service", &name)],
+            )
+            .unwrap_or(0.0)
+    };
+    run_to_end(&bin, &["0", "10", "20"]);
+    assert_eq!(slow(&agent), 0.0);
+
+    let config = std::fs::read_to_string(agent.config_path()).unwrap();
+    std::fs::write(
+        agent.config_path(),
+        config.replace("nanosleep: 1000", "nanosleep: 10"),
+    )
+    .unwrap();
+    agent.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent.log().contains("thresholds apply now") {
+        assert!(
+            Instant::now() < deadline,
+            "no reload logged: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    run_to_end(&bin, &["0", "10", "20"]);
+    assert_eq!(slow(&agent), 10.0, "{}", agent.log());
+}

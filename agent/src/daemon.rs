@@ -1,21 +1,20 @@
 //! `steadfast run`: load the probes, start the tasks that read them, serve `/metrics`, and
-//! detach everything on SIGTERM or SIGINT.
+//! detach everything on SIGTERM or SIGINT (SIGHUP re-checks the config: see `lifecycle`).
 
 use std::{
     os::fd::OwnedFd,
+    path::Path,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use tokio::{
-    io::unix::AsyncFd,
-    signal::unix::{signal, SignalKind},
-};
+use tokio::io::unix::AsyncFd;
 
 use crate::{
     config::Config,
     ebpf::{Attached, ProbeError, Probes},
     export::{self, ExportStats},
+    lifecycle::Lifecycle,
     metrics::{self, server::AppState},
     pipeline::{Pipeline, Sources},
 };
@@ -43,9 +42,9 @@ pub enum DaemonError {
     Serve(std::io::Error),
 }
 
-pub async fn run(config: Config) -> Result<(), DaemonError> {
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+/// Runs until SIGTERM or SIGINT; `config_path` is re-read (and only validated) on SIGHUP.
+pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> {
+    let lifecycle = Lifecycle::install(config_path, &config).map_err(DaemonError::Signals)?;
 
     let listener = tokio::net::TcpListener::bind(config.http.listen_address)
         .await
@@ -105,20 +104,30 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }
         None => None,
     };
+    let reload_pipeline = pipeline.clone();
     let state = AppState {
         registry,
         pipeline,
         scrape_duration,
     };
     tracing::info!(address = %config.http.listen_address, "serving /metrics");
-    let shutdown = async move {
-        tokio::select! {
-            _ = sigterm.recv() => tracing::info!("SIGTERM: detaching probes"),
-            _ = sigint.recv() => tracing::info!("SIGINT: detaching probes"),
-        }
-    };
+    if let Some(watchdog) = lifecycle.watchdog() {
+        tasks.spawn(watchdog);
+    }
+    lifecycle.ready(&format!(
+        "probes attached, serving /metrics on {}",
+        config.http.listen_address
+    ));
     axum::serve(listener, metrics::server::router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(lifecycle.until_shutdown(move |new: &Config| {
+            let applied = reload_pipeline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .apply_thresholds(new);
+            if let Err(e) = applied {
+                tracing::error!(error = %e, "reload: writing slow-syscall thresholds failed");
+            }
+        }))
         .await
         .map_err(DaemonError::Serve)?;
     tasks.abort_all();

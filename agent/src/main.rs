@@ -23,8 +23,10 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_CONFIG)
             }
         },
-        Command::Run { config } => {
-            let config = match Config::load(&config) {
+        Command::Run {
+            config: config_path,
+        } => {
+            let config = match Config::load(&config_path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
@@ -32,7 +34,7 @@ fn main() -> ExitCode {
                 }
             };
             logging::init(&config.log);
-            match run(config) {
+            match run(config, &config_path) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");
@@ -43,11 +45,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?
-        .block_on(daemon::run(config))?;
+        .block_on(daemon::run(config, config_path))?;
     Ok(())
 }

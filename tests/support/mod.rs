@@ -46,48 +46,69 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent with `extra` appended to a config that sets the listen address.
     pub fn start(extra: &str) -> Agent {
+        Agent::start_with_env(extra, &[])
+    }
+
+    /// Like `start`, with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    ///
+    /// `free_port` can race with other tests (a port it saw free can be taken as an ephemeral
+    /// port by any connection before the agent binds it): an agent that exits with "Address
+    /// already in use" is started again on another port.
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Agent {
         require_root();
-        let dir = tempfile::tempdir().unwrap();
+        let mut dir = tempfile::tempdir().unwrap();
         let name = unique_name("sfagent");
         let bin = dir.path().join(&name);
         std::fs::copy(env!("CARGO_BIN_EXE_steadfast"), &bin).unwrap();
-        let port = free_port();
-        let config = dir.path().join("steadfast.yaml");
-        std::fs::write(
-            &config,
-            format!("http:\n  listen_address: 127.0.0.1:{port}\n{extra}"),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-        let child = Command::new(&bin)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let port = free_port();
+            let config = dir.path().join("steadfast.yaml");
+            std::fs::write(
+                &config,
+                format!("http:\n  listen_address: 127.0.0.1:{port}\n{extra}"),
+            )
             .unwrap();
-        let mut agent = Agent {
-            child,
-            addr: format!("127.0.0.1:{port}").parse().unwrap(),
-            name,
-            dir,
-        };
-        agent.wait_ready();
-        agent
+            let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+            let mut cmd = Command::new(&bin);
+            cmd.args(["run", "--config"])
+                .arg(&config)
+                .envs(env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(log);
+            let child = spawn_fresh_binary(&mut cmd);
+            let mut agent = Agent {
+                child,
+                addr: format!("127.0.0.1:{port}").parse().unwrap(),
+                name: name.clone(),
+                dir,
+            };
+            match agent.wait_ready() {
+                Ok(()) => return agent,
+                Err(e) if e.contains("Address already in use") && attempts < 5 => {
+                    dir = std::mem::replace(&mut agent.dir, tempfile::tempdir().unwrap());
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("agent exited early ({status}): {}", self.log());
+                return Err(format!("agent exited early ({status}): {}", self.log()));
             }
-            if http_get(self.addr, "/-/healthy", None).is_ok() {
-                return;
+            // The answer must come from our agent, not from whoever else holds the port.
+            if http_get(self.addr, "/-/healthy", None).is_ok()
+                && self.child.try_wait().unwrap().is_none()
+            {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("agent not ready after 30 s: {}", self.log());
+        Err(format!("agent not ready after 30 s: {}", self.log()))
     }
 
     pub fn log(&self) -> String {
@@ -96,6 +117,22 @@ impl Agent {
 
     pub fn scrape(&self) -> Scrape {
         Scrape(http_get(self.addr, "/metrics", None).expect("scrape"))
+    }
+
+    /// The config file the agent was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("steadfast.yaml")
+    }
+
+    /// Sends `sig` to the agent.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill with a pid we own.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// Sends SIGTERM and returns the exit status.
@@ -124,6 +161,22 @@ impl Drop for Agent {
     fn drop(&mut self) {
         if self.child.try_wait().ok().flatten().is_none() {
             self.terminate();
+        }
+    }
+}
+
+/// Spawns a binary this process has just written. Another test thread that forks while the
+/// copy's write descriptor is open keeps it open until its exec, and exec then fails with
+/// ETXTBSY ("Text file busy"): retry for a while.
+pub fn spawn_fresh_binary(cmd: &mut Command) -> Child {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match cmd.spawn() {
+            Ok(child) => return child,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("spawning {cmd:?}: {e}"),
         }
     }
 }

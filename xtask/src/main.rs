@@ -4,6 +4,10 @@
 //!   on the eBPF crate (with Debian's clippy, which has the bpf target's core library).
 //! - `test`: `lint`, then the whole test suite (`cargo test --workspace`; the root
 //!   integration tests under `tests/` load real probes and need root).
+//! - `package`: the Debian package `target/deb/steadfast_<version>_<arch>.deb` from a release
+//!   build (see `package.rs`); prints its path on stdout.
+mod package;
+
 use std::{
     env,
     path::{Path, PathBuf},
@@ -23,8 +27,13 @@ fn main() -> Result<()> {
             test(&root, &rest)
         }
         "test-only" => test(&root, &rest),
+        "package" => {
+            let deb = package::build(&root)?;
+            println!("{}", deb.display());
+            Ok(())
+        }
         _ => {
-            eprintln!("usage: cargo xtask <lint|test|test-only> [cargo test args...]");
+            eprintln!("usage: cargo xtask <lint|test|test-only|package> [cargo test args...]");
             bail!("unknown task {task:?}")
         }
     }
@@ -37,7 +46,7 @@ fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: {cmd:?}");
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
@@ -46,7 +55,7 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
