@@ -139,6 +139,7 @@ fn traces() -> Vec<String> {
         UNIT,
         "/etc/steadfast",
         "/usr/share/doc/steadfast",
+        "/usr/share/steadfast",
         "/var/lib/steadfast",
         "/run/steadfast",
         "/etc/systemd/system/steadfast.service.d",

@@ -40,6 +40,16 @@ const FILES: &[(&str, &str, u32)] = &[
         0o644,
     ),
     (
+        "docs/metrics.md",
+        "usr/share/doc/steadfast/metrics.md",
+        0o644,
+    ),
+    (
+        "packaging/grafana/steadfast.json",
+        "usr/share/steadfast/grafana/steadfast.json",
+        0o644,
+    ),
+    (
         "packaging/debian/copyright",
         "usr/share/doc/steadfast/copyright",
         0o644,
