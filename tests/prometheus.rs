@@ -29,7 +29,7 @@ fn start_prometheus(target: std::net::SocketAddr) -> Prometheus {
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: steadfast\n    static_configs:\n      - targets: ['{target}']\n"
+            "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\n  evaluation_interval: 2s\nscrape_configs:\n  - job_name: steadfast\n    static_configs:\n      - targets: ['{target}']\n"
         ),
     )
     .unwrap();
@@ -75,7 +75,7 @@ fn query(p: &Prometheus, q: &str) -> Option<f64> {
 }
 
 fn wait_for_value(p: &Prometheus, q: &str, want: f64) -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let got = query(p, q);
         if got == Some(want) || Instant::now() > deadline {
@@ -95,7 +95,7 @@ fn prometheus_sees_the_exact_workload() {
     let prom = start_prometheus(agent.addr);
     // Two scrapes before the workload.
     assert_eq!(wait_for_value(&prom, "up{job=\"steadfast\"}", 1.0), 1.0);
-    std::thread::sleep(Duration::from_millis(2200));
+    std::thread::sleep(Duration::from_millis(4200));
 
     let name = unique_name("sfpm");
     let bin = build_workload("getppid_loop", agent.dir.path(), &name);

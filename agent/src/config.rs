@@ -22,6 +22,62 @@ pub struct Config {
     pub targets: Vec<Target>,
     #[serde(default)]
     pub otlp: OtlpConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
+}
+
+/// Local control: where applications read breakers and signals, and the built-in
+/// host-protection signal.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// The local API's unix socket (mode 0660); `null` turns it off. The same API is also
+    /// served on `http.listen_address`.
+    #[serde(default = "default_api_socket")]
+    pub api_socket: Option<std::path::PathBuf>,
+    /// Group owning the socket: its members may use the API.
+    #[serde(default = "default_api_socket_group")]
+    pub api_socket_group: Option<String>,
+    /// One file per signal and breaker, a number in [0, 1]; `null` turns them off.
+    #[serde(default = "default_signals_dir")]
+    pub signals_dir: Option<std::path::PathBuf>,
+    /// Where state that survives restarts lives (breaker overrides).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: std::path::PathBuf,
+    /// How often time-driven changes and the host-protection signal are evaluated.
+    #[serde(default = "default_control_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default)]
+    pub host_protection: crate::control::host::HostProtectionConfig,
+}
+
+fn default_api_socket() -> Option<std::path::PathBuf> {
+    Some("/run/steadfast/api.sock".into())
+}
+fn default_api_socket_group() -> Option<String> {
+    Some("steadfast".into())
+}
+fn default_signals_dir() -> Option<std::path::PathBuf> {
+    Some("/run/steadfast/signals".into())
+}
+fn default_state_dir() -> std::path::PathBuf {
+    "/var/lib/steadfast".into()
+}
+const fn default_control_interval_ms() -> u64 {
+    1000
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            api_socket: default_api_socket(),
+            api_socket_group: default_api_socket_group(),
+            signals_dir: default_signals_dir(),
+            state_dir: default_state_dir(),
+            interval_ms: default_control_interval_ms(),
+            host_protection: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -538,6 +594,12 @@ impl Config {
         }
         if self.probes.memory.interval_secs == 0 {
             bad("probes.memory.interval_secs", "must be at least 1".into());
+        }
+        if !(50..=60_000).contains(&self.control.interval_ms) {
+            bad("control.interval_ms", "must be in 50..=60000".into());
+        }
+        for p in self.control.host_protection.problems() {
+            bad("control.host_protection", p);
         }
         let o = &self.otlp;
         if let Some(e) = &o.endpoint {

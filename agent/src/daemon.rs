@@ -11,7 +11,13 @@ use std::{
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    config::Config,
+    api::{self, ApiState},
+    config::{Config, ControlConfig},
+    control::{
+        files::SignalFiles,
+        host::{HostFacts, HOST_PROTECTION},
+        Control,
+    },
     ebpf::{Attached, ProbeError, Probes},
     export::{self, ExportStats},
     lifecycle::Lifecycle,
@@ -36,6 +42,11 @@ pub enum DaemonError {
     Epoll(std::io::Error),
     #[error("OTLP exporter: {0}")]
     Export(crate::export::transport::SendError),
+    #[error("binding the API socket {path}: {source}")]
+    Socket {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("serving HTTP: {0}")]
@@ -79,7 +90,40 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     }
     tasks.spawn(collect_periodically(pipeline.clone()));
 
+    let control = Arc::new(Mutex::new(Control::new(
+        config.control.signals_dir.clone().map(SignalFiles::new),
+        Some(config.control.state_dir.join("overrides.json")),
+    )));
+    let snapshots = {
+        let mut c = control.lock().unwrap_or_else(|e| e.into_inner());
+        c.configure_breakers(Vec::new(), tokio::time::Instant::now());
+        c.subscribe()
+    };
+    evaluate_control(&control, &config.control);
+    tasks.spawn(control_loop(control.clone(), config.control.clone()));
+    let api_state = ApiState {
+        control: control.clone(),
+        snapshots,
+    };
+    if let Some(path) = &config.control.api_socket {
+        let listener =
+            api::bind_unix(path, config.control.api_socket_group.as_deref()).map_err(|source| {
+                DaemonError::Socket {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        let app = api::router(api_state.clone());
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "API socket server failed");
+            }
+        });
+        tracing::info!(socket = %path.display(), "local API listening");
+    }
+
     let (mut registry, scrape_duration) = metrics::registry(pipeline.clone());
+    metrics::register_control(&mut registry, control.clone());
     let export_stats = Arc::new(ExportStats::default());
     if config.otlp.endpoint.is_some() {
         metrics::register_export_stats(&mut registry, export_stats.clone());
@@ -118,20 +162,26 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         "probes attached, serving /metrics on {}",
         config.http.listen_address
     ));
-    axum::serve(listener, metrics::server::router(state))
-        .with_graceful_shutdown(lifecycle.until_shutdown(move |new: &Config| {
-            let applied = reload_pipeline
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .apply_thresholds(new);
-            if let Err(e) = applied {
-                tracing::error!(error = %e, "reload: writing slow-syscall thresholds failed");
-            }
-        }))
-        .await
-        .map_err(DaemonError::Serve)?;
+    axum::serve(
+        listener,
+        metrics::server::router(state).merge(api::router(api_state)),
+    )
+    .with_graceful_shutdown(lifecycle.until_shutdown(move |new: &Config| {
+        let applied = reload_pipeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply_thresholds(new);
+        if let Err(e) = applied {
+            tracing::error!(error = %e, "reload: writing slow-syscall thresholds failed");
+        }
+    }))
+    .await
+    .map_err(DaemonError::Serve)?;
     tasks.abort_all();
     drop(attached);
+    if let Some(path) = &config.control.api_socket {
+        let _ = std::fs::remove_file(path);
+    }
     if let Some(exporter) = exporter {
         exporter.shutdown().await;
     }
@@ -163,5 +213,28 @@ async fn collect_periodically(pipeline: Arc<Mutex<Pipeline>>) {
     loop {
         tick.tick().await;
         pipeline.lock().unwrap_or_else(|e| e.into_inner()).collect();
+    }
+}
+
+/// One control evaluation: the host-protection signal, then time-driven breaker changes.
+fn evaluate_control(control: &Mutex<Control>, config: &ControlConfig) {
+    let host = &config.host_protection;
+    let facts = host.enabled.then(HostFacts::read);
+    let mut c = control.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(facts) = facts {
+        let (level, source) = host.level(&facts);
+        c.set_signal(HOST_PROTECTION, level, source);
+    }
+    c.tick(tokio::time::Instant::now());
+}
+
+/// Every `control.interval_ms`, after a first evaluation at start-up.
+async fn control_loop(control: Arc<Mutex<Control>>, config: ControlConfig) {
+    let period = Duration::from_millis(config.interval_ms);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        evaluate_control(&control, &config);
     }
 }

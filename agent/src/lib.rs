@@ -4,8 +4,10 @@
 //! (name processes, account histograms) -> `metrics` (Prometheus exposition). `daemon` wires
 //! them together; `config` and `cli` are checked before anything touches the kernel.
 
+pub mod api;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod ebpf;
 pub mod errno;

@@ -65,9 +65,20 @@ impl Agent {
             attempts += 1;
             let port = free_port();
             let config = dir.path().join("steadfast.yaml");
+            // Each agent gets its own API socket, signal files and state, unless the test
+            // configures `control:` itself.
+            let control = if extra.contains("\ncontrol:") || extra.starts_with("control:") {
+                String::new()
+            } else {
+                let d = dir.path().display();
+                format!(
+                    "control:\n  api_socket: {d}/api.sock\n  signals_dir: {d}/signals\n  state_dir: {d}/state\n"
+                )
+            };
+            let extra = extra.replace("@AGENT_DIR@", &dir.path().display().to_string());
             std::fs::write(
                 &config,
-                format!("http:\n  listen_address: 127.0.0.1:{port}\n{extra}"),
+                format!("http:\n  listen_address: 127.0.0.1:{port}\n{control}{extra}"),
             )
             .unwrap();
             let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
@@ -311,5 +322,63 @@ impl Drop for Interactive {
 impl Agent {
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+}
+
+/// Where an HTTP request goes: the loopback listener or a unix socket.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// One HTTP/1.0 request; returns the status code and the body, whatever the status.
+pub fn request(
+    to: &Endpoint,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    fn exchange(
+        mut s: impl Read + Write,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<(u16, String)> {
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )?;
+        s.write_all(body)?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)?;
+        let raw = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no status in {head:?}")))?;
+        Ok((status, body.to_string()))
+    }
+    match to {
+        Endpoint::Tcp(addr) => {
+            let s = TcpStream::connect_timeout(addr, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(60)))?;
+            exchange(s, method, path, body)
+        }
+        Endpoint::Unix(p) => {
+            let s = std::os::unix::net::UnixStream::connect(p)?;
+            s.set_read_timeout(Some(Duration::from_secs(60)))?;
+            exchange(s, method, path, body)
+        }
+    }
+}
+
+impl Agent {
+    /// The agent's API unix socket (as configured by `start`).
+    pub fn api_socket(&self) -> PathBuf {
+        self.dir.path().join("api.sock")
     }
 }

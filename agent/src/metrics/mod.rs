@@ -5,4 +5,4 @@ mod catalogue;
 pub mod exposition;
 pub mod server;
 
-pub use catalogue::{export_buckets, register_export_stats, registry};
+pub use catalogue::{export_buckets, register_control, register_export_stats, registry};

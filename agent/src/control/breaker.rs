@@ -1,0 +1,570 @@
+//! A circuit breaker as a small state machine: Admit (closed), Probe (half-open), Shed (open).
+//!
+//! It judges observations (failure ratio, slow-call ratio, volume) that the rule engine
+//! evaluates each interval; it never sees individual calls. Defaults follow Hystrix,
+//! resilience4j and Sentinel:
+//! - nothing is judged below `min_volume`;
+//! - Admit -> Shed when the failure or slow ratio reaches its *open* threshold;
+//! - Shed lasts `base * multiplier^(n-1)` (capped at `max`, n = consecutive openings), with
+//!   jitter, then Probe;
+//! - Probe admits a ramp of traffic ratios, one step per `step`; a ratio above the *close*
+//!   threshold (lower than the open one: hysteresis) sends it back to Shed with a longer wait;
+//!   no healthy verdict within `probe_timeout` does too; after the last step it closes (Admit)
+//!   and forgets its openings;
+//! - a missing input (`None`: no data, or stale) holds the state: only time moves Shed to Probe;
+//! - force-open and force-close pin the state until reset, and survive reloads and restarts.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Admit,
+    Probe,
+    Shed,
+}
+
+impl State {
+    /// `steadfast_breaker_state` value: 0 admit, 1 probe, 2 shed.
+    pub fn as_number(self) -> u8 {
+        match self {
+            State::Admit => 0,
+            State::Probe => 1,
+            State::Shed => 2,
+        }
+    }
+    pub fn label(self) -> &'static str {
+        match self {
+            State::Admit => "admit",
+            State::Probe => "probe",
+            State::Shed => "shed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Force {
+    Open,
+    Close,
+}
+
+/// A breaker's parameters (from a rule file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub open_failure_ratio: Option<f64>,
+    pub close_failure_ratio: Option<f64>,
+    pub open_slow_ratio: Option<f64>,
+    pub close_slow_ratio: Option<f64>,
+    pub min_volume: f64,
+    pub wait_base: Duration,
+    pub wait_multiplier: f64,
+    pub wait_max: Duration,
+    /// Each wait is multiplied by a factor uniform in [1 - jitter, 1 + jitter].
+    pub jitter: f64,
+    /// Traffic ratios admitted in Probe, one per step, ending below or at 1.
+    pub ramp: Vec<f64>,
+    pub step: Duration,
+    pub probe_timeout: Duration,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Self {
+            open_failure_ratio: Some(0.5),
+            close_failure_ratio: Some(0.25),
+            open_slow_ratio: None,
+            close_slow_ratio: None,
+            min_volume: 20.0,
+            wait_base: Duration::from_secs(5),
+            wait_multiplier: 2.0,
+            wait_max: Duration::from_secs(300),
+            jitter: 0.1,
+            ramp: vec![0.1, 0.25, 0.5, 1.0],
+            step: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One evaluation's inputs. `None` = unknown (missing or stale series).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Observation {
+    pub failure_ratio: Option<f64>,
+    pub slow_ratio: Option<f64>,
+    pub volume: Option<f64>,
+}
+
+/// A change of state, with why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub from: State,
+    pub to: State,
+    pub reason: String,
+}
+
+#[derive(Debug)]
+pub struct Breaker {
+    spec: Spec,
+    state: State,
+    since: Instant,
+    /// Consecutive openings without a close in between.
+    openings: u32,
+    shed_until: Option<Instant>,
+    probe_step: usize,
+    step_started: Instant,
+    last_healthy: Instant,
+    /// A healthy verdict arrived during the current probe step.
+    healthy_in_step: bool,
+    force: Option<Force>,
+    /// Jitter source (xorshift state); `None` means no jitter (exact tests).
+    rng: Option<u64>,
+}
+
+enum Verdict {
+    Unknown,
+    Healthy,
+    Tripped(String),
+}
+
+impl Breaker {
+    pub fn new(spec: Spec, now: Instant) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64)
+            | 1;
+        Self {
+            spec,
+            state: State::Admit,
+            since: now,
+            openings: 0,
+            shed_until: None,
+            probe_step: 0,
+            step_started: now,
+            last_healthy: now,
+            healthy_in_step: false,
+            force: None,
+            rng: Some(seed),
+        }
+    }
+
+    /// Without jitter: waits are exactly `base * multiplier^(n-1)`, capped.
+    pub fn without_jitter(mut self) -> Self {
+        self.rng = None;
+        self
+    }
+
+    pub fn state(&self) -> State {
+        match self.force {
+            Some(Force::Open) => State::Shed,
+            Some(Force::Close) => State::Admit,
+            None => self.state,
+        }
+    }
+
+    pub fn force(&self) -> Option<Force> {
+        self.force
+    }
+
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
+    pub fn openings(&self) -> u32 {
+        self.openings
+    }
+
+    pub fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// Share of traffic an application should let through now.
+    pub fn admit_ratio(&self) -> f64 {
+        match self.state() {
+            State::Admit => 1.0,
+            State::Shed => 0.0,
+            State::Probe => self.spec.ramp.get(self.probe_step).copied().unwrap_or(1.0),
+        }
+    }
+
+    /// When the current Shed period ends (for the API).
+    pub fn shed_until(&self) -> Option<Instant> {
+        (self.state == State::Shed)
+            .then_some(self.shed_until)
+            .flatten()
+    }
+
+    /// The wait for the n-th consecutive opening, before jitter.
+    pub fn wait_for(&self, n: u32) -> Duration {
+        let exp = n.saturating_sub(1).min(64) as i32;
+        let secs = self.spec.wait_base.as_secs_f64() * self.spec.wait_multiplier.powi(exp);
+        Duration::from_secs_f64(secs.min(self.spec.wait_max.as_secs_f64()))
+    }
+
+    fn verdict(
+        &self,
+        obs: &Observation,
+        threshold: fn(&Spec) -> (Option<f64>, Option<f64>),
+    ) -> Verdict {
+        let Some(volume) = obs.volume else {
+            return Verdict::Unknown;
+        };
+        if volume < self.spec.min_volume {
+            return Verdict::Unknown;
+        }
+        let (fail_t, slow_t) = threshold(&self.spec);
+        let mut unknown = false;
+        for (name, value, t) in [
+            ("failure ratio", obs.failure_ratio, fail_t),
+            ("slow ratio", obs.slow_ratio, slow_t),
+        ] {
+            let Some(t) = t else { continue };
+            match value {
+                Some(v) if v >= t => return Verdict::Tripped(format!("{name} {v:.3} >= {t}")),
+                Some(_) => {}
+                None => unknown = true,
+            }
+        }
+        if unknown {
+            Verdict::Unknown
+        } else {
+            Verdict::Healthy
+        }
+    }
+
+    fn enter(&mut self, to: State, now: Instant, reason: String) -> Option<Transition> {
+        let from = self.state;
+        self.state = to;
+        self.since = now;
+        match to {
+            State::Shed => {
+                self.openings = self.openings.saturating_add(1);
+                let wait = self.wait_for(self.openings);
+                let factor = match self.rng.as_mut() {
+                    Some(x) => {
+                        *x ^= *x << 13;
+                        *x ^= *x >> 7;
+                        *x ^= *x << 17;
+                        let unit = (*x >> 11) as f64 / (1u64 << 53) as f64;
+                        1.0 + self.spec.jitter * (2.0 * unit - 1.0)
+                    }
+                    None => 1.0,
+                };
+                self.shed_until = Some(now + wait.mul_f64(factor.max(0.0)));
+            }
+            State::Probe => {
+                self.probe_step = 0;
+                self.step_started = now;
+                self.last_healthy = now;
+                self.healthy_in_step = false;
+            }
+            State::Admit => {
+                // Closing resets the breaker's statistics: the next opening waits `base` again.
+                self.openings = 0;
+                self.shed_until = None;
+            }
+        }
+        (from != to).then_some(Transition { from, to, reason })
+    }
+
+    /// Judges one evaluation. Returns the transition, if any.
+    pub fn observe(&mut self, now: Instant, obs: Observation) -> Option<Transition> {
+        if self.force.is_some() {
+            return None;
+        }
+        match self.state {
+            State::Admit => match self.verdict(&obs, |s| (s.open_failure_ratio, s.open_slow_ratio))
+            {
+                Verdict::Tripped(why) => self.enter(State::Shed, now, why),
+                _ => None,
+            },
+            State::Shed => {
+                if self.shed_until.is_some_and(|t| now >= t) {
+                    self.enter(State::Probe, now, "open wait over".into())
+                } else {
+                    None
+                }
+            }
+            State::Probe => {
+                match self.verdict(&obs, |s| (s.close_failure_ratio, s.close_slow_ratio)) {
+                    Verdict::Tripped(why) => {
+                        return self.enter(State::Shed, now, format!("probe failed: {why}"))
+                    }
+                    Verdict::Healthy => {
+                        self.last_healthy = now;
+                        self.healthy_in_step = true;
+                    }
+                    Verdict::Unknown => {}
+                }
+                if now.duration_since(self.last_healthy) >= self.spec.probe_timeout {
+                    return self.enter(
+                        State::Shed,
+                        now,
+                        "probe timed out without a healthy verdict".into(),
+                    );
+                }
+                if self.healthy_in_step && now.duration_since(self.step_started) >= self.spec.step {
+                    if self.probe_step + 1 >= self.spec.ramp.len() {
+                        return self.enter(State::Admit, now, "probe ramp completed".into());
+                    }
+                    self.probe_step += 1;
+                    self.step_started = now;
+                    self.healthy_in_step = false;
+                }
+                None
+            }
+        }
+    }
+
+    /// Pins the state (force-open: Shed; force-close: Admit) until `reset`.
+    pub fn set_force(&mut self, force: Option<Force>, now: Instant) {
+        if self.force != force {
+            self.force = force;
+            self.since = now;
+        }
+    }
+
+    /// Clears any force and starts over in Admit with no openings.
+    pub fn reset(&mut self, now: Instant) {
+        self.force = None;
+        self.enter(State::Admit, now, "reset".into());
+        self.since = now;
+    }
+
+    /// Takes over the live state of `old` (same name, reloaded). If the spec changed in a way
+    /// that changes judgement, the state restarts in Admit; forces always survive.
+    pub fn inherit(&mut self, old: Breaker) {
+        self.force = old.force;
+        if old.spec == self.spec {
+            self.state = old.state;
+            self.since = old.since;
+            self.openings = old.openings;
+            self.shed_until = old.shed_until;
+            self.probe_step = old.probe_step;
+            self.step_started = old.step_started;
+            self.last_healthy = old.last_healthy;
+            self.healthy_in_step = old.healthy_in_step;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Spec {
+        Spec {
+            open_failure_ratio: Some(0.5),
+            close_failure_ratio: Some(0.2),
+            open_slow_ratio: Some(0.8),
+            close_slow_ratio: Some(0.4),
+            min_volume: 10.0,
+            wait_base: Duration::from_secs(10),
+            wait_multiplier: 2.0,
+            wait_max: Duration::from_secs(60),
+            jitter: 0.0,
+            ramp: vec![0.1, 0.5, 1.0],
+            step: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn obs(f: f64, s: f64, v: f64) -> Observation {
+        Observation {
+            failure_ratio: Some(f),
+            slow_ratio: Some(s),
+            volume: Some(v),
+        }
+    }
+
+    const OK: Observation = Observation {
+        failure_ratio: Some(0.0),
+        slow_ratio: Some(0.0),
+        volume: Some(100.0),
+    };
+
+    async fn at(start: Instant, secs: u64) -> Instant {
+        tokio::time::advance(Duration::from_secs(secs).saturating_sub(start.elapsed())).await;
+        Instant::now()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_transition_of_the_state_machine() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(spec(), t0).without_jitter();
+        assert_eq!((b.state(), b.admit_ratio()), (State::Admit, 1.0));
+
+        // Below the minimum volume nothing is judged, however bad.
+        assert_eq!(b.observe(at(t0, 1).await, obs(1.0, 1.0, 9.0)), None);
+        // Between close and open thresholds: stays closed (hysteresis).
+        assert_eq!(b.observe(at(t0, 2).await, obs(0.4, 0.7, 50.0)), None);
+        // The slow ratio alone trips it.
+        let t = b.observe(at(t0, 3).await, obs(0.0, 0.9, 50.0)).unwrap();
+        assert_eq!((t.from, t.to), (State::Admit, State::Shed));
+        assert!(t.reason.contains("slow ratio"));
+        assert_eq!(b.admit_ratio(), 0.0);
+        assert_eq!(b.shed_until(), Some(t0 + Duration::from_secs(3 + 10)));
+
+        // Shed holds until the wait is over, whatever the data says.
+        assert_eq!(b.observe(at(t0, 12).await, OK), None);
+        let t = b.observe(at(t0, 13).await, OK).unwrap();
+        assert_eq!((t.from, t.to), (State::Shed, State::Probe));
+        assert_eq!(b.admit_ratio(), 0.1);
+
+        // Probe ramps one step per 5 s while healthy: 0.1 -> 0.5 -> 1.0 -> Admit.
+        assert_eq!(b.observe(at(t0, 17).await, OK), None);
+        assert_eq!(b.admit_ratio(), 0.1);
+        assert_eq!(b.observe(at(t0, 18).await, OK), None);
+        assert_eq!(b.admit_ratio(), 0.5);
+        assert_eq!(b.observe(at(t0, 23).await, OK), None);
+        assert_eq!(b.admit_ratio(), 1.0);
+        let t = b.observe(at(t0, 28).await, OK).unwrap();
+        assert_eq!((t.from, t.to), (State::Probe, State::Admit));
+        assert_eq!(b.openings(), 0, "closing resets the statistics");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probe_failure_reopens_with_a_growing_wait_up_to_the_cap() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(spec(), t0).without_jitter();
+        b.observe(t0, obs(0.6, 0.0, 100.0)).unwrap();
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            let until = b.shed_until().unwrap();
+            waits.push((until - now).as_secs());
+            tokio::time::advance(until - Instant::now()).await;
+            now = Instant::now();
+            assert_eq!(b.observe(now, OK).unwrap().to, State::Probe);
+            // In Probe, a ratio above the close threshold (0.2) is a failure.
+            tokio::time::advance(Duration::from_secs(1)).await;
+            now = Instant::now();
+            let t = b.observe(now, obs(0.3, 0.0, 100.0)).unwrap();
+            assert_eq!((t.from, t.to), (State::Probe, State::Shed));
+        }
+        assert_eq!(waits, [10, 20, 40, 60, 60]);
+        assert_eq!(b.openings(), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn probe_times_out_without_a_healthy_verdict() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(spec(), t0).without_jitter();
+        b.observe(t0, obs(0.9, 0.0, 100.0)).unwrap();
+        let probe_at = at(t0, 10).await;
+        assert_eq!(b.observe(probe_at, OK).unwrap().to, State::Probe);
+        // Too little traffic to judge (or no data at all) for 30 s: back to Shed.
+        assert_eq!(b.observe(at(t0, 25).await, obs(0.0, 0.0, 1.0)), None);
+        assert_eq!(b.observe(at(t0, 39).await, Observation::default()), None);
+        let t = b.observe(at(t0, 40).await, Observation::default()).unwrap();
+        assert_eq!(t.to, State::Shed);
+        assert!(t.reason.contains("timed out"));
+        assert_eq!(b.shed_until(), Some(t0 + Duration::from_secs(40 + 20)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn missing_inputs_hold_the_state() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(spec(), t0).without_jitter();
+        let unknown_ratio = Observation {
+            failure_ratio: None,
+            slow_ratio: Some(0.0),
+            volume: Some(100.0),
+        };
+        assert_eq!(b.observe(at(t0, 1).await, unknown_ratio), None);
+        assert_eq!(b.observe(at(t0, 2).await, Observation::default()), None);
+        assert_eq!(b.state(), State::Admit);
+        // A tripped ratio still counts even if the other one is unknown.
+        let half = Observation {
+            failure_ratio: Some(0.7),
+            slow_ratio: None,
+            volume: Some(100.0),
+        };
+        assert_eq!(b.observe(at(t0, 3).await, half).unwrap().to, State::Shed);
+        // In Probe, an unknown input neither advances the ramp nor closes.
+        b.observe(at(t0, 13).await, Observation::default()).unwrap();
+        assert_eq!(b.observe(at(t0, 20).await, Observation::default()), None);
+        assert_eq!(b.admit_ratio(), 0.1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn forces_pin_the_state_until_reset() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(spec(), t0).without_jitter();
+        b.set_force(Some(Force::Open), t0);
+        assert_eq!((b.state(), b.admit_ratio()), (State::Shed, 0.0));
+        assert_eq!(
+            b.observe(at(t0, 100).await, OK),
+            None,
+            "never Admit while forced open"
+        );
+        assert_eq!(b.state(), State::Shed);
+        b.set_force(Some(Force::Close), Instant::now());
+        assert_eq!(b.observe(at(t0, 101).await, obs(1.0, 1.0, 1000.0)), None);
+        assert_eq!(b.state(), State::Admit);
+        b.reset(Instant::now());
+        assert_eq!(b.force(), None);
+        assert_eq!(
+            b.observe(at(t0, 102).await, obs(1.0, 0.0, 1000.0))
+                .unwrap()
+                .to,
+            State::Shed
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reload_keeps_state_when_unchanged_and_resets_when_changed() {
+        let t0 = Instant::now();
+        let mut old = Breaker::new(spec(), t0).without_jitter();
+        old.observe(t0, obs(0.9, 0.0, 100.0)).unwrap();
+        old.set_force(None, t0);
+        let mut same = Breaker::new(spec(), t0).without_jitter();
+        same.inherit(old);
+        assert_eq!(same.state(), State::Shed, "same spec: state kept");
+
+        let mut forced = Breaker::new(spec(), t0).without_jitter();
+        forced.set_force(Some(Force::Open), t0);
+        let mut changed = Breaker::new(
+            Spec {
+                min_volume: 50.0,
+                ..spec()
+            },
+            t0,
+        );
+        changed.inherit(forced);
+        assert_eq!(changed.state(), State::Shed, "forces survive any reload");
+        assert_eq!(changed.force(), Some(Force::Open));
+
+        let mut tripped = Breaker::new(spec(), t0).without_jitter();
+        tripped.observe(t0, obs(0.9, 0.0, 100.0)).unwrap();
+        let mut changed = Breaker::new(
+            Spec {
+                min_volume: 50.0,
+                ..spec()
+            },
+            t0,
+        );
+        changed.inherit(tripped);
+        assert_eq!(changed.state(), State::Admit, "changed spec: starts over");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jitter_stays_within_its_bounds() {
+        let t0 = Instant::now();
+        for _ in 0..50 {
+            let mut b = Breaker::new(
+                Spec {
+                    jitter: 0.2,
+                    ..spec()
+                },
+                t0,
+            );
+            b.observe(t0, obs(0.9, 0.0, 100.0)).unwrap();
+            let wait = (b.shed_until().unwrap() - t0).as_secs_f64();
+            assert!((8.0..=12.0).contains(&wait), "wait {wait}");
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Local control: circuit breakers and degrade signals, published as one snapshot with a
+//! monotonically increasing index through a `tokio::sync::watch` channel, which the API, the
+//! signal files and the metrics all read. Manual forces persist under the state directory.
+
+pub mod breaker;
+pub mod files;
+pub mod host;
+pub mod persist;
+pub mod signal;
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use serde::Serialize;
+use tokio::{sync::watch, time::Instant};
+
+use breaker::{Breaker, Force, Observation, Spec, State};
+use files::SignalFiles;
+
+/// A breaker as applications see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreakerView {
+    pub state: State,
+    /// Share of traffic to let through now (1 admit, 0 shed, the ramp step in probe).
+    pub admit_ratio: f64,
+    pub forced: Option<Force>,
+    /// Consecutive openings (grows the open wait).
+    pub openings: u32,
+    /// Unix milliseconds of the last state change.
+    pub since_unix_ms: u64,
+    pub reason: String,
+}
+
+/// A degrade signal as applications see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SignalView {
+    /// In [0, 1]: 0 all is well, 1 shed everything optional.
+    pub level: f64,
+    /// What set it (e.g. `cpu_pressure`, an alert name, an SLO budget policy).
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// Grows by one on every change of any breaker or signal.
+    pub index: u64,
+    pub breakers: BTreeMap<String, BreakerView>,
+    pub signals: BTreeMap<String, SignalView>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ControlError {
+    #[error("no breaker named {0:?}")]
+    UnknownBreaker(String),
+}
+
+pub struct Control {
+    breakers: BTreeMap<String, (Breaker, String)>,
+    signals: BTreeMap<String, SignalView>,
+    tx: watch::Sender<Snapshot>,
+    files: Option<SignalFiles>,
+    overrides: Option<PathBuf>,
+    /// Unix time minus tokio's clock, to show `since` in wall-clock time.
+    epoch: (Instant, u64),
+    /// Transitions per (breaker, to-state), for metrics.
+    pub transitions: BTreeMap<(String, &'static str), u64>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Control {
+    /// `files`: where signal files go (None: none); `overrides`: the file forces persist in.
+    pub fn new(files: Option<SignalFiles>, overrides: Option<PathBuf>) -> Self {
+        // Index 1 from the start, so `?index=0` never waits.
+        let (tx, _) = watch::channel(Snapshot {
+            index: 1,
+            ..Snapshot::default()
+        });
+        Self {
+            breakers: BTreeMap::new(),
+            signals: BTreeMap::new(),
+            tx,
+            files,
+            overrides,
+            epoch: (Instant::now(), unix_ms()),
+            transitions: BTreeMap::new(),
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.tx.subscribe()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.tx.borrow().clone()
+    }
+
+    fn wall_ms(&self, t: Instant) -> u64 {
+        let (base_i, base_ms) = self.epoch;
+        if t >= base_i {
+            base_ms + (t - base_i).as_millis() as u64
+        } else {
+            base_ms.saturating_sub((base_i - t).as_millis() as u64)
+        }
+    }
+
+    /// Replaces the breaker set (at start and on reload). Breakers with the same name inherit
+    /// their state (or restart in Admit if their spec changed); forces always survive, and
+    /// persisted forces are restored for breakers seen for the first time.
+    pub fn configure_breakers(&mut self, specs: Vec<(String, Spec)>, now: Instant) {
+        let persisted = self.load_overrides();
+        let mut old = std::mem::take(&mut self.breakers);
+        for (name, spec) in specs {
+            let mut b = Breaker::new(spec, now);
+            match old.remove(&name) {
+                Some((prev, reason)) => {
+                    b.inherit(prev);
+                    self.breakers.insert(name, (b, reason));
+                }
+                None => {
+                    if let Some(f) = persisted.get(&name) {
+                        b.set_force(Some(*f), now);
+                    }
+                    self.breakers.insert(name, (b, "configured".into()));
+                }
+            }
+        }
+        self.publish();
+    }
+
+    pub fn breaker_names(&self) -> impl Iterator<Item = &str> {
+        self.breakers.keys().map(String::as_str)
+    }
+
+    /// Feeds one evaluation of breaker `name`.
+    pub fn observe(&mut self, name: &str, obs: Observation, now: Instant) {
+        let Some((b, reason)) = self.breakers.get_mut(name) else {
+            return;
+        };
+        if let Some(t) = b.observe(now, obs) {
+            tracing::info!(breaker = name, from = t.from.label(), to = t.to.label(), reason = %t.reason, "breaker transition");
+            *self
+                .transitions
+                .entry((name.to_string(), t.to.label()))
+                .or_default() += 1;
+            *reason = t.reason;
+        }
+        self.publish();
+    }
+
+    /// Lets time-driven transitions (Shed -> Probe, probe timeout) happen between evaluations.
+    pub fn tick(&mut self, now: Instant) {
+        let names: Vec<String> = self.breakers.keys().cloned().collect();
+        for name in names {
+            self.observe(&name, Observation::default(), now);
+        }
+    }
+
+    pub fn set_force(
+        &mut self,
+        name: &str,
+        force: Option<Force>,
+        now: Instant,
+    ) -> Result<(), ControlError> {
+        let (b, reason) = self
+            .breakers
+            .get_mut(name)
+            .ok_or_else(|| ControlError::UnknownBreaker(name.to_string()))?;
+        match force {
+            Some(f) => {
+                b.set_force(Some(f), now);
+                *reason = format!(
+                    "forced {}",
+                    if f == Force::Open { "open" } else { "closed" }
+                );
+            }
+            None => {
+                b.reset(now);
+                *reason = "reset".into();
+            }
+        }
+        tracing::info!(breaker = name, ?force, "breaker override");
+        self.save_overrides();
+        self.publish();
+        Ok(())
+    }
+
+    /// Sets a degrade signal's level (clamped to [0, 1], rounded to 0.01).
+    pub fn set_signal(&mut self, name: &str, level: f64, source: &str) {
+        self.signals.insert(
+            name.to_string(),
+            SignalView {
+                level: signal::publishable(level),
+                source: source.to_string(),
+            },
+        );
+        self.publish();
+    }
+
+    pub fn remove_signal(&mut self, name: &str) {
+        if self.signals.remove(name).is_some() {
+            self.publish();
+        }
+    }
+
+    /// Publishes a new snapshot if anything an application can see changed.
+    fn publish(&mut self) {
+        let breakers: BTreeMap<String, BreakerView> = self
+            .breakers
+            .iter()
+            .map(|(name, (b, reason))| {
+                (
+                    name.clone(),
+                    BreakerView {
+                        state: b.state(),
+                        admit_ratio: b.admit_ratio(),
+                        forced: b.force(),
+                        openings: b.openings(),
+                        since_unix_ms: self.wall_ms(b.since()),
+                        reason: reason.clone(),
+                    },
+                )
+            })
+            .collect();
+        let current = self.tx.borrow().clone();
+        if current.breakers == breakers && current.signals == self.signals {
+            return;
+        }
+        let next = Snapshot {
+            index: current.index + 1,
+            breakers,
+            signals: self.signals.clone(),
+        };
+        if let Some(files) = &self.files {
+            files.write_changes(&current, &next);
+        }
+        self.tx.send_replace(next);
+    }
+
+    fn load_overrides(&self) -> BTreeMap<String, Force> {
+        let Some(path) = &self.overrides else {
+            return BTreeMap::new();
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::error!(file = %path.display(), error = %e, "unreadable breaker overrides ignored");
+                BTreeMap::new()
+            }),
+            Err(_) => BTreeMap::new(),
+        }
+    }
+
+    fn save_overrides(&self) {
+        let Some(path) = &self.overrides else { return };
+        let forces: BTreeMap<&str, Force> = self
+            .breakers
+            .iter()
+            .filter_map(|(n, (b, _))| b.force().map(|f| (n.as_str(), f)))
+            .collect();
+        let json = serde_json::to_vec_pretty(&forces).unwrap_or_default();
+        if let Err(e) = persist::write_atomic(path, &json) {
+            tracing::error!(error = %e, "saving breaker overrides failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn spec() -> Spec {
+        Spec {
+            jitter: 0.0,
+            min_volume: 1.0,
+            ..Spec::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn snapshots_count_changes_and_forces_persist_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let overrides = dir.path().join("overrides.json");
+        let now = Instant::now();
+        let mut c = Control::new(None, Some(overrides.clone()));
+        let mut rx = c.subscribe();
+        assert_eq!(c.snapshot().index, 1);
+        c.configure_breakers(vec![("db".into(), spec())], now);
+        assert_eq!(c.snapshot().index, 2);
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+
+        // Same data again: no new index.
+        c.observe("db", Observation::default(), now);
+        c.set_signal("freeze", 0.0, "slo");
+        assert_eq!(c.snapshot().index, 3);
+        c.set_signal("freeze", 0.001, "slo");
+        assert_eq!(c.snapshot().index, 3, "rounded to 0.01: no change");
+
+        c.observe(
+            "db",
+            Observation {
+                failure_ratio: Some(0.9),
+                slow_ratio: None,
+                volume: Some(100.0),
+            },
+            now,
+        );
+        let s = c.snapshot();
+        assert_eq!(s.index, 4);
+        assert_eq!(s.breakers["db"].state, State::Shed);
+        assert_eq!(c.transitions[&("db".to_string(), "shed")], 1);
+
+        assert_eq!(
+            c.set_force("nope", Some(Force::Open), now),
+            Err(ControlError::UnknownBreaker("nope".into()))
+        );
+        c.set_force("db", Some(Force::Close), now).unwrap();
+        assert_eq!(c.snapshot().breakers["db"].state, State::Admit);
+
+        // A restart: a new Control restores the force from the state file.
+        let mut again = Control::new(None, Some(overrides));
+        again.configure_breakers(vec![("db".into(), spec())], now + Duration::from_secs(1));
+        assert_eq!(again.snapshot().breakers["db"].forced, Some(Force::Close));
+    }
+}

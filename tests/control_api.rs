@@ -1,0 +1,191 @@
+//! The local API over the unix socket and the loopback listener: snapshots with an index,
+//! blocking queries, server-sent events, overrides, clear 4xx answers, the socket's group
+//! permission, signal files, and the built-in host-protection signal. Needs root.
+
+mod support;
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    time::{Duration, Instant},
+};
+
+use support::{request, Agent, Endpoint};
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+fn endpoints(agent: &Agent) -> [Endpoint; 2] {
+    [
+        Endpoint::Unix(agent.api_socket()),
+        Endpoint::Tcp(agent.addr),
+    ]
+}
+
+#[test]
+fn snapshots_and_the_host_protection_signal() {
+    let agent = Agent::start("");
+    for to in endpoints(&agent) {
+        let (status, body) = request(&to, "GET", "/v1/signals", b"").unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v = json(&body);
+        assert!(v["index"].as_u64().unwrap() >= 1);
+        let level = v["signals"]["host_protection"]["level"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&level));
+        let (status, body) = request(&to, "GET", "/v1/breakers", b"").unwrap();
+        assert_eq!(status, 200);
+        assert!(json(&body)["breakers"].is_object());
+    }
+    // The signal's file holds the same single number.
+    let file = agent.dir.path().join("signals/host_protection");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !file.exists() {
+        assert!(Instant::now() < deadline, "no signal file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    let v: f64 = text.trim().parse().unwrap();
+    assert!((0.0..=1.0).contains(&v) && text.ends_with('\n'), "{text:?}");
+    // And the metrics.
+    let s = agent.scrape();
+    assert!(s
+        .value("steadfast_signal_level", &[("signal", "host_protection")])
+        .is_some());
+    assert!(s.value("steadfast_control_snapshot_index", &[]).unwrap() >= 1.0);
+}
+
+#[test]
+fn a_blocking_query_waits_for_a_newer_index_or_its_deadline() {
+    // Host protection off: nothing changes by itself, so the query must wait it out.
+    let agent = Agent::start(&format!(
+        "control:\n  api_socket: {d}/api.sock\n  signals_dir: {d}/signals\n  state_dir: {d}/state\n  host_protection:\n    enabled: false\n",
+        d = agent_dir_placeholder()
+    ));
+    let to = Endpoint::Unix(agent.api_socket());
+    let (_, body) = request(&to, "GET", "/v1/snapshot", b"").unwrap();
+    let index = json(&body)["index"].as_u64().unwrap();
+
+    let t = Instant::now();
+    let (status, body) = request(
+        &to,
+        "GET",
+        &format!("/v1/snapshot?index={index}&wait=1500ms"),
+        b"",
+    )
+    .unwrap();
+    let waited = t.elapsed();
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["index"].as_u64(), Some(index));
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "returned after {waited:?}"
+    );
+
+    // An older index answers at once.
+    let t = Instant::now();
+    let (_, body) = request(&to, "GET", "/v1/snapshot?index=0&wait=30s", b"").unwrap();
+    assert!(t.elapsed() < Duration::from_millis(500));
+    assert_eq!(json(&body)["index"].as_u64(), Some(index));
+}
+
+/// The test's agents configure their own paths; `Agent::start` replaces this marker.
+fn agent_dir_placeholder() -> &'static str {
+    "@AGENT_DIR@"
+}
+
+#[test]
+fn bad_requests_get_clear_4xx_answers() {
+    let agent = Agent::start("");
+    for to in endpoints(&agent) {
+        for (method, path, body, want) in [
+            ("GET", "/v1/nothing-here", &b""[..], 404),
+            ("DELETE", "/v1/signals", b"", 405),
+            ("POST", "/v1/breakers/unknown/force-open", b"", 404),
+            ("POST", "/v1/breakers/unknown/explode", b"", 400),
+            ("GET", "/v1/signals?wait=forever&index=1", b"", 400),
+            ("GET", "/v1/signals?colour=red", b"", 400),
+            ("POST", "/v1/breakers/x/reset", &[b'x'; 10_000][..], 413),
+        ] {
+            let (status, answer) = request(&to, method, path, body).unwrap();
+            assert_eq!(status, want, "{method} {path} over {to:?}: {answer}");
+            if (400..500).contains(&status) && status != 405 && status != 413 {
+                assert!(json(&answer)["error"].is_string(), "{answer}");
+            }
+        }
+    }
+    assert!(
+        agent.scrape().0.contains("steadfast_signal_level"),
+        "still serving"
+    );
+}
+
+#[test]
+fn server_sent_events_stream_snapshots() {
+    let agent = Agent::start("control:\n  api_socket: null\n  signals_dir: null\n  state_dir: @AGENT_DIR@/state\n  interval_ms: 100\n");
+    let mut s = std::net::TcpStream::connect(agent.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /v1/watch HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+    let mut lines = BufReader::new(s).lines();
+    let mut events = 0;
+    let mut last_id = 0;
+    while events < 1 {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(id) = line.strip_prefix("id: ") {
+            last_id = id.parse().unwrap();
+        }
+        if let Some(data) = line.strip_prefix("data: ") {
+            assert_eq!(json(data)["index"].as_u64(), Some(last_id));
+            events += 1;
+        }
+    }
+    assert!(last_id >= 1);
+}
+
+/// The socket is mode 0660 with the configured group: a user in that group may use it, a
+/// user outside it is refused by the kernel at connect.
+#[test]
+fn the_socket_refuses_users_outside_its_group() {
+    // `daemon` (gid 1) exists on every Debian system.
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.path().join("api.sock");
+    let agent = Agent::start(&format!(
+        "control:\n  api_socket: {}\n  api_socket_group: daemon\n  signals_dir: null\n  state_dir: {}\n",
+        sock.display(),
+        dir.path().join("state").display()
+    ));
+    let meta = std::fs::metadata(&sock).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), 1, "group daemon");
+    let curl_as = |gid: &str| {
+        std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                &format!("--regid={gid}"),
+                "--clear-groups",
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--unix-socket",
+            ])
+            .arg(&sock)
+            .arg("http://local/v1/signals")
+            .output()
+            .expect("setpriv and curl")
+    };
+    let member = curl_as("1");
+    assert_eq!(String::from_utf8_lossy(&member.stdout), "200", "{member:?}");
+    let outsider = curl_as("65534");
+    assert!(!outsider.status.success(), "{outsider:?}");
+    assert!(
+        String::from_utf8_lossy(&outsider.stderr).contains("ermission denied")
+            || String::from_utf8_lossy(&outsider.stderr).contains("Couldn't connect"),
+        "{outsider:?}"
+    );
+    drop(agent);
+}
