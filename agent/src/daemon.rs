@@ -212,7 +212,11 @@ async fn collect_periodically(pipeline: Arc<Mutex<Pipeline>>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        pipeline.lock().unwrap_or_else(|e| e.into_inner()).collect();
+        let p = pipeline.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            p.lock().unwrap_or_else(|e| e.into_inner()).collect()
+        })
+        .await;
     }
 }
 

@@ -46,7 +46,12 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_current_thread()
+    steadfast::ebpf::limit_malloc_arenas();
+    // Two workers: the local API keeps answering while a collection reads the kernel maps
+    // (which runs on the blocking pool).
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?

@@ -568,3 +568,106 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_obs() -> impl Strategy<Value = Observation> {
+        (
+            proptest::option::of(0.0f64..1.0),
+            proptest::option::of(0.0f64..1.0),
+            proptest::option::of(0.0f64..200.0),
+        )
+            .prop_map(|(f, s, v)| Observation {
+                failure_ratio: f,
+                slow_ratio: s,
+                volume: v,
+            })
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Observe(Observation, u64),
+        Force(Option<Force>),
+        Reset,
+    }
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            8 => (arb_obs(), 0u64..20_000).prop_map(|(o, ms)| Step::Observe(o, ms)),
+            1 => prop_oneof![Just(None), Just(Some(Force::Open)), Just(Some(Force::Close))]
+                .prop_map(Step::Force),
+            1 => Just(Step::Reset),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happens: never Admit while forced open, never Shed while forced closed,
+        /// the admit ratio stays in [0, 1] and matches the state, a transition always changes
+        /// the state, and Shed is only entered with a wait no longer than the cap (+ jitter).
+        #[test]
+        fn invariants_hold_under_any_sequence(steps in proptest::collection::vec(arb_step(), 1..200)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+            rt.block_on(async {
+                let spec = Spec::default();
+                let cap = spec.wait_max.mul_f64(1.0 + spec.jitter);
+                let mut b = Breaker::new(spec, Instant::now());
+                for step in steps {
+                    match step {
+                        Step::Observe(o, ms) => {
+                            tokio::time::advance(Duration::from_millis(ms)).await;
+                            let now = Instant::now();
+                            if let Some(t) = b.observe(now, o) {
+                                prop_assert_ne!(t.from, t.to);
+                                if t.to == State::Shed {
+                                    let wait = b.shed_until().unwrap() - now;
+                                    prop_assert!(wait <= cap, "wait {wait:?} over the cap");
+                                }
+                            }
+                        }
+                        Step::Force(f) => b.set_force(f, Instant::now()),
+                        Step::Reset => b.reset(Instant::now()),
+                    }
+                    match b.force() {
+                        Some(Force::Open) => prop_assert_eq!(b.state(), State::Shed),
+                        Some(Force::Close) => prop_assert_eq!(b.state(), State::Admit),
+                        None => {}
+                    }
+                    let r = b.admit_ratio();
+                    prop_assert!((0.0..=1.0).contains(&r));
+                    match b.state() {
+                        State::Admit => prop_assert_eq!(r, 1.0),
+                        State::Shed => prop_assert_eq!(r, 0.0),
+                        State::Probe => prop_assert!(r > 0.0),
+                    }
+                }
+                Ok(())
+            })?;
+        }
+
+        /// The open wait grows monotonically with consecutive openings, up to its cap.
+        #[test]
+        fn wait_grows_monotonically_to_its_cap(
+            base_ms in 1u64..60_000,
+            multiplier in 1.0f64..5.0,
+            max_ms in 1u64..600_000,
+        ) {
+            let spec = Spec {
+                wait_base: Duration::from_millis(base_ms),
+                wait_multiplier: multiplier,
+                wait_max: Duration::from_millis(max_ms),
+                ..Spec::default()
+            };
+            let b = Breaker::new(spec, Instant::now());
+            let mut last = Duration::ZERO;
+            for n in 1..80 {
+                let w = b.wait_for(n);
+                prop_assert!(w >= last, "wait shrank at n={n}");
+                prop_assert!(w <= Duration::from_millis(max_ms));
+                last = w;
+            }
+        }
+    }
+}

@@ -71,6 +71,7 @@ impl Probes {
     /// Loads the object, sizes its maps from the config and attaches the enabled programs.
     pub fn load(config: &Config) -> Result<Self, ProbeError> {
         raise_memlock_limit();
+        raise_nofile_limit();
         let agent_tgid = std::process::id();
         let syscalls = &config.probes.syscalls;
         let tcp = &config.probes.tcp;
@@ -247,6 +248,32 @@ fn raise_memlock_limit() {
     let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
     if ret != 0 {
         tracing::debug!("could not raise RLIMIT_MEMLOCK; fine on kernels >= 5.11");
+    }
+}
+
+/// Caps glibc's malloc arenas at two: a few runtime and blocking-pool threads would each get
+/// an arena of their own otherwise, which shows as resident memory the agent does not use.
+pub fn limit_malloc_arenas() {
+    // SAFETY: mallopt only sets an allocator tunable; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit: every API client (a blocking query
+/// or an event stream) holds a connection.
+pub fn raise_nofile_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read or write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
     }
 }
 

@@ -44,28 +44,46 @@ pub fn wants_openmetrics(headers: &HeaderMap) -> bool {
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let started = std::time::Instant::now();
+    let openmetrics = wants_openmetrics(&headers);
+    let encode_state = state.clone();
+    // Reading the kernel maps and encoding are blocking work: off the async workers.
+    let encoded = tokio::task::spawn_blocking(move || {
+        let state = encode_state;
+        state
+            .pipeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .collect();
+        encode(&state.registry, openmetrics)
+    })
+    .await;
     state
-        .pipeline
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .collect();
+        .scrape_duration
+        .observe(started.elapsed().as_secs_f64());
+    match encoded {
+        Ok((Ok(body), content_type)) => {
+            ([(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response(),
+    }
+}
+
+/// The registry as OpenMetrics or Prometheus text, with its content type.
+fn encode(
+    registry: &Registry,
+    openmetrics: bool,
+) -> (Result<String, std::fmt::Error>, &'static str) {
     let mut body = String::new();
-    let (result, content_type) = if wants_openmetrics(&headers) {
+    let (result, content_type) = if openmetrics {
         (
-            prometheus_client::encoding::text::encode(&mut body, &state.registry),
+            prometheus_client::encoding::text::encode(&mut body, registry),
             OPENMETRICS,
         )
     } else {
         (
-            prometheus_client::encoding::prometheus_text::encode(&mut body, &state.registry),
+            prometheus_client::encoding::prometheus_text::encode(&mut body, registry),
             PROMETHEUS_TEXT,
         )
     };
-    state
-        .scrape_duration
-        .observe(started.elapsed().as_secs_f64());
-    match result {
-        Ok(()) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response(),
-    }
+    (result.map(|()| body), content_type)
 }

@@ -198,9 +198,11 @@ impl Pipeline {
             self.tcp.fold(&counts, &mut service_of);
         }
 
-        // Processes whose exit came before the previous collection: their final counts have
-        // been folded, so their kernel keys and names can go.
-        for tgid in self.processes.exited_before(generation - 1) {
+        // Processes whose exit was drained before this collection's snapshot: their final
+        // counts have just been folded, so their kernel keys and names can go. (A straggler
+        // syscall of another thread of a process that is exiting may land after this and be
+        // reported under `unknown`.)
+        for tgid in self.processes.exited_before(generation) {
             self.forget_process(tgid);
         }
         if generation.is_multiple_of(SWEEP_EVERY) {
