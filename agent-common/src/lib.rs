@@ -7,6 +7,7 @@
 pub mod process;
 pub mod syscall;
 pub mod task;
+pub mod uprobe;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -19,6 +20,10 @@ mod pod {
     unsafe impl aya::Pod for crate::syscall::ErrKey {}
     unsafe impl aya::Pod for crate::syscall::SlowSyscallEvent {}
     unsafe impl aya::Pod for crate::task::TaskCounts {}
+    unsafe impl aya::Pod for crate::uprobe::AllocCounts {}
+    unsafe impl aya::Pod for crate::uprobe::PendingAlloc {}
+    unsafe impl aya::Pod for crate::uprobe::PtrKey {}
+    unsafe impl aya::Pod for crate::uprobe::GoCounts {}
 }
 
 pub mod loss {
