@@ -3,22 +3,25 @@
 //! once a second.
 
 pub mod delta;
+pub mod go_elf;
 pub mod memory;
 pub mod processes;
 pub mod services;
 pub mod syscall_stats;
 pub mod task_stats;
+pub mod uprobe_stats;
+pub mod uprobe_targets;
 
 use std::time::{Duration, Instant};
 
 use agent_common::{
     loss::{LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS},
-    process::ProcEvent,
+    process::{ProcEvent, PROC_EXEC, PROC_EXIT},
 };
 
 use crate::{
     config::Config,
-    ebpf::{EventRing, LossCounters, Probes, SyscallMaps, TaskCountMap},
+    ebpf::{EventRing, LinkSet, LossCounters, Probes, SyscallMaps, TaskCountMap, Uprobes},
     telemetry::Telemetry,
 };
 use memory::Memory;
@@ -26,6 +29,8 @@ use processes::{procfs_tgids, ProcessTable};
 use services::{Naming, ServiceNames};
 use syscall_stats::SyscallStats;
 use task_stats::{procfs_threads, TaskStats};
+use uprobe_stats::{AllocStats, GoStats};
+use uprobe_targets::UprobeTargets;
 
 /// Every this many collections, forget processes that vanished without an exit event and
 /// discover those that appeared without an exec (forks).
@@ -38,6 +43,7 @@ pub struct Sources {
     pub syscalls: Option<SyscallMaps>,
     pub tasks: Option<TaskCountMap>,
     pub loss: Option<LossCounters>,
+    pub uprobes: Option<Uprobes>,
 }
 
 impl From<Probes> for (crate::ebpf::Attached, Sources) {
@@ -49,6 +55,7 @@ impl From<Probes> for (crate::ebpf::Attached, Sources) {
                 syscalls: p.syscalls,
                 tasks: p.tasks,
                 loss: Some(p.loss),
+                uprobes: p.uprobes,
             },
         )
     }
@@ -62,6 +69,9 @@ pub struct Pipeline {
     pub syscalls: SyscallStats,
     pub tasks: TaskStats,
     pub memory: Memory,
+    pub allocations: AllocStats,
+    pub goroutines: GoStats,
+    pub uprobe_targets: UprobeTargets<LinkSet>,
     pub telemetry: Telemetry,
     generation: u64,
 }
@@ -87,11 +97,35 @@ impl Pipeline {
                 config.probes.memory.enabled,
                 Duration::from_secs(config.probes.memory.interval_secs),
             ),
+            allocations: AllocStats::default(),
+            goroutines: GoStats::default(),
+            uprobe_targets: UprobeTargets::new(
+                config.probes.uprobes.max_attachments,
+                uprobe_targets::go_check,
+            ),
             telemetry: Telemetry::default(),
             generation: 0,
         };
+        if let Some(u) = p.sources.uprobes.as_mut() {
+            p.uprobe_targets.start(p.naming.targets(), u);
+        }
         p.discover();
         p
+    }
+
+    /// Considers a live process for uprobes (targets that opt in); once per process.
+    fn consider_uprobes(&mut self, tgid: u32) {
+        let Some(u) = self.sources.uprobes.as_mut() else {
+            return;
+        };
+        if self.uprobe_targets.is_seen(tgid) {
+            return;
+        }
+        let Some(facts) = services::ProcessFacts::from_procfs(tgid) else {
+            return;
+        };
+        let target = self.naming.target_of(&facts);
+        self.uprobe_targets.on_process(tgid, &facts, target, u);
     }
 
     /// Names every process in procfs that the table does not know yet (except the agent: the
@@ -101,6 +135,7 @@ impl Pipeline {
         for tgid in procfs_tgids().into_iter().filter(|&t| t != me) {
             self.processes
                 .service_of(tgid, &mut self.services, &mut self.naming);
+            self.consider_uprobes(tgid);
         }
     }
 
@@ -108,12 +143,30 @@ impl Pipeline {
     /// events find their process named).
     pub fn drain_events(&mut self) {
         let generation = self.generation;
+        let mut lifecycle = Vec::new();
         if let Some(ring) = self.sources.process_events.as_mut() {
             let (processes, services, naming) =
                 (&mut self.processes, &mut self.services, &mut self.naming);
-            let (ok, malformed) =
-                ring.drain(|ev| processes.on_event(&ev, generation, services, naming));
+            let watch = self.sources.uprobes.is_some();
+            let (ok, malformed) = ring.drain(|ev| {
+                processes.on_event(&ev, generation, services, naming);
+                if watch {
+                    lifecycle.push((ev.kind, ev.tgid));
+                }
+            });
             self.telemetry.add_received(LOSS_PROC_EVENTS, ok, malformed);
+        }
+        // Uprobes follow processes: detach at exit (or exec: the old image is gone), attach
+        // right after exec, while the new image has hardly run.
+        for (kind, tgid) in lifecycle {
+            if let Some(u) = self.sources.uprobes.as_mut() {
+                self.uprobe_targets.on_exit(tgid, u);
+            }
+            if kind == PROC_EXEC {
+                self.consider_uprobes(tgid);
+            } else {
+                debug_assert_eq!(kind, PROC_EXIT);
+            }
         }
         if let Some(maps) = self.sources.syscalls.as_mut() {
             let (processes, services, naming, stats) = (
@@ -158,6 +211,14 @@ impl Pipeline {
             map.snapshot(&mut counts);
             self.tasks.fold(&counts, &mut service_of);
         }
+        if let Some(u) = self.sources.uprobes.as_ref() {
+            let mut allocs = Vec::new();
+            u.alloc_counts.snapshot(&mut allocs);
+            self.allocations.fold(&allocs, &mut service_of);
+            let mut go = Vec::new();
+            u.go_counts.snapshot(&mut go);
+            self.goroutines.fold(&go, &mut service_of);
+        }
 
         // Processes whose exit came before the previous collection: their final counts have
         // been folded, so their kernel keys and names can go.
@@ -165,8 +226,11 @@ impl Pipeline {
             self.forget_process(tgid);
         }
         if generation.is_multiple_of(SWEEP_EVERY) {
-            self.processes
-                .sweep(|tgid| std::path::Path::new(&format!("/proc/{tgid}")).exists());
+            let alive = |tgid| std::path::Path::new(&format!("/proc/{tgid}")).exists();
+            self.processes.sweep(alive);
+            if let Some(u) = self.sources.uprobes.as_mut() {
+                self.uprobe_targets.sweep(alive, u);
+            }
             self.discover();
         }
         if self.sources.tasks.is_some() {
@@ -174,6 +238,10 @@ impl Pipeline {
                 .update_live(self.processes.live(), procfs_threads);
         }
         self.memory.refresh(Instant::now(), self.processes.live());
+        if self.sources.uprobes.is_some() {
+            self.allocations.update_live(self.processes.live());
+            self.goroutines.update_live(self.processes.live());
+        }
 
         self.telemetry.tracked_processes = self.processes.len() as u64;
         self.telemetry.syscall_hist_keys = self.syscalls.hist.len() as u64;
@@ -196,6 +264,12 @@ impl Pipeline {
             map.remove(&tgid);
         }
         self.tasks.forget(tgid);
+        if let Some(u) = self.sources.uprobes.as_mut() {
+            u.alloc_counts.remove(&tgid);
+            u.go_counts.remove(&tgid);
+        }
+        self.allocations.forget(tgid);
+        self.goroutines.forget(tgid);
         self.processes.remove(tgid);
     }
 
