@@ -1,0 +1,247 @@
+//! The uprobe-based probes of targets against ground truth: a C program with a known pattern
+//! of allocations, and a Go program holding a known number of goroutines. Needs root, gcc and
+//! Debian's golang-go (installed by `scripts/setup --test`).
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use support::{build_workload, unique_name, Agent, Interactive, Scrape};
+
+/// Polls scrapes until `pred` holds (the agent attaches shortly after it reads an exec event).
+fn wait_for(agent: &Agent, what: &str, pred: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = agent.scrape();
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {}\n{}",
+            agent.log(),
+            s.0
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What `tests/workloads/alloc_pattern.c` does after "started", computed independently.
+struct AllocTruth {
+    malloc: f64,
+    calloc: f64,
+    realloc: f64,
+    free: f64,
+    bytes: f64,
+    outstanding: f64,
+}
+
+fn alloc_truth(m: u64) -> AllocTruth {
+    let k = m / 10;
+    let size = |i: u64| 100 + (i * 37) % 1000;
+    // The two pointer arrays (8 bytes a pointer), when not empty.
+    let arrays: u64 = [m, k].iter().filter(|&&n| n > 0).map(|n| 8 * n).sum();
+    let array_calls = [m, k].iter().filter(|&&n| n > 0).count() as u64;
+    let mallocs: u64 = (0..m).map(size).sum();
+    let kept_mallocs: u64 = (0..m).filter(|i| i % 2 == 1).map(size).sum();
+    let callocs: u64 = (0..k).map(|j| (1 + j % 4) * 50).sum();
+    let reallocs: u64 = (0..k).map(|j| 2000 + j).sum();
+    // realloc(NULL, 300) then realloc(it, 0): two reallocs, 300 bytes, nothing outstanding.
+    let pairs = k / 100;
+    AllocTruth {
+        malloc: (m + array_calls) as f64,
+        calloc: k as f64,
+        realloc: (k + 2 * pairs) as f64,
+        free: m.div_ceil(2) as f64,
+        bytes: (mallocs + arrays + callocs + reallocs + 300 * pairs) as f64,
+        // realloc releases each calloc'd block; the odd-numbered mallocs are never freed.
+        outstanding: (kept_mallocs + arrays + reallocs) as f64,
+    }
+}
+
+/// Calls by kind, bytes and outstanding bytes the agent reports for `service`.
+fn alloc_series(s: &Scrape, service: &str) -> [f64; 6] {
+    let v = |name: &str, extra: &[(&str, &str)]| {
+        let mut labels = vec![("service", service)];
+        labels.extend_from_slice(extra);
+        s.value(name, &labels).unwrap_or(0.0)
+    };
+    let calls = |call: &str| v("steadfast_alloc_calls_total", &[("call", call)]);
+    [
+        calls("malloc"),
+        calls("calloc"),
+        calls("realloc"),
+        calls("free"),
+        v("steadfast_alloc_bytes_total", &[]),
+        v("steadfast_alloc_outstanding_bytes", &[]),
+    ]
+}
+
+/// One run of the allocation workload under `service`: what the agent's series gained
+/// between "started" (probes attached, process idle) and "ready" (pattern done, idle).
+/// Allocations between exec and the attach (the dynamic loader, glibc's and stdio's set-up)
+/// fall before the first reading, whether or not the probes saw them.
+fn run_alloc_pattern(agent: &Agent, bin: &Path, service: &str, m: u64) -> [f64; 6] {
+    let attached = |s: &Scrape| {
+        s.value(
+            "steadfast_uprobe_attachments",
+            &[("probe", "allocations"), ("scope", "process")],
+        )
+        .unwrap_or(0.0)
+    };
+    let mut w = Interactive::spawn(bin, &[&m.to_string()]);
+    w.expect("started");
+    let before = alloc_series(
+        &wait_for(agent, "allocation probes attached", |s| attached(s) == 1.0),
+        service,
+    );
+    w.step();
+    w.expect("ready");
+    let after = alloc_series(&agent.scrape(), service);
+    let mut out = [0.0; 6];
+    for (o, (a, b)) in out.iter_mut().zip(after.iter().zip(before.iter())) {
+        *o = a - b;
+    }
+    w.finish();
+    // The process is gone: its outstanding bytes leave the gauge, its probes are detached.
+    wait_for(agent, "detached after exit", |s| {
+        attached(s) == 0.0
+            && s.value("steadfast_alloc_outstanding_bytes", &[("service", service)])
+                .unwrap_or(0.0)
+                == 0.0
+    });
+    out
+}
+
+/// A target with `allocations: true`, by executable path, configured before the program
+/// starts. The program makes M = 10000 mallocs of 100..=1099 bytes, 1000 callocs, 1000
+/// reallocs, frees half of the mallocs, and makes 10 realloc(NULL, n) + realloc(p, 0) pairs
+/// (glibc's realloc calls malloc and free itself for those: they must count as reallocs); calls, bytes and outstanding bytes gained over the
+/// pattern must match it exactly, beyond what the same program does with M = 0 (measured
+/// first: allocations glibc and stdio make themselves between the two readings; none are
+/// expected, since the workload has used stdout and stdin before the first one, and the
+/// baseline is printed). Tolerance: zero, since both runs are deterministic.
+#[test]
+fn allocations_match_a_known_pattern() {
+    const M: u64 = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique_name("sfal");
+    let bin = build_workload("alloc_pattern", dir.path(), &name);
+    let service = format!("{name}-svc");
+    let agent = Agent::start(&format!(
+        "targets:\n  - service: {service}\n    exe: {}\n    allocations: true\n",
+        bin.display()
+    ));
+    let base = run_alloc_pattern(&agent, &bin, &service, 0);
+    let run = run_alloc_pattern(&agent, &bin, &service, M);
+    let t = alloc_truth(M);
+    let mut got = [0.0; 6];
+    for (g, (r, b)) in got.iter_mut().zip(run.iter().zip(base.iter())) {
+        *g = r - b;
+    }
+    eprintln!("baseline (M=0) run: {base:?}");
+    eprintln!(
+        "expected: malloc {} calloc {} realloc {} free {} bytes {} outstanding {}",
+        t.malloc, t.calloc, t.realloc, t.free, t.bytes, t.outstanding
+    );
+    eprintln!("reported beyond baseline: {got:?}");
+    assert_eq!(got[0], t.malloc, "malloc calls");
+    assert_eq!(got[1], t.calloc, "calloc calls");
+    assert_eq!(got[2], t.realloc, "realloc calls");
+    assert_eq!(got[3], t.free, "free calls");
+    assert_eq!(got[4], t.bytes, "bytes");
+    assert_eq!(got[5], t.outstanding, "outstanding bytes");
+}
+
+/// Builds `tests/workloads/<src>.go` with Debian's go into `dir/<name>`.
+fn build_go(src: &str, dir: &Path, name: &str) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/workloads")
+        .join(format!("{src}.go"));
+    let out = dir.join(name);
+    let home = dir.join("gohome");
+    let status = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .env("HOME", &home)
+        .env("GOCACHE", home.join("cache"))
+        .env("GOPATH", home.join("path"))
+        .env("GOFLAGS", "")
+        .env("GO111MODULE", "")
+        .status()
+        .expect("go (golang-go, installed by scripts/setup --test)");
+    assert!(status.success(), "go build failed on {}", source.display());
+    out
+}
+
+/// A Go program started after the agent, matched by executable path, holds exactly G = 1000
+/// goroutines. The probes count every goroutine the runtime creates, its own included, so the
+/// gauge reads G + R, where R = the main goroutine + forcegchelper, bgsweep, bgscavenge, the
+/// finalizer goroutine + one GC mark worker per P: 5 + GOMAXPROCS (7 on 2 CPUs). The program
+/// prints runtime.NumGoroutine() (G + 1: it leaves the runtime's goroutines out) and
+/// GOMAXPROCS, so R is checked against the program's own view. After the G goroutines end,
+/// the gauge falls by exactly G.
+#[test]
+fn goroutine_gauge_follows_a_go_program() {
+    const G: f64 = 1000.0;
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique_name("sfgo");
+    let bin = build_go("goroutines", dir.path(), &name);
+    let service = format!("{name}-svc");
+    let agent = Agent::start(&format!(
+        "targets:\n  - service: {service}\n    exe: {}\n",
+        bin.display()
+    ));
+    let file_attached = agent
+        .scrape()
+        .value(
+            "steadfast_uprobe_attachments",
+            &[("probe", "goroutines"), ("scope", "file")],
+        )
+        .unwrap_or(0.0);
+    assert_eq!(file_attached, 1.0, "{}", agent.log());
+
+    let mut w = Interactive::spawn(&bin, &["1000"]);
+    let ready = w.read_line();
+    let fields: Vec<&str> = ready.split(' ').collect();
+    assert_eq!(fields[0], "ready", "{ready}");
+    let num_goroutine: f64 = fields[1].parse().unwrap();
+    let gomaxprocs: f64 = fields[2].parse().unwrap();
+    assert_eq!(num_goroutine, G + 1.0);
+    let r = 1.0 + 4.0 + gomaxprocs;
+
+    let gauge = |s: &Scrape| s.value("steadfast_go_goroutines", &[("service", &service)]);
+    let created = |s: &Scrape| {
+        s.value(
+            "steadfast_go_goroutines_created_total",
+            &[("service", &service)],
+        )
+    };
+    let s = agent.scrape();
+    eprintln!(
+        "ready: gauge {:?}, created {:?}, NumGoroutine {num_goroutine}, GOMAXPROCS {gomaxprocs}, expected G + R = {}",
+        gauge(&s),
+        created(&s),
+        G + r
+    );
+    assert_eq!(gauge(&s), Some(G + r), "{}", agent.log());
+    assert_eq!(created(&s), Some(G + r), "no goroutine has exited yet");
+
+    w.step();
+    let done = w.read_line();
+    assert_eq!(done, "done 1", "every held goroutine has exited");
+    let s = agent.scrape();
+    eprintln!("done: gauge {:?}, created {:?}", gauge(&s), created(&s));
+    assert_eq!(gauge(&s), Some(r), "the gauge falls by G");
+    assert_eq!(created(&s), Some(G + r));
+
+    w.finish();
+    wait_for(&agent, "an exited process leaves the gauge", |s| {
+        gauge(s).is_none()
+    });
+}
