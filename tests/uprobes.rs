@@ -101,7 +101,9 @@ fn run_alloc_pattern(agent: &Agent, bin: &Path, service: &str, m: u64) -> [f64; 
     );
     w.step();
     w.expect("ready");
-    let after = alloc_series(&agent.scrape(), service);
+    let s = agent.scrape();
+    promtool_check(&s);
+    let after = alloc_series(&s, service);
     let mut out = [0.0; 6];
     for (o, (a, b)) in out.iter_mut().zip(after.iter().zip(before.iter())) {
         *o = a - b;
@@ -244,4 +246,81 @@ fn goroutine_gauge_follows_a_go_program() {
     wait_for(&agent, "an exited process leaves the gauge", |s| {
         gauge(s).is_none()
     });
+}
+
+/// A Go program matched at run time by its comm (no `exe` in the target) gets pid-scoped
+/// probes when the agent reads its exec event, a moment after its runtime started: the
+/// goroutines created before that are unknown. So the gauge counts goroutines created since
+/// the attach minus those exited: here at least the G held ones and at most G + R; and when
+/// the G goroutines end it falls by exactly G. The exposition stays promtool-clean with the
+/// uprobe families filled.
+#[test]
+fn goroutines_of_a_go_program_matched_at_run_time() {
+    const G: f64 = 1000.0;
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique_name("sfgp");
+    let bin = build_go("goroutines", dir.path(), &name);
+    let service = format!("{name}-svc");
+    let agent = Agent::start(&format!(
+        "targets:\n  - service: {service}\n    comm: {name}\n"
+    ));
+    let attached = |s: &Scrape| {
+        s.value(
+            "steadfast_uprobe_attachments",
+            &[("probe", "goroutines"), ("scope", "process")],
+        )
+        .unwrap_or(0.0)
+    };
+    let mut w = Interactive::spawn(&bin, &["1000", "wait"]);
+    w.expect("started");
+    wait_for(&agent, "pid-scoped goroutine probes", |s| {
+        attached(s) == 1.0
+    });
+    w.step();
+    let ready = w.read_line();
+    let gomaxprocs: f64 = ready.rsplit(' ').next().unwrap().parse().unwrap();
+    let r = 1.0 + 4.0 + gomaxprocs;
+    let gauge = |s: &Scrape| s.value("steadfast_go_goroutines", &[("service", &service)]);
+    let s = agent.scrape();
+    promtool_check(&s);
+    let at_ready = gauge(&s).unwrap_or_else(|| panic!("no gauge: {}", agent.log()));
+    eprintln!("ready: gauge {at_ready}, G {G}, R {r}");
+    assert!(
+        (G..=G + r).contains(&at_ready),
+        "gauge {at_ready} outside [G, G + R]"
+    );
+    w.step();
+    assert_eq!(w.read_line(), "done 1");
+    let at_done = gauge(&agent.scrape());
+    eprintln!("done: gauge {at_done:?}");
+    assert_eq!(at_done, Some(at_ready - G), "the gauge falls by G");
+    w.finish();
+    wait_for(&agent, "pid-scoped probes detached at exit", |s| {
+        attached(s) == 0.0 && gauge(s).is_none()
+    });
+}
+
+/// `promtool check metrics` accepts the exposition (Debian's prometheus package).
+fn promtool_check(s: &Scrape) {
+    use std::io::Write;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (scripts/setup --test installs Debian's prometheus)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(s.0.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,5 +1,6 @@
 // Holds exactly G goroutines (argv[1]) blocked on a channel. Protocol over stdin/stdout:
 //
+//	"started", then waits for a line     only with a second argument "wait"
 //	"ready <numgoroutine> <gomaxprocs>"  once the G goroutines are parked
 //	(waits for a line)                   releases them, waits until every one has exited
 //	"done <numgoroutine>"
@@ -28,8 +29,12 @@ func main() {
 	if err != nil {
 		panic(err)
 	}
-	runtime.GC()
 	in := bufio.NewReader(os.Stdin)
+	if len(os.Args) > 2 && os.Args[2] == "wait" {
+		fmt.Println("started")
+		in.ReadString('\n')
+	}
+	runtime.GC()
 	release := make(chan struct{})
 	var parked, wg sync.WaitGroup
 	parked.Add(g)
