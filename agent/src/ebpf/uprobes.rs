@@ -4,19 +4,24 @@
 //!
 //! Each `UProbe` program is loaded once and attached many times: per process (a perf event
 //! scoped to one pid, so the breakpoint exists only in that process) or per executable file
-//! (every process that maps it, from its first instruction). Every attachment keeps its link
-//! ids, so it can be detached on its own when its process exits.
+//! (every process that maps it, from its first instruction). Every attachment owns its links
+//! (taken out of the program), so it can be detached on its own when its process exits.
+//!
+//! Detaching is slow: closing a uprobe perf event waits for an RCU grace period (hundreds of
+//! milliseconds for a set of links, measured here), and the agent's runtime has one thread.
+//! So detached link sets go to a background thread that drops them, and the pipeline never
+//! waits for it.
 
 use std::{
     num::NonZeroU32,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{mpsc, Arc, Mutex},
 };
 
 use agent_common::uprobe::{AllocCounts, GoCounts};
 use aya::{
     programs::{
-        uprobe::{UProbeLinkId, UProbeScope},
+        uprobe::{UProbeLink, UProbeScope},
         UProbe,
     },
     Ebpf,
@@ -94,15 +99,19 @@ pub enum AttachError {
     },
 }
 
-/// The links of one attachment (one process or one file, one probe set).
+/// The links of one attachment (one process or one file, one probe set). Dropping it
+/// detaches them.
 #[derive(Debug)]
 pub struct LinkSet {
-    links: Vec<(&'static str, UProbeLinkId)>,
+    _links: Vec<UProbeLink>,
 }
 
 /// The uprobe programs, loaded and ready to attach, and their counter maps.
 pub struct Uprobes {
     ebpf: Arc<Mutex<Ebpf>>,
+    /// Where detached link sets go to be dropped off the runtime's thread (None: the thread
+    /// could not be started; then they are dropped in place).
+    reaper: Option<mpsc::Sender<LinkSet>>,
     allocations_loaded: bool,
     goroutines_loaded: bool,
     pub alloc_counts: AllocCountMap,
@@ -144,8 +153,16 @@ impl Uprobes {
         allocations_loaded: bool,
         goroutines_loaded: bool,
     ) -> Self {
+        let (tx, rx) = mpsc::channel::<LinkSet>();
+        let reaper = std::thread::Builder::new()
+            .name("uprobe-detach".into())
+            .spawn(move || rx.into_iter().for_each(drop))
+            .map_err(|e| tracing::warn!(error = %e, "no detach thread: detaching inline"))
+            .ok()
+            .map(|_| tx);
         Self {
             ebpf,
+            reaper,
             allocations_loaded,
             goroutines_loaded,
             alloc_counts: maps.0,
@@ -181,10 +198,16 @@ impl Uprobes {
         self.attach_all(&GO_POINTS, exe, scope)
     }
 
-    /// Detaches every link of an attachment (errors mean the link is gone already).
+    /// Detaches every link of an attachment, in the background.
     pub fn detach(&mut self, set: LinkSet) {
-        let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
-        detach_links(&mut ebpf, set.links);
+        match &self.reaper {
+            Some(tx) => {
+                if let Err(mpsc::SendError(set)) = tx.send(set) {
+                    drop(set);
+                }
+            }
+            None => drop(set),
+        }
     }
 
     fn attach_all(
@@ -198,7 +221,10 @@ impl Uprobes {
         for &(name, function) in points {
             let attached = program(&mut ebpf, name)
                 .ok_or(aya::programs::ProgramError::NotLoaded)
-                .and_then(|p| p.attach(function, path, scope))
+                .and_then(|p| {
+                    let id = p.attach(function, path, scope)?;
+                    p.take_link(id)
+                })
                 .map_err(|source| AttachError::Attach {
                     program: name,
                     function,
@@ -206,23 +232,16 @@ impl Uprobes {
                     source: Box::new(source),
                 });
             match attached {
-                Ok(id) => links.push((name, id)),
+                Ok(link) => links.push(link),
                 Err(e) => {
                     // All or nothing: a half-attached set would count some calls only.
-                    detach_links(&mut ebpf, links);
+                    drop(ebpf);
+                    self.detach(LinkSet { _links: links });
                     return Err(e);
                 }
             }
         }
-        Ok(LinkSet { links })
-    }
-}
-
-fn detach_links(ebpf: &mut Ebpf, links: Vec<(&'static str, UProbeLinkId)>) {
-    for (name, id) in links {
-        if let Some(p) = program(ebpf, name) {
-            let _ = p.detach(id);
-        }
+        Ok(LinkSet { _links: links })
     }
 }
 

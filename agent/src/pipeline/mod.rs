@@ -125,6 +125,12 @@ impl Pipeline {
             return;
         };
         let target = self.naming.target_of(&facts);
+        tracing::trace!(
+            tgid,
+            ?facts,
+            matched = target.is_some(),
+            "considering uprobes"
+        );
         self.uprobe_targets.on_process(tgid, &facts, target, u);
     }
 

@@ -119,6 +119,7 @@ impl<L> UprobeTargets<L> {
             return;
         }
         let Some((i, t)) = target else { return };
+        tracing::debug!(tgid, service = %t.service, "target process seen");
         if t.allocations && !self.processes.contains_key(&(tgid, Probe::Allocations)) {
             let r = self.reserve().and_then(|()| a.attach_allocations(tgid));
             self.record(i, t, Probe::Allocations, r, |s, l| {
@@ -161,6 +162,7 @@ impl<L> UprobeTargets<L> {
         self.seen.remove(&tgid);
         for p in [Probe::Allocations, Probe::Goroutines] {
             if let Some(l) = self.processes.remove(&(tgid, p)) {
+                tracing::debug!(tgid, probe = p.label(), "uprobes detached");
                 a.detach(l);
             }
         }
@@ -213,7 +215,10 @@ impl<L> UprobeTargets<L> {
         keep: impl FnOnce(&mut Self, L),
     ) {
         match r {
-            Ok(l) => keep(self, l),
+            Ok(l) => {
+                tracing::debug!(service = %t.service, probe = probe.label(), "uprobes attached");
+                keep(self, l)
+            }
             Err(e) => {
                 *self.failures.entry(probe).or_default() += 1;
                 if self.logged.insert((i, probe)) {
