@@ -7,13 +7,17 @@
 //! - Goroutines: a target that names an `exe` which is a Go program gets the probes on the
 //!   *file* at start-up (or when the file first shows up running): every process of that
 //!   binary started afterwards is counted from its first instruction, so its gauge is exact.
-//!   Other matches get a pid-scoped attachment when seen, and count from then on.
+//!   Other matches get a pid-scoped attachment when seen, and count from then on. A file is
+//!   known by device and inode, not path: a binary replaced at the same path (a redeploy) is
+//!   another file and gets its own attachment; the old one is detached once no process runs
+//!   it and its path names another file.
 //! - At most `max_attachments` attachments at once; failures (limit included) are counted per
 //!   probe and logged once per target and probe, never fatal. Pid-scoped attachments are
 //!   detached when their process exits or execs another program.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
@@ -65,11 +69,25 @@ pub fn go_check(path: &Path) -> bool {
     is_go_binary(path).unwrap_or(false)
 }
 
+/// Identity of a file: its device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+fn file_id(path: &Path) -> Option<FileId> {
+    std::fs::metadata(path).ok().map(|m| FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+    })
+}
+
 #[derive(Debug)]
 pub struct UprobeTargets<L> {
     max_attachments: usize,
-    /// Go executables with file-wide goroutine probes, by configured path.
-    files: HashMap<PathBuf, L>,
+    /// Go executables with file-wide goroutine probes, with the target's path.
+    files: HashMap<FileId, (PathBuf, L)>,
     /// Pid-scoped attachments.
     processes: HashMap<(u32, Probe), L>,
     /// Processes already considered (until they exit or exec).
@@ -78,6 +96,8 @@ pub struct UprobeTargets<L> {
     /// (target index, probe) whose failure was logged.
     logged: HashSet<(usize, Probe)>,
     is_go: GoCheck,
+    /// procfs (a directory of `<tgid>/exe` links in tests).
+    proc: PathBuf,
 }
 
 impl<L> UprobeTargets<L> {
@@ -90,7 +110,20 @@ impl<L> UprobeTargets<L> {
             failures: BTreeMap::new(),
             logged: HashSet::new(),
             is_go,
+            proc: PathBuf::from("/proc"),
         }
+    }
+
+    #[cfg(test)]
+    fn with_proc(mut self, proc: &Path) -> Self {
+        self.proc = proc.to_path_buf();
+        self
+    }
+
+    /// A process's executable: procfs' link reaches the file it runs even inside another
+    /// mount namespace, or when its path now names another file.
+    fn exe_link(&self, tgid: u32) -> PathBuf {
+        self.proc.join(tgid.to_string()).join("exe")
     }
 
     /// At start-up: file-wide goroutine probes on every target `exe` that is a Go program.
@@ -100,8 +133,8 @@ impl<L> UprobeTargets<L> {
                 continue;
             };
             let path = Path::new(exe);
-            if path.exists() && (self.is_go)(path) {
-                self.attach_file(i, t, path, a);
+            if let Some(id) = file_id(path).filter(|_| (self.is_go)(path)) {
+                self.attach_file(i, t, id, path, exe, a);
             }
         }
     }
@@ -129,18 +162,18 @@ impl<L> UprobeTargets<L> {
         if !t.goroutines {
             return;
         }
-        let exe = facts.exe.as_deref().map(Path::new);
-        if exe.is_some_and(|e| self.files.contains_key(e)) {
+        let link = self.exe_link(tgid);
+        let Some(id) = file_id(&link) else { return };
+        if self.files.contains_key(&id) {
             return; // covered by the file-wide probes
         }
-        // procfs' exe link reaches the file even inside another mount namespace.
-        let link = PathBuf::from(format!("/proc/{tgid}/exe"));
         if !(self.is_go)(&link) {
             return;
         }
-        match (t.exe.as_deref(), exe) {
-            // The target names this file: probe the file, for this and every later process.
-            (Some(te), Some(e)) if Path::new(te) == e => self.attach_file(i, t, e, a),
+        match (t.exe.as_deref(), facts.exe.as_deref()) {
+            // The target names this file's path: probe the file (through the link, which
+            // reaches this very file) for this and every later process of it.
+            (Some(te), Some(e)) if te == e => self.attach_file(i, t, id, &link, te, a),
             _ => {
                 let r = self
                     .reserve()
@@ -168,30 +201,54 @@ impl<L> UprobeTargets<L> {
         }
     }
 
-    /// Forgets processes that are gone without an exit event.
+    /// Forgets processes that are gone without an exit event, and detaches file-wide probes
+    /// of replaced executables that no process runs any more.
     pub fn sweep<A: Attacher<Links = L>>(&mut self, alive: impl Fn(u32) -> bool, a: &mut A) {
         let gone: Vec<u32> = self.seen.iter().copied().filter(|&t| !alive(t)).collect();
         for tgid in gone {
             self.on_exit(tgid, a);
         }
+        let stale: Vec<FileId> = self
+            .files
+            .iter()
+            .filter(|(id, (path, _))| file_id(path) != Some(**id))
+            .map(|(id, _)| *id)
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let running: HashSet<FileId> = self
+            .seen
+            .iter()
+            .filter_map(|&t| file_id(&self.exe_link(t)))
+            .collect();
+        for id in stale.into_iter().filter(|id| !running.contains(id)) {
+            if let Some((path, l)) = self.files.remove(&id) {
+                tracing::debug!(path = %path.display(), "replaced executable: goroutine probes detached");
+                a.detach(l);
+            }
+        }
     }
 
+    /// Attaches file-wide probes to the file `id`, reached through `path`; `target_path` is
+    /// the path the target names (to notice when it names another file).
     fn attach_file<A: Attacher<Links = L>>(
         &mut self,
         i: usize,
         t: &Target,
+        id: FileId,
         path: &Path,
+        target_path: &str,
         a: &mut A,
     ) {
-        if self.files.contains_key(path) {
+        if self.files.contains_key(&id) {
             return;
         }
         let r = self
             .reserve()
             .and_then(|()| a.attach_goroutines(path, None));
-        let key = path.to_path_buf();
         self.record(i, t, Probe::Goroutines, r, |s, l| {
-            s.files.insert(key, l);
+            s.files.insert(id, (PathBuf::from(target_path), l));
         });
     }
 
@@ -322,22 +379,63 @@ mod tests {
         assert_eq!(u.attachments()[&(Probe::Allocations, "process")], 0);
     }
 
+    /// A fake procfs: `<tgid>/exe` links to files in `dir`.
+    fn run(proc: &Path, tgid: u32, exe: &Path) {
+        let d = proc.join(tgid.to_string());
+        std::fs::create_dir_all(&d).unwrap();
+        std::os::unix::fs::symlink(exe, d.join("exe")).unwrap();
+    }
+
     #[test]
     fn go_exe_targets_are_probed_by_file_others_by_pid() {
-        let mut u = UprobeTargets::new(8, |_| true);
+        let dir = tempfile::tempdir().unwrap();
+        let proc = dir.path().join("proc");
+        let bin = dir.path().join("app");
+        let other = dir.path().join("other");
+        std::fs::write(&bin, b"v1").unwrap();
+        std::fs::write(&other, b"x").unwrap();
+        let mut u = UprobeTargets::new(8, |_| true).with_proc(&proc);
         let mut a = Fake::default();
-        let by_exe = target(Some("/proc/self/exe"), false);
+        let by_exe = target(Some(bin.to_str().unwrap()), false);
         u.start(std::slice::from_ref(&by_exe), &mut a);
-        assert_eq!(a.calls, ["go /proc/self/exe None"]);
+        assert_eq!(a.calls, [format!("go {} None", bin.display())]);
         // A process of that file is covered already.
-        u.on_process(20, &facts("/proc/self/exe"), Some((0, &by_exe)), &mut a);
+        run(&proc, 20, &bin);
+        u.on_process(
+            20,
+            &facts(bin.to_str().unwrap()),
+            Some((0, &by_exe)),
+            &mut a,
+        );
         assert_eq!(a.calls.len(), 1);
         // A Go process matched by comm only: pid-scoped, through its exe link.
         let by_comm = target(None, false);
+        run(&proc, 21, &other);
         u.on_process(21, &facts("/opt/other"), Some((1, &by_comm)), &mut a);
-        assert_eq!(a.calls[1], "go /proc/21/exe Some(21)");
+        assert_eq!(a.calls[1], format!("go {}/21/exe Some(21)", proc.display()));
         u.on_exit(21, &mut a);
         assert_eq!(a.live.len(), 1, "the file-wide attachment stays");
+
+        // A redeploy: a new file at the same path is another file, probed on its own; the old
+        // one is detached once its last process is gone.
+        // (The old file stays open, as it stays mapped by its running process in real life,
+        // so its inode number is not reused.)
+        let _old = std::fs::File::open(&bin).unwrap();
+        let new = dir.path().join("app.new");
+        std::fs::write(&new, b"v2").unwrap();
+        std::fs::rename(&new, &bin).unwrap();
+        run(&proc, 22, &bin);
+        u.on_process(
+            22,
+            &facts(bin.to_str().unwrap()),
+            Some((0, &by_exe)),
+            &mut a,
+        );
+        assert_eq!(a.calls[2], format!("go {}/22/exe None", proc.display()));
+        assert_eq!(u.attachments()[&(Probe::Goroutines, "file")], 2);
+        u.sweep(|t| t != 20, &mut a);
+        assert_eq!(u.attachments()[&(Probe::Goroutines, "file")], 1);
+        assert_eq!(a.live.len(), 1);
     }
 
     #[test]
