@@ -125,12 +125,6 @@ impl Pipeline {
             return;
         };
         let target = self.naming.target_of(&facts);
-        tracing::trace!(
-            tgid,
-            ?facts,
-            matched = target.is_some(),
-            "considering uprobes"
-        );
         self.uprobe_targets.on_process(tgid, &facts, target, u);
     }
 
@@ -165,13 +159,14 @@ impl Pipeline {
         // Uprobes follow processes: detach at exit (or exec: the old image is gone), attach
         // right after exec, while the new image has hardly run.
         for (kind, tgid) in lifecycle {
+            if kind != PROC_EXEC && kind != PROC_EXIT {
+                continue;
+            }
             if let Some(u) = self.sources.uprobes.as_mut() {
                 self.uprobe_targets.on_exit(tgid, u);
             }
             if kind == PROC_EXEC {
                 self.consider_uprobes(tgid);
-            } else {
-                debug_assert_eq!(kind, PROC_EXIT);
             }
         }
         if let Some(maps) = self.sources.syscalls.as_mut() {
