@@ -14,6 +14,7 @@
 
 use std::{
     num::NonZeroU32,
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
     path::{Path, PathBuf},
     sync::{mpsc, Arc, Mutex},
 };
@@ -198,6 +199,31 @@ impl Uprobes {
         self.attach_all(&GO_POINTS, exe, scope)
     }
 
+    /// Runs of the (allocation, goroutine) programs the kernel skipped since load.
+    ///
+    /// A uprobe program is of the kprobe type, and the kernel does not run one on a CPU where
+    /// another kprobe-type program, or a BPF map syscall of any process (the agent reading its
+    /// maps, for one), holds that CPU's guard; the skipped run is counted in the program's
+    /// `recursion_misses`. Each skipped run is one call or one goroutine event not counted.
+    pub fn missed(&self) -> (u64, u64) {
+        let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sum = |names: &[&str], loaded: bool| -> u64 {
+            if !loaded {
+                return 0;
+            }
+            let mut total = 0;
+            for name in names {
+                if let Some(fd) = program(&mut ebpf, name).and_then(|p| p.fd().ok()) {
+                    total += recursion_misses(fd.as_fd()).unwrap_or(0);
+                }
+            }
+            total
+        };
+        let alloc = sum(&ALLOC_PROGRAMS, self.allocations_loaded);
+        let go = sum(&GO_PROGRAMS, self.goroutines_loaded);
+        (alloc, go)
+    }
+
     /// Detaches every link of an attachment, in the background.
     pub fn detach(&mut self, set: LinkSet) {
         match &self.reaper {
@@ -243,6 +269,36 @@ impl Uprobes {
         }
         Ok(LinkSet { _links: links })
     }
+}
+
+/// `recursion_misses` of a loaded program (`BPF_OBJ_GET_INFO_BY_FD`), None if unavailable.
+fn recursion_misses(fd: BorrowedFd<'_>) -> Option<u64> {
+    use aya_obj::generated::{bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, bpf_prog_info};
+    /// The `info` member of `union bpf_attr`; the kernel accepts an attr this short.
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    // SAFETY: bpf_prog_info is a plain C struct of integers: all zeroes is a valid value.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<bpf_prog_info>() as u32,
+        info: (&mut info as *mut bpf_prog_info) as u64,
+    };
+    // SAFETY: the kernel writes at most `info_len` bytes into `info`, which outlives the call,
+    // and reads `attr` of the size given; the fd is a live program fd borrowed for the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+            &mut attr as *mut InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    (ret == 0).then_some(info.recursion_misses)
 }
 
 /// The uprobe program `name` (None if the object lacks it or it is of another type).

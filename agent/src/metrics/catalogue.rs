@@ -254,6 +254,18 @@ fn encode_uprobes(p: &Pipeline, encoder: &mut DescriptorEncoder) -> Result<(), s
     for (probe, &n) in p.uprobe_targets.failures() {
         ConstCounter::new(n).encode(family.encode_family(&[("probe", probe.label())])?)?;
     }
+    let mut family = encoder.encode_descriptor(
+        "uprobe_missed",
+        "Runs of the uprobe programs the kernel skipped (another kprobe-type program or a BPF map syscall held that CPU's guard), by probe: each is one call or goroutine event not counted.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (probe, n) in [
+        ("allocations", p.uprobe_missed.0),
+        ("goroutines", p.uprobe_missed.1),
+    ] {
+        ConstCounter::new(n).encode(family.encode_family(&[("probe", probe)])?)?;
+    }
     Ok(())
 }
 

@@ -72,6 +72,8 @@ pub struct Pipeline {
     pub allocations: AllocStats,
     pub goroutines: GoStats,
     pub uprobe_targets: UprobeTargets<LinkSet>,
+    /// Runs of the (allocation, goroutine) uprobe programs the kernel skipped.
+    pub uprobe_missed: (u64, u64),
     pub telemetry: Telemetry,
     generation: u64,
 }
@@ -103,6 +105,7 @@ impl Pipeline {
                 config.probes.uprobes.max_attachments,
                 uprobe_targets::go_check,
             ),
+            uprobe_missed: (0, 0),
             telemetry: Telemetry::default(),
             generation: 0,
         };
@@ -219,6 +222,7 @@ impl Pipeline {
             let mut go = Vec::new();
             u.go_counts.snapshot(&mut go);
             self.goroutines.fold(&go, &mut service_of);
+            self.uprobe_missed = u.missed();
         }
 
         // Processes whose exit came before the previous collection: their final counts have
