@@ -140,7 +140,16 @@ fn try_return(ptr: u64) -> Result<(), i64> {
     }
     c.bytes += p.size;
     let key = PtrKey { tgid, _pad: 0, ptr };
-    if ALLOC_PTRS.insert(key, p.size, 0).is_ok() {
+    if let Some(stale) = ALLOC_PTRS.get_ptr_mut(key) {
+        // The allocator handed out a pointer we still hold: its free was not seen (a skipped
+        // run, or a path not probed). That block is gone: count it freed, record the new one.
+        // SAFETY: the entry is this process's; a concurrent delete only makes it stale.
+        unsafe {
+            c.freed_bytes += *stale;
+            *stale = p.size;
+        }
+        c.tracked_bytes += p.size;
+    } else if ALLOC_PTRS.insert(key, p.size, 0).is_ok() {
         c.tracked_bytes += p.size;
     }
     Ok(())
