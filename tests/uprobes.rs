@@ -177,13 +177,19 @@ fn missed(s: &Scrape, probe: &str) -> f64 {
 
 /// Builds `tests/workloads/<src>.go` with Debian's go into `dir/<name>`.
 fn build_go(src: &str, dir: &Path, name: &str) -> PathBuf {
+    build_go_with(src, dir, name, &[])
+}
+
+fn build_go_with(src: &str, dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/workloads")
         .join(format!("{src}.go"));
     let out = dir.join(name);
     let home = dir.join("gohome");
     let status = Command::new("go")
-        .args(["build", "-o"])
+        .arg("build")
+        .args(flags)
+        .arg("-o")
         .arg(&out)
         .arg(&source)
         .env("HOME", &home)
@@ -326,6 +332,42 @@ fn goroutines_of_a_go_program_matched_at_run_time() {
     wait_for(&agent, "pid-scoped probes detached at exit", |s| {
         attached(s) == 0.0 && gauge(s).is_none()
     });
+}
+
+/// A stripped Go binary (`-ldflags=-s`: no symbol table) cannot be probed: the failure is
+/// counted and logged, and the agent carries on serving.
+#[test]
+fn attach_failures_are_counted_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique_name("sfst");
+    let bin = build_go_with("goroutines", dir.path(), &name, &["-ldflags=-s -w"]);
+    let agent = Agent::start(&format!(
+        "targets:\n  - service: stripped\n    exe: {}\n",
+        bin.display()
+    ));
+    let s = agent.scrape();
+    assert_eq!(
+        s.value(
+            "steadfast_uprobe_attach_failures_total",
+            &[("probe", "goroutines")]
+        ),
+        Some(1.0),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(
+        s.value(
+            "steadfast_uprobe_attachments",
+            &[("probe", "goroutines"), ("scope", "file")]
+        ),
+        Some(0.0)
+    );
+    assert!(
+        agent.log().contains("cannot attach uprobes"),
+        "{}",
+        agent.log()
+    );
+    agent.scrape();
 }
 
 /// `promtool check metrics` accepts the exposition (Debian's prometheus package).
