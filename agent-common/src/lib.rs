@@ -8,6 +8,7 @@ pub mod process;
 pub mod syscall;
 pub mod task;
 pub mod tcp;
+pub mod uprobe;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -23,6 +24,10 @@ mod pod {
     unsafe impl aya::Pod for crate::tcp::TcpOffsets {}
     unsafe impl aya::Pod for crate::tcp::TcpCounts {}
     unsafe impl aya::Pod for crate::tcp::TcpEvent {}
+    unsafe impl aya::Pod for crate::uprobe::AllocCounts {}
+    unsafe impl aya::Pod for crate::uprobe::PendingAlloc {}
+    unsafe impl aya::Pod for crate::uprobe::PtrKey {}
+    unsafe impl aya::Pod for crate::uprobe::GoCounts {}
 }
 
 pub mod loss {

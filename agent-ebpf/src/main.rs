@@ -3,7 +3,9 @@
 #![no_std]
 #![no_main]
 
+mod allocations;
 mod config;
+mod goroutines;
 mod loss;
 mod process;
 mod syscall_latency;

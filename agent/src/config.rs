@@ -195,6 +195,29 @@ pub struct Target {
     /// systemd unit, e.g. `nginx.service`.
     #[serde(default)]
     pub unit: Option<String>,
+    /// Count libc `malloc`/`calloc`/`realloc`/`free` of matching processes with uprobes
+    /// (~1.7 µs per call, plus a uretprobe on the allocating calls): opt-in.
+    #[serde(default)]
+    pub allocations: bool,
+    /// Count goroutines of matching processes that are Go programs (uprobes on the Go
+    /// runtime, only paid when goroutines start or end); does nothing for other programs.
+    #[serde(default = "yes")]
+    pub goroutines: bool,
+}
+
+impl Target {
+    /// A target that only names processes (no uprobe opt-ins beyond the defaults).
+    pub fn named(service: &str) -> Self {
+        Self {
+            service: service.into(),
+            comm: None,
+            exe: None,
+            cgroup: None,
+            unit: None,
+            allocations: false,
+            goroutines: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -286,6 +309,8 @@ pub struct ProbesConfig {
     pub memory: MemoryProbeConfig,
     #[serde(default)]
     pub tcp: TcpProbeConfig,
+    #[serde(default)]
+    pub uprobes: UprobesConfig,
     /// Ring buffers wake the agent only once this many bytes wait (0: on every event); the
     /// agent drains them every second anyway.
     #[serde(default)]
@@ -311,6 +336,48 @@ impl Default for TasksProbeConfig {
         Self {
             enabled: true,
             max_processes: default_max_processes(),
+        }
+    }
+}
+
+/// Bounds of the uprobe-based probes (allocations, goroutines), which act on `targets` only.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UprobesConfig {
+    /// Attachments at once: one per (process, probe), or one per Go executable file.
+    #[serde(default = "default_max_attachments")]
+    pub max_attachments: u32,
+    /// Processes with allocation or goroutine counters in the kernel (LRU).
+    #[serde(default = "default_uprobe_max_processes")]
+    pub max_processes: u32,
+    /// Live allocations whose size is remembered for outstanding bytes (LRU).
+    #[serde(default = "default_max_pointers")]
+    pub max_pointers: u32,
+    /// Threads inside an allocation call at once (LRU).
+    #[serde(default = "default_uprobe_max_threads")]
+    pub max_threads: u32,
+}
+
+const fn default_max_attachments() -> u32 {
+    64
+}
+const fn default_uprobe_max_processes() -> u32 {
+    4096
+}
+const fn default_max_pointers() -> u32 {
+    262_144
+}
+const fn default_uprobe_max_threads() -> u32 {
+    16_384
+}
+
+impl Default for UprobesConfig {
+    fn default() -> Self {
+        Self {
+            max_attachments: default_max_attachments(),
+            max_processes: default_uprobe_max_processes(),
+            max_pointers: default_max_pointers(),
+            max_threads: default_uprobe_max_threads(),
         }
     }
 }
@@ -592,6 +659,32 @@ impl Config {
                 "must be in 256..=4194304".into(),
             );
         }
+        let u = &self.probes.uprobes;
+        for (key, value, range) in [
+            (
+                "probes.uprobes.max_attachments",
+                u.max_attachments,
+                1..=4096,
+            ),
+            (
+                "probes.uprobes.max_processes",
+                u.max_processes,
+                256..=1 << 20,
+            ),
+            (
+                "probes.uprobes.max_pointers",
+                u.max_pointers,
+                1024..=1 << 24,
+            ),
+            ("probes.uprobes.max_threads", u.max_threads, 256..=1 << 22),
+        ] {
+            if !range.contains(&value) {
+                bad(
+                    key,
+                    format!("must be in {}..={}", range.start(), range.end()),
+                );
+            }
+        }
         if self.probes.memory.interval_secs == 0 {
             bad("probes.memory.interval_secs", "must be at least 1".into());
         }
@@ -761,6 +854,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("probes.tcp.ring_buffer_bytes"), "{err}");
+    }
+
+    #[test]
+    fn target_opt_ins_default_and_parse() {
+        let c = Config::parse(
+            "targets:\n  - service: a\n    comm: a\n  - service: b\n    exe: /bin/b\n    allocations: true\n    goroutines: false\n",
+            "c.yaml",
+        )
+        .unwrap();
+        assert!(!c.targets[0].allocations && c.targets[0].goroutines);
+        assert!(c.targets[1].allocations && !c.targets[1].goroutines);
+        let err = Config::parse(
+            "targets:\n  - service: a\n    comm: a\n    allocs: true\n",
+            "c.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `allocs`"), "{err}");
+        match Config::parse("probes:\n  uprobes:\n    max_attachments: 0\n", "c.yaml") {
+            Err(ConfigError::Invalid { problems, .. }) => {
+                assert_eq!(problems[0].key, "probes.uprobes.max_attachments")
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
     }
 
     #[test]

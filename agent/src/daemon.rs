@@ -199,11 +199,14 @@ async fn drain_on_wakeup(ready: AsyncFd<OwnedFd>, pipeline: Arc<Mutex<Pipeline>>
                 return;
             }
         };
+        // Clear before draining: a record that lands after the drain read the ring wakes us
+        // again, whereas clearing afterwards could swallow its (only) wakeup, leaving it for
+        // the next once-a-second collection.
+        guard.clear_ready();
         pipeline
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .drain_events();
-        guard.clear_ready();
     }
 }
 

@@ -294,6 +294,14 @@ impl Interactive {
         assert_eq!(got.trim_end(), line, "workload said {got:?}");
     }
 
+    /// Reads one line the workload printed (without its newline).
+    pub fn read_line(&mut self) -> String {
+        use std::io::BufRead;
+        let mut got = String::new();
+        self.out.read_line(&mut got).unwrap();
+        got.trim_end().to_string()
+    }
+
     /// Sends one line to the workload.
     pub fn step(&mut self) {
         self.child

@@ -6,8 +6,11 @@ mod loss;
 mod percpu_table;
 mod ring;
 mod tcp_events;
+mod uprobes;
 
 use agent_common::{process::ProcEvent, syscall::SlowSyscallEvent};
+use std::sync::{Arc, Mutex};
+
 use aya::{
     maps::{Array, MapData},
     programs::BtfTracePoint,
@@ -18,6 +21,7 @@ pub use loss::LossCounters;
 pub use percpu_table::{PerCpuTable, SyscallErrorMap, SyscallHistMap, TaskCountMap};
 pub use ring::{decode, EventRing};
 pub use tcp_events::{TcpCountsMap, TcpEvents, TcpProbe};
+pub use uprobes::{libc_in_maps, AllocCountMap, AttachError, GoCountMap, LinkSet, Uprobes};
 
 use crate::config::{Config, SyscallProbeConfig};
 
@@ -44,9 +48,10 @@ pub enum ProbeError {
     MissingMap(&'static str),
 }
 
-/// The attached programs and their links. Dropping this detaches every program.
+/// The attached programs and their links. Dropping this (and `Uprobes`, which shares it to
+/// attach at run time) detaches every program.
 pub struct Attached {
-    _ebpf: Ebpf,
+    _ebpf: Arc<Mutex<Ebpf>>,
 }
 
 /// The syscall probe's maps.
@@ -65,6 +70,8 @@ pub struct Probes {
     pub process_events: EventRing<ProcEvent>,
     pub loss: LossCounters,
     pub tcp: Option<TcpProbe>,
+    /// Uprobe programs, loaded when some target opts in; attached per process by the pipeline.
+    pub uprobes: Option<Uprobes>,
 }
 
 impl Probes {
@@ -92,6 +99,11 @@ impl Probes {
         // Zeros when the probe is off: its programs are then neither loaded nor attached.
         let tcp_offsets = tcp_offsets.unwrap_or_default();
         let tcp_wakeup = u64::from(tcp.wakeup_min_bytes);
+        let u = &config.probes.uprobes;
+        let allocations = config.targets.iter().any(|t| t.allocations);
+        let goroutines = config.targets.iter().any(|t| t.goroutines);
+        // Maps of probe sets no target uses stay small (LRU maps need room per CPU).
+        let sized = |on: bool, n: u32| if on { n } else { 256 };
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("WAKEUP_MIN_BYTES", &config.probes.wakeup_min_bytes, true)
@@ -104,6 +116,10 @@ impl Probes {
             .map_max_entries("SYSCALL_ERRORS", syscalls.max_error_keys)
             .map_max_entries("SYSCALL_EVENTS", syscalls.events_ring_buffer_bytes)
             .map_max_entries("TASKS", config.probes.tasks.max_processes)
+            .map_max_entries("ALLOC_PENDING", sized(allocations, u.max_threads))
+            .map_max_entries("ALLOC_PTRS", sized(allocations, u.max_pointers))
+            .map_max_entries("ALLOC_COUNTS", sized(allocations, u.max_processes))
+            .map_max_entries("GO_COUNTS", sized(goroutines, u.max_processes))
             .map_max_entries(
                 "PROC_EVENTS",
                 config.probes.process_events.ring_buffer_bytes,
@@ -174,6 +190,14 @@ impl Probes {
         } else {
             None
         };
+        let uprobe_maps = if allocations || goroutines {
+            Some(Uprobes::load(&mut ebpf, allocations, goroutines)?)
+        } else {
+            None
+        };
+        let ebpf = Arc::new(Mutex::new(ebpf));
+        let uprobes =
+            uprobe_maps.map(|maps| Uprobes::new(ebpf.clone(), maps, allocations, goroutines));
         Ok(Self {
             attached: Attached { _ebpf: ebpf },
             syscalls: syscall_maps,
@@ -181,6 +205,7 @@ impl Probes {
             process_events,
             loss,
             tcp,
+            uprobes,
         })
     }
 }

@@ -3,7 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use agent_common::syscall::{bucket_upper_ns, Hist, HIST_BUCKETS};
+use agent_common::{
+    syscall::{bucket_upper_ns, Hist, HIST_BUCKETS},
+    uprobe::call_name,
+};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet},
@@ -303,6 +306,7 @@ impl Collector for PipelineCollector {
         }
 
         encode_tcp(&p, &mut encoder)?;
+        encode_uprobes(&p, &mut encoder)?;
 
         let t = &p.telemetry;
         let mut received = encoder.encode_descriptor(
@@ -398,6 +402,98 @@ fn encode_tcp(p: &Pipeline, encoder: &mut DescriptorEncoder) -> Result<(), std::
         None,
         MetricType::Counter,
     )?)?;
+    Ok(())
+}
+
+/// The uprobe-based families: allocations and goroutines of targets, and the attachments.
+fn encode_uprobes(p: &Pipeline, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let svc = |id| p.services.name(id);
+    let mut family = encoder.encode_descriptor(
+        "alloc_calls",
+        "libc allocation calls of targets with allocations: true, by call (malloc, calloc, realloc, free) and service.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (&(service, kind), &n) in p.allocations.calls() {
+        let labels = [("call", call_name(kind)), ("service", svc(service))];
+        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "alloc",
+        "Bytes handed out by malloc, calloc and realloc (the new size) to targets with allocations: true.",
+        Some(&Unit::Bytes),
+        MetricType::Counter,
+    )?;
+    for (&service, &n) in p.allocations.bytes() {
+        ConstCounter::new(n).encode(family.encode_family(&[("service", svc(service))])?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "alloc_outstanding",
+        "Bytes allocated and not freed yet by the service's live processes (allocations seen since attach whose size was recorded).",
+        Some(&Unit::Bytes),
+        MetricType::Gauge,
+    )?;
+    for (&service, &n) in p.allocations.outstanding() {
+        ConstGauge::new(n).encode(family.encode_family(&[("service", svc(service))])?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "alloc_untracked_frees",
+        "free/realloc of pointers with no recorded size (allocated before attach, by memalign and friends, or evicted: raise probes.uprobes.max_pointers if this grows).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (&service, &n) in p.allocations.untracked_frees() {
+        ConstCounter::new(n).encode(family.encode_family(&[("service", svc(service))])?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "go_goroutines",
+        "Live goroutines of the service's Go processes (the runtime's own included): created minus exited since the probes were attached.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (&service, &n) in p.goroutines.live() {
+        ConstGauge::new(n).encode(family.encode_family(&[("service", svc(service))])?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "go_goroutines_created",
+        "Goroutines the service's Go processes created since the probes were attached.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (&service, &n) in p.goroutines.created() {
+        ConstCounter::new(n).encode(family.encode_family(&[("service", svc(service))])?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "uprobe_attachments",
+        "Uprobe attachments now, by probe (allocations, goroutines) and scope (process, or file: every process of a Go executable).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for ((probe, scope), n) in p.uprobe_targets.attachments() {
+        let labels = [("probe", probe.label()), ("scope", scope)];
+        ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "uprobe_attach_failures",
+        "Uprobe attachments that failed or hit probes.uprobes.max_attachments, by probe.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (probe, &n) in p.uprobe_targets.failures() {
+        ConstCounter::new(n).encode(family.encode_family(&[("probe", probe.label())])?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "uprobe_missed",
+        "Runs of the uprobe programs the kernel skipped (another kprobe-type program or a BPF map syscall held that CPU's guard), by probe: each is one call or goroutine event not counted.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (probe, n) in [
+        ("allocations", p.uprobe_missed.0),
+        ("goroutines", p.uprobe_missed.1),
+    ] {
+        ConstCounter::new(n).encode(family.encode_family(&[("probe", probe)])?)?;
+    }
     Ok(())
 }
 

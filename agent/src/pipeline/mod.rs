@@ -3,23 +3,28 @@
 //! once a second.
 
 pub mod delta;
+pub mod go_elf;
 pub mod memory;
 pub mod processes;
 pub mod services;
 pub mod syscall_stats;
 pub mod task_stats;
 pub mod tcp_stats;
+pub mod uprobe_stats;
+pub mod uprobe_targets;
 
 use std::time::{Duration, Instant};
 
 use agent_common::{
     loss::{LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS, LOSS_TCP_EVENTS},
-    process::ProcEvent,
+    process::{ProcEvent, PROC_EXEC, PROC_EXIT},
 };
 
 use crate::{
     config::Config,
-    ebpf::{EventRing, LossCounters, Probes, SyscallMaps, TaskCountMap, TcpProbe},
+    ebpf::{
+        EventRing, LinkSet, LossCounters, Probes, SyscallMaps, TaskCountMap, TcpProbe, Uprobes,
+    },
     export::{SpanRecord, SpanSink},
     telemetry::Telemetry,
 };
@@ -29,6 +34,8 @@ use services::{Naming, ServiceNames};
 use syscall_stats::SyscallStats;
 use task_stats::{procfs_threads, TaskStats};
 use tcp_stats::TcpStats;
+use uprobe_stats::{AllocStats, GoStats};
+use uprobe_targets::UprobeTargets;
 
 /// Every this many collections, forget processes that vanished without an exit event and
 /// discover those that appeared without an exec (forks).
@@ -42,6 +49,7 @@ pub struct Sources {
     pub tasks: Option<TaskCountMap>,
     pub tcp: Option<TcpProbe>,
     pub loss: Option<LossCounters>,
+    pub uprobes: Option<Uprobes>,
 }
 
 impl From<Probes> for (crate::ebpf::Attached, Sources) {
@@ -54,6 +62,7 @@ impl From<Probes> for (crate::ebpf::Attached, Sources) {
                 tasks: p.tasks,
                 tcp: p.tcp,
                 loss: Some(p.loss),
+                uprobes: p.uprobes,
             },
         )
     }
@@ -68,6 +77,11 @@ pub struct Pipeline {
     pub tasks: TaskStats,
     pub tcp: TcpStats,
     pub memory: Memory,
+    pub allocations: AllocStats,
+    pub goroutines: GoStats,
+    pub uprobe_targets: UprobeTargets<LinkSet>,
+    /// Runs of the (allocation, goroutine) uprobe programs the kernel skipped.
+    pub uprobe_missed: (u64, u64),
     pub telemetry: Telemetry,
     generation: u64,
     /// Where slow syscalls go as spans, when OTLP export is on.
@@ -98,12 +112,22 @@ impl Pipeline {
                 config.probes.memory.enabled,
                 Duration::from_secs(config.probes.memory.interval_secs),
             ),
+            allocations: AllocStats::default(),
+            goroutines: GoStats::default(),
+            uprobe_targets: UprobeTargets::new(
+                config.probes.uprobes.max_attachments,
+                uprobe_targets::go_check,
+            ),
+            uprobe_missed: (0, 0),
             telemetry: Telemetry::default(),
             generation: 0,
             span_sink: None,
             unix_minus_monotonic_ns: crate::export::otlp::unix_now_ns()
                 .saturating_sub(crate::ebpf::monotonic_ns()),
         };
+        if let Some(u) = p.sources.uprobes.as_mut() {
+            p.uprobe_targets.start(p.naming.targets(), u);
+        }
         p.discover();
         p
     }
@@ -113,6 +137,21 @@ impl Pipeline {
         self.span_sink = Some(sink);
     }
 
+    /// Considers a live process for uprobes (targets that opt in); once per process.
+    fn consider_uprobes(&mut self, tgid: u32) {
+        let Some(u) = self.sources.uprobes.as_mut() else {
+            return;
+        };
+        if self.uprobe_targets.is_seen(tgid) {
+            return;
+        }
+        let Some(facts) = services::ProcessFacts::from_procfs(tgid) else {
+            return;
+        };
+        let target = self.naming.target_of(&facts);
+        self.uprobe_targets.on_process(tgid, &facts, target, u);
+    }
+
     /// Names every process in procfs that the table does not know yet (except the agent: the
     /// probes leave it out too).
     fn discover(&mut self) {
@@ -120,6 +159,7 @@ impl Pipeline {
         for tgid in procfs_tgids().into_iter().filter(|&t| t != me) {
             self.processes
                 .service_of(tgid, &mut self.services, &mut self.naming);
+            self.consider_uprobes(tgid);
         }
     }
 
@@ -127,12 +167,31 @@ impl Pipeline {
     /// events find their process named).
     pub fn drain_events(&mut self) {
         let generation = self.generation;
+        let mut lifecycle = Vec::new();
         if let Some(ring) = self.sources.process_events.as_mut() {
             let (processes, services, naming) =
                 (&mut self.processes, &mut self.services, &mut self.naming);
-            let (ok, malformed) =
-                ring.drain(|ev| processes.on_event(&ev, generation, services, naming));
+            let watch = self.sources.uprobes.is_some();
+            let (ok, malformed) = ring.drain(|ev| {
+                processes.on_event(&ev, generation, services, naming);
+                if watch {
+                    lifecycle.push((ev.kind, ev.tgid));
+                }
+            });
             self.telemetry.add_received(LOSS_PROC_EVENTS, ok, malformed);
+        }
+        // Uprobes follow processes: detach at exit (or exec: the old image is gone), attach
+        // right after exec, while the new image has hardly run.
+        for (kind, tgid) in lifecycle {
+            if kind != PROC_EXEC && kind != PROC_EXIT {
+                continue;
+            }
+            if let Some(u) = self.sources.uprobes.as_mut() {
+                self.uprobe_targets.on_exit(tgid, u);
+            }
+            if kind == PROC_EXEC {
+                self.consider_uprobes(tgid);
+            }
         }
         if let Some(maps) = self.sources.syscalls.as_mut() {
             let (processes, services, naming, stats, sink) = (
@@ -197,6 +256,15 @@ impl Pipeline {
             probe.counts.snapshot(&mut counts);
             self.tcp.fold(&counts, &mut service_of);
         }
+        if let Some(u) = self.sources.uprobes.as_ref() {
+            let mut allocs = Vec::new();
+            u.alloc_counts.snapshot(&mut allocs);
+            self.allocations.fold(&allocs, &mut service_of);
+            let mut go = Vec::new();
+            u.go_counts.snapshot(&mut go);
+            self.goroutines.fold(&go, &mut service_of);
+            self.uprobe_missed = u.missed();
+        }
 
         // Processes whose exit was drained before this collection's snapshot: their final
         // counts have just been folded, so their kernel keys and names can go. (A straggler
@@ -206,8 +274,11 @@ impl Pipeline {
             self.forget_process(tgid);
         }
         if generation.is_multiple_of(SWEEP_EVERY) {
-            self.processes
-                .sweep(|tgid| std::path::Path::new(&format!("/proc/{tgid}")).exists());
+            let alive = |tgid| std::path::Path::new(&format!("/proc/{tgid}")).exists();
+            self.processes.sweep(alive);
+            if let Some(u) = self.sources.uprobes.as_mut() {
+                self.uprobe_targets.sweep(alive, u);
+            }
             self.discover();
         }
         if self.sources.tasks.is_some() {
@@ -215,6 +286,10 @@ impl Pipeline {
                 .update_live(self.processes.live(), procfs_threads);
         }
         self.memory.refresh(Instant::now(), self.processes.live());
+        if self.sources.uprobes.is_some() {
+            self.allocations.update_live(self.processes.live());
+            self.goroutines.update_live(self.processes.live());
+        }
 
         self.telemetry.tracked_processes = self.processes.len() as u64;
         self.telemetry.syscall_hist_keys = self.syscalls.hist.len() as u64;
@@ -242,6 +317,12 @@ impl Pipeline {
             }
         }
         self.tasks.forget(tgid);
+        if let Some(u) = self.sources.uprobes.as_mut() {
+            u.alloc_counts.remove(&tgid);
+            u.go_counts.remove(&tgid);
+        }
+        self.allocations.forget(tgid);
+        self.goroutines.forget(tgid);
         self.processes.remove(tgid);
     }
 

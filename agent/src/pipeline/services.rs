@@ -124,6 +124,18 @@ impl Naming {
         Self { targets }
     }
 
+    /// The first target a process matches, with its index in the configured list.
+    pub fn target_of(&self, facts: &ProcessFacts) -> Option<(usize, &Target)> {
+        self.targets
+            .iter()
+            .enumerate()
+            .find(|(_, t)| matches(t, facts))
+    }
+
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
+    }
+
     pub fn name(&self, facts: &ProcessFacts) -> String {
         if let Some(t) = self.targets.iter().find(|t| matches(t, facts)) {
             return t.service.clone();
@@ -169,7 +181,7 @@ mod tests {
                 comm: comm.map(Into::into),
                 exe: exe.map(Into::into),
                 cgroup: cgroup.map(Into::into),
-                unit: None,
+                ..Target::named(service)
             };
         let naming = Naming::new(vec![
             target("api", Some("api-bin"), Some("/usr/bin/api-bin"), None),

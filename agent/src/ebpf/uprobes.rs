@@ -1,0 +1,365 @@
+//! Attaching and detaching the uprobe programs (allocations, goroutines) at run time, and the
+//! readers of their counter maps. The pipeline decides what to attach where
+//! (`pipeline::uprobe_targets`); this module only acts on the kernel.
+//!
+//! Each `UProbe` program is loaded once and attached many times: per process (a perf event
+//! scoped to one pid, so the breakpoint exists only in that process) or per executable file
+//! (every process that maps it, from its first instruction). Every attachment owns its links
+//! (taken out of the program), so it can be detached on its own when its process exits.
+//!
+//! Detaching is slow: closing a uprobe perf event waits for an RCU grace period (hundreds of
+//! milliseconds for a set of links, measured here), and the agent's runtime has one thread.
+//! So detached link sets go to a background thread that drops them, and the pipeline never
+//! waits for it.
+
+use std::{
+    num::NonZeroU32,
+    os::fd::{AsFd, AsRawFd, BorrowedFd},
+    path::{Path, PathBuf},
+    sync::{mpsc, Arc, Mutex},
+};
+
+use agent_common::uprobe::{AllocCounts, GoCounts};
+use aya::{
+    programs::{
+        uprobe::{UProbeLink, UProbeScope},
+        UProbe,
+    },
+    Ebpf,
+};
+
+use super::{
+    percpu_table::{PerCpuSum, PerCpuTable},
+    ProbeError,
+};
+
+pub type AllocCountMap = PerCpuTable<u32, AllocCounts>;
+pub type GoCountMap = PerCpuTable<u32, GoCounts>;
+
+impl PerCpuSum for AllocCounts {
+    fn add(&mut self, o: &Self) {
+        for (a, b) in self.calls.iter_mut().zip(o.calls.iter()) {
+            *a += b;
+        }
+        self.bytes += o.bytes;
+        self.tracked_bytes += o.tracked_bytes;
+        self.freed_bytes += o.freed_bytes;
+        self.untracked_frees += o.untracked_frees;
+    }
+}
+
+impl PerCpuSum for GoCounts {
+    fn add(&mut self, o: &Self) {
+        self.created += o.created;
+        self.exited += o.exited;
+    }
+}
+
+/// libc functions and the program attached to each (`alloc_return` is the uretprobe).
+const ALLOC_POINTS: [(&str, &str); 7] = [
+    ("malloc_enter", "malloc"),
+    ("calloc_enter", "calloc"),
+    ("realloc_enter", "realloc"),
+    ("free_enter", "free"),
+    ("alloc_return", "malloc"),
+    ("alloc_return", "calloc"),
+    ("alloc_return", "realloc"),
+];
+
+/// Go runtime functions and the program attached to each (entries only: no uretprobes on
+/// Go code, whose stacks move).
+const GO_POINTS: [(&str, &str); 2] = [
+    ("go_newproc", "runtime.newproc1"),
+    ("go_goexit", "runtime.goexit0"),
+];
+
+/// Programs loaded at start.
+const ALLOC_PROGRAMS: [&str; 5] = [
+    "malloc_enter",
+    "calloc_enter",
+    "realloc_enter",
+    "free_enter",
+    "alloc_return",
+];
+const GO_PROGRAMS: [&str; 2] = ["go_newproc", "go_goexit"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("the {0} probes are not loaded (no target opts in)")]
+    NotLoaded(&'static str),
+    #[error("reading /proc/{pid}/maps: {source}")]
+    Maps { pid: u32, source: std::io::Error },
+    #[error("pid 0 is not a process")]
+    BadPid,
+    #[error("attaching {program} to {function} in {path}: {source}")]
+    Attach {
+        program: &'static str,
+        function: &'static str,
+        path: String,
+        source: Box<aya::programs::ProgramError>,
+    },
+}
+
+/// The links of one attachment (one process or one file, one probe set). Dropping it
+/// detaches them.
+#[derive(Debug)]
+pub struct LinkSet {
+    _links: Vec<UProbeLink>,
+}
+
+/// The uprobe programs, loaded and ready to attach, and their counter maps.
+pub struct Uprobes {
+    ebpf: Arc<Mutex<Ebpf>>,
+    /// Where detached link sets go to be dropped off the runtime's thread (None: the thread
+    /// could not be started; then they are dropped in place).
+    reaper: Option<mpsc::Sender<LinkSet>>,
+    allocations_loaded: bool,
+    goroutines_loaded: bool,
+    pub alloc_counts: AllocCountMap,
+    pub go_counts: GoCountMap,
+}
+
+impl Uprobes {
+    /// Loads (verifies) the programs of the probe sets some target uses and takes the maps.
+    pub(super) fn load(
+        ebpf: &mut Ebpf,
+        allocations: bool,
+        goroutines: bool,
+    ) -> Result<(AllocCountMap, GoCountMap), ProbeError> {
+        let alloc_counts =
+            AllocCountMap::new(super::take_map(ebpf, "ALLOC_COUNTS")?, "ALLOC_COUNTS")?;
+        let go_counts = GoCountMap::new(super::take_map(ebpf, "GO_COUNTS")?, "GO_COUNTS")?;
+        let mut names: Vec<&'static str> = Vec::new();
+        if allocations {
+            names.extend(ALLOC_PROGRAMS);
+        }
+        if goroutines {
+            names.extend(GO_PROGRAMS);
+        }
+        for name in names {
+            program(ebpf, name)
+                .ok_or(ProbeError::Program {
+                    name,
+                    source: aya::programs::ProgramError::NotLoaded,
+                })?
+                .load()
+                .map_err(|source| ProbeError::Program { name, source })?;
+        }
+        Ok((alloc_counts, go_counts))
+    }
+
+    pub(super) fn new(
+        ebpf: Arc<Mutex<Ebpf>>,
+        maps: (AllocCountMap, GoCountMap),
+        allocations_loaded: bool,
+        goroutines_loaded: bool,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel::<LinkSet>();
+        let reaper = std::thread::Builder::new()
+            .name("uprobe-detach".into())
+            .spawn(move || rx.into_iter().for_each(drop))
+            .map_err(|e| tracing::warn!(error = %e, "no detach thread: detaching inline"))
+            .ok()
+            .map(|_| tx);
+        Self {
+            ebpf,
+            reaper,
+            allocations_loaded,
+            goroutines_loaded,
+            alloc_counts: maps.0,
+            go_counts: maps.1,
+        }
+    }
+
+    /// Attaches the allocation probes to the libc that process `pid` has mapped, for that
+    /// process only.
+    pub fn attach_allocations(&mut self, pid: u32) -> Result<LinkSet, AttachError> {
+        if !self.allocations_loaded {
+            return Err(AttachError::NotLoaded("allocation"));
+        }
+        let pid = NonZeroU32::new(pid).ok_or(AttachError::BadPid)?;
+        let libc = libc_of(pid.get())?;
+        self.attach_all(&ALLOC_POINTS, &libc, UProbeScope::OneProcess(pid))
+    }
+
+    /// Attaches the goroutine probes to a Go executable: for every process running it
+    /// (`pid` None), or for one process.
+    pub fn attach_goroutines(
+        &mut self,
+        exe: &Path,
+        pid: Option<u32>,
+    ) -> Result<LinkSet, AttachError> {
+        if !self.goroutines_loaded {
+            return Err(AttachError::NotLoaded("goroutine"));
+        }
+        let scope = match pid {
+            None => UProbeScope::AllProcesses,
+            Some(p) => UProbeScope::OneProcess(NonZeroU32::new(p).ok_or(AttachError::BadPid)?),
+        };
+        self.attach_all(&GO_POINTS, exe, scope)
+    }
+
+    /// Runs of the (allocation, goroutine) programs the kernel skipped since load.
+    ///
+    /// A uprobe program is of the kprobe type, and the kernel does not run one on a CPU where
+    /// another kprobe-type program, or a BPF map syscall of any process (the agent reading its
+    /// maps, for one), holds that CPU's guard; the skipped run is counted in the program's
+    /// `recursion_misses`. Each skipped run is one call or one goroutine event not counted.
+    pub fn missed(&self) -> (u64, u64) {
+        let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sum = |names: &[&str], loaded: bool| -> u64 {
+            if !loaded {
+                return 0;
+            }
+            let mut total = 0;
+            for name in names {
+                if let Some(fd) = program(&mut ebpf, name).and_then(|p| p.fd().ok()) {
+                    total += recursion_misses(fd.as_fd()).unwrap_or(0);
+                }
+            }
+            total
+        };
+        let alloc = sum(&ALLOC_PROGRAMS, self.allocations_loaded);
+        let go = sum(&GO_PROGRAMS, self.goroutines_loaded);
+        (alloc, go)
+    }
+
+    /// Detaches every link of an attachment, in the background.
+    pub fn detach(&mut self, set: LinkSet) {
+        match &self.reaper {
+            Some(tx) => {
+                if let Err(mpsc::SendError(set)) = tx.send(set) {
+                    drop(set);
+                }
+            }
+            None => drop(set),
+        }
+    }
+
+    fn attach_all(
+        &mut self,
+        points: &[(&'static str, &'static str)],
+        path: &Path,
+        scope: UProbeScope,
+    ) -> Result<LinkSet, AttachError> {
+        let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        let mut links = Vec::with_capacity(points.len());
+        for &(name, function) in points {
+            let attached = program(&mut ebpf, name)
+                .ok_or(aya::programs::ProgramError::NotLoaded)
+                .and_then(|p| {
+                    let id = p.attach(function, path, scope)?;
+                    p.take_link(id)
+                })
+                .map_err(|source| AttachError::Attach {
+                    program: name,
+                    function,
+                    path: path.display().to_string(),
+                    source: Box::new(source),
+                });
+            match attached {
+                Ok(link) => links.push(link),
+                Err(e) => {
+                    // All or nothing: a half-attached set would count some calls only.
+                    drop(ebpf);
+                    self.detach(LinkSet { _links: links });
+                    return Err(e);
+                }
+            }
+        }
+        Ok(LinkSet { _links: links })
+    }
+}
+
+/// `recursion_misses` of a loaded program (`BPF_OBJ_GET_INFO_BY_FD`), None if unavailable.
+fn recursion_misses(fd: BorrowedFd<'_>) -> Option<u64> {
+    use aya_obj::generated::{bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, bpf_prog_info};
+    /// The `info` member of `union bpf_attr`; the kernel accepts an attr this short.
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    // SAFETY: bpf_prog_info is a plain C struct of integers: all zeroes is a valid value.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<bpf_prog_info>() as u32,
+        info: (&mut info as *mut bpf_prog_info) as u64,
+    };
+    // SAFETY: the kernel writes at most `info_len` bytes into `info`, which outlives the call,
+    // and reads `attr` of the size given; the fd is a live program fd borrowed for the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+            &mut attr as *mut InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    (ret == 0).then_some(info.recursion_misses)
+}
+
+/// The uprobe program `name` (None if the object lacks it or it is of another type).
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Option<&'a mut UProbe> {
+    ebpf.program_mut(name)?.try_into().ok()
+}
+
+/// The libc of a process. When it is mapped, as a path that reaches that file from this
+/// mount namespace (`/proc/<pid>/root/...`, so processes in containers work too).
+///
+/// Right after exec (which is when the agent normally sees a process) the dynamic loader has
+/// not mapped libc yet: then the libc the loader will pick is this system's, found through
+/// `/etc/ld.so.cache` (aya resolves the name `libc` so). A uprobe belongs to the file, not
+/// to a mapping, so the kernel inserts the breakpoints when the loader maps it: every call is
+/// seen, glibc's own start-up allocations included. (A process in another mount namespace
+/// caught that early gets the host's libc, which it does not use: nothing is counted for it.)
+fn libc_of(pid: u32) -> Result<PathBuf, AttachError> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(|source| AttachError::Maps { pid, source })?;
+    Ok(match libc_in_maps(&maps) {
+        Some(path) => PathBuf::from(format!("/proc/{pid}/root{path}")),
+        None => PathBuf::from("libc"),
+    })
+}
+
+/// The path of the first mapped file named `libc.so*` or `libc-*.so` in a maps file.
+pub fn libc_in_maps(maps: &str) -> Option<&str> {
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| {
+            let name = p.rsplit('/').next().unwrap_or(p);
+            name.starts_with("libc.so") || (name.starts_with("libc-") && name.ends_with(".so"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libc_is_found_in_maps() {
+        let maps = "00400000-00401000 r-xp 00000000 08:01 12 /usr/bin/cat\n\
+                    7f00-7f01 r--p 00000000 08:01 13 /usr/lib/x86_64-linux-gnu/libcap.so.2\n\
+                    7f10-7f11 r-xp 00000000 08:01 14 /usr/lib/x86_64-linux-gnu/libc.so.6\n\
+                    7f20-7f21 rw-p 00000000 00:00 0 \n";
+        assert_eq!(
+            libc_in_maps(maps),
+            Some("/usr/lib/x86_64-linux-gnu/libc.so.6")
+        );
+        assert_eq!(
+            libc_in_maps("7f-7f r-xp 0 0:0 1 /lib/libc-2.31.so\n"),
+            Some("/lib/libc-2.31.so")
+        );
+        assert_eq!(
+            libc_in_maps("00400000-00401000 r-xp 0 0:0 1 /bin/static\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn this_process_maps_libc() {
+        assert!(libc_of(std::process::id()).unwrap().exists());
+    }
+}

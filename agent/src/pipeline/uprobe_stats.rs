@@ -1,0 +1,220 @@
+//! Allocation and goroutine series per service, folded from the kernel's per-tgid counters by
+//! difference (like the task counters).
+//!
+//! - Counters (calls by kind, bytes, untracked frees, goroutines created) only grow: an exited
+//!   process's counts stay in its service's totals.
+//! - Gauges (outstanding bytes, live goroutines) are sums over the *live* processes of the
+//!   service: when a process exits, its outstanding bytes and goroutines are gone with it.
+
+use std::collections::BTreeMap;
+
+use agent_common::uprobe::{AllocCounts, GoCounts, CALL_KINDS};
+
+use super::{
+    delta::{Cumulative, Deltas},
+    services::ServiceId,
+};
+
+impl Cumulative for AllocCounts {
+    fn since(&self, prev: &Self) -> Option<Self> {
+        let mut calls = [0; CALL_KINDS];
+        for (i, c) in calls.iter_mut().enumerate() {
+            *c = self.calls[i].checked_sub(prev.calls[i])?;
+        }
+        Some(AllocCounts {
+            calls,
+            bytes: self.bytes.checked_sub(prev.bytes)?,
+            tracked_bytes: self.tracked_bytes.checked_sub(prev.tracked_bytes)?,
+            freed_bytes: self.freed_bytes.checked_sub(prev.freed_bytes)?,
+            untracked_frees: self.untracked_frees.checked_sub(prev.untracked_frees)?,
+        })
+    }
+    fn is_zero(&self) -> bool {
+        *self == AllocCounts::default()
+    }
+}
+
+impl Cumulative for GoCounts {
+    fn since(&self, prev: &Self) -> Option<Self> {
+        Some(GoCounts {
+            created: self.created.checked_sub(prev.created)?,
+            exited: self.exited.checked_sub(prev.exited)?,
+        })
+    }
+    fn is_zero(&self) -> bool {
+        self.created == 0 && self.exited == 0
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct AllocStats {
+    pub counts: Deltas<u32, AllocCounts>,
+    calls: BTreeMap<(ServiceId, u32), u64>,
+    bytes: BTreeMap<ServiceId, u64>,
+    untracked_frees: BTreeMap<ServiceId, u64>,
+    outstanding: BTreeMap<ServiceId, i64>,
+}
+
+impl AllocStats {
+    pub fn fold(
+        &mut self,
+        snapshot: &[(u32, AllocCounts)],
+        mut service_of: impl FnMut(u32) -> ServiceId,
+    ) {
+        let (calls, bytes, untracked) =
+            (&mut self.calls, &mut self.bytes, &mut self.untracked_frees);
+        self.counts.fold(snapshot, |&tgid, d| {
+            let s = service_of(tgid);
+            for (kind, &n) in d.calls.iter().enumerate() {
+                if n != 0 {
+                    *calls.entry((s, kind as u32)).or_default() += n;
+                }
+            }
+            *bytes.entry(s).or_default() += d.bytes;
+            *untracked.entry(s).or_default() += d.untracked_frees;
+        });
+    }
+
+    /// Outstanding bytes of the live processes: recorded allocations not freed yet.
+    pub fn update_live(&mut self, live: impl Iterator<Item = (u32, ServiceId)>) {
+        self.outstanding.clear();
+        for (tgid, service) in live {
+            if let Some(c) = self.counts.last(&tgid) {
+                let o = c.tracked_bytes as i64 - c.freed_bytes as i64;
+                *self.outstanding.entry(service).or_default() += o.max(0);
+            }
+        }
+    }
+
+    pub fn forget(&mut self, tgid: u32) {
+        self.counts.forget(&tgid);
+    }
+
+    /// Calls by (service, kind).
+    pub fn calls(&self) -> &BTreeMap<(ServiceId, u32), u64> {
+        &self.calls
+    }
+    pub fn bytes(&self) -> &BTreeMap<ServiceId, u64> {
+        &self.bytes
+    }
+    pub fn untracked_frees(&self) -> &BTreeMap<ServiceId, u64> {
+        &self.untracked_frees
+    }
+    pub fn outstanding(&self) -> &BTreeMap<ServiceId, i64> {
+        &self.outstanding
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct GoStats {
+    pub counts: Deltas<u32, GoCounts>,
+    created: BTreeMap<ServiceId, u64>,
+    live: BTreeMap<ServiceId, i64>,
+}
+
+impl GoStats {
+    pub fn fold(
+        &mut self,
+        snapshot: &[(u32, GoCounts)],
+        mut service_of: impl FnMut(u32) -> ServiceId,
+    ) {
+        let created = &mut self.created;
+        self.counts.fold(snapshot, |&tgid, d| {
+            *created.entry(service_of(tgid)).or_default() += d.created;
+        });
+    }
+
+    /// Live goroutines of the live processes: created minus exited since the probes were
+    /// attached (at least 0 per process: one probed mid-life may see more exits).
+    pub fn update_live(&mut self, live: impl Iterator<Item = (u32, ServiceId)>) {
+        self.live.clear();
+        for (tgid, service) in live {
+            if let Some(c) = self.counts.last(&tgid) {
+                let n = c.created as i64 - c.exited as i64;
+                *self.live.entry(service).or_default() += n.max(0);
+            }
+        }
+    }
+
+    pub fn forget(&mut self, tgid: u32) {
+        self.counts.forget(&tgid);
+    }
+
+    pub fn created(&self) -> &BTreeMap<ServiceId, u64> {
+        &self.created
+    }
+    pub fn live(&self) -> &BTreeMap<ServiceId, i64> {
+        &self.live
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocations_fold_and_outstanding_follows_live_processes() {
+        let mut a = AllocStats::default();
+        let c = |malloc, free, tracked, freed| AllocCounts {
+            calls: [malloc, 0, 0, free],
+            bytes: tracked,
+            tracked_bytes: tracked,
+            freed_bytes: freed,
+            untracked_frees: 0,
+        };
+        a.fold(&[(7, c(10, 5, 1000, 400))], |_| 1);
+        a.fold(&[(7, c(10, 5, 1000, 400))], |_| 1);
+        a.update_live([(7, 1)].into_iter());
+        assert_eq!(a.calls()[&(1, 0)], 10);
+        assert_eq!(a.calls()[&(1, 3)], 5);
+        assert_eq!(a.bytes()[&1], 1000);
+        assert_eq!(a.outstanding()[&1], 600);
+        // The process exits: its counts stay, its outstanding bytes go.
+        a.update_live(std::iter::empty());
+        assert!(a.outstanding().is_empty());
+        assert_eq!(a.bytes()[&1], 1000);
+    }
+
+    #[test]
+    fn goroutines_gauge_is_created_minus_exited() {
+        let mut g = GoStats::default();
+        g.fold(
+            &[(
+                7,
+                GoCounts {
+                    created: 1007,
+                    exited: 0,
+                },
+            )],
+            |_| 2,
+        );
+        g.update_live([(7, 2)].into_iter());
+        assert_eq!(g.live()[&2], 1007);
+        g.fold(
+            &[(
+                7,
+                GoCounts {
+                    created: 1007,
+                    exited: 1000,
+                },
+            )],
+            |_| 2,
+        );
+        g.update_live([(7, 2)].into_iter());
+        assert_eq!(g.live()[&2], 7);
+        assert_eq!(g.created()[&2], 1007);
+        // Attached mid-life: more exits than creations seen, clamped.
+        g.fold(
+            &[(
+                8,
+                GoCounts {
+                    created: 1,
+                    exited: 5,
+                },
+            )],
+            |_| 3,
+        );
+        g.update_live([(8, 3)].into_iter());
+        assert_eq!(g.live()[&3], 0);
+    }
+}
