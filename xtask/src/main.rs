@@ -6,6 +6,7 @@
 //!   integration tests under `tests/` load real probes and need root).
 //! - `package`: the Debian package `target/deb/steadfast_<version>_<arch>.deb` from a release
 //!   build (see `package.rs`); prints its path on stdout.
+mod fuzz;
 mod package;
 
 use std::{
@@ -27,13 +28,14 @@ fn main() -> Result<()> {
             test(&root, &rest)
         }
         "test-only" => test(&root, &rest),
+        "fuzz" => fuzz::run(&root, &rest),
         "package" => {
             let deb = package::build(&root)?;
             println!("{}", deb.display());
             Ok(())
         }
         _ => {
-            eprintln!("usage: cargo xtask <lint|test|test-only|package> [cargo test args...]");
+            eprintln!("usage: cargo xtask <lint|test|test-only|package|fuzz> [cargo test args...]");
             bail!("unknown task {task:?}")
         }
     }
@@ -55,6 +57,16 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Where `scripts/setup` installs helper tools: `$STEADFAST_TOOLS`, else
+/// `~/.cache/steadfast/tools`.
+pub(crate) fn tools_dir() -> PathBuf {
+    env::var("STEADFAST_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            Path::new(&env::var("HOME").unwrap_or_default()).join(".cache/steadfast/tools")
+        })
+}
+
 pub(crate) fn cargo() -> Command {
     Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
@@ -63,11 +75,7 @@ pub(crate) fn cargo() -> Command {
 /// rustup toolchain, which has no core library for bpfel-unknown-none.
 fn ebpf_cargo(root: &Path) -> Command {
     let mut cmd = Command::new("/usr/bin/cargo-clippy");
-    let tools = env::var("STEADFAST_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            Path::new(&env::var("HOME").unwrap_or_default()).join(".cache/steadfast/tools")
-        });
+    let tools = tools_dir();
     let path = format!(
         "{}:{}",
         tools.join("bin").display(),

@@ -65,7 +65,7 @@ impl SpanRecord {
         Self {
             name: format!("syscall {syscall}"),
             start_unix_ns,
-            end_unix_ns: start_unix_ns + ev.latency_ns,
+            end_unix_ns: start_unix_ns.saturating_add(ev.latency_ns),
             attributes,
             error,
         }
