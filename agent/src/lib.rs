@@ -12,6 +12,8 @@ pub mod errno;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod rules;
+pub mod store;
 pub mod syscalls;
 pub mod telemetry;
 

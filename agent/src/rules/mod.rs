@@ -1,0 +1,5 @@
+//! The rule engine. See `file` (rule files), `expr` (PromQL subset), `alert` (alert state
+//! machine), `slo` (SLOs, error budgets, burn-rate alerts), `engine` (group evaluation and
+//! reload), `alertmanager` (notifications).
+
+pub mod expr;
