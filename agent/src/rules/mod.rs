@@ -2,4 +2,6 @@
 //! machine), `slo` (SLOs, error budgets, burn-rate alerts), `engine` (group evaluation and
 //! reload), `alertmanager` (notifications).
 
+pub mod alert;
 pub mod expr;
+pub mod file;
