@@ -3,5 +3,7 @@
 //! reload), `alertmanager` (notifications).
 
 pub mod alert;
+pub mod engine;
 pub mod expr;
 pub mod file;
+pub mod slo;
