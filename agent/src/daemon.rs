@@ -73,10 +73,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     tasks.spawn(collect_periodically(pipeline.clone()));
 
-    let state = AppState {
-        registry: Arc::new(metrics::registry(pipeline.clone())),
-        pipeline,
-    };
+    let mut registry = metrics::registry(pipeline.clone());
+    let rules = crate::rules::runtime::setup(&config, &mut registry, &mut tasks);
+    let registry = Arc::new(registry);
+    crate::rules::runtime::spawn(&rules, registry.clone(), &mut tasks);
+    let state = AppState { registry, pipeline };
     tracing::info!(address = %config.http.listen_address, "serving /metrics");
     let shutdown = async move {
         tokio::select! {
@@ -84,11 +85,13 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
             _ = sigint.recv() => tracing::info!("SIGINT: detaching probes"),
         }
     };
-    axum::serve(listener, metrics::server::router(state))
+    let router = metrics::server::router(state).merge(crate::rules::runtime::router(&rules));
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(DaemonError::Serve)?;
     tasks.abort_all();
+    rules.shutdown();
     drop(attached);
     tracing::info!("probes detached, exiting");
     Ok(())

@@ -3,7 +3,11 @@
 //! reload), `alertmanager` (notifications).
 
 pub mod alert;
+pub mod alertmanager;
 pub mod engine;
 pub mod expr;
 pub mod file;
+pub mod metrics;
+pub mod runtime;
 pub mod slo;
+pub mod unittest;

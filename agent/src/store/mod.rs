@@ -176,6 +176,16 @@ impl Store {
 
     /// Adds one scrape's samples at time `t` (ms). Series missing from it get a stale marker.
     pub fn ingest(&mut self, t: i64, samples: impl IntoIterator<Item = (Labels, f64)>) {
+        self.add(t, samples, true)
+    }
+
+    /// Adds samples at `t` without marking missing series stale (synthetic series in rule
+    /// tests, where a missing value is just missing; pass [`stale_marker`] to end a series).
+    pub fn append(&mut self, t: i64, samples: impl IntoIterator<Item = (Labels, f64)>) {
+        self.add(t, samples, false)
+    }
+
+    fn add(&mut self, t: i64, samples: impl IntoIterator<Item = (Labels, f64)>, mark_stale: bool) {
         if self.last_ingest.is_some_and(|last| t <= last) {
             return;
         }
@@ -196,7 +206,7 @@ impl Store {
         }
         let limits = self.limits;
         self.series.retain(|_, s| {
-            if s.newest().is_some_and(|(last, _)| last < t) && !s.stale {
+            if mark_stale && s.newest().is_some_and(|(last, _)| last < t) && !s.stale {
                 s.push(t, stale_marker());
             }
             s.trim(t, &limits);
