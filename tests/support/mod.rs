@@ -90,6 +90,11 @@ impl Agent {
         panic!("agent not ready after 30 s: {}", self.log());
     }
 
+    /// The agent's process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
