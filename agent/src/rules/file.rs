@@ -17,7 +17,7 @@
 //!     slos:
 //!       - name: fsync-latency
 //!         objective: 99.9           # percent
-//!         period: 30d               # 28d or 30d (any duration of at least 1d is accepted)
+//!         period: 30d               # usually 28d or 30d (1d to 366d are accepted)
 //!         sli:
 //!           latency:                # or events: {error_query: ..., total_query: ...}
 //!             histogram: steadfast_syscall_duration_seconds{syscall="fsync"}
@@ -579,8 +579,11 @@ impl<'a> Cx<'a> {
         });
         let period = self.required(&f, "period", "slo").and_then(|n| {
             let d = self.duration(n, "period")?;
-            if d < Duration::from_secs(86_400) {
-                self.err(n, "period: must be at least 1d (usually 28d or 30d)".into());
+            if d < Duration::from_secs(86_400) || d > Duration::from_secs(366 * 86_400) {
+                self.err(
+                    n,
+                    "period: must be between 1d and 366d (usually 28d or 30d)".into(),
+                );
                 return None;
             }
             Some(d)
