@@ -129,6 +129,8 @@ fn slo_rules(slo: &str, service: &str, alert: &str) -> String {
     )
 }
 
+/// Alertmanager holds the alert and it has not ended (`status.state` is not used: it reads
+/// `unprocessed` for a moment after each re-post).
 fn is_active(alerts: &[serde_json::Value], name: &str, severity: &str) -> bool {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -137,7 +139,6 @@ fn is_active(alerts: &[serde_json::Value], name: &str, severity: &str) -> bool {
     alerts.iter().any(|a| {
         a["labels"]["alertname"] == name
             && a["labels"]["severity"] == severity
-            && a["status"]["state"] == "active"
             && ends_after(a["endsAt"].as_str().unwrap_or(""), now)
     })
 }

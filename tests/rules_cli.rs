@@ -85,3 +85,38 @@ fn packaged_config_is_the_default() {
     let parsed = steadfast::config::Config::parse(&text, "steadfast.yaml").unwrap();
     assert_eq!(parsed, steadfast::config::Config::default());
 }
+
+#[test]
+fn rules_and_alertmanager_config_is_validated() {
+    use steadfast::config::{Config, ConfigError};
+    let c = Config::parse(
+        "rules:\n  directory: /tmp/r\n  evaluation_interval_secs: 5\nalertmanager:\n  url: http://127.0.0.1:9093\n",
+        "c.yaml",
+    )
+    .unwrap();
+    assert_eq!(c.rules.evaluation_interval_secs, 5);
+    assert_eq!(c.alertmanager.url.as_deref(), Some("http://127.0.0.1:9093"));
+    let bad = "rules:\n  evaluation_interval_secs: 0\n  max_series: 0\nalertmanager:\n  url: https://am\n  resend_interval_secs: 0\n";
+    match Config::parse(bad, "c.yaml") {
+        Err(ConfigError::Invalid { problems, .. }) => {
+            let keys: Vec<_> = problems.iter().map(|p| p.key).collect();
+            assert_eq!(
+                keys,
+                [
+                    "rules.evaluation_interval_secs",
+                    "rules.max_series",
+                    "alertmanager.url",
+                    "alertmanager.resend_interval_secs"
+                ]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = Config::parse("rules:\n  colour: red\n", "c.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unknown field `colour`") && err.contains("line 2"),
+        "{err}"
+    );
+}

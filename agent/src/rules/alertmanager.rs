@@ -185,6 +185,100 @@ mod tests {
         assert_eq!(rfc3339(1_794_571_200_000), "2026-11-13T12:00:00.000Z");
     }
 
+    /// A one-shot HTTP server answering each connection with the next status of `statuses`,
+    /// recording the request bodies.
+    fn server(statuses: Vec<u16>) -> (String, std::sync::mpsc::Receiver<String>) {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for status in statuses {
+                let (mut c, _) = l.accept().unwrap();
+                let mut buf = vec![0u8; 65536];
+                let mut got = String::new();
+                // read until the body (Content-Length) is complete
+                loop {
+                    let n = c.read(&mut buf).unwrap();
+                    got.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    if let Some((head, body)) = got.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            break;
+                        }
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = tx.send(got);
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        (url, rx)
+    }
+
+    fn notification() -> Notification {
+        let mut labels = crate::store::Labels::new();
+        labels.insert("alertname".into(), "A".into());
+        Notification {
+            labels,
+            annotations: Default::default(),
+            starts_at: 0,
+            ends_at: 1000,
+            generator_url: "http://x/".into(),
+        }
+    }
+
+    async fn settle(stats: &NotifierStats) {
+        for _ in 0..100 {
+            if stats.sent.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed) > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[test]
+    fn retries_a_server_error_and_gives_up_on_a_client_error() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // 503 then 200: delivered on the second attempt
+            let (url, rx) = server(vec![503, 200]);
+            let mut tasks = tokio::task::JoinSet::new();
+            let n = Notifier::spawn(&url, Duration::from_secs(2), &mut tasks);
+            n.send(vec![notification()]);
+            settle(&n.stats).await;
+            assert_eq!(n.stats.sent.load(Ordering::Relaxed), 1);
+            assert_eq!(n.stats.failed.load(Ordering::Relaxed), 0);
+            let first = rx.recv().unwrap();
+            assert!(first.starts_with("POST /api/v2/alerts HTTP/1.1"), "{first}");
+            assert!(first.contains(r#""alertname":"A""#), "{first}");
+            assert!(rx.recv().is_ok(), "retried");
+            // 400: not retried, counted as failed
+            let (url, rx) = server(vec![400]);
+            let n = Notifier::spawn(&url, Duration::from_secs(2), &mut tasks);
+            n.send(vec![notification(), notification()]);
+            settle(&n.stats).await;
+            assert_eq!(n.stats.failed.load(Ordering::Relaxed), 2);
+            assert_eq!(n.stats.sent.load(Ordering::Relaxed), 0);
+            assert!(rx.recv().is_ok());
+        });
+    }
+
     #[test]
     fn body_shape() {
         let mut labels = crate::store::Labels::new();

@@ -496,6 +496,24 @@ groups:
     }
 
     #[test]
+    fn signals_are_raised_while_their_rule_fires() {
+        let mut e = Engine::new(opts(None));
+        load(
+            &mut e,
+            "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: x > 5\n        signal: shed-batch\n",
+        );
+        e.ingest_text(0, "x 1\n").unwrap();
+        e.evaluate(0);
+        assert!(e.signals().is_empty());
+        e.ingest_text(1000, "x 10\n").unwrap();
+        e.evaluate(1000);
+        assert_eq!(e.signals().into_iter().collect::<Vec<_>>(), ["shed-batch"]);
+        e.ingest_text(2000, "x 1\n").unwrap();
+        e.evaluate(2000);
+        assert!(e.signals().is_empty());
+    }
+
+    #[test]
     fn missing_input_holds_a_firing_alert() {
         let mut e = Engine::new(opts(None));
         load(
