@@ -158,7 +158,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
         let unit_len = if rest.starts_with("ms") { 2 } else { 1 };
-        let unit = &rest[..unit_len.min(rest.len())];
+        let unit = rest.get(..unit_len).ok_or_else(bad)?;
         let i = units.iter().position(|(u, _)| *u == unit).ok_or_else(bad)?;
         if i < next_unit {
             return Err(bad());
@@ -766,6 +766,31 @@ mod tests {
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
         for bad in ["", "5", "m", "5x", "1m1h", "1.5h", "-1m", "5m5m"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn bad_input_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_duration(&text);
+            let _ = parse(&text, "p.yaml");
+        }
+
+        #[test]
+        fn yaml_shaped_input_never_panics(
+            keys in proptest::collection::vec(proptest::prop_oneof![
+                proptest::strategy::Just("groups:"), proptest::strategy::Just("- name: g"),
+                proptest::strategy::Just("rules:"), proptest::strategy::Just("slos:"),
+                proptest::strategy::Just("- alert: A"), proptest::strategy::Just("expr: x > 1"),
+                proptest::strategy::Just("for: 5é"), proptest::strategy::Just("objective: 99"),
+                proptest::strategy::Just("period: 30d"), proptest::strategy::Just("sli:"),
+                proptest::strategy::Just("latency:"), proptest::strategy::Just("events: *a"),
+                proptest::strategy::Just("labels: {a: [1]}"), proptest::strategy::Just("&a x: 1"),
+            ], 0..30),
+            indents in proptest::collection::vec(0usize..8, 30)
+        ) {
+            let text: String = keys.iter().zip(&indents).map(|(k, i)| format!("{}{k}\n", " ".repeat(*i))).collect();
+            let _ = parse(&text, "p.yaml");
         }
     }
 

@@ -139,6 +139,21 @@ mod tests {
         assert!(s[3].value.is_nan());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,300}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn exposition_shaped_text_never_panics(
+            name in "[a-z_]{1,8}", label in "[a-zé]{0,4}", value in "[a-z\"\\\\é]{0,6}", v in "\\PC{0,6}"
+        ) {
+            let _ = parse(&format!("{name}{{{label}=\"{value}\"}} {v}\n"));
+            let _ = parse(&format!("{name}{{{label}=\"{value}}} {v}\n"));
+        }
+    }
+
     #[test]
     fn le_is_canonical() {
         assert_eq!(canonical_le("5.0e-1"), "0.5");
