@@ -268,7 +268,12 @@ async fn watch_directory(rt: Arc<RulesRuntime>) {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     if let Err(e) = watcher.watch(&parent, RecursiveMode::NonRecursive) {
-        tracing::warn!(directory = %parent.display(), error = %e, "cannot watch the rules directory's parent");
+        // A missing parent is the default set-up without rules: nothing to say above debug.
+        if parent.exists() {
+            tracing::warn!(directory = %parent.display(), error = %e, "cannot watch the rules directory's parent: reload with SIGHUP or POST /-/reload");
+        } else {
+            tracing::debug!(directory = %parent.display(), "the rules directory's parent does not exist: not watched");
+        }
     }
     let _ = watcher.watch(&rt.dir, RecursiveMode::NonRecursive);
     while rx.recv().await.is_some() {

@@ -93,8 +93,9 @@ impl Series {
     }
 
     fn trim(&mut self, now: i64, limits: &StoreLimits) {
+        let raw_ms = limits.raw_ms.min(limits.retention_ms);
         while let Some(&(t, v)) = self.raw.front() {
-            if t > now - limits.raw_ms {
+            if t > now - raw_ms {
                 break;
             }
             self.raw.pop_front();
@@ -362,6 +363,24 @@ mod tests {
         let coarse = pts.len() - raw;
         assert!((8..=9).contains(&coarse), "{coarse} coarse samples");
         assert!(s.sample_count() < 140);
+    }
+
+    #[test]
+    fn retention_shorter_than_the_raw_window_is_honoured() {
+        let mut s = store();
+        s.configure(
+            StoreLimits {
+                retention_ms: 30_000,
+                ..s.limits()
+            },
+            vec![name("a")],
+        );
+        for i in 1..=100 {
+            s.ingest(i * 1000, [(l("a", &[]), i as f64)]);
+        }
+        let pts = &s.range(&name("a"), 0, 100_000)[0].1;
+        assert!(pts.iter().all(|(t, _)| *t > 70_000), "{pts:?}");
+        assert!(s.sample_count() <= 31);
     }
 
     #[test]
