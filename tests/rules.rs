@@ -125,6 +125,8 @@ fn slo_rules(slo: &str, service: &str, alert: &str) -> String {
           name: {alert}
           annotations:
             summary: "nanosleep of {service} burns at {{{{ $value | humanize }}}}x"
+        budget_policy:
+          signal: freeze-{slo}
 "#
     )
 }

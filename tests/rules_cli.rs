@@ -50,7 +50,7 @@ fn check_rules_accepts_the_packaged_rules_and_reports_every_file() {
     let good = repo("packaging/rules.d/host.yaml");
     let (code, out, err) = steadfast(&["check", "rules"], std::slice::from_ref(&good));
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ok (3 alerting rules, 1 SLOs)"), "{out}");
+    assert!(out.contains("ok (3 alerting rules, 2 SLOs)"), "{out}");
     // a good and a bad file: exit 1, the bad file's problems listed
     let bad = repo("tests/rules/three_mistakes.yaml");
     let (code, _, err) = steadfast(&["check", "rules"], &[good, bad]);
@@ -72,7 +72,7 @@ fn check_rules_accepts_the_packaged_rules_and_reports_every_file() {
 fn test_rules_passes_and_fails_the_right_examples() {
     let (code, out, err) = steadfast(&["test", "rules"], &[repo("tests/rules/host_test.yaml")]);
     assert_eq!(code, 0, "{out}{err}");
-    assert_eq!(out.matches("PASS:").count(), 3, "{out}");
+    assert_eq!(out.matches("PASS:").count(), 4, "{out}");
     let (code, out, _) = steadfast(&["test", "rules"], &[repo("tests/rules/failing_test.yaml")]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAILED: expects firing too early"), "{out}");
