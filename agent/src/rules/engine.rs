@@ -221,12 +221,16 @@ impl Engine {
             .fold((0, 0), |(r, s), g| (r + g.rules.len(), s + g.slos.len()))
     }
 
-    /// Feeds the store from exposition text.
+    /// Feeds the store from exposition text. Malformed lines are skipped (the first one is
+    /// returned as the error); every well-formed sample is ingested.
     pub fn ingest_text(&mut self, t: i64, text: &str) -> Result<(), exposition::ExpositionError> {
-        let samples = exposition::parse(text)?;
+        let (samples, errors) = exposition::parse_lenient(text);
         self.store
             .ingest(t, samples.into_iter().map(|s| (s.labels, s.value)));
-        Ok(())
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Evaluates every group that is due at `t`; returns what to send to Alertmanager.

@@ -173,12 +173,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(total))
 }
 
+/// Rule files larger than this are refused (memory stays bounded whatever is in the directory).
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
+
 /// Loads and checks files; every problem of every file, or the parsed files.
 pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<Vec<(String, RuleFile)>, Problems> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
     for path in paths {
         let shown = path.as_ref().display().to_string();
+        let too_big = std::fs::metadata(path.as_ref()).is_ok_and(|m| m.len() > MAX_FILE_BYTES);
+        if too_big {
+            problems.push(Problem {
+                file: shown,
+                line: 0,
+                column: 0,
+                message: format!("larger than {MAX_FILE_BYTES} bytes"),
+            });
+            continue;
+        }
         match std::fs::read_to_string(path.as_ref()) {
             Ok(text) => match parse(&text, &shown) {
                 Ok(f) => out.push((shown, f)),

@@ -218,7 +218,7 @@ async fn evaluate_periodically(rt: Arc<RulesRuntime>, registry: Arc<Registry>) {
             let mut engine = rt.engine.lock().unwrap_or_else(|p| p.into_inner());
             if let Err(e) = engine.ingest_text(t, &text) {
                 if !warned {
-                    tracing::error!(error = %e, "feeding the rule store failed");
+                    tracing::error!(error = %e, "a line of the agent's own exposition could not be parsed: skipped (said once)");
                     warned = true;
                 }
             }

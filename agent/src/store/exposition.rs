@@ -36,6 +36,27 @@ pub fn parse(text: &str) -> Result<Vec<ParsedSample>, ExpositionError> {
     Ok(out)
 }
 
+/// Parses every well-formed sample line and returns the malformed ones' errors separately,
+/// so one bad line (a future metric the parser does not understand) costs only that line.
+pub fn parse_lenient(text: &str) -> (Vec<ParsedSample>, Vec<ExpositionError>) {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match parse_line(line) {
+            Ok(s) => out.push(s),
+            Err(message) => errors.push(ExpositionError {
+                line: i + 1,
+                message,
+            }),
+        }
+    }
+    (out, errors)
+}
+
 fn parse_line(line: &str) -> Result<ParsedSample, String> {
     let name_end = line
         .find(|c: char| c == '{' || c.is_whitespace())
@@ -152,6 +173,14 @@ mod tests {
             let _ = parse(&format!("{name}{{{label}=\"{value}\"}} {v}\n"));
             let _ = parse(&format!("{name}{{{label}=\"{value}}} {v}\n"));
         }
+    }
+
+    #[test]
+    fn lenient_parsing_keeps_the_good_lines() {
+        let (good, bad) = parse_lenient("a 1\nb{x=1} 2\nc 3\n");
+        assert_eq!(good.len(), 2);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].line, 2);
     }
 
     #[test]
