@@ -287,8 +287,9 @@ fn promtool_check(body: &str) {
     );
 }
 
+/// A rule file with `alert` and an unchanging `Keep` rule that needs 5 s pending to fire.
 fn plain_rule(alert: &str, expr: &str) -> String {
-    format!("groups:\n  - name: reload\n    interval: 1s\n    rules:\n      - alert: {alert}\n        expr: {expr}\n")
+    format!("groups:\n  - name: reload\n    interval: 1s\n    rules:\n      - alert: {alert}\n        expr: {expr}\n      - alert: Keep\n        expr: vector(1)\n        for: 5s\n")
 }
 
 fn firing(agent: &Agent, alert: &str) -> Option<f64> {
@@ -312,6 +313,9 @@ fn reloads_are_all_or_nothing() {
     wait_for(10, "ReloadA firing", || {
         (firing(&agent, "ReloadA") == Some(1.0)).then_some(())
     });
+    wait_for(15, "Keep firing", || {
+        (firing(&agent, "Keep") == Some(1.0)).then_some(())
+    });
 
     // a valid change, by SIGHUP: takes effect without a restart
     std::fs::write(&file, plain_rule("ReloadB", "vector(2) > 1")).unwrap();
@@ -324,6 +328,15 @@ fn reloads_are_all_or_nothing() {
     assert_eq!(
         s.value("steadfast_alerts", &[("alertname", "ReloadA")]),
         None
+    );
+    // Keep did not change: it kept firing through the reload (a fresh rule would be pending
+    // for 5 s)
+    assert_eq!(
+        s.value(
+            "steadfast_alerts",
+            &[("alertname", "Keep"), ("state", "firing")]
+        ),
+        Some(1.0)
     );
     assert_eq!(
         s.value("steadfast_rules_last_reload_successful", &[]),
