@@ -224,7 +224,8 @@ impl Engine {
     /// Feeds the store from exposition text. Malformed lines are skipped (the first one is
     /// returned as the error); every well-formed sample is ingested.
     pub fn ingest_text(&mut self, t: i64, text: &str) -> Result<(), exposition::ExpositionError> {
-        let (samples, errors) = exposition::parse_lenient(text);
+        let store = &self.store;
+        let (samples, errors) = exposition::parse_filtered(text, |name| store.wants_name(name));
         self.store
             .ingest(t, samples.into_iter().map(|s| (s.labels, s.value)));
         match errors.into_iter().next() {

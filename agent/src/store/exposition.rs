@@ -39,11 +39,26 @@ pub fn parse(text: &str) -> Result<Vec<ParsedSample>, ExpositionError> {
 /// Parses every well-formed sample line and returns the malformed ones' errors separately,
 /// so one bad line (a future metric the parser does not understand) costs only that line.
 pub fn parse_lenient(text: &str) -> (Vec<ParsedSample>, Vec<ExpositionError>) {
+    parse_filtered(text, |_| true)
+}
+
+/// [`parse_lenient`] for the lines whose metric name `wanted` accepts (the others are not
+/// parsed further: most of the agent's exposition is histogram buckets no rule reads).
+pub fn parse_filtered(
+    text: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> (Vec<ParsedSample>, Vec<ExpositionError>) {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let name_end = line
+            .find(|c: char| c == '{' || c.is_whitespace())
+            .unwrap_or(line.len());
+        if !wanted(&line[..name_end]) {
             continue;
         }
         match parse_line(line) {
@@ -181,6 +196,14 @@ mod tests {
         assert_eq!(good.len(), 2);
         assert_eq!(bad.len(), 1);
         assert_eq!(bad[0].line, 2);
+    }
+
+    #[test]
+    fn filtered_parsing_skips_unwanted_names() {
+        let (good, bad) = parse_filtered("a 1\nb{x=1} 2\nc{y=\"2\"} 3\n", |n| n == "c");
+        assert_eq!(good.len(), 1);
+        assert_eq!(good[0].labels["y"], "2");
+        assert!(bad.is_empty(), "the malformed line is not c's");
     }
 
     #[test]

@@ -136,6 +136,8 @@ pub struct Store {
     limits: StoreLimits,
     /// Selectors (as matcher lists) whose series are kept; empty keeps nothing.
     interest: Vec<Vec<Matcher>>,
+    /// The metric names the interest can match, when every selector names its metric.
+    names: Option<std::collections::HashSet<String>>,
     refused: u64,
     last_ingest: Option<i64>,
 }
@@ -164,6 +166,15 @@ impl Store {
     /// select any more and trims the rest.
     pub fn configure(&mut self, limits: StoreLimits, interest: Vec<Vec<Matcher>>) {
         self.limits = limits;
+        self.names = interest
+            .iter()
+            .map(|ms| {
+                ms.iter().find_map(|m| {
+                    (m.name == "__name__" && matches!(m.op, promql_parser::label::MatchOp::Equal))
+                        .then(|| m.value.clone())
+                })
+            })
+            .collect();
         self.interest = interest;
         let interest = &self.interest;
         self.series
@@ -213,6 +224,14 @@ impl Store {
             s.trim(t, &limits);
             !(s.stale && s.last_real <= t - limits.retention_ms) && s.len() > 0
         });
+    }
+
+    /// False when no selector of the interest can match a series named `name`.
+    pub fn wants_name(&self, name: &str) -> bool {
+        match &self.names {
+            Some(names) => names.contains(name),
+            None => true,
+        }
     }
 
     /// Series now held.
@@ -330,6 +349,15 @@ mod tests {
         s.ingest(2000, batch(2000));
         assert_eq!(s.series_count(), 3);
         assert_eq!(s.refused_samples(), 4);
+    }
+
+    #[test]
+    fn wanted_names_follow_the_interest() {
+        let mut s = store();
+        assert!(s.wants_name("a") && s.wants_name("b") && !s.wants_name("c"));
+        let all = vec![vec![Matcher::new(MatchOp::NotEqual, "__name__", "x")]];
+        s.configure(s.limits(), all);
+        assert!(s.wants_name("c"));
     }
 
     #[test]
