@@ -1,9 +1,9 @@
 //! The rule engine inside the daemon: initial load, the evaluation loop on the wall clock,
 //! and reloads (SIGHUP, `POST /-/reload`, a watch on the rules directory).
 //!
-//! Each tick the agent's whole registry is encoded to Prometheus text and fed to the store
-//! (see `store`), then due groups are evaluated and the resulting notifications queued for
-//! Alertmanager. Reloads are all or nothing: every file of the directory must parse and
+//! Each tick at which some group is due, the agent's whole registry is encoded to Prometheus
+//! text and fed to the store (see `store`), then the due groups are evaluated and the
+//! resulting notifications queued for Alertmanager. Reloads are all or nothing: every file of the directory must parse and
 //! validate, or the running rules and their state stay as they are, every problem is logged
 //! with file:line:column, and `steadfast_rules_last_reload_successful` reads 0.
 //!
@@ -204,8 +204,11 @@ async fn evaluate_periodically(rt: Arc<RulesRuntime>, registry: Arc<Registry>) {
     let mut warned = false;
     loop {
         tick.tick().await;
-        let loaded = rt.engine.lock().unwrap_or_else(|p| p.into_inner()).counts() != (0, 0);
-        if !loaded {
+        let due = {
+            let engine = rt.engine.lock().unwrap_or_else(|p| p.into_inner());
+            engine.counts() != (0, 0) && engine.any_due(now_ms())
+        };
+        if !due {
             continue;
         }
         // Encode before locking the engine: the registry's rules collector locks it too.

@@ -1,7 +1,7 @@
 //! The local series store: recent samples of the agent's own metrics, in memory, bounded, for
 //! the rule engine to query.
 //!
-//! How it is fed: every evaluation tick the rule engine encodes the agent's whole registry to
+//! How it is fed: at every tick where a group is due, the rule engine encodes the agent's whole registry to
 //! Prometheus text and hands the parsed samples to [`Store::ingest`] with the tick's time. So
 //! every metric family, present and future, is queryable without coupling rules to the
 //! pipeline. Only series that some selector of the loaded rules can match are kept (the
