@@ -18,7 +18,7 @@ pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
 /// Active alerts one rule may hold; label sets beyond it are ignored (and counted).
 pub const MAX_ALERTS_PER_RULE: usize = 1000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum State {
     Pending,
     Firing,
@@ -35,7 +35,7 @@ impl State {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Alert {
     /// Labels including `alertname`.
     pub labels: Labels,
@@ -95,6 +95,18 @@ impl AlertingRule {
 
     pub fn alerts_mut(&mut self) -> impl Iterator<Item = &mut Alert> {
         self.active.values_mut()
+    }
+
+    /// Puts back alerts saved before a restart (pending and firing ones; they are re-sent).
+    pub fn restore(&mut self, alerts: Vec<Alert>) {
+        for mut a in alerts {
+            if a.state == State::Resolved || self.active.len() >= MAX_ALERTS_PER_RULE {
+                continue;
+            }
+            a.last_sent = None;
+            a.labels.insert("alertname".into(), self.spec.name.clone());
+            self.active.insert(a.labels.clone(), a);
+        }
     }
 
     pub fn count(&self, state: State) -> usize {

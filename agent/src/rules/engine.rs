@@ -83,6 +83,29 @@ pub struct Engine {
     pub store: Store,
     groups: Vec<GroupRt>,
     pub stats: EngineStats,
+    /// Saved alert states were read (once, at the first load).
+    restored: bool,
+    last_alert_persist: Option<i64>,
+}
+
+/// Alert states persisted across restarts, by rule key (see [`Engine::rule_keys`]).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct AlertsFile {
+    version: u32,
+    rules: BTreeMap<String, Vec<Alert>>,
+}
+
+/// Pending and firing alerts are written at most this often (and at shutdown).
+const ALERT_PERSIST_EVERY_MS: i64 = 5_000;
+
+fn short_hash(s: &str) -> String {
+    // FNV-1a: stable across builds and runs (std's hashers are not).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 fn fingerprint(group: &str, r: &AlertRule) -> String {
@@ -104,6 +127,98 @@ impl Engine {
             opts,
             groups: Vec::new(),
             stats: EngineStats::default(),
+            restored: false,
+            last_alert_persist: None,
+        }
+    }
+
+    fn alerts_path(&self) -> Option<PathBuf> {
+        self.opts.state_dir.as_ref().map(|d| d.join("alerts.json"))
+    }
+
+    /// Every alerting state machine with a key that changes when its definition does.
+    fn rule_keys(&mut self) -> Vec<(String, &mut AlertingRule)> {
+        let mut out = Vec::new();
+        for g in &mut self.groups {
+            for r in &mut g.rules {
+                out.push((format!("rule:{}", short_hash(&r.fingerprint)), &mut r.state));
+            }
+            for s in &mut g.slos {
+                let h = short_hash(&format!("{:?}", s.def));
+                out.push((format!("slo:{}:page:{h}", s.def.name), &mut s.page));
+                out.push((format!("slo:{}:ticket:{h}", s.def.name), &mut s.ticket));
+            }
+        }
+        out
+    }
+
+    /// Writes pending and firing alerts (with their `for` timers) to the state directory.
+    pub fn persist_alerts(&mut self, t: i64) {
+        let Some(path) = self.alerts_path() else {
+            return;
+        };
+        let mut file = AlertsFile {
+            version: 1,
+            ..AlertsFile::default()
+        };
+        for (key, rule) in self.rule_keys() {
+            let alerts: Vec<Alert> = rule
+                .alerts()
+                .into_iter()
+                .filter(|a| a.state != State::Resolved)
+                .cloned()
+                .collect();
+            if !alerts.is_empty() {
+                file.rules.insert(key, alerts);
+            }
+        }
+        let result = serde_json::to_vec(&file)
+            .map_err(std::io::Error::other)
+            .and_then(|body| slo::write_atomic(&path, &body));
+        match result {
+            Ok(()) => self.last_alert_persist = Some(t),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "persisting alert states failed")
+            }
+        }
+    }
+
+    /// At the first load only: puts back the alerts of rules whose definition is unchanged.
+    fn restore_alerts(&mut self) {
+        if self.restored {
+            return;
+        }
+        self.restored = true;
+        let Some(path) = self.alerts_path() else {
+            return;
+        };
+        let body = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "alert states not restored");
+                return;
+            }
+        };
+        let mut file: AlertsFile = match serde_json::from_slice(&body) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "alert states not restored");
+                return;
+            }
+        };
+        if file.version != 1 {
+            return;
+        }
+        let mut n = 0;
+        for (key, rule) in self.rule_keys() {
+            if let Some(alerts) = file.rules.remove(&key) {
+                n += alerts.len();
+                rule.restore(alerts);
+            }
+        }
+        if n > 0 {
+            tracing::info!(alerts = n, "pending and firing alerts restored");
         }
     }
 
@@ -183,6 +298,7 @@ impl Engine {
         }
         self.groups = groups;
         self.configure_store();
+        self.restore_alerts();
     }
 
     fn configure_store(&mut self) {
@@ -287,6 +403,12 @@ impl Engine {
             for s in &mut g.slos {
                 s.evaluate(&self.store, t, self.opts.state_dir.as_deref());
             }
+        }
+        if self
+            .last_alert_persist
+            .is_none_or(|p| t - p >= ALERT_PERSIST_EVERY_MS || t < p)
+        {
+            self.persist_alerts(t);
         }
         self.stats.evaluations += 1;
         let secs = started.elapsed().as_secs_f64();
@@ -404,8 +526,9 @@ impl Engine {
         out
     }
 
-    /// Writes every SLO's budget now (at shutdown).
+    /// Writes every SLO's budget and every pending and firing alert now (at shutdown).
     pub fn persist_all(&mut self, t: i64) {
+        self.persist_alerts(t);
         if let Some(dir) = self.opts.state_dir.clone() {
             for g in &mut self.groups {
                 for s in &mut g.slos {
@@ -527,6 +650,42 @@ groups:
         e.ingest_text(2000, "x 1\n").unwrap();
         e.evaluate(2000);
         assert!(e.signals().is_empty());
+    }
+
+    #[test]
+    fn for_timers_and_firing_alerts_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "groups:\n  - name: g\n    rules:\n      - alert: Slow\n        expr: x > 5\n        for: 60s\n      - alert: Fast\n        expr: x > 5\n";
+        let mut e = Engine::new(opts(Some(dir.path().into())));
+        load(&mut e, text);
+        for i in 0..=30 {
+            e.ingest_text(i * 1000, "x 10\n").unwrap();
+            e.evaluate(i * 1000);
+        }
+        e.persist_all(30_000);
+        // a restart: Slow is still pending since 0 s and fires at 60 s, not 60 s after the
+        // restart; Fast is firing again at once (and re-sent)
+        let mut e2 = Engine::new(opts(Some(dir.path().into())));
+        load(&mut e2, text);
+        let state = |e: &Engine, n: &str| {
+            e.alerts()
+                .into_iter()
+                .find(|a| a.labels["alertname"] == n)
+                .map(|a| (a.state, a.active_at))
+        };
+        assert_eq!(state(&e2, "Slow"), Some((State::Pending, 0)));
+        assert_eq!(state(&e2, "Fast"), Some((State::Firing, 0)));
+        e2.ingest_text(59_000, "x 10\n").unwrap();
+        let sent = e2.evaluate(59_000);
+        assert_eq!(sent.len(), 1, "Fast re-sent after the restart: {sent:?}");
+        e2.ingest_text(60_000, "x 10\n").unwrap();
+        e2.evaluate(60_000);
+        assert_eq!(state(&e2, "Slow"), Some((State::Firing, 0)));
+        // a changed definition starts afresh
+        let mut e3 = Engine::new(opts(Some(dir.path().into())));
+        load(&mut e3, &text.replace("for: 60s", "for: 90s"));
+        assert_eq!(state(&e3, "Slow"), None);
+        assert_eq!(state(&e3, "Fast"), Some((State::Firing, 0)));
     }
 
     #[test]

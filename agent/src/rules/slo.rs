@@ -164,8 +164,6 @@ pub fn save_budget(state_dir: &Path, slo: &str, budget: &Budget) -> Result<(), B
         path: path.clone(),
         source,
     };
-    let dir = path.parent().unwrap_or(state_dir);
-    std::fs::create_dir_all(dir).map_err(io)?;
     let body = serde_json::to_vec(&BudgetFile {
         version: 1,
         slo: slo.into(),
@@ -176,12 +174,19 @@ pub fn save_budget(state_dir: &Path, slo: &str, budget: &Budget) -> Result<(), B
         path: path.clone(),
         message: e.to_string(),
     })?;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&body).map_err(io)?;
-    f.sync_all().map_err(io)?;
+    write_atomic(&path, &body).map_err(io)
+}
+
+/// Writes `path` atomically: a temporary file beside it, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(body)?;
+    f.sync_all()?;
     drop(f);
-    std::fs::rename(&tmp, &path).map_err(io)?;
+    std::fs::rename(&tmp, path)?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
