@@ -37,7 +37,7 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 fn served_families() -> BTreeSet<String> {
     // An unreachable OTLP endpoint turns the exporter's families on; top_peers the peer family.
     let agent =
-        Agent::start("otlp:\n  endpoint: http://127.0.0.1:9\nprobes:\n  tcp:\n    top_peers: 5\n");
+        Agent::start("otlp:\n  endpoint: http://127.0.0.1:9\nalertmanager:\n  url: http://127.0.0.1:9\nprobes:\n  tcp:\n    top_peers: 5\n");
     agent
         .scrape()
         .0

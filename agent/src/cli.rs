@@ -22,6 +22,19 @@ pub enum Command {
     /// Check files without loading anything into the kernel.
     #[command(subcommand)]
     Check(Check),
+    /// Run unit tests.
+    #[command(subcommand)]
+    Test(TestCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TestCmd {
+    /// Run rule unit tests (input series, expected alerts); exit 0 if all pass, 1 if not.
+    Rules {
+        /// Test files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -30,5 +43,11 @@ pub enum Check {
     Config {
         /// Configuration file (YAML).
         file: PathBuf,
+    },
+    /// Parse and validate rule files; exit 0 if all are valid, 1 with every problem if not.
+    Rules {
+        /// Rule files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }

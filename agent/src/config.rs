@@ -24,6 +24,88 @@ pub struct Config {
     pub otlp: OtlpConfig,
     #[serde(default)]
     pub control: ControlConfig,
+    /// The rule engine (rule files, series store, SLO state).
+    #[serde(default)]
+    pub rules: RulesConfig,
+    /// Where alerts are sent (Alertmanager API v2); no URL: nowhere.
+    #[serde(default)]
+    pub alertmanager: AlertmanagerConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Directory of rule files (`*.yaml`, `*.yml`); missing: no rules.
+    #[serde(default = "default_rules_directory")]
+    pub directory: std::path::PathBuf,
+    /// How often the store is fed and due groups are evaluated.
+    #[serde(default = "default_evaluation_interval_secs")]
+    pub evaluation_interval_secs: u64,
+    /// Series the store keeps at most (samples of further series are refused and counted).
+    #[serde(default = "default_rules_max_series")]
+    pub max_series: usize,
+    /// Longest history the store keeps, whatever the rules ask for.
+    #[serde(default = "default_rules_max_retention_secs")]
+    pub max_retention_secs: u64,
+    /// Where state that survives restarts (SLO error budgets) is written.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: std::path::PathBuf,
+}
+
+fn default_rules_directory() -> std::path::PathBuf {
+    "/etc/steadfast/rules.d".into()
+}
+const fn default_evaluation_interval_secs() -> u64 {
+    1
+}
+const fn default_rules_max_series() -> usize {
+    2000
+}
+const fn default_rules_max_retention_secs() -> u64 {
+    3 * 86_400 + 600
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            directory: default_rules_directory(),
+            evaluation_interval_secs: default_evaluation_interval_secs(),
+            max_series: default_rules_max_series(),
+            max_retention_secs: default_rules_max_retention_secs(),
+            state_dir: default_state_dir(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerConfig {
+    /// Base URL, e.g. `http://127.0.0.1:9093` (plain HTTP); alerts go to `<url>/api/v2/alerts`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Firing alerts are re-sent this often.
+    #[serde(default = "default_resend_interval_secs")]
+    pub resend_interval_secs: u64,
+    /// Timeout of one request.
+    #[serde(default = "default_am_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+const fn default_resend_interval_secs() -> u64 {
+    60
+}
+const fn default_am_timeout_secs() -> u64 {
+    10
+}
+
+impl Default for AlertmanagerConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            resend_interval_secs: default_resend_interval_secs(),
+            timeout_secs: default_am_timeout_secs(),
+        }
+    }
 }
 
 /// Local control: where applications read breakers and signals, and the built-in
@@ -741,6 +823,37 @@ impl Config {
                     format!("target {i} ({}): comm is at most 15 bytes", t.service),
                 );
             }
+        }
+        let r = &self.rules;
+        if !(1..=3600).contains(&r.evaluation_interval_secs) {
+            bad(
+                "rules.evaluation_interval_secs",
+                "must be in 1..=3600".into(),
+            );
+        }
+        if !(1..=1_000_000).contains(&r.max_series) {
+            bad("rules.max_series", "must be in 1..=1000000".into());
+        }
+        if r.max_retention_secs < 600 {
+            bad("rules.max_retention_secs", "must be at least 600".into());
+        }
+        let am = &self.alertmanager;
+        if let Some(url) = &am.url {
+            if !url.starts_with("http://") || url.parse::<hyper::Uri>().is_err() {
+                bad(
+                    "alertmanager.url",
+                    format!("{url:?} is not a plain http:// URL"),
+                );
+            }
+        }
+        if am.resend_interval_secs == 0 {
+            bad(
+                "alertmanager.resend_interval_secs",
+                "must be at least 1".into(),
+            );
+        }
+        if am.timeout_secs == 0 {
+            bad("alertmanager.timeout_secs", "must be at least 1".into());
         }
         let tcp = &self.probes.tcp;
         if !tcp.ring_buffer_bytes.is_power_of_two() || tcp.ring_buffer_bytes < 4096 {

@@ -128,7 +128,9 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     if config.otlp.endpoint.is_some() {
         metrics::register_export_stats(&mut registry, export_stats.clone());
     }
+    let rules = crate::rules::runtime::setup(&config, &mut registry, &mut tasks);
     let registry = Arc::new(registry);
+    crate::rules::runtime::spawn(&rules, registry.clone(), &mut tasks);
     let exporter = match &config.otlp.endpoint {
         Some(endpoint) => {
             let exporter = export::start(
@@ -164,7 +166,9 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     ));
     axum::serve(
         listener,
-        metrics::server::router(state).merge(api::router(api_state)),
+        metrics::server::router(state)
+            .merge(api::router(api_state))
+            .merge(crate::rules::runtime::router(&rules)),
     )
     .with_graceful_shutdown(lifecycle.until_shutdown(move |new: &Config| {
         let applied = reload_pipeline
@@ -178,6 +182,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     .await
     .map_err(DaemonError::Serve)?;
     tasks.abort_all();
+    rules.shutdown();
     drop(attached);
     if let Some(path) = &config.control.api_socket {
         let _ = std::fs::remove_file(path);

@@ -17,6 +17,8 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
+pub mod rules;
+pub mod store;
 pub mod syscalls;
 pub mod telemetry;
 

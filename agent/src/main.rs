@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use steadfast::{
-    cli::{Check, Cli, Command},
+    cli::{Check, Cli, Command, TestCmd},
     config::Config,
     daemon, logging, EXIT_BAD_CONFIG,
 };
@@ -23,6 +23,39 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_CONFIG)
             }
         },
+        Command::Check(Check::Rules { files }) => {
+            match steadfast::rules::file::load_files(&files) {
+                Ok(loaded) => {
+                    for (file, f) in loaded {
+                        let rules: usize = f.groups.iter().map(|g| g.rules.len()).sum();
+                        let slos: usize = f.groups.iter().map(|g| g.slos.len()).sum();
+                        println!("{file}: ok ({rules} alerting rules, {slos} SLOs)");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(problems) => {
+                    eprintln!("{problems}");
+                    eprintln!("{} problem(s)", problems.0.len());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Test(TestCmd::Rules { files }) => {
+            let mut all = true;
+            for f in files {
+                let (report, ok) = steadfast::rules::unittest::run_file(&f);
+                println!("{}: {}", f.display(), if ok { "ok" } else { "FAILED" });
+                for line in report {
+                    println!("{line}");
+                }
+                all &= ok;
+            }
+            if all {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Run {
             config: config_path,
         } => {

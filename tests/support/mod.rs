@@ -122,6 +122,11 @@ impl Agent {
         Err(format!("agent not ready after 30 s: {}", self.log()))
     }
 
+    /// The agent's process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
@@ -324,12 +329,6 @@ impl Drop for Interactive {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-impl Agent {
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 }
 

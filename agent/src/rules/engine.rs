@@ -1,0 +1,755 @@
+//! The rule engine proper: the loaded groups with their running state, the series store they
+//! read, evaluation of due groups at a given time, and the notifications that result. Time is
+//! always passed in (ms since the epoch), so `steadfast test rules` and unit tests drive it
+//! with synthetic time; the daemon drives it with the wall clock (see `runtime`).
+//!
+//! Loading is all or nothing (the caller hands over only fully parsed files) and keeps state
+//! across reloads: an alerting rule whose definition (group, name, expression, `for`,
+//! `keep_firing_for`, labels, annotations, signal) did not change keeps its pending and firing
+//! alerts; an SLO keeps its alerts when unchanged and its error budget whenever its name is
+//! unchanged; new SLOs restore their budget from the state directory.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    path::PathBuf,
+};
+
+use super::{
+    alert::{Alert, AlertSpec, AlertingRule, Outcome, State},
+    expr::{self, Sample, Value},
+    file::{AlertRule, RuleFile},
+    slo::{self, Budget, SloRuntime},
+};
+use crate::store::{exposition, Labels, Store, StoreLimits, LOOKBACK_MS};
+
+/// Engine settings (from the agent's config, or from a rule test).
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub eval_interval_ms: i64,
+    pub max_series: usize,
+    pub max_retention_ms: i64,
+    /// Where error budgets are persisted; None: not persisted (tests).
+    pub state_dir: Option<PathBuf>,
+    pub resend_ms: i64,
+    /// `generatorURL` of the alerts.
+    pub generator_url: String,
+}
+
+/// An alert as handed to Alertmanager.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub labels: Labels,
+    pub annotations: BTreeMap<String, String>,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub generator_url: String,
+}
+
+/// Counters and gauges of the engine itself.
+#[derive(Debug, Clone, Default)]
+pub struct EngineStats {
+    pub last_reload_successful: bool,
+    pub last_reload_success_ms: i64,
+    pub reloads_failed: u64,
+    pub evaluations: u64,
+    pub evaluation_failures: u64,
+    /// Evaluation durations: (sum in seconds, count per bucket of [`EVAL_BUCKETS`]).
+    pub eval_seconds_sum: f64,
+    pub eval_buckets: [u64; EVAL_BUCKETS.len() + 1],
+}
+
+pub const EVAL_BUCKETS: [f64; 8] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5];
+
+#[derive(Debug)]
+struct RuleRt {
+    def: AlertRule,
+    fingerprint: String,
+    state: AlertingRule,
+    last_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct GroupRt {
+    name: String,
+    interval_ms: i64,
+    last_eval: Option<i64>,
+    rules: Vec<RuleRt>,
+    slos: Vec<SloRuntime>,
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    pub opts: EngineOptions,
+    pub store: Store,
+    groups: Vec<GroupRt>,
+    pub stats: EngineStats,
+    /// Saved alert states were read (once, at the first load).
+    restored: bool,
+    last_alert_persist: Option<i64>,
+}
+
+/// Alert states persisted across restarts, by rule key (see [`Engine::rule_keys`]).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct AlertsFile {
+    version: u32,
+    rules: BTreeMap<String, Vec<Alert>>,
+}
+
+/// Pending and firing alerts are written at most this often (and at shutdown).
+const ALERT_PERSIST_EVERY_MS: i64 = 5_000;
+
+fn short_hash(s: &str) -> String {
+    // FNV-1a: stable across builds and runs (std's hashers are not).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn fingerprint(group: &str, r: &AlertRule) -> String {
+    format!(
+        "{group}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
+        r.name, r.expr.text, r.for_, r.keep_firing_for, r.labels, r.annotations, r.signal
+    )
+}
+
+impl Engine {
+    pub fn new(opts: EngineOptions) -> Self {
+        let limits = StoreLimits {
+            max_series: opts.max_series,
+            retention_ms: LOOKBACK_MS,
+            ..StoreLimits::default()
+        };
+        Self {
+            store: Store::new(limits),
+            opts,
+            groups: Vec::new(),
+            stats: EngineStats::default(),
+            restored: false,
+            last_alert_persist: None,
+        }
+    }
+
+    fn alerts_path(&self) -> Option<PathBuf> {
+        self.opts.state_dir.as_ref().map(|d| d.join("alerts.json"))
+    }
+
+    /// Every alerting state machine with a key that changes when its definition does.
+    fn rule_keys(&mut self) -> Vec<(String, &mut AlertingRule)> {
+        let mut out = Vec::new();
+        for g in &mut self.groups {
+            for r in &mut g.rules {
+                out.push((format!("rule:{}", short_hash(&r.fingerprint)), &mut r.state));
+            }
+            for s in &mut g.slos {
+                let h = short_hash(&format!("{:?}", s.def));
+                out.push((format!("slo:{}:page:{h}", s.def.name), &mut s.page));
+                out.push((format!("slo:{}:ticket:{h}", s.def.name), &mut s.ticket));
+            }
+        }
+        out
+    }
+
+    /// Writes pending and firing alerts (with their `for` timers) to the state directory.
+    pub fn persist_alerts(&mut self, t: i64) {
+        let Some(path) = self.alerts_path() else {
+            return;
+        };
+        let mut file = AlertsFile {
+            version: 1,
+            ..AlertsFile::default()
+        };
+        for (key, rule) in self.rule_keys() {
+            let alerts: Vec<Alert> = rule
+                .alerts()
+                .into_iter()
+                .filter(|a| a.state != State::Resolved)
+                .cloned()
+                .collect();
+            if !alerts.is_empty() {
+                file.rules.insert(key, alerts);
+            }
+        }
+        let result = serde_json::to_vec(&file)
+            .map_err(std::io::Error::other)
+            .and_then(|body| slo::write_atomic(&path, &body));
+        match result {
+            Ok(()) => self.last_alert_persist = Some(t),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "persisting alert states failed")
+            }
+        }
+    }
+
+    /// At the first load only: puts back the alerts of rules whose definition is unchanged.
+    fn restore_alerts(&mut self) {
+        if self.restored {
+            return;
+        }
+        self.restored = true;
+        let Some(path) = self.alerts_path() else {
+            return;
+        };
+        let body = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "alert states not restored");
+                return;
+            }
+        };
+        let mut file: AlertsFile = match serde_json::from_slice(&body) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "alert states not restored");
+                return;
+            }
+        };
+        if file.version != 1 {
+            return;
+        }
+        let mut n = 0;
+        for (key, rule) in self.rule_keys() {
+            if let Some(alerts) = file.rules.remove(&key) {
+                n += alerts.len();
+                rule.restore(alerts);
+            }
+        }
+        if n > 0 {
+            tracing::info!(alerts = n, "pending and firing alerts restored");
+        }
+    }
+
+    /// Replaces the loaded rules with `files`, keeping the state of unchanged rules.
+    pub fn load(&mut self, files: Vec<(String, RuleFile)>) {
+        let mut old_rules: HashMap<String, RuleRt> = HashMap::new();
+        let mut old_slos: HashMap<String, SloRuntime> = HashMap::new();
+        let mut old_last: HashMap<String, i64> = HashMap::new();
+        for g in self.groups.drain(..) {
+            if let Some(l) = g.last_eval {
+                old_last.insert(g.name.clone(), l);
+            }
+            for r in g.rules {
+                old_rules.insert(r.fingerprint.clone(), r);
+            }
+            for s in g.slos {
+                old_slos.insert(s.def.name.clone(), s);
+            }
+        }
+        let mut groups = Vec::new();
+        for (_, file) in files {
+            for g in file.groups {
+                let rules = g
+                    .rules
+                    .into_iter()
+                    .map(|def| {
+                        let fp = fingerprint(&g.name, &def);
+                        old_rules.remove(&fp).unwrap_or_else(|| RuleRt {
+                            state: AlertingRule::new(AlertSpec {
+                                name: def.name.clone(),
+                                for_ms: def.for_.as_millis() as i64,
+                                keep_firing_for_ms: def.keep_firing_for.as_millis() as i64,
+                                labels: def.labels.clone(),
+                                annotations: def.annotations.clone(),
+                            }),
+                            def,
+                            fingerprint: fp,
+                            last_error: None,
+                        })
+                    })
+                    .collect();
+                let slos = g
+                    .slos
+                    .into_iter()
+                    .map(|def| {
+                        let name = def.name.clone();
+                        let mut rt = SloRuntime::new(def, Budget::default());
+                        match old_slos.remove(&name) {
+                            Some(old) => rt.inherit(old),
+                            None => {
+                                if let Some(dir) = &self.opts.state_dir {
+                                    match slo::load_budget(dir, &name) {
+                                        Ok(Some(b)) => {
+                                            tracing::info!(slo = %name, buckets = b.buckets.len(), "error budget restored");
+                                            rt.budget = b;
+                                        }
+                                        Ok(None) => {}
+                                        Err(e) => tracing::warn!(error = %e, "error budget not restored: starting afresh"),
+                                    }
+                                }
+                            }
+                        }
+                        rt
+                    })
+                    .collect();
+                groups.push(GroupRt {
+                    interval_ms: g
+                        .interval
+                        .map(|d| d.as_millis() as i64)
+                        .unwrap_or(self.opts.eval_interval_ms),
+                    last_eval: old_last.get(&g.name).copied(),
+                    name: g.name,
+                    rules,
+                    slos,
+                });
+            }
+        }
+        self.groups = groups;
+        self.configure_store();
+        self.restore_alerts();
+    }
+
+    fn configure_store(&mut self) {
+        let mut interest = Vec::new();
+        let mut longest = 0i64;
+        for g in &self.groups {
+            for r in &g.rules {
+                expr::selectors(&r.def.expr.expr, &mut interest);
+                longest = longest.max(expr::max_range_ms(&r.def.expr.expr));
+            }
+            for s in &g.slos {
+                interest.extend(s.selectors());
+                longest = longest.max(s.max_range_ms());
+            }
+        }
+        let wanted = longest + LOOKBACK_MS + self.opts.eval_interval_ms;
+        if wanted > self.opts.max_retention_ms {
+            tracing::warn!(
+                needed_secs = wanted / 1000,
+                max_retention_secs = self.opts.max_retention_ms / 1000,
+                "the loaded rules need a longer retention than rules.max_retention_secs: longer windows see only part of their range"
+            );
+        }
+        let limits = StoreLimits {
+            max_series: self.opts.max_series,
+            retention_ms: wanted.min(self.opts.max_retention_ms),
+            ..self.store.limits()
+        };
+        self.store.configure(limits, interest);
+    }
+
+    /// Alerting rules and SLOs loaded.
+    pub fn counts(&self) -> (usize, usize) {
+        self.groups
+            .iter()
+            .fold((0, 0), |(r, s), g| (r + g.rules.len(), s + g.slos.len()))
+    }
+
+    /// Feeds the store from exposition text. Malformed lines are skipped (the first one is
+    /// returned as the error); every well-formed sample is ingested.
+    pub fn ingest_text(&mut self, t: i64, text: &str) -> Result<(), exposition::ExpositionError> {
+        let store = &self.store;
+        let (samples, errors) = exposition::parse_filtered(text, |name| store.wants_name(name));
+        self.store
+            .ingest(t, samples.into_iter().map(|s| (s.labels, s.value)));
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn due(g: &GroupRt, t: i64, half_tick: i64) -> bool {
+        g.last_eval
+            .is_none_or(|l| t - l + half_tick >= g.interval_ms || t < l)
+    }
+
+    /// True when some group is due at `t`: the daemon feeds the store only then, so the
+    /// store's resolution is the shortest group interval (and a 10 s group costs a tenth of
+    /// the encoding work of a 1 s one).
+    pub fn any_due(&self, t: i64) -> bool {
+        let half_tick = self.opts.eval_interval_ms / 2;
+        self.groups.iter().any(|g| Self::due(g, t, half_tick))
+    }
+
+    /// Evaluates every group that is due at `t`; returns what to send to Alertmanager.
+    pub fn evaluate(&mut self, t: i64) -> Vec<Notification> {
+        let started = std::time::Instant::now();
+        let half_tick = self.opts.eval_interval_ms / 2;
+        for g in &mut self.groups {
+            if !Self::due(g, t, half_tick) {
+                continue;
+            }
+            g.last_eval = Some(t);
+            for r in &mut g.rules {
+                let outcome = match expr::eval(&r.def.expr.expr, &self.store, t) {
+                    Ok(ev) => {
+                        r.last_error = None;
+                        match ev.value {
+                            Value::Vector(v) if v.is_empty() && ev.missing => Outcome::Unknown,
+                            Value::Vector(v) => Outcome::Known(v),
+                            Value::Scalar(s) => Outcome::Known(if s.is_nan() {
+                                vec![]
+                            } else {
+                                vec![Sample {
+                                    labels: Labels::new(),
+                                    value: s,
+                                }]
+                            }),
+                        }
+                    }
+                    Err(e) => {
+                        if r.last_error.as_deref() != Some(&e.to_string()) {
+                            tracing::warn!(group = %g.name, alert = %r.def.name, error = %e, "rule evaluation failed: state held");
+                        }
+                        r.last_error = Some(e.to_string());
+                        self.stats.evaluation_failures += 1;
+                        Outcome::Unknown
+                    }
+                };
+                r.state.update(t, outcome);
+            }
+            for s in &mut g.slos {
+                s.evaluate(&self.store, t, self.opts.state_dir.as_deref());
+            }
+        }
+        if self
+            .last_alert_persist
+            .is_none_or(|p| t - p >= ALERT_PERSIST_EVERY_MS || t < p)
+        {
+            self.persist_alerts(t);
+        }
+        self.stats.evaluations += 1;
+        let secs = started.elapsed().as_secs_f64();
+        self.stats.eval_seconds_sum += secs;
+        let i = EVAL_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(EVAL_BUCKETS.len());
+        self.stats.eval_buckets[i] += 1;
+        self.notifications(t)
+    }
+
+    fn notifications(&mut self, t: i64) -> Vec<Notification> {
+        let resend = self.opts.resend_ms;
+        let valid_for = 4 * resend.max(self.opts.eval_interval_ms);
+        let url = self.opts.generator_url.clone();
+        let mut out = Vec::new();
+        for a in self.alerts_mut() {
+            let due = match a.state {
+                State::Pending => false,
+                State::Firing => a.last_sent.is_none_or(|s| t - s >= resend),
+                State::Resolved => a
+                    .last_sent
+                    .is_none_or(|s| a.resolved_at.is_some_and(|r| s < r) || t - s >= resend),
+            };
+            if !due {
+                continue;
+            }
+            a.last_sent = Some(t);
+            out.push(Notification {
+                labels: a.labels.clone(),
+                annotations: a.annotations.clone(),
+                starts_at: a.active_at,
+                ends_at: match a.state {
+                    State::Resolved => a.resolved_at.unwrap_or(t),
+                    _ => t + valid_for,
+                },
+                generator_url: url.clone(),
+            });
+        }
+        out
+    }
+
+    fn alerts_mut(&mut self) -> Vec<&mut Alert> {
+        let mut out = Vec::new();
+        for g in &mut self.groups {
+            for r in &mut g.rules {
+                out.extend(r.state.alerts_mut());
+            }
+            for s in &mut g.slos {
+                out.extend(s.page.alerts_mut());
+                out.extend(s.ticket.alerts_mut());
+            }
+        }
+        out
+    }
+
+    /// Every alert held (pending, firing, resolved-and-kept).
+    pub fn alerts(&self) -> Vec<&Alert> {
+        let mut out = Vec::new();
+        for g in &self.groups {
+            for r in &g.rules {
+                out.extend(r.state.alerts());
+            }
+            for s in &g.slos {
+                out.extend(s.page.alerts());
+                out.extend(s.ticket.alerts());
+            }
+        }
+        out
+    }
+
+    /// Alert counts by (alertname, state), for every loaded rule (0 when none).
+    pub fn alert_counts(&self) -> BTreeMap<(String, &'static str), usize> {
+        let mut out = BTreeMap::new();
+        let mut add = |rule: &AlertingRule| {
+            for st in [State::Pending, State::Firing] {
+                *out.entry((rule.spec.name.clone(), st.as_str()))
+                    .or_insert(0) += rule.count(st);
+            }
+        };
+        for g in &self.groups {
+            for r in &g.rules {
+                add(&r.state);
+            }
+            for s in &g.slos {
+                add(&s.page);
+                add(&s.ticket);
+            }
+        }
+        out
+    }
+
+    pub fn slos(&self) -> impl Iterator<Item = &SloRuntime> {
+        self.groups.iter().flat_map(|g| g.slos.iter())
+    }
+
+    /// Signals raised now: by firing rules with `signal:` and by spent SLO budgets.
+    pub fn signals(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for g in &self.groups {
+            for r in &g.rules {
+                if let Some(sig) = &r.def.signal {
+                    if r.state.count(State::Firing) > 0 {
+                        out.insert(sig.clone());
+                    }
+                }
+            }
+            for s in &g.slos {
+                if let Some(sig) = s.raised_signal() {
+                    out.insert(sig.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// Writes every SLO's budget and every pending and firing alert now (at shutdown).
+    pub fn persist_all(&mut self, t: i64) {
+        self.persist_alerts(t);
+        if let Some(dir) = self.opts.state_dir.clone() {
+            for g in &mut self.groups {
+                for s in &mut g.slos {
+                    s.persist(&dir, t);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::file;
+
+    fn opts(state_dir: Option<PathBuf>) -> EngineOptions {
+        EngineOptions {
+            eval_interval_ms: 1000,
+            max_series: 100,
+            max_retention_ms: 86_400_000,
+            state_dir,
+            resend_ms: 60_000,
+            generator_url: "http://127.0.0.1/".into(),
+        }
+    }
+
+    const RULES: &str = r#"
+groups:
+  - name: g
+    rules:
+      - alert: High
+        expr: x > 5
+        for: 10s
+      - alert: Other
+        expr: y > 0
+"#;
+
+    fn load(e: &mut Engine, text: &str) {
+        e.load(vec![(
+            "r.yaml".into(),
+            file::parse(text, "r.yaml").unwrap(),
+        )]);
+    }
+
+    fn firing(e: &Engine) -> Vec<String> {
+        e.alerts()
+            .into_iter()
+            .filter(|a| a.state == State::Firing)
+            .map(|a| a.labels["alertname"].clone())
+            .collect()
+    }
+
+    #[test]
+    fn state_survives_a_reload_of_unchanged_rules_only() {
+        let mut e = Engine::new(opts(None));
+        load(&mut e, RULES);
+        for i in 0..=20 {
+            e.ingest_text(i * 1000, "x 10\ny 1\n").unwrap();
+            let sent = e.evaluate(i * 1000);
+            if i == 10 {
+                assert_eq!(sent.len(), 1, "High fires and is sent at 10 s: {sent:?}");
+            }
+        }
+        assert_eq!(firing(&e).len(), 2);
+        // change Other only: High keeps firing, Other starts afresh (for: 0 fires again, but
+        // its active_at is new)
+        load(&mut e, &RULES.replace("y > 0", "y > 0.5"));
+        e.ingest_text(21_000, "x 10\ny 1\n").unwrap();
+        e.evaluate(21_000);
+        let high = e
+            .alerts()
+            .into_iter()
+            .find(|a| a.labels["alertname"] == "High")
+            .unwrap();
+        assert_eq!((high.state, high.active_at), (State::Firing, 0));
+        let other = e
+            .alerts()
+            .into_iter()
+            .find(|a| a.labels["alertname"] == "Other")
+            .unwrap();
+        assert_eq!(other.active_at, 21_000);
+    }
+
+    #[test]
+    fn notifications_resend_and_resolve() {
+        let mut e = Engine::new(opts(None));
+        load(
+            &mut e,
+            "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: x > 5\n",
+        );
+        let mut log = Vec::new();
+        for i in 0..=200 {
+            let v = if i < 150 { 10 } else { 1 };
+            e.ingest_text(i * 1000, &format!("x {v}\n")).unwrap();
+            for n in e.evaluate(i * 1000) {
+                log.push((i, n.ends_at));
+            }
+        }
+        // firing sent at 0, 60, 120 s (ends 4 resend intervals later); resolved at 150 s
+        assert_eq!(
+            log,
+            [(0, 240_000), (60, 300_000), (120, 360_000), (150, 150_000)]
+        );
+    }
+
+    #[test]
+    fn signals_are_raised_while_their_rule_fires() {
+        let mut e = Engine::new(opts(None));
+        load(
+            &mut e,
+            "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: x > 5\n        signal: shed-batch\n",
+        );
+        e.ingest_text(0, "x 1\n").unwrap();
+        e.evaluate(0);
+        assert!(e.signals().is_empty());
+        e.ingest_text(1000, "x 10\n").unwrap();
+        e.evaluate(1000);
+        assert_eq!(e.signals().into_iter().collect::<Vec<_>>(), ["shed-batch"]);
+        e.ingest_text(2000, "x 1\n").unwrap();
+        e.evaluate(2000);
+        assert!(e.signals().is_empty());
+    }
+
+    #[test]
+    fn for_timers_and_firing_alerts_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "groups:\n  - name: g\n    rules:\n      - alert: Slow\n        expr: x > 5\n        for: 60s\n      - alert: Fast\n        expr: x > 5\n";
+        let mut e = Engine::new(opts(Some(dir.path().into())));
+        load(&mut e, text);
+        for i in 0..=30 {
+            e.ingest_text(i * 1000, "x 10\n").unwrap();
+            e.evaluate(i * 1000);
+        }
+        e.persist_all(30_000);
+        // a restart: Slow is still pending since 0 s and fires at 60 s, not 60 s after the
+        // restart; Fast is firing again at once (and re-sent)
+        let mut e2 = Engine::new(opts(Some(dir.path().into())));
+        load(&mut e2, text);
+        let state = |e: &Engine, n: &str| {
+            e.alerts()
+                .into_iter()
+                .find(|a| a.labels["alertname"] == n)
+                .map(|a| (a.state, a.active_at))
+        };
+        assert_eq!(state(&e2, "Slow"), Some((State::Pending, 0)));
+        assert_eq!(state(&e2, "Fast"), Some((State::Firing, 0)));
+        e2.ingest_text(59_000, "x 10\n").unwrap();
+        let sent = e2.evaluate(59_000);
+        assert_eq!(sent.len(), 1, "Fast re-sent after the restart: {sent:?}");
+        e2.ingest_text(60_000, "x 10\n").unwrap();
+        e2.evaluate(60_000);
+        assert_eq!(state(&e2, "Slow"), Some((State::Firing, 0)));
+        // a changed definition starts afresh
+        let mut e3 = Engine::new(opts(Some(dir.path().into())));
+        load(&mut e3, &text.replace("for: 60s", "for: 90s"));
+        assert_eq!(state(&e3, "Slow"), None);
+        assert_eq!(state(&e3, "Fast"), Some((State::Firing, 0)));
+    }
+
+    #[test]
+    fn groups_are_due_at_their_own_interval() {
+        let mut e = Engine::new(opts(None));
+        load(&mut e, "groups:\n  - name: g\n    interval: 10s\n    rules:\n      - alert: A\n        expr: x > 5\n");
+        assert!(e.any_due(0));
+        e.ingest_text(0, "x 1\n").unwrap();
+        e.evaluate(0);
+        assert!(!e.any_due(1000) && !e.any_due(9000));
+        assert!(e.any_due(9500) && e.any_due(10_000));
+    }
+
+    #[test]
+    fn missing_input_holds_a_firing_alert() {
+        let mut e = Engine::new(opts(None));
+        load(
+            &mut e,
+            "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: x > 5\n",
+        );
+        e.ingest_text(0, "x 10\n").unwrap();
+        e.evaluate(0);
+        for i in 1..=400 {
+            e.ingest_text(i * 1000, "other 1\n").unwrap(); // x is gone: stale
+            e.evaluate(i * 1000);
+        }
+        assert_eq!(firing(&e), ["A"]);
+        // back with a value under the threshold: resolved
+        e.ingest_text(401_000, "x 1\n").unwrap();
+        e.evaluate(401_000);
+        assert!(firing(&e).is_empty());
+    }
+
+    #[test]
+    fn slo_budget_is_restored_from_the_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"
+groups:
+  - name: g
+    slos:
+      - name: api
+        objective: 99
+        period: 30d
+        window_scale: 0.0166666667
+        sli:
+          events:
+            error_query: sum(rate(err_total[{{.window}}]))
+            total_query: sum(rate(req_total[{{.window}}]))
+"#;
+        let mut e = Engine::new(opts(Some(dir.path().into())));
+        load(&mut e, text);
+        for i in 0..=120 {
+            e.ingest_text(
+                i * 1000,
+                &format!("req_total {}\nerr_total {}\n", i * 10, i),
+            )
+            .unwrap();
+            e.evaluate(i * 1000);
+        }
+        let spent = e.slos().next().unwrap().budget_remaining();
+        assert!(spent < -5.0, "10% errors on a 1% budget: {spent}");
+        e.persist_all(120_000);
+        let mut e2 = Engine::new(opts(Some(dir.path().into())));
+        load(&mut e2, text);
+        assert_eq!(e2.slos().next().unwrap().budget_remaining(), spent);
+    }
+}

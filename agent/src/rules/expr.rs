@@ -1,0 +1,1053 @@
+//! PromQL subset: validation of promql-parser's AST and its evaluation over the [`Store`] at
+//! one instant.
+//!
+//! Supported: number literals, vector selectors with label matchers and `offset`, range
+//! selectors as function arguments, `rate`, `increase`, `delta`, `avg|min|max|sum|count_over_time`,
+//! `histogram_quantile`, `abs`, `clamp_min`, `clamp_max`, `scalar`, `vector`, `time`; the
+//! aggregations `sum`, `avg`, `max`, `min`, `count` with `by`/`without`; arithmetic
+//! (`+ - * / % ^`), comparisons (with and without `bool`), `and`/`or`/`unless`, with
+//! one-to-one vector matching (`on`, `ignoring`). Anything else is a validation error at load
+//! time, never at evaluation.
+//!
+//! Semantics follow Prometheus: `rate`/`increase` extrapolate like Prometheus'
+//! `extrapolatedRate` (counter resets, extrapolation to the range ends by at most half a
+//! sample interval, not below zero), instant selectors look back 5 minutes and honour stale
+//! markers, `histogram_quantile` interpolates linearly inside the bucket like
+//! `bucketQuantile`. Differences: no `@`, subqueries, `group_left/right`, native histograms or
+//! string results; a range is `(t - range, t]` over samples that may have been downsampled
+//! to one a minute beyond the store's raw window (see `store`), which makes `rate` over long
+//! windows use fewer, wider-spaced points (same extrapolation rules).
+//!
+//! Missing input: an evaluation records whether any selector selected nothing
+//! ([`Evaluated::missing`]); the rule engine treats an empty result with missing input as
+//! UNKNOWN and holds the previous state.
+
+use std::{collections::HashMap, time::Duration};
+
+use promql_parser::{
+    label::Matcher,
+    parser::{
+        token::{self, TokenType},
+        AggregateExpr, BinaryExpr, Call, Expr, LabelModifier, Offset, VectorMatchCardinality,
+        VectorSelector,
+    },
+};
+
+use crate::store::{Labels, Store};
+
+/// One element of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: Labels,
+    pub value: f64,
+}
+
+/// The result of an evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Scalar(f64),
+    Vector(Vec<Sample>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluated {
+    pub value: Value,
+    /// Some selector selected no series.
+    pub missing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExprError {
+    #[error("{0}")]
+    Parse(String),
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Eval(String),
+}
+
+/// Parses and validates an expression.
+pub fn parse(text: &str) -> Result<Expr, ExprError> {
+    let expr = promql_parser::parser::parse(text).map_err(ExprError::Parse)?;
+    validate(&expr)?;
+    Ok(expr)
+}
+
+const FUNCS: &[&str] = &[
+    "rate",
+    "increase",
+    "delta",
+    "avg_over_time",
+    "min_over_time",
+    "max_over_time",
+    "sum_over_time",
+    "count_over_time",
+    "histogram_quantile",
+    "abs",
+    "clamp_min",
+    "clamp_max",
+    "scalar",
+    "vector",
+    "time",
+];
+
+fn validate(expr: &Expr) -> Result<(), ExprError> {
+    let unsupported = |what: &str| Err(ExprError::Unsupported(what.to_string()));
+    match expr {
+        Expr::NumberLiteral(_) => Ok(()),
+        Expr::StringLiteral(_) => unsupported("string literals"),
+        Expr::Paren(p) => validate(&p.expr),
+        Expr::Unary(u) => validate(&u.expr),
+        Expr::VectorSelector(vs) => validate_selector(vs),
+        Expr::MatrixSelector(ms) => validate_selector(&ms.vs),
+        Expr::Subquery(_) => unsupported("subqueries"),
+        Expr::Extension(_) => unsupported("extensions"),
+        Expr::Aggregate(a) => {
+            let op = a.op.id();
+            if ![
+                token::T_SUM,
+                token::T_AVG,
+                token::T_MAX,
+                token::T_MIN,
+                token::T_COUNT,
+            ]
+            .contains(&op)
+            {
+                return unsupported(&format!("aggregation {}", a.op));
+            }
+            validate(&a.expr)
+        }
+        Expr::Binary(b) => {
+            if let Some(m) = &b.modifier {
+                if matches!(
+                    m.card,
+                    VectorMatchCardinality::ManyToOne(_) | VectorMatchCardinality::OneToMany(_)
+                ) {
+                    return unsupported("group_left/group_right");
+                }
+            }
+            if b.op.id() == token::T_ATAN2 {
+                return unsupported("atan2");
+            }
+            validate(&b.lhs)?;
+            validate(&b.rhs)
+        }
+        Expr::Call(c) => {
+            if !FUNCS.contains(&c.func.name) {
+                return unsupported(&format!("function {}", c.func.name));
+            }
+            c.args.args.iter().try_for_each(|a| validate(a))
+        }
+    }
+}
+
+fn validate_selector(vs: &VectorSelector) -> Result<(), ExprError> {
+    if vs.at.is_some() {
+        return Err(ExprError::Unsupported("@ modifier".into()));
+    }
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(ExprError::Unsupported("'or' inside a selector".into()));
+    }
+    Ok(())
+}
+
+/// Every selector's matchers (what the store must keep for this expression).
+pub fn selectors(expr: &Expr, out: &mut Vec<Vec<Matcher>>) {
+    walk(expr, &mut |e| match e {
+        Expr::VectorSelector(vs) => out.push(matchers(vs)),
+        Expr::MatrixSelector(ms) => out.push(matchers(&ms.vs)),
+        _ => {}
+    });
+}
+
+/// The longest range plus offset in the expression, in ms.
+pub fn max_range_ms(expr: &Expr) -> i64 {
+    let mut max = 0i64;
+    walk(expr, &mut |e| {
+        let (range, vs) = match e {
+            Expr::VectorSelector(vs) => (Duration::ZERO, vs),
+            Expr::MatrixSelector(ms) => (ms.range, &ms.vs),
+            _ => return,
+        };
+        let off = match vs.offset {
+            Some(Offset::Pos(d)) => d,
+            _ => Duration::ZERO,
+        };
+        max = max.max((range + off).as_millis() as i64);
+    });
+    max
+}
+
+fn walk(expr: &Expr, f: &mut dyn FnMut(&Expr)) {
+    f(expr);
+    match expr {
+        Expr::Paren(p) => walk(&p.expr, f),
+        Expr::Unary(u) => walk(&u.expr, f),
+        Expr::Aggregate(a) => walk(&a.expr, f),
+        Expr::Binary(b) => {
+            walk(&b.lhs, f);
+            walk(&b.rhs, f)
+        }
+        Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, f)),
+        Expr::Subquery(s) => walk(&s.expr, f),
+        _ => {}
+    }
+}
+
+fn matchers(vs: &VectorSelector) -> Vec<Matcher> {
+    let mut out = vs.matchers.matchers.clone();
+    if let Some(name) = &vs.name {
+        out.push(Matcher::new(
+            promql_parser::label::MatchOp::Equal,
+            "__name__",
+            name,
+        ));
+    }
+    out
+}
+
+fn offset_ms(vs: &VectorSelector) -> i64 {
+    match vs.offset {
+        Some(Offset::Pos(d)) => d.as_millis() as i64,
+        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+        None => 0,
+    }
+}
+
+/// Evaluates `expr` over `store` at `t` (ms since the epoch).
+pub fn eval(expr: &Expr, store: &Store, t: i64) -> Result<Evaluated, ExprError> {
+    let mut ev = Evaluator {
+        store,
+        t,
+        missing: false,
+    };
+    let value = ev.eval(expr)?;
+    Ok(Evaluated {
+        value,
+        missing: ev.missing,
+    })
+}
+
+struct Evaluator<'a> {
+    store: &'a Store,
+    t: i64,
+    missing: bool,
+}
+
+type Matrix = Vec<(Labels, Vec<(i64, f64)>)>;
+
+/// A function of one series' points in a range and the range length (ms).
+type RangeFn<'f> = &'f dyn Fn(&[(i64, f64)], i64) -> Option<f64>;
+
+fn drop_name(mut l: Labels) -> Labels {
+    l.remove("__name__");
+    l
+}
+
+impl Evaluator<'_> {
+    fn eval(&mut self, expr: &Expr) -> Result<Value, ExprError> {
+        match expr {
+            Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
+            Expr::Paren(p) => self.eval(&p.expr),
+            Expr::Unary(u) => Ok(match self.eval(&u.expr)? {
+                Value::Scalar(v) => Value::Scalar(-v),
+                Value::Vector(v) => Value::Vector(
+                    v.into_iter()
+                        .map(|s| Sample {
+                            labels: drop_name(s.labels),
+                            value: -s.value,
+                        })
+                        .collect(),
+                ),
+            }),
+            Expr::VectorSelector(vs) => {
+                let got = self.store.instant(&matchers(vs), self.t - offset_ms(vs));
+                if got.is_empty() {
+                    self.missing = true;
+                }
+                Ok(Value::Vector(
+                    got.into_iter()
+                        .map(|(labels, value)| Sample { labels, value })
+                        .collect(),
+                ))
+            }
+            Expr::Aggregate(a) => self.aggregate(a),
+            Expr::Binary(b) => self.binary(b),
+            Expr::Call(c) => self.call(c),
+            other => Err(ExprError::Unsupported(format!("{other}"))),
+        }
+    }
+
+    fn vector(&mut self, expr: &Expr) -> Result<Vec<Sample>, ExprError> {
+        match self.eval(expr)? {
+            Value::Vector(v) => Ok(v),
+            Value::Scalar(_) => Err(ExprError::Eval(format!("{expr}: expected a vector"))),
+        }
+    }
+
+    fn scalar(&mut self, expr: &Expr) -> Result<f64, ExprError> {
+        match self.eval(expr)? {
+            Value::Scalar(v) => Ok(v),
+            Value::Vector(_) => Err(ExprError::Eval(format!("{expr}: expected a scalar"))),
+        }
+    }
+
+    fn matrix(&mut self, expr: &Expr) -> Result<(Matrix, i64), ExprError> {
+        let Expr::MatrixSelector(ms) = expr else {
+            return Err(ExprError::Eval(format!(
+                "{expr}: expected a range selector"
+            )));
+        };
+        let range = ms.range.as_millis() as i64;
+        let end = self.t - offset_ms(&ms.vs);
+        let got = self.store.range(&matchers(&ms.vs), end - range, end);
+        if got.is_empty() {
+            self.missing = true;
+        }
+        Ok((got, range))
+    }
+
+    fn call(&mut self, c: &Call) -> Result<Value, ExprError> {
+        let args = &c.args.args;
+        let over_matrix = |this: &mut Self, f: RangeFn| {
+            let (m, range) = this.matrix(&args[0])?;
+            Ok(Value::Vector(
+                m.into_iter()
+                    .filter_map(|(labels, pts)| {
+                        f(&pts, range).map(|value| Sample {
+                            labels: drop_name(labels),
+                            value,
+                        })
+                    })
+                    .collect(),
+            ))
+        };
+        let t = self.t;
+        match c.func.name {
+            "rate" => over_matrix(self, &|p, r| extrapolated(p, t - r, t, true, true)),
+            "increase" => over_matrix(self, &|p, r| extrapolated(p, t - r, t, true, false)),
+            "delta" => over_matrix(self, &|p, r| extrapolated(p, t - r, t, false, false)),
+            "avg_over_time" => over_matrix(self, &|p, _| {
+                Some(p.iter().map(|x| x.1).sum::<f64>() / p.len() as f64)
+            }),
+            "sum_over_time" => over_matrix(self, &|p, _| Some(p.iter().map(|x| x.1).sum())),
+            "count_over_time" => over_matrix(self, &|p, _| Some(p.len() as f64)),
+            "max_over_time" => over_matrix(self, &|p, _| p.iter().map(|x| x.1).reduce(f64::max)),
+            "min_over_time" => over_matrix(self, &|p, _| p.iter().map(|x| x.1).reduce(f64::min)),
+            "histogram_quantile" => {
+                let q = self.scalar(&args[0])?;
+                let v = self.vector(&args[1])?;
+                Ok(Value::Vector(histogram_quantile(q, v)))
+            }
+            "abs" | "clamp_min" | "clamp_max" => {
+                let v = self.vector(&args[0])?;
+                let bound = if args.len() > 1 {
+                    self.scalar(&args[1])?
+                } else {
+                    0.0
+                };
+                let f = |x: f64| match c.func.name {
+                    "abs" => x.abs(),
+                    "clamp_min" => x.max(bound),
+                    _ => x.min(bound),
+                };
+                Ok(Value::Vector(
+                    v.into_iter()
+                        .map(|s| Sample {
+                            labels: drop_name(s.labels),
+                            value: f(s.value),
+                        })
+                        .collect(),
+                ))
+            }
+            "scalar" => {
+                let v = self.vector(&args[0])?;
+                Ok(Value::Scalar(if v.len() == 1 {
+                    v[0].value
+                } else {
+                    f64::NAN
+                }))
+            }
+            "vector" => {
+                let s = self.scalar(&args[0])?;
+                Ok(Value::Vector(vec![Sample {
+                    labels: Labels::new(),
+                    value: s,
+                }]))
+            }
+            "time" => Ok(Value::Scalar(self.t as f64 / 1000.0)),
+            other => Err(ExprError::Unsupported(format!("function {other}"))),
+        }
+    }
+
+    fn aggregate(&mut self, a: &AggregateExpr) -> Result<Value, ExprError> {
+        let v = self.vector(&a.expr)?;
+        let op = a.op.id();
+        // group key -> (labels, sum, count, min, max)
+        let mut groups: HashMap<Labels, (f64, usize, f64, f64)> = HashMap::new();
+        let mut order: Vec<Labels> = Vec::new();
+        for s in v {
+            let key: Labels = match &a.modifier {
+                Some(LabelModifier::Include(ls)) => s
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| ls.labels.contains(k) && *k != "__name__")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                Some(LabelModifier::Exclude(ls)) => s
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| !ls.labels.contains(k) && *k != "__name__")
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                None => Labels::new(),
+            };
+            let e = groups.entry(key.clone()).or_insert_with(|| {
+                order.push(key);
+                (0.0, 0, f64::INFINITY, f64::NEG_INFINITY)
+            });
+            e.0 += s.value;
+            e.1 += 1;
+            e.2 = if s.value.is_nan() {
+                e.2
+            } else {
+                e.2.min(s.value)
+            };
+            e.3 = if s.value.is_nan() {
+                e.3
+            } else {
+                e.3.max(s.value)
+            };
+        }
+        let out = order
+            .into_iter()
+            .map(|labels| {
+                let (sum, n, min, max) = groups[&labels];
+                let value = match op {
+                    token::T_SUM => sum,
+                    token::T_AVG => sum / n as f64,
+                    token::T_COUNT => n as f64,
+                    token::T_MIN if min.is_finite() || min == f64::NEG_INFINITY => min,
+                    token::T_MAX if max.is_finite() || max == f64::INFINITY => max,
+                    _ => f64::NAN,
+                };
+                Sample { labels, value }
+            })
+            .collect();
+        Ok(Value::Vector(out))
+    }
+
+    fn binary(&mut self, b: &BinaryExpr) -> Result<Value, ExprError> {
+        let op = b.op;
+        let lhs = self.eval(&b.lhs)?;
+        let rhs = self.eval(&b.rhs)?;
+        let return_bool = b.return_bool();
+        let is_cmp = op.is_comparison_operator();
+        match (lhs, rhs) {
+            (Value::Scalar(x), Value::Scalar(y)) => {
+                Ok(Value::Scalar(arith(op, x, y).ok_or_else(|| {
+                    ExprError::Eval(format!("operator {op} on scalars"))
+                })?))
+            }
+            (Value::Vector(v), Value::Scalar(y)) => Ok(Value::Vector(vector_scalar(
+                op,
+                v,
+                y,
+                false,
+                is_cmp,
+                return_bool,
+            )?)),
+            (Value::Scalar(x), Value::Vector(v)) => Ok(Value::Vector(vector_scalar(
+                op,
+                v,
+                x,
+                true,
+                is_cmp,
+                return_bool,
+            )?)),
+            (Value::Vector(l), Value::Vector(r)) => Ok(Value::Vector(vector_vector(b, l, r)?)),
+        }
+    }
+}
+
+/// `x op y` for arithmetic and comparison operators (comparisons give 1 or 0).
+fn arith(op: TokenType, x: f64, y: f64) -> Option<f64> {
+    let b = |c: bool| if c { 1.0 } else { 0.0 };
+    Some(match op.id() {
+        token::T_ADD => x + y,
+        token::T_SUB => x - y,
+        token::T_MUL => x * y,
+        token::T_DIV => x / y,
+        token::T_MOD => x % y,
+        token::T_POW => x.powf(y),
+        token::T_EQLC => b(x == y),
+        token::T_NEQ => b(x != y),
+        token::T_GTR => b(x > y),
+        token::T_LSS => b(x < y),
+        token::T_GTE => b(x >= y),
+        token::T_LTE => b(x <= y),
+        _ => return None,
+    })
+}
+
+fn vector_scalar(
+    op: TokenType,
+    v: Vec<Sample>,
+    s: f64,
+    scalar_left: bool,
+    is_cmp: bool,
+    return_bool: bool,
+) -> Result<Vec<Sample>, ExprError> {
+    let mut out = Vec::with_capacity(v.len());
+    for sample in v {
+        let (x, y) = if scalar_left {
+            (s, sample.value)
+        } else {
+            (sample.value, s)
+        };
+        let r = arith(op, x, y).ok_or_else(|| {
+            ExprError::Eval(format!("operator {op} between a vector and a scalar"))
+        })?;
+        if is_cmp && !return_bool {
+            if r == 1.0 {
+                out.push(sample);
+            }
+        } else {
+            out.push(Sample {
+                labels: drop_name(sample.labels),
+                value: r,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn signature(labels: &Labels, b: &BinaryExpr) -> Labels {
+    match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
+        Some(LabelModifier::Include(on)) => labels
+            .iter()
+            .filter(|(k, _)| on.labels.contains(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        Some(LabelModifier::Exclude(ign)) => labels
+            .iter()
+            .filter(|(k, _)| !ign.labels.contains(k) && *k != "__name__")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        None => drop_name(labels.clone()),
+    }
+}
+
+fn vector_vector(b: &BinaryExpr, l: Vec<Sample>, r: Vec<Sample>) -> Result<Vec<Sample>, ExprError> {
+    let op = b.op.id();
+    if matches!(op, token::T_LAND | token::T_LOR | token::T_LUNLESS) {
+        let rsigs: std::collections::HashSet<Labels> =
+            r.iter().map(|s| signature(&s.labels, b)).collect();
+        return Ok(match op {
+            token::T_LAND => l
+                .into_iter()
+                .filter(|s| rsigs.contains(&signature(&s.labels, b)))
+                .collect(),
+            token::T_LUNLESS => l
+                .into_iter()
+                .filter(|s| !rsigs.contains(&signature(&s.labels, b)))
+                .collect(),
+            _ => {
+                let lsigs: std::collections::HashSet<Labels> =
+                    l.iter().map(|s| signature(&s.labels, b)).collect();
+                let mut out = l;
+                out.extend(
+                    r.into_iter()
+                        .filter(|s| !lsigs.contains(&signature(&s.labels, b))),
+                );
+                out
+            }
+        });
+    }
+    let mut right: HashMap<Labels, Sample> = HashMap::new();
+    for s in r {
+        let sig = signature(&s.labels, b);
+        if right.insert(sig.clone(), s).is_some() {
+            return Err(ExprError::Eval(format!(
+                "found duplicate series for the match group {sig:?} on the right hand side of the operation {}",
+                b.op
+            )));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let is_cmp = b.op.is_comparison_operator();
+    let return_bool = b.return_bool();
+    let mut out = Vec::new();
+    for s in l {
+        let sig = signature(&s.labels, b);
+        let Some(rs) = right.get(&sig) else { continue };
+        if !seen.insert(sig.clone()) {
+            return Err(ExprError::Eval(format!(
+                "multiple matches for labels {sig:?}: many-to-one matching must be explicit (group_left/group_right are not supported)"
+            )));
+        }
+        let v = arith(b.op, s.value, rs.value)
+            .ok_or_else(|| ExprError::Eval(format!("operator {}", b.op)))?;
+        let mut labels = match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
+            Some(LabelModifier::Include(_)) => sig,
+            Some(LabelModifier::Exclude(ign)) => s
+                .labels
+                .iter()
+                .filter(|(k, _)| !ign.labels.contains(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            None => s.labels.clone(),
+        };
+        if is_cmp && !return_bool {
+            if v == 1.0 {
+                out.push(Sample {
+                    labels,
+                    value: s.value,
+                });
+            }
+        } else {
+            labels.remove("__name__");
+            out.push(Sample { labels, value: v });
+        }
+    }
+    Ok(out)
+}
+
+/// Prometheus' extrapolated rate/increase/delta over the points of one series in
+/// `(start, end]` (ms). `None` with fewer than two points.
+pub fn extrapolated(
+    points: &[(i64, f64)],
+    start: i64,
+    end: i64,
+    is_counter: bool,
+    is_rate: bool,
+) -> Option<f64> {
+    if points.len() < 2 {
+        return None;
+    }
+    let (first_t, first_v) = points[0];
+    let (last_t, last_v) = points[points.len() - 1];
+    let mut result = last_v - first_v;
+    if is_counter {
+        for w in points.windows(2) {
+            if w[1].1 < w[0].1 {
+                result += w[0].1;
+            }
+        }
+    }
+    let secs = |ms: i64| ms as f64 / 1000.0;
+    let mut to_start = secs(first_t - start);
+    let to_end = secs(end - last_t);
+    let sampled = secs(last_t - first_t);
+    let avg = sampled / (points.len() - 1) as f64;
+    if is_counter && result > 0.0 && first_v >= 0.0 {
+        let to_zero = sampled * (first_v / result);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    let threshold = avg * 1.1;
+    let mut interval = sampled;
+    interval += if to_start < threshold {
+        to_start
+    } else {
+        avg / 2.0
+    };
+    interval += if to_end < threshold {
+        to_end
+    } else {
+        avg / 2.0
+    };
+    let mut factor = interval / sampled;
+    if is_rate {
+        factor /= secs(end - start);
+    }
+    Some(result * factor)
+}
+
+/// `histogram_quantile` over classic buckets (series with an `le` label), grouped by their
+/// other labels (without `__name__`), like Prometheus' `bucketQuantile`.
+pub fn histogram_quantile(q: f64, v: Vec<Sample>) -> Vec<Sample> {
+    let mut groups: HashMap<Labels, Vec<(f64, f64)>> = HashMap::new();
+    let mut order = Vec::new();
+    for s in v {
+        let mut labels = drop_name(s.labels);
+        let Some(le) = labels.remove("le") else {
+            continue;
+        };
+        let Ok(bound) = le.parse::<f64>().or_else(|_| {
+            if le == "+Inf" {
+                Ok(f64::INFINITY)
+            } else {
+                Err(())
+            }
+        }) else {
+            continue;
+        };
+        groups
+            .entry(labels.clone())
+            .or_insert_with(|| {
+                order.push(labels);
+                Vec::new()
+            })
+            .push((bound, s.value));
+    }
+    order
+        .into_iter()
+        .map(|labels| {
+            let buckets = groups.remove(&labels).unwrap_or_default();
+            Sample {
+                labels,
+                value: bucket_quantile(q, buckets),
+            }
+        })
+        .collect()
+}
+
+fn bucket_quantile(q: f64, mut b: Vec<(f64, f64)>) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    b.sort_by(|x, y| x.0.total_cmp(&y.0));
+    if b.last().is_none_or(|x| x.0 != f64::INFINITY) {
+        return f64::NAN;
+    }
+    // merge equal bounds, force monotonic counts
+    b.dedup_by(|later, earlier| {
+        if later.0 == earlier.0 {
+            earlier.1 += later.1;
+            true
+        } else {
+            false
+        }
+    });
+    let mut max = f64::NEG_INFINITY;
+    for x in b.iter_mut() {
+        if x.1 < max {
+            x.1 = max;
+        }
+        max = x.1;
+    }
+    if b.len() < 2 {
+        return f64::NAN;
+    }
+    let total = b[b.len() - 1].1;
+    if total == 0.0 || total.is_nan() {
+        return f64::NAN;
+    }
+    let mut rank = q * total;
+    let i = b.iter().position(|x| x.1 >= rank).unwrap_or(b.len() - 1);
+    if i == b.len() - 1 {
+        return b[b.len() - 2].0;
+    }
+    if i == 0 && b[0].0 <= 0.0 {
+        return b[0].0;
+    }
+    let (mut start, end, mut count) = (0.0, b[i].0, b[i].1);
+    if i > 0 {
+        start = b[i - 1].0;
+        count -= b[i - 1].1;
+        rank -= b[i - 1].1;
+    }
+    start + (end - start) * (rank / count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreLimits;
+    use proptest::prelude::*;
+
+    fn labels(name: &str, extra: &[(&str, &str)]) -> Labels {
+        let mut m: Labels = extra
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        m.insert("__name__".into(), name.into());
+        m
+    }
+
+    /// A store keeping everything, fed with `series` sampled at the given (ms, value) points.
+    fn store(series: &[(Labels, Vec<(i64, f64)>)]) -> Store {
+        let mut s = Store::new(StoreLimits::default());
+        s.configure(StoreLimits::default(), {
+            let mut all = Vec::new();
+            selectors(&parse("{__name__=~\".+\"}").unwrap(), &mut all);
+            all
+        });
+        let mut times: Vec<i64> = series
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|x| x.0))
+            .collect();
+        times.sort();
+        times.dedup();
+        for t in times {
+            let batch: Vec<(Labels, f64)> = series
+                .iter()
+                .filter_map(|(l, p)| p.iter().find(|x| x.0 == t).map(|x| (l.clone(), x.1)))
+                .collect();
+            s.ingest(t, batch);
+        }
+        s
+    }
+
+    fn eval_at(s: &Store, q: &str, t: i64) -> Evaluated {
+        eval(&parse(q).unwrap(), s, t).unwrap()
+    }
+
+    fn one(s: &Store, q: &str, t: i64) -> f64 {
+        match eval_at(s, q, t).value {
+            Value::Vector(v) if v.len() == 1 => v[0].value,
+            Value::Scalar(x) => x,
+            other => panic!("{q}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rate_of_a_steady_counter_is_its_slope() {
+        let pts = (1..=60).map(|i| (i * 1000, 10.0 * i as f64)).collect();
+        let s = store(&[(labels("c_total", &[]), pts)]);
+        assert!((one(&s, "rate(c_total[1m])", 60_000) - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn increase_extrapolates_like_prometheus() {
+        // points every 15 s: 5, 10, 15, 20. Hand-computed: sampled 45 s, to_start 15 s (<16.5,
+        // and to_zero = 45*5/15 = 15), to_end 0: increase = 15 * 60/45 = 20.
+        let pts = vec![
+            (15_000, 5.0),
+            (30_000, 10.0),
+            (45_000, 15.0),
+            (60_000, 20.0),
+        ];
+        let s = store(&[(labels("c_total", &[]), pts)]);
+        assert!((one(&s, "increase(c_total[1m])", 60_000) - 20.0).abs() < 1e-9);
+        assert!((one(&s, "rate(c_total[1m])", 60_000) - 20.0 / 60.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn counter_resets_are_handled() {
+        // 5, 6, 1, 2 at 57..60 s: raw increase 3 (2-5+6); to_start 57 s > 1.1 s so half an
+        // interval is added at the start (to_zero = 5 s is also > 1.1 s): 3 * 3.5/3 = 3.5.
+        let pts = vec![(57_000, 5.0), (58_000, 6.0), (59_000, 1.0), (60_000, 2.0)];
+        let s = store(&[(labels("c_total", &[]), pts)]);
+        assert!((one(&s, "increase(c_total[1m])", 60_000) - 3.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn histogram_quantile_against_known_buckets() {
+        let b = |le: &str, v: f64| {
+            (
+                labels("h_bucket", &[("le", le), ("s", "x")]),
+                vec![(1000, v)],
+            )
+        };
+        let s = store(&[
+            b("0.1", 10.0),
+            b("0.2", 20.0),
+            b("0.4", 40.0),
+            b("+Inf", 40.0),
+        ]);
+        for (q, want) in [(0.25, 0.1), (0.5, 0.2), (0.75, 0.3), (1.0, 0.4)] {
+            let got = one(&s, &format!("histogram_quantile({q}, h_bucket)"), 1000);
+            assert!((got - want).abs() < 1e-12, "q={q}: {got}");
+        }
+        // rank in the +Inf bucket: the highest finite bound
+        let s = store(&[
+            b("0.1", 10.0),
+            b("0.2", 20.0),
+            b("0.4", 40.0),
+            b("+Inf", 50.0),
+        ]);
+        assert_eq!(one(&s, "histogram_quantile(0.99, h_bucket)", 1000), 0.4);
+        // no +Inf bucket: NaN
+        let s = store(&[b("0.1", 10.0), b("0.2", 20.0)]);
+        assert!(one(&s, "histogram_quantile(0.5, h_bucket)", 1000).is_nan());
+    }
+
+    #[test]
+    fn aggregation_matching_and_set_operators() {
+        let s = store(&[
+            (
+                labels("e", &[("svc", "a"), ("code", "1")]),
+                vec![(1000, 1.0)],
+            ),
+            (
+                labels("e", &[("svc", "a"), ("code", "2")]),
+                vec![(1000, 2.0)],
+            ),
+            (
+                labels("e", &[("svc", "b"), ("code", "1")]),
+                vec![(1000, 4.0)],
+            ),
+            (labels("t", &[("svc", "a")]), vec![(1000, 30.0)]),
+            (labels("t", &[("svc", "b")]), vec![(1000, 8.0)]),
+        ]);
+        let v = |q: &str| match eval_at(&s, q, 1000).value {
+            Value::Vector(mut v) => {
+                v.sort_by(|a, b| a.labels.cmp(&b.labels));
+                v.into_iter()
+                    .map(|x| (x.labels.get("svc").cloned().unwrap_or_default(), x.value))
+                    .collect::<Vec<_>>()
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            v("sum by (svc) (e)"),
+            [("a".into(), 3.0), ("b".into(), 4.0)]
+        );
+        assert_eq!(
+            v("sum by (svc) (e) / on (svc) t"),
+            [("a".into(), 0.1), ("b".into(), 0.5)]
+        );
+        assert_eq!(v("sum by (svc) (e) / t > 0.2"), [("b".into(), 0.5)]);
+        assert_eq!(v("sum(e)"), [(String::new(), 7.0)]);
+        assert_eq!(
+            v("max without (code) (e)"),
+            [("a".into(), 2.0), ("b".into(), 4.0)]
+        );
+        assert_eq!(v("count(e)"), [(String::new(), 3.0)]);
+        assert_eq!(v("t and on (svc) e{code=\"2\"}"), [("a".into(), 30.0)]);
+        assert_eq!(v("t unless on (svc) e{code=\"2\"}"), [("b".into(), 8.0)]);
+        assert_eq!(
+            v("t{svc=\"a\"} or on (svc) t"),
+            [("a".into(), 30.0), ("b".into(), 8.0)]
+        );
+        assert_eq!(v("t > bool 10"), [("a".into(), 1.0), ("b".into(), 0.0)]);
+        assert_eq!(one(&s, "2 * 3 + 1", 1000), 7.0);
+        assert!(eval_at(&s, "nothing_here", 1000).missing);
+        assert!(!eval_at(&s, "t", 1000).missing);
+        // one-to-one matching refuses many-to-one
+        assert!(eval(&parse("e / on (svc) t").unwrap(), &s, 1000).is_err());
+    }
+
+    #[test]
+    fn unsupported_constructs_are_rejected_at_parse() {
+        for q in [
+            "rate(x[5m:1m])",
+            "x @ 100",
+            "topk(3, x)",
+            "a / on (s) group_left b",
+            "label_replace(x, \"a\", \"b\", \"c\", \"d\")",
+            "\"str\"",
+        ] {
+            assert!(matches!(parse(q), Err(ExprError::Unsupported(_))), "{q}");
+        }
+        assert!(matches!(parse("rate(x[5m]"), Err(ExprError::Parse(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn rate_of_any_linear_counter_is_its_slope(
+            slope in 0.001f64..1e6, step_s in 1i64..30, n in 3i64..40, start in 0f64..1e9
+        ) {
+            let step = step_s * 1000;
+            let end = n * step;
+            let pts: Vec<(i64, f64)> = (1..=n).map(|i| (i * step, start + slope * (i * step) as f64 / 1000.0)).collect();
+            // the range covers exactly (n-1) intervals after the first point
+            let got = extrapolated(&pts, end - (n - 1) * step - step, end, true, true).unwrap();
+            prop_assert!((got - slope).abs() <= slope * 1e-9 + 1e-12, "got {} want {}", got, slope);
+        }
+
+        #[test]
+        fn increase_is_never_negative_for_counters(
+            vals in proptest::collection::vec(0f64..1e6, 2..50), range_s in 1i64..600
+        ) {
+            let pts: Vec<(i64, f64)> = vals.iter().enumerate().map(|(i, v)| ((i as i64 + 1) * 1000, *v)).collect();
+            let end = pts.last().unwrap().0;
+            let got = extrapolated(&pts, end - range_s.max(pts.len() as i64) * 1000, end, true, false).unwrap();
+            prop_assert!(got >= 0.0);
+        }
+
+        #[test]
+        fn quantile_is_monotonic_and_within_bounds(
+            counts in proptest::collection::vec(0f64..1000.0, 2..12), q1 in 0f64..=1.0, q2 in 0f64..=1.0
+        ) {
+            let mut cum = 0.0;
+            let mut v = Vec::new();
+            for (i, c) in counts.iter().enumerate() {
+                cum += c;
+                let le = if i == counts.len() - 1 { "+Inf".to_string() } else { format!("{}", (i + 1) as f64 * 0.5) };
+                v.push(Sample { labels: labels("h_bucket", &[("le", &le)]), value: cum });
+            }
+            let a = histogram_quantile(q1.min(q2), v.clone())[0].value;
+            let b = histogram_quantile(q1.max(q2), v)[0].value;
+            if cum == 0.0 {
+                prop_assert!(a.is_nan() && b.is_nan());
+            } else {
+                prop_assert!(a <= b + 1e-12, "{} > {}", a, b);
+                prop_assert!(a >= 0.0 && b <= (counts.len() - 1) as f64 * 0.5 + 1e-12);
+            }
+        }
+
+        #[test]
+        fn evaluator_never_panics_on_generated_expressions(e in arb_expr()) {
+            let s = store(&[
+                (labels("a", &[("x", "1")]), vec![(1000, 1.0), (2000, 3.0)]),
+                (labels("a", &[("x", "2")]), vec![(1000, 0.0), (2000, 0.0)]),
+                (labels("b", &[("x", "1"), ("le", "0.5")]), vec![(2000, 2.0)]),
+                (labels("b", &[("x", "1"), ("le", "+Inf")]), vec![(2000, 4.0)]),
+            ]);
+            if let Ok(expr) = parse(&e) {
+                let _ = eval(&expr, &s, 2000);
+            }
+        }
+    }
+
+    fn arb_expr() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("a".to_string()),
+            Just("b".to_string()),
+            Just("a{x=\"1\"}".to_string()),
+            Just("rate(a[5s])".to_string()),
+            Just("increase(b[1m])".to_string()),
+            Just("missing".to_string()),
+            (-5f64..5.0).prop_map(|v| format!("({v})")),
+        ];
+        leaf.prop_recursive(4, 32, 3, |inner| {
+            prop_oneof![
+                (
+                    inner.clone(),
+                    inner.clone(),
+                    prop_oneof![
+                        Just("+"),
+                        Just("-"),
+                        Just("*"),
+                        Just("/"),
+                        Just(">"),
+                        Just("< bool"),
+                        Just("and"),
+                        Just("or"),
+                        Just("unless"),
+                        Just("/ on (x)"),
+                        Just("^"),
+                        Just("%")
+                    ]
+                )
+                    .prop_map(|(a, b, op)| format!("({a} {op} {b})")),
+                (
+                    inner.clone(),
+                    prop_oneof![
+                        Just("sum"),
+                        Just("avg"),
+                        Just("max"),
+                        Just("min"),
+                        Just("count")
+                    ],
+                    prop_oneof![Just(""), Just(" by (x)"), Just(" without (x)")]
+                )
+                    .prop_map(|(a, agg, m)| format!("{agg}{m} ({a})")),
+                inner
+                    .clone()
+                    .prop_map(|a| format!("histogram_quantile(0.9, {a})")),
+                inner.prop_map(|a| format!("abs({a})")),
+            ]
+        })
+    }
+}

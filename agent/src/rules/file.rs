@@ -1,0 +1,874 @@
+//! Rule files: YAML in the shape of `design.md` (Prometheus-style `groups:` with `rules:` and
+//! Sloth-style `slos:`), decoded from saphyr's marked node tree so that every problem names
+//! file, line and column, and every problem of a file is reported, not just the first.
+//!
+//! ```yaml
+//! groups:
+//!   - name: host
+//!     interval: 10s                 # optional, default: rules.evaluation_interval_secs
+//!     rules:
+//!       - alert: ManyErrors
+//!         expr: sum(rate(steadfast_syscall_errors_total[5m])) > 10
+//!         for: 5m                   # optional
+//!         keep_firing_for: 1m       # optional
+//!         labels: {severity: ticket}
+//!         annotations: {summary: "{{ $value }} errors/s"}
+//!         signal: errors-high       # optional: raised while the alert fires
+//!     slos:
+//!       - name: fsync-latency
+//!         objective: 99.9           # percent
+//!         period: 30d               # usually 28d or 30d (1d to 366d are accepted)
+//!         sli:
+//!           latency:                # or events: {error_query: ..., total_query: ...}
+//!             histogram: steadfast_syscall_duration_seconds{syscall="fsync"}
+//!             threshold_seconds: 0.05
+//!         min_events: 100           # optional: fewer events in a long window never alert
+//!         labels: {team: storage}   # optional: on every alert of the SLO
+//!         alerting:                 # optional
+//!           name: FsyncLatencyBudgetBurn
+//!           annotations: {summary: ...}
+//!           page_labels: {severity: page}
+//!           ticket_labels: {severity: ticket}
+//!         budget_policy:            # optional
+//!           signal: change-freeze   # raised while the error budget is spent
+//!         window_scale: 1           # optional, for tests: multiplies every burn-rate window
+//! ```
+//!
+//! `breakers:` and `signals:` belong to the local-control issue: they are rejected with a
+//! "not supported yet" problem at their position.
+
+use std::{collections::BTreeMap, fmt, path::Path, time::Duration};
+
+use promql_parser::parser::Expr;
+use saphyr::{LoadableYamlNode, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
+
+use super::expr;
+
+/// One problem in a rule file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// Every problem found in a set of rule files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct Problems(pub Vec<Problem>);
+
+#[derive(Debug, Clone)]
+pub struct RuleFile {
+    pub groups: Vec<Group>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub name: String,
+    pub interval: Option<Duration>,
+    pub rules: Vec<AlertRule>,
+    pub slos: Vec<SloDef>,
+}
+
+/// A parsed expression with its source text.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub text: String,
+    pub expr: Expr,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertRule {
+    pub name: String,
+    pub expr: Query,
+    pub for_: Duration,
+    pub keep_firing_for: Duration,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub signal: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sli {
+    /// Per-second rates with a `{{.window}}` placeholder for the range.
+    Events {
+        error_query: String,
+        total_query: String,
+    },
+    /// Events are the histogram's observations; errors those above the threshold.
+    Latency {
+        histogram: String,
+        threshold_seconds: f64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SloDef {
+    pub name: String,
+    pub objective: f64,
+    pub period: Duration,
+    pub sli: Sli,
+    pub min_events: f64,
+    pub labels: BTreeMap<String, String>,
+    pub alert_name: String,
+    pub annotations: BTreeMap<String, String>,
+    pub page_labels: BTreeMap<String, String>,
+    pub ticket_labels: BTreeMap<String, String>,
+    pub budget_signal: Option<String>,
+    pub window_scale: f64,
+}
+
+/// Parses a Prometheus duration (`1h30m`, `5m`, `30s`, `100ms`, `1d`, `1w`, `1y`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration (like 30s, 5m, 1h30m, 28d)");
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let units: [(&str, u64); 7] = [
+        ("y", 365 * 86_400_000),
+        ("w", 7 * 86_400_000),
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ];
+    let mut rest = s;
+    let mut total: u64 = 0;
+    let mut next_unit = 0;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = if rest.starts_with("ms") { 2 } else { 1 };
+        let unit = rest.get(..unit_len).ok_or_else(bad)?;
+        let i = units.iter().position(|(u, _)| *u == unit).ok_or_else(bad)?;
+        if i < next_unit {
+            return Err(bad());
+        }
+        next_unit = i + 1;
+        total = n
+            .checked_mul(units[i].1)
+            .and_then(|x| total.checked_add(x))
+            .ok_or_else(bad)?;
+        rest = &rest[unit_len..];
+    }
+    Ok(Duration::from_millis(total))
+}
+
+/// Rule files larger than this are refused (memory stays bounded whatever is in the directory).
+pub const MAX_FILE_BYTES: u64 = 4 << 20;
+
+/// Loads and checks files; every problem of every file, or the parsed files.
+pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<Vec<(String, RuleFile)>, Problems> {
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        let shown = path.as_ref().display().to_string();
+        let too_big = std::fs::metadata(path.as_ref()).is_ok_and(|m| m.len() > MAX_FILE_BYTES);
+        if too_big {
+            problems.push(Problem {
+                file: shown,
+                line: 0,
+                column: 0,
+                message: format!("larger than {MAX_FILE_BYTES} bytes"),
+            });
+            continue;
+        }
+        match std::fs::read_to_string(path.as_ref()) {
+            Ok(text) => match parse(&text, &shown) {
+                Ok(f) => out.push((shown, f)),
+                Err(p) => problems.extend(p.0),
+            },
+            Err(e) => problems.push(Problem {
+                file: shown,
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    check_unique(&out, &mut problems);
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(Problems(problems))
+    }
+}
+
+/// Group names must be unique over all files, SLO names too (they name state files).
+fn check_unique(files: &[(String, RuleFile)], problems: &mut Vec<Problem>) {
+    let mut groups = std::collections::HashSet::new();
+    let mut slos = std::collections::HashSet::new();
+    for (file, f) in files {
+        for g in &f.groups {
+            if !groups.insert(g.name.clone()) {
+                problems.push(Problem {
+                    file: file.clone(),
+                    line: 0,
+                    column: 0,
+                    message: format!("group {:?} is defined more than once", g.name),
+                });
+            }
+            for s in &g.slos {
+                if !slos.insert(s.name.clone()) {
+                    problems.push(Problem {
+                        file: file.clone(),
+                        line: 0,
+                        column: 0,
+                        message: format!("SLO {:?} is defined more than once", s.name),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Parses one file's text; `file` names it in problems.
+pub fn parse(text: &str, file: &str) -> Result<RuleFile, Problems> {
+    let mut cx = Cx {
+        file,
+        problems: Vec::new(),
+    };
+    let docs = match MarkedYamlOwned::load_from_str(text) {
+        Ok(d) => d,
+        Err(e) => {
+            return Err(Problems(vec![Problem {
+                file: file.into(),
+                line: e.marker().line(),
+                column: e.marker().col() + 1,
+                message: format!("YAML: {}", e.info()),
+            }]))
+        }
+    };
+    let mut groups = Vec::new();
+    match docs.as_slice() {
+        [] => {}
+        [root] => {
+            if !matches!(root.data, YamlDataOwned::Value(ScalarOwned::Null)) {
+                if let Some(fields) = cx.mapping(root, "the file", &["groups"]) {
+                    if let Some(gs) = fields.get("groups") {
+                        for g in cx.seq(gs, "groups") {
+                            if let Some(g) = cx.group(g) {
+                                groups.push(g);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        [_, second, ..] => cx.err(second, "one YAML document per file".into()),
+    }
+    let mut names = std::collections::HashSet::new();
+    for g in &groups {
+        if !names.insert(&g.name) {
+            cx.problems.push(Problem {
+                file: file.into(),
+                line: 0,
+                column: 0,
+                message: format!("group {:?} is defined more than once", g.name),
+            });
+        }
+    }
+    if cx.problems.is_empty() {
+        Ok(RuleFile { groups })
+    } else {
+        Err(Problems(cx.problems))
+    }
+}
+
+struct Cx<'a> {
+    file: &'a str,
+    problems: Vec<Problem>,
+}
+
+/// The fields of a mapping by key, each with its key node (for positions).
+struct Fields<'n> {
+    map: BTreeMap<String, &'n MarkedYamlOwned>,
+    at: &'n MarkedYamlOwned,
+}
+
+impl<'n> Fields<'n> {
+    fn get(&self, k: &str) -> Option<&'n MarkedYamlOwned> {
+        self.map.get(k).copied()
+    }
+}
+
+fn scalar_text(node: &MarkedYamlOwned) -> Option<String> {
+    match &node.data {
+        YamlDataOwned::Value(ScalarOwned::String(s)) => Some(s.clone()),
+        YamlDataOwned::Value(ScalarOwned::Integer(i)) => Some(i.to_string()),
+        YamlDataOwned::Value(ScalarOwned::FloatingPoint(f)) => Some(f.to_string()),
+        YamlDataOwned::Value(ScalarOwned::Boolean(b)) => Some(b.to_string()),
+        YamlDataOwned::Representation(s, _, _) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+impl<'a> Cx<'a> {
+    fn err(&mut self, node: &MarkedYamlOwned, message: String) {
+        self.problems.push(Problem {
+            file: self.file.into(),
+            line: node.span.start.line(),
+            column: node.span.start.col() + 1,
+            message,
+        });
+    }
+
+    fn mapping<'n>(
+        &mut self,
+        node: &'n MarkedYamlOwned,
+        what: &str,
+        allowed: &[&str],
+    ) -> Option<Fields<'n>> {
+        let YamlDataOwned::Mapping(m) = &node.data else {
+            self.err(node, format!("{what}: expected a mapping"));
+            return None;
+        };
+        let mut map = BTreeMap::new();
+        for (k, v) in m {
+            let Some(key) = scalar_text(k) else {
+                self.err(k, format!("{what}: keys must be strings"));
+                continue;
+            };
+            if !allowed.contains(&key.as_str()) {
+                let msg = match key.as_str() {
+                    "breakers" | "signals" if allowed.contains(&"rules") => format!(
+                        "{what}: `{key}` is not supported yet (local control is a later issue)"
+                    ),
+                    _ => format!(
+                        "{what}: unknown field `{key}`, expected one of {}",
+                        allowed.join(", ")
+                    ),
+                };
+                self.err(k, msg);
+                continue;
+            }
+            map.insert(key, v);
+        }
+        Some(Fields { map, at: node })
+    }
+
+    fn seq<'n>(&mut self, node: &'n MarkedYamlOwned, what: &str) -> &'n [MarkedYamlOwned] {
+        match &node.data {
+            YamlDataOwned::Sequence(s) => s,
+            YamlDataOwned::Value(ScalarOwned::Null) => &[],
+            _ => {
+                self.err(node, format!("{what}: expected a list"));
+                &[]
+            }
+        }
+    }
+
+    fn required<'n>(
+        &mut self,
+        f: &Fields<'n>,
+        key: &str,
+        what: &str,
+    ) -> Option<&'n MarkedYamlOwned> {
+        let got = f.get(key);
+        if got.is_none() {
+            self.err(f.at, format!("{what}: `{key}` is required"));
+        }
+        got
+    }
+
+    fn string(&mut self, node: &MarkedYamlOwned, what: &str) -> Option<String> {
+        match &node.data {
+            YamlDataOwned::Value(ScalarOwned::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+            _ => {
+                self.err(node, format!("{what}: expected a non-empty string"));
+                None
+            }
+        }
+    }
+
+    fn number(&mut self, node: &MarkedYamlOwned, what: &str) -> Option<f64> {
+        match &node.data {
+            YamlDataOwned::Value(ScalarOwned::Integer(i)) => Some(*i as f64),
+            YamlDataOwned::Value(ScalarOwned::FloatingPoint(f)) => Some(f.0),
+            _ => {
+                self.err(node, format!("{what}: expected a number"));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, node: &MarkedYamlOwned, what: &str) -> Option<Duration> {
+        let text = scalar_text(node).unwrap_or_default();
+        match parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(node, format!("{what}: {e}"));
+                None
+            }
+        }
+    }
+
+    fn query(&mut self, node: &MarkedYamlOwned, what: &str) -> Option<Query> {
+        let text = self.string(node, what)?;
+        match expr::parse(&text) {
+            Ok(expr) => Some(Query { text, expr }),
+            Err(e) => {
+                self.err(node, format!("{what}: bad expression: {e}"));
+                None
+            }
+        }
+    }
+
+    fn string_map(
+        &mut self,
+        node: Option<&MarkedYamlOwned>,
+        what: &str,
+    ) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let Some(node) = node else { return out };
+        if matches!(node.data, YamlDataOwned::Value(ScalarOwned::Null)) {
+            return out;
+        }
+        let YamlDataOwned::Mapping(m) = &node.data else {
+            self.err(node, format!("{what}: expected a mapping of strings"));
+            return out;
+        };
+        for (k, v) in m {
+            match (scalar_text(k), scalar_text(v)) {
+                (Some(k), Some(v)) if valid_label_name(&k) => {
+                    out.insert(k, v);
+                }
+                (Some(k), Some(_)) => self.err(
+                    k_node(k.as_str(), m).unwrap_or(node),
+                    format!("{what}: {k:?} is not a valid label name"),
+                ),
+                _ => self.err(v, format!("{what}: keys and values must be scalars")),
+            }
+        }
+        out
+    }
+
+    fn group(&mut self, node: &MarkedYamlOwned) -> Option<Group> {
+        let f = self.mapping(node, "group", &["name", "interval", "rules", "slos"])?;
+        let name = self
+            .required(&f, "name", "group")
+            .and_then(|n| self.string(n, "group name"));
+        let interval = f.get("interval").and_then(|n| self.duration(n, "interval"));
+        if let (Some(i), Some(n)) = (interval, f.get("interval")) {
+            if i < Duration::from_secs(1) {
+                self.err(n, "interval: must be at least 1s".into());
+            }
+        }
+        let mut rules = Vec::new();
+        if let Some(rs) = f.get("rules") {
+            for r in self.seq(rs, "rules") {
+                if let Some(r) = self.rule(r) {
+                    rules.push(r);
+                }
+            }
+        }
+        let mut slos = Vec::new();
+        if let Some(ss) = f.get("slos") {
+            for s in self.seq(ss, "slos") {
+                if let Some(s) = self.slo(s) {
+                    slos.push(s);
+                }
+            }
+        }
+        Some(Group {
+            name: name?,
+            interval,
+            rules,
+            slos,
+        })
+    }
+
+    fn rule(&mut self, node: &MarkedYamlOwned) -> Option<AlertRule> {
+        let f = self.mapping(
+            node,
+            "rule",
+            &[
+                "alert",
+                "expr",
+                "for",
+                "keep_firing_for",
+                "labels",
+                "annotations",
+                "signal",
+                "record",
+            ],
+        )?;
+        if let Some(r) = f.get("record") {
+            self.err(
+                r,
+                "rule: recording rules (`record`) are not supported yet".into(),
+            );
+        }
+        let name = self
+            .required(&f, "alert", "rule")
+            .and_then(|n| self.string(n, "alert"));
+        if let (Some(n), Some(node)) = (&name, f.get("alert")) {
+            if !valid_label_name(n) {
+                self.err(node, format!("alert: {n:?} is not a valid alert name"));
+            }
+        }
+        let expr = self
+            .required(&f, "expr", "rule")
+            .and_then(|n| self.query(n, "expr"));
+        let for_ = match f.get("for") {
+            Some(n) => self.duration(n, "for"),
+            None => Some(Duration::ZERO),
+        };
+        let keep = match f.get("keep_firing_for") {
+            Some(n) => self.duration(n, "keep_firing_for"),
+            None => Some(Duration::ZERO),
+        };
+        let labels = self.string_map(f.get("labels"), "labels");
+        let annotations = self.string_map(f.get("annotations"), "annotations");
+        let signal = f.get("signal").and_then(|n| self.string(n, "signal"));
+        Some(AlertRule {
+            name: name?,
+            expr: expr?,
+            for_: for_?,
+            keep_firing_for: keep?,
+            labels,
+            annotations,
+            signal,
+        })
+    }
+
+    fn slo(&mut self, node: &MarkedYamlOwned) -> Option<SloDef> {
+        let f = self.mapping(
+            node,
+            "slo",
+            &[
+                "name",
+                "objective",
+                "period",
+                "description",
+                "sli",
+                "min_events",
+                "labels",
+                "alerting",
+                "budget_policy",
+                "window_scale",
+            ],
+        )?;
+        let name = self
+            .required(&f, "name", "slo")
+            .and_then(|n| self.string(n, "slo name"));
+        if let (Some(n), Some(node)) = (&name, f.get("name")) {
+            if !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            {
+                self.err(
+                    node,
+                    format!("slo name {n:?}: use letters, digits, '-', '_', '.'"),
+                );
+            }
+        }
+        let objective = self.required(&f, "objective", "slo").and_then(|n| {
+            let v = self.number(n, "objective")?;
+            if !(v > 0.0 && v < 100.0) {
+                self.err(n, format!("objective: {v} is not a percentage in (0, 100)"));
+                return None;
+            }
+            Some(v)
+        });
+        let period = self.required(&f, "period", "slo").and_then(|n| {
+            let d = self.duration(n, "period")?;
+            if d < Duration::from_secs(86_400) || d > Duration::from_secs(366 * 86_400) {
+                self.err(
+                    n,
+                    "period: must be between 1d and 366d (usually 28d or 30d)".into(),
+                );
+                return None;
+            }
+            Some(d)
+        });
+        let sli = self.required(&f, "sli", "slo").and_then(|n| self.sli(n));
+        let min_events = match f.get("min_events") {
+            Some(n) => self.number(n, "min_events").filter(|v| *v >= 0.0),
+            None => Some(0.0),
+        };
+        let window_scale = match f.get("window_scale") {
+            Some(n) => {
+                let v = self.number(n, "window_scale");
+                if v.is_some_and(|v| !(v > 0.0 && v <= 1.0)) {
+                    self.err(n, "window_scale: must be in (0, 1]".into());
+                    None
+                } else {
+                    v
+                }
+            }
+            None => Some(1.0),
+        };
+        let labels = self.string_map(f.get("labels"), "labels");
+        let mut alert_name = name.as_ref().map(|n| {
+            let mut s: String = n
+                .split(['-', '_', '.'])
+                .map(|w| {
+                    let mut c = w.chars();
+                    c.next()
+                        .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                        .unwrap_or_default()
+                })
+                .collect();
+            s.push_str("ErrorBudgetBurn");
+            s
+        });
+        let mut annotations = BTreeMap::new();
+        let mut page_labels = BTreeMap::from([("severity".to_string(), "page".to_string())]);
+        let mut ticket_labels = BTreeMap::from([("severity".to_string(), "ticket".to_string())]);
+        if let Some(a) = f.get("alerting") {
+            if let Some(af) = self.mapping(
+                a,
+                "alerting",
+                &[
+                    "name",
+                    "labels",
+                    "annotations",
+                    "page_labels",
+                    "ticket_labels",
+                ],
+            ) {
+                if let Some(n) = af.get("name") {
+                    alert_name = self.string(n, "alerting name");
+                }
+                annotations = self.string_map(af.get("annotations"), "annotations");
+                if af.get("page_labels").is_some() {
+                    page_labels = self.string_map(af.get("page_labels"), "page_labels");
+                }
+                if af.get("ticket_labels").is_some() {
+                    ticket_labels = self.string_map(af.get("ticket_labels"), "ticket_labels");
+                }
+                let extra = self.string_map(af.get("labels"), "labels");
+                page_labels.extend(extra.clone());
+                ticket_labels.extend(extra);
+            }
+        }
+        let mut budget_signal = None;
+        if let Some(b) = f.get("budget_policy") {
+            if let Some(bf) = self.mapping(b, "budget_policy", &["signal"]) {
+                budget_signal = self
+                    .required(&bf, "signal", "budget_policy")
+                    .and_then(|n| self.string(n, "signal"));
+            }
+        }
+        Some(SloDef {
+            name: name?,
+            objective: objective?,
+            period: period?,
+            sli: sli?,
+            min_events: min_events?,
+            labels,
+            alert_name: alert_name?,
+            annotations,
+            page_labels,
+            ticket_labels,
+            budget_signal,
+            window_scale: window_scale?,
+        })
+    }
+
+    fn sli(&mut self, node: &MarkedYamlOwned) -> Option<Sli> {
+        let f = self.mapping(node, "sli", &["events", "latency"])?;
+        match (f.get("events"), f.get("latency")) {
+            (Some(e), None) => {
+                let ef = self.mapping(e, "events", &["error_query", "total_query"])?;
+                let mut q = |key: &str| {
+                    let n = self.required(&ef, key, "events")?;
+                    let text = self.string(n, key)?;
+                    if !text.contains("{{.window}}") {
+                        self.err(n, format!("{key}: must contain {{{{.window}}}} as the range (e.g. rate(x[{{{{.window}}}}]))"));
+                        return None;
+                    }
+                    if let Err(e) = expr::parse(&text.replace("{{.window}}", "5m")) {
+                        self.err(n, format!("{key}: bad expression: {e}"));
+                        return None;
+                    }
+                    Some(text)
+                };
+                let error_query = q("error_query");
+                let total_query = q("total_query");
+                Some(Sli::Events {
+                    error_query: error_query?,
+                    total_query: total_query?,
+                })
+            }
+            (None, Some(l)) => {
+                let lf = self.mapping(l, "latency", &["histogram", "threshold_seconds"])?;
+                let histogram = self.required(&lf, "histogram", "latency").and_then(|n| {
+                    let text = self.string(n, "histogram")?;
+                    match expr::parse(&text) {
+                        Ok(Expr::VectorSelector(vs)) if vs.name.is_some() && vs.offset.is_none() => Some(text),
+                        Ok(_) => {
+                            self.err(n, "histogram: expected a selector with a metric name, like h_seconds{service=\"x\"}".into());
+                            None
+                        }
+                        Err(e) => {
+                            self.err(n, format!("histogram: bad selector: {e}"));
+                            None
+                        }
+                    }
+                });
+                let threshold = self
+                    .required(&lf, "threshold_seconds", "latency")
+                    .and_then(|n| {
+                        let v = self.number(n, "threshold_seconds")?;
+                        if !(v > 0.0 && v.is_finite()) {
+                            self.err(n, "threshold_seconds: must be positive".into());
+                            return None;
+                        }
+                        Some(v)
+                    });
+                Some(Sli::Latency {
+                    histogram: histogram?,
+                    threshold_seconds: threshold?,
+                })
+            }
+            _ => {
+                self.err(node, "sli: give exactly one of `events`, `latency`".into());
+                None
+            }
+        }
+    }
+}
+
+fn k_node<'n>(
+    key: &str,
+    m: &'n saphyr::AnnotatedMappingOwned<MarkedYamlOwned>,
+) -> Option<&'n MarkedYamlOwned> {
+    m.keys().find(|k| scalar_text(k).as_deref() == Some(key))
+}
+
+fn valid_label_name(s: &str) -> bool {
+    let mut c = s.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
+        assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        for bad in ["", "5", "m", "5x", "1m1h", "1.5h", "-1m", "5m5m"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn bad_input_never_panics(text in "\\PC{0,200}") {
+            let _ = parse_duration(&text);
+            let _ = parse(&text, "p.yaml");
+        }
+
+        #[test]
+        fn yaml_shaped_input_never_panics(
+            keys in proptest::collection::vec(proptest::prop_oneof![
+                proptest::strategy::Just("groups:"), proptest::strategy::Just("- name: g"),
+                proptest::strategy::Just("rules:"), proptest::strategy::Just("slos:"),
+                proptest::strategy::Just("- alert: A"), proptest::strategy::Just("expr: x > 1"),
+                proptest::strategy::Just("for: 5é"), proptest::strategy::Just("objective: 99"),
+                proptest::strategy::Just("period: 30d"), proptest::strategy::Just("sli:"),
+                proptest::strategy::Just("latency:"), proptest::strategy::Just("events: *a"),
+                proptest::strategy::Just("labels: {a: [1]}"), proptest::strategy::Just("&a x: 1"),
+            ], 0..30),
+            indents in proptest::collection::vec(0usize..8, 30)
+        ) {
+            let text: String = keys.iter().zip(&indents).map(|(k, i)| format!("{}{k}\n", " ".repeat(*i))).collect();
+            let _ = parse(&text, "p.yaml");
+        }
+    }
+
+    #[test]
+    fn a_valid_file() {
+        let text = r#"
+groups:
+  - name: g
+    interval: 10s
+    rules:
+      - alert: High
+        expr: sum(rate(x_total[5m])) > 1
+        for: 1m
+        labels: {severity: page}
+        annotations: {summary: "{{ $value }}"}
+    slos:
+      - name: fsync
+        objective: 99.9
+        period: 30d
+        sli:
+          latency:
+            histogram: h_seconds{service="a"}
+            threshold_seconds: 0.05
+        budget_policy: {signal: change-freeze}
+"#;
+        let f = parse(text, "f.yaml").unwrap();
+        assert_eq!(f.groups[0].rules[0].for_, Duration::from_secs(60));
+        let s = &f.groups[0].slos[0];
+        assert_eq!(s.alert_name, "FsyncErrorBudgetBurn");
+        assert_eq!(s.budget_signal.as_deref(), Some("change-freeze"));
+        assert_eq!(s.page_labels["severity"], "page");
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_line_and_column() {
+        let text = "groups:\n  - name: g\n    colour: red\n    rules:\n      - alert: A\n        expr: rate(x[5m]\n        for: 5 minutes\n";
+        let p = parse(text, "bad.yaml").unwrap_err().0;
+        let shown: Vec<String> = p.iter().map(ToString::to_string).collect();
+        assert_eq!(p.len(), 3, "{shown:#?}");
+        assert!(
+            shown[0].starts_with("bad.yaml:3:5: group: unknown field `colour`"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[1].starts_with("bad.yaml:6:15: expr: bad expression"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[2].starts_with("bad.yaml:7:14: for: \"5 minutes\" is not a duration"),
+            "{shown:#?}"
+        );
+    }
+
+    #[test]
+    fn breakers_are_not_supported_yet_and_syntax_errors_have_positions() {
+        let p = parse("groups:\n  - name: g\n    breakers: []\n", "b.yaml")
+            .unwrap_err()
+            .0;
+        assert_eq!(p[0].line, 3);
+        assert!(p[0].message.contains("not supported yet"), "{p:?}");
+        let p = parse("groups:\n  - name: [\n", "s.yaml").unwrap_err().0;
+        assert!(p[0].line >= 2 && p[0].message.starts_with("YAML"), "{p:?}");
+        let p = parse("groups:\n  - name: g\n  - name: g\n", "d.yaml")
+            .unwrap_err()
+            .0;
+        assert!(p[0].message.contains("more than once"), "{p:?}");
+    }
+}

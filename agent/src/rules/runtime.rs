@@ -1,0 +1,290 @@
+//! The rule engine inside the daemon: initial load, the evaluation loop on the wall clock,
+//! and reloads (SIGHUP, `POST /-/reload`, a watch on the rules directory).
+//!
+//! Each tick at which some group is due, the agent's whole registry is encoded to Prometheus
+//! text and fed to the store (see `store`), then the due groups are evaluated and the
+//! resulting notifications queued for Alertmanager. Reloads are all or nothing: every file of the directory must parse and
+//! validate, or the running rules and their state stay as they are, every problem is logged
+//! with file:line:column, and `steadfast_rules_last_reload_successful` reads 0.
+//!
+//! The watch covers the directory and its parent (non-recursively), so editing, adding or
+//! removing a file, replacing the directory, or swapping a symlink to it (or a `..data`
+//! symlink inside it, as Kubernetes does) all trigger a reload, debounced by
+//! [`DEBOUNCE`]; a watch-triggered reload is skipped when no file's name or content
+//! changed. SIGHUP and `POST /-/reload` always reload.
+
+use std::{
+    hash::{Hash, Hasher},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{extract::State, http::StatusCode, routing::post, Router};
+use prometheus_client::registry::Registry;
+use tokio::task::JoinSet;
+
+use super::{
+    alertmanager::Notifier,
+    engine::{Engine, EngineOptions},
+    file,
+    metrics::RulesCollector,
+};
+use crate::config::Config;
+
+pub const DEBOUNCE: Duration = Duration::from_millis(300);
+
+pub struct RulesRuntime {
+    pub engine: Arc<Mutex<Engine>>,
+    dir: PathBuf,
+    eval_interval: Duration,
+    notifier: Option<Notifier>,
+    /// Hash of the names and contents of the files last loaded (or rejected).
+    last_seen: Mutex<Option<u64>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The rule files of a directory: `*.yaml` and `*.yml` regular files (symlinks followed),
+/// hidden names skipped, sorted. A missing directory has none.
+pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') || !(name.ends_with(".yaml") || name.ends_with(".yml")) {
+            continue;
+        }
+        if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn contents_hash(files: &[PathBuf]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for f in files {
+        f.hash(&mut h);
+        std::fs::read(f).unwrap_or_default().hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Creates the engine, loads the rules once, registers the engine's metrics and starts the
+/// Alertmanager sender. Call [`spawn`] once the registry is shared.
+pub fn setup(
+    config: &Config,
+    registry: &mut Registry,
+    tasks: &mut JoinSet<()>,
+) -> Arc<RulesRuntime> {
+    let opts = EngineOptions {
+        eval_interval_ms: config.rules.evaluation_interval_secs as i64 * 1000,
+        max_series: config.rules.max_series,
+        max_retention_ms: config.rules.max_retention_secs as i64 * 1000,
+        state_dir: Some(config.rules.state_dir.clone()),
+        resend_ms: config.alertmanager.resend_interval_secs as i64 * 1000,
+        generator_url: format!("http://{}/metrics", config.http.listen_address),
+    };
+    let notifier = config.alertmanager.url.as_deref().map(|url| {
+        tracing::info!(%url, "alerts go to Alertmanager");
+        Notifier::spawn(
+            url,
+            Duration::from_secs(config.alertmanager.timeout_secs),
+            tasks,
+        )
+    });
+    let rt = Arc::new(RulesRuntime {
+        engine: Arc::new(Mutex::new(Engine::new(opts))),
+        dir: config.rules.directory.clone(),
+        eval_interval: Duration::from_secs(config.rules.evaluation_interval_secs),
+        notifier,
+        last_seen: Mutex::new(None),
+    });
+    if !rt.dir.exists() {
+        tracing::info!(directory = %rt.dir.display(), "rules directory does not exist: no rules loaded");
+    }
+    let _ = rt.reload("start");
+    registry.register_collector(Box::new(RulesCollector {
+        engine: rt.engine.clone(),
+        notifier: rt.notifier.as_ref().map(|n| n.stats.clone()),
+    }));
+    rt
+}
+
+/// Starts evaluation, SIGHUP handling and the directory watch.
+pub fn spawn(rt: &Arc<RulesRuntime>, registry: Arc<Registry>, tasks: &mut JoinSet<()>) {
+    tasks.spawn(evaluate_periodically(rt.clone(), registry));
+    tasks.spawn(reload_on_sighup(rt.clone()));
+    tasks.spawn(watch_directory(rt.clone()));
+}
+
+/// `POST /-/reload`: 200 with what was loaded, or 400 with every problem.
+pub fn router(rt: &Arc<RulesRuntime>) -> Router {
+    Router::new()
+        .route("/-/reload", post(reload_handler))
+        .with_state(rt.clone())
+}
+
+async fn reload_handler(State(rt): State<Arc<RulesRuntime>>) -> (StatusCode, String) {
+    match rt.reload("POST /-/reload") {
+        Ok((r, s)) => (
+            StatusCode::OK,
+            format!("ok: {r} alerting rules, {s} SLOs\n"),
+        ),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
+    }
+}
+
+impl RulesRuntime {
+    /// Loads every rule file; all or nothing. Returns (alerting rules, SLOs) loaded.
+    pub fn reload(&self, reason: &str) -> Result<(usize, usize), String> {
+        let result = rule_files(&self.dir)
+            .map_err(|e| format!("{}: {e}", self.dir.display()))
+            .and_then(|files| {
+                *self.last_seen.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(contents_hash(&files));
+                file::load_files(&files).map_err(|p| p.to_string())
+            });
+        let mut engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(files) => {
+                let n = files.len();
+                engine.load(files);
+                engine.stats.last_reload_successful = true;
+                engine.stats.last_reload_success_ms = now_ms();
+                let (r, s) = engine.counts();
+                tracing::info!(reason, files = n, alerting_rules = r, slos = s, directory = %self.dir.display(), "rules loaded");
+                Ok((r, s))
+            }
+            Err(e) => {
+                engine.stats.last_reload_successful = false;
+                engine.stats.reloads_failed += 1;
+                for line in e.lines() {
+                    tracing::error!(reason, problem = %line, "rules rejected; the previous rules keep running");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads only when a file's name or content changed since the last attempt.
+    fn reload_if_changed(&self, reason: &str) {
+        let files = rule_files(&self.dir).unwrap_or_default();
+        let hash = contents_hash(&files);
+        let last = *self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+        if last != Some(hash) {
+            let _ = self.reload(reason);
+        }
+    }
+
+    /// Writes state that must survive a restart (at shutdown).
+    pub fn shutdown(&self) {
+        self.engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .persist_all(now_ms());
+    }
+}
+
+async fn evaluate_periodically(rt: Arc<RulesRuntime>, registry: Arc<Registry>) {
+    let mut tick = tokio::time::interval(rt.eval_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned = false;
+    loop {
+        tick.tick().await;
+        let due = {
+            let engine = rt.engine.lock().unwrap_or_else(|p| p.into_inner());
+            engine.counts() != (0, 0) && engine.any_due(now_ms())
+        };
+        if !due {
+            continue;
+        }
+        // Encode before locking the engine: the registry's rules collector locks it too.
+        let mut text = String::new();
+        if prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).is_err() {
+            continue;
+        }
+        let t = now_ms();
+        let batch = {
+            let mut engine = rt.engine.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = engine.ingest_text(t, &text) {
+                if !warned {
+                    tracing::error!(error = %e, "a line of the agent's own exposition could not be parsed: skipped (said once)");
+                    warned = true;
+                }
+            }
+            engine.evaluate(t)
+        };
+        if let Some(n) = &rt.notifier {
+            n.send(batch);
+        }
+    }
+}
+
+async fn reload_on_sighup(rt: Arc<RulesRuntime>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "no SIGHUP handler: reload with POST /-/reload");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        let _ = rt.reload("SIGHUP");
+    }
+}
+
+async fn watch_directory(rt: Arc<RulesRuntime>) {
+    use notify::{EventKind, RecursiveMode, Watcher};
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if !matches!(ev.kind, EventKind::Access(_)) {
+                let _ = tx.try_send(());
+            }
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the rules directory: reload with SIGHUP or POST /-/reload");
+            return;
+        }
+    };
+    let parent = rt
+        .dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    if let Err(e) = watcher.watch(&parent, RecursiveMode::NonRecursive) {
+        // A missing parent is the default set-up without rules: nothing to say above debug.
+        if parent.exists() {
+            tracing::warn!(directory = %parent.display(), error = %e, "cannot watch the rules directory's parent: reload with SIGHUP or POST /-/reload");
+        } else {
+            tracing::debug!(directory = %parent.display(), "the rules directory's parent does not exist: not watched");
+        }
+    }
+    let _ = watcher.watch(&rt.dir, RecursiveMode::NonRecursive);
+    while rx.recv().await.is_some() {
+        tokio::time::sleep(DEBOUNCE).await;
+        while rx.try_recv().is_ok() {}
+        rt.reload_if_changed("rules directory changed");
+        // The directory (or a symlink to it) may have been replaced: watch what is there now.
+        let _ = watcher.unwatch(&rt.dir);
+        let _ = watcher.watch(&rt.dir, RecursiveMode::NonRecursive);
+    }
+}

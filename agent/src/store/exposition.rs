@@ -1,0 +1,229 @@
+//! A small parser for the Prometheus text exposition format (0.0.4), enough for what
+//! prometheus-client encodes: `# HELP`/`# TYPE` comments (skipped), and sample lines
+//! `name{label="value",...} value`. Label values may contain the escapes `\\`, `\"`, `\n`.
+//! Timestamps after the value are accepted and ignored (the store stamps ingest time).
+
+use super::Labels;
+
+/// One parsed sample line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedSample {
+    /// Every label including `__name__`.
+    pub labels: Labels,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("exposition line {line}: {message}")]
+pub struct ExpositionError {
+    pub line: usize,
+    pub message: String,
+}
+
+/// Parses every sample line; stops at the first malformed line.
+pub fn parse(text: &str) -> Result<Vec<ParsedSample>, ExpositionError> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        out.push(parse_line(line).map_err(|message| ExpositionError {
+            line: i + 1,
+            message,
+        })?);
+    }
+    Ok(out)
+}
+
+/// Parses every well-formed sample line and returns the malformed ones' errors separately,
+/// so one bad line (a future metric the parser does not understand) costs only that line.
+pub fn parse_lenient(text: &str) -> (Vec<ParsedSample>, Vec<ExpositionError>) {
+    parse_filtered(text, |_| true)
+}
+
+/// [`parse_lenient`] for the lines whose metric name `wanted` accepts (the others are not
+/// parsed further: most of the agent's exposition is histogram buckets no rule reads).
+pub fn parse_filtered(
+    text: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> (Vec<ParsedSample>, Vec<ExpositionError>) {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let name_end = line
+            .find(|c: char| c == '{' || c.is_whitespace())
+            .unwrap_or(line.len());
+        if !wanted(&line[..name_end]) {
+            continue;
+        }
+        match parse_line(line) {
+            Ok(s) => out.push(s),
+            Err(message) => errors.push(ExpositionError {
+                line: i + 1,
+                message,
+            }),
+        }
+    }
+    (out, errors)
+}
+
+fn parse_line(line: &str) -> Result<ParsedSample, String> {
+    let name_end = line
+        .find(|c: char| c == '{' || c.is_whitespace())
+        .ok_or("no value")?;
+    let name = &line[..name_end];
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    {
+        return Err(format!("bad metric name {name:?}"));
+    }
+    let mut labels = Labels::new();
+    labels.insert("__name__".into(), name.into());
+    let mut rest = &line[name_end..];
+    if let Some(after) = rest.strip_prefix('{') {
+        rest = parse_labels(after, &mut labels)?;
+    }
+    let mut fields = rest.split_whitespace();
+    let value = fields.next().ok_or("no value")?;
+    let value = parse_value(value).ok_or_else(|| format!("bad value {value:?}"))?;
+    Ok(ParsedSample { labels, value })
+}
+
+/// Parses `a="x",b="y"}` and returns what follows the closing brace.
+fn parse_labels<'a>(mut s: &'a str, labels: &mut Labels) -> Result<&'a str, String> {
+    loop {
+        s = s.trim_start();
+        if let Some(rest) = s.strip_prefix('}') {
+            return Ok(rest);
+        }
+        let eq = s.find('=').ok_or("label without '='")?;
+        let name = s[..eq].trim();
+        if name.is_empty() {
+            return Err("empty label name".into());
+        }
+        s = s[eq + 1..]
+            .trim_start()
+            .strip_prefix('"')
+            .ok_or("label value not quoted")?;
+        let mut value = String::new();
+        let mut chars = s.char_indices();
+        let end = loop {
+            match chars.next() {
+                None => return Err("unterminated label value".into()),
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c)) => value.push(c),
+                    None => return Err("unterminated escape".into()),
+                },
+                Some((_, c)) => value.push(c),
+            }
+        };
+        if name == "le" {
+            value = canonical_le(&value);
+        }
+        labels.insert(name.to_string(), value);
+        s = s[end + 1..].trim_start();
+        if let Some(rest) = s.strip_prefix(',') {
+            s = rest;
+        }
+    }
+}
+
+/// Bucket bounds are written back in one canonical form (Rust's shortest round-trip float,
+/// `+Inf`), so rules can match them whatever float formatting the encoder used.
+pub fn canonical_le(v: &str) -> String {
+    match parse_value(v) {
+        Some(f) if f == f64::INFINITY => "+Inf".into(),
+        Some(f) if f.is_finite() => format!("{f}"),
+        _ => v.to_string(),
+    }
+}
+
+fn parse_value(v: &str) -> Option<f64> {
+    match v {
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        _ => v.parse().ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_samples_labels_and_escapes() {
+        let text = "# HELP x help\n# TYPE x counter\nx_total 3\n\
+            h_bucket{le=\"0.5\",svc=\"a\\\"b\\\\c\\n\"} 7 1700000000\n\
+            h_bucket{le=\"+Inf\"} 9\ng{a=\"1\",} NaN\n";
+        let s = parse(text).unwrap();
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[0].labels["__name__"], "x_total");
+        assert_eq!(s[0].value, 3.0);
+        assert_eq!(s[1].labels["svc"], "a\"b\\c\n");
+        assert_eq!(s[1].labels["le"], "0.5");
+        assert_eq!(s[2].labels["le"], "+Inf");
+        assert!(s[3].value.is_nan());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,300}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn exposition_shaped_text_never_panics(
+            name in "[a-z_]{1,8}", label in "[a-zé]{0,4}", value in "[a-z\"\\\\é]{0,6}", v in "\\PC{0,6}"
+        ) {
+            let _ = parse(&format!("{name}{{{label}=\"{value}\"}} {v}\n"));
+            let _ = parse(&format!("{name}{{{label}=\"{value}}} {v}\n"));
+        }
+    }
+
+    #[test]
+    fn lenient_parsing_keeps_the_good_lines() {
+        let (good, bad) = parse_lenient("a 1\nb{x=1} 2\nc 3\n");
+        assert_eq!(good.len(), 2);
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].line, 2);
+    }
+
+    #[test]
+    fn filtered_parsing_skips_unwanted_names() {
+        let (good, bad) = parse_filtered("a 1\nb{x=1} 2\nc{y=\"2\"} 3\n", |n| n == "c");
+        assert_eq!(good.len(), 1);
+        assert_eq!(good[0].labels["y"], "2");
+        assert!(bad.is_empty(), "the malformed line is not c's");
+    }
+
+    #[test]
+    fn le_is_canonical() {
+        assert_eq!(canonical_le("5.0e-1"), "0.5");
+        assert_eq!(canonical_le("0.033554432"), "0.033554432");
+        assert_eq!(canonical_le("+Inf"), "+Inf");
+    }
+
+    #[test]
+    fn malformed_lines_are_errors_not_panics() {
+        for bad in [
+            "x{a=1} 2",
+            "x{a=\"1\" 2",
+            "x",
+            "x{=\"\"} 1",
+            "x{a=\"1\"} one",
+            "bad-name 1",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+}
