@@ -56,16 +56,24 @@ fn check_rules_accepts_the_packaged_rules_and_reports_every_file() {
     let (code, _, err) = steadfast(&["check", "rules"], &[good, bad]);
     assert_eq!(code, 1);
     assert!(err.contains("3 problem(s)"), "{err}");
-    // breakers are not built yet: a clear error at their position
+    // a breaker without its expressions: every problem at the breaker's position
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("b.yaml");
     std::fs::write(&f, "groups:\n  - name: g\n    breakers:\n      - name: x\n").unwrap();
     let (code, _, err) = steadfast(&["check", "rules"], &[f]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("b.yaml:3:5: group: `breakers` is not supported yet"),
+        err.contains("b.yaml:4:9: breaker: give `failure_ratio`, `slow_ratio` or both"),
         "{err}"
     );
+    assert!(
+        err.contains("b.yaml:4:9: breaker: `volume` is required"),
+        "{err}"
+    );
+    // a directory stands for its rule files
+    let (code, out, err) = steadfast(&["check", "rules"], &[repo("packaging/rules.d")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("host.yaml: ok"), "{out}");
 }
 
 #[test]
@@ -90,20 +98,20 @@ fn packaged_config_is_the_default() {
 fn rules_and_alertmanager_config_is_validated() {
     use steadfast::config::{Config, ConfigError};
     let c = Config::parse(
-        "rules:\n  directory: /tmp/r\n  evaluation_interval_secs: 5\nalertmanager:\n  url: http://127.0.0.1:9093\n",
+        "rules:\n  directory: /tmp/r\n  evaluation_interval_ms: 5000\nalertmanager:\n  url: http://127.0.0.1:9093\n",
         "c.yaml",
     )
     .unwrap();
-    assert_eq!(c.rules.evaluation_interval_secs, 5);
+    assert_eq!(c.rules.evaluation_interval_ms, 5000);
     assert_eq!(c.alertmanager.url.as_deref(), Some("http://127.0.0.1:9093"));
-    let bad = "rules:\n  evaluation_interval_secs: 0\n  max_series: 0\nalertmanager:\n  url: https://am\n  resend_interval_secs: 0\n";
+    let bad = "rules:\n  evaluation_interval_ms: 0\n  max_series: 0\nalertmanager:\n  url: https://am\n  resend_interval_secs: 0\n";
     match Config::parse(bad, "c.yaml") {
         Err(ConfigError::Invalid { problems, .. }) => {
             let keys: Vec<_> = problems.iter().map(|p| p.key).collect();
             assert_eq!(
                 keys,
                 [
-                    "rules.evaluation_interval_secs",
+                    "rules.evaluation_interval_ms",
                     "rules.max_series",
                     "alertmanager.url",
                     "alertmanager.resend_interval_secs"

@@ -46,7 +46,7 @@ pub enum Check {
     },
     /// Parse and validate rule files; exit 0 if all are valid, 1 with every problem if not.
     Rules {
-        /// Rule files (YAML).
+        /// Rule files (YAML), or directories of them.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },

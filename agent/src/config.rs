@@ -38,9 +38,10 @@ pub struct RulesConfig {
     /// Directory of rule files (`*.yaml`, `*.yml`); missing: no rules.
     #[serde(default = "default_rules_directory")]
     pub directory: std::path::PathBuf,
-    /// How often the store is fed and due groups are evaluated.
-    #[serde(default = "default_evaluation_interval_secs")]
-    pub evaluation_interval_secs: u64,
+    /// How often the store is fed and due groups are evaluated (the shortest group interval
+    /// that makes sense; 100 ms at least).
+    #[serde(default = "default_evaluation_interval_ms")]
+    pub evaluation_interval_ms: u64,
     /// Series the store keeps at most (samples of further series are refused and counted).
     #[serde(default = "default_rules_max_series")]
     pub max_series: usize,
@@ -55,8 +56,8 @@ pub struct RulesConfig {
 fn default_rules_directory() -> std::path::PathBuf {
     "/etc/steadfast/rules.d".into()
 }
-const fn default_evaluation_interval_secs() -> u64 {
-    1
+const fn default_evaluation_interval_ms() -> u64 {
+    1000
 }
 const fn default_rules_max_series() -> usize {
     2000
@@ -69,7 +70,7 @@ impl Default for RulesConfig {
     fn default() -> Self {
         Self {
             directory: default_rules_directory(),
-            evaluation_interval_secs: default_evaluation_interval_secs(),
+            evaluation_interval_ms: default_evaluation_interval_ms(),
             max_series: default_rules_max_series(),
             max_retention_secs: default_rules_max_retention_secs(),
             state_dir: default_state_dir(),
@@ -825,10 +826,10 @@ impl Config {
             }
         }
         let r = &self.rules;
-        if !(1..=3600).contains(&r.evaluation_interval_secs) {
+        if !(100..=3_600_000).contains(&r.evaluation_interval_ms) {
             bad(
-                "rules.evaluation_interval_secs",
-                "must be in 1..=3600".into(),
+                "rules.evaluation_interval_ms",
+                "must be in 100..=3600000".into(),
             );
         }
         if !(1..=1_000_000).contains(&r.max_series) {

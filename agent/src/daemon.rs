@@ -128,9 +128,10 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     if config.otlp.endpoint.is_some() {
         metrics::register_export_stats(&mut registry, export_stats.clone());
     }
-    let rules = crate::rules::runtime::setup(&config, &mut registry, &mut tasks);
+    let rules =
+        crate::rules::runtime::setup(&config, &mut registry, &mut tasks, Some(control.clone()));
     let registry = Arc::new(registry);
-    crate::rules::runtime::spawn(&rules, registry.clone(), &mut tasks);
+    crate::rules::runtime::spawn(&rules, registry.clone(), Some(pipeline.clone()), &mut tasks);
     let exporter = match &config.otlp.endpoint {
         Some(endpoint) => {
             let exporter = export::start(

@@ -24,7 +24,23 @@ fn main() -> ExitCode {
             }
         },
         Command::Check(Check::Rules { files }) => {
-            match steadfast::rules::file::load_files(&files) {
+            // A directory stands for its rule files (what the agent would load from it).
+            let mut paths = Vec::new();
+            for f in files {
+                if f.is_dir() {
+                    match steadfast::rules::runtime::rule_files(&f) {
+                        Ok(found) if found.is_empty() => println!("{}: no rule files", f.display()),
+                        Ok(found) => paths.extend(found),
+                        Err(e) => {
+                            eprintln!("{}: {e}", f.display());
+                            return ExitCode::FAILURE;
+                        }
+                    }
+                } else {
+                    paths.push(f);
+                }
+            }
+            match steadfast::rules::file::load_files(&paths) {
                 Ok(loaded) => {
                     for (file, f) in loaded {
                         let rules: usize = f.groups.iter().map(|g| g.rules.len()).sum();

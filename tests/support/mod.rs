@@ -67,14 +67,20 @@ impl Agent {
             let config = dir.path().join("steadfast.yaml");
             // Each agent gets its own API socket, signal files and state, unless the test
             // configures `control:` itself.
-            let control = if extra.contains("\ncontrol:") || extra.starts_with("control:") {
+            let d = dir.path().display();
+            let mut control = if extra.contains("\ncontrol:") || extra.starts_with("control:") {
                 String::new()
             } else {
-                let d = dir.path().display();
                 format!(
                     "control:\n  api_socket: {d}/api.sock\n  signals_dir: {d}/signals\n  state_dir: {d}/state\n"
                 )
             };
+            // Nothing of a test agent may land in the host's /etc/steadfast or /var/lib/steadfast.
+            if !(extra.contains("\nrules:") || extra.starts_with("rules:")) {
+                control.push_str(&format!(
+                    "rules:\n  directory: {d}/rules.d\n  state_dir: {d}/state\n"
+                ));
+            }
             let extra = extra.replace("@AGENT_DIR@", &dir.path().display().to_string());
             std::fs::write(
                 &config,

@@ -33,6 +33,11 @@ const FILES: &[(&str, &str, u32)] = &[
         "etc/steadfast/steadfast.yaml",
         0o644,
     ),
+    (
+        "packaging/rules.d/host.yaml",
+        "etc/steadfast/rules.d/host.yaml",
+        0o644,
+    ),
     ("README.md", "usr/share/doc/steadfast/README.md", 0o644),
     (
         "docs/operations.md",
@@ -58,7 +63,10 @@ const FILES: &[(&str, &str, u32)] = &[
 
 /// Files under /etc that dpkg must treat as the administrator's (kept on upgrade if changed,
 /// removed on purge).
-const CONFFILES: &[&str] = &["/etc/steadfast/steadfast.yaml"];
+const CONFFILES: &[&str] = &[
+    "/etc/steadfast/steadfast.yaml",
+    "/etc/steadfast/rules.d/host.yaml",
+];
 
 /// Maintainer scripts under packaging/debian/.
 const SCRIPTS: &[&str] = &["postinst", "prerm", "postrm"];

@@ -198,9 +198,20 @@ pub fn bind_unix(
     let listener = tokio::net::UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     if let Some(g) = group {
+        use std::os::unix::fs::MetadataExt;
         match group_id(g) {
-            Some(gid) => std::os::unix::fs::chown(path, None, Some(gid))?,
-            None => tracing::warn!(group = g, "no such group: the API socket stays root-only"),
+            // Already the group (the service runs as it): nothing to change, and a hardened
+            // unit may not even allow chown.
+            Some(gid) if std::fs::metadata(path)?.gid() == gid => {}
+            Some(gid) => {
+                if let Err(e) = std::os::unix::fs::chown(path, None, Some(gid)) {
+                    tracing::warn!(group = g, error = %e, "could not give the API socket its group: only its owner can use it");
+                }
+            }
+            None => tracing::warn!(
+                group = g,
+                "no such group: only the socket's owner can use it"
+            ),
         }
     }
     Ok(listener)

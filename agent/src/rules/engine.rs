@@ -17,7 +17,7 @@ use std::{
 use super::{
     alert::{Alert, AlertSpec, AlertingRule, Outcome, State},
     expr::{self, Sample, Value},
-    file::{AlertRule, RuleFile},
+    file::{AlertRule, BreakerDef, Query, RuleFile, SignalDef},
     slo::{self, Budget, SloRuntime},
 };
 use crate::store::{exposition, Labels, Store, StoreLimits, LOOKBACK_MS};
@@ -75,6 +75,27 @@ struct GroupRt {
     last_eval: Option<i64>,
     rules: Vec<RuleRt>,
     slos: Vec<SloRuntime>,
+    breakers: Vec<BreakerDef>,
+    signals: Vec<SignalDef>,
+}
+
+/// What an evaluation decided for local control, handed to `control::Control`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ControlInput {
+    Breaker(String, crate::control::breaker::Observation),
+    /// A degrade signal's level in [0, 1].
+    Signal(String, f64),
+}
+
+/// One number from an evaluation: a scalar, or a vector of exactly one sample. Anything
+/// else (no data, several series, NaN) is unknown.
+fn one_number(q: &Query, store: &Store, t: i64) -> Option<f64> {
+    let v = match expr::eval(&q.expr, store, t).ok()?.value {
+        Value::Scalar(s) => s,
+        Value::Vector(v) if v.len() == 1 => v[0].value,
+        Value::Vector(_) => return None,
+    };
+    v.is_finite().then_some(v)
 }
 
 #[derive(Debug)]
@@ -85,6 +106,8 @@ pub struct Engine {
     pub stats: EngineStats,
     /// Saved alert states were read (once, at the first load).
     restored: bool,
+    /// Breaker observations and signal levels of the last evaluations, not yet taken.
+    control: Vec<ControlInput>,
     last_alert_persist: Option<i64>,
 }
 
@@ -129,6 +152,7 @@ impl Engine {
             stats: EngineStats::default(),
             restored: false,
             last_alert_persist: None,
+            control: Vec::new(),
         }
     }
 
@@ -293,6 +317,8 @@ impl Engine {
                     name: g.name,
                     rules,
                     slos,
+                    breakers: g.breakers,
+                    signals: g.signals,
                 });
             }
         }
@@ -313,6 +339,22 @@ impl Engine {
                 interest.extend(s.selectors());
                 longest = longest.max(s.max_range_ms());
             }
+            let queries = g
+                .breakers
+                .iter()
+                .flat_map(|b| {
+                    [
+                        b.failure_ratio.as_ref(),
+                        b.slow_ratio.as_ref(),
+                        Some(&b.volume),
+                    ]
+                })
+                .flatten()
+                .chain(g.signals.iter().map(|s| &s.expr));
+            for q in queries {
+                expr::selectors(&q.expr, &mut interest);
+                longest = longest.max(expr::max_range_ms(&q.expr));
+            }
         }
         let wanted = longest + LOOKBACK_MS + self.opts.eval_interval_ms;
         if wanted > self.opts.max_retention_ms {
@@ -328,6 +370,43 @@ impl Engine {
             ..self.store.limits()
         };
         self.store.configure(limits, interest);
+    }
+
+    /// Whether anything is loaded that needs evaluating.
+    pub fn has_work(&self) -> bool {
+        self.groups.iter().any(|g| {
+            !(g.rules.is_empty()
+                && g.slos.is_empty()
+                && g.breakers.is_empty()
+                && g.signals.is_empty())
+        })
+    }
+
+    /// The breakers the loaded rules define, for `control::Control::configure_breakers`.
+    pub fn breaker_specs(&self) -> Vec<(String, crate::control::breaker::Spec)> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.breakers.iter().map(|b| (b.name.clone(), b.spec.clone())))
+            .collect()
+    }
+
+    /// Names of the degrade signals the loaded rules define or may raise.
+    pub fn signal_names(&self) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.signals.iter().map(|s| s.name.clone()))
+            .collect();
+        for g in &self.groups {
+            out.extend(g.rules.iter().filter_map(|r| r.def.signal.clone()));
+            out.extend(g.slos.iter().filter_map(|s| s.def.budget_signal.clone()));
+        }
+        out
+    }
+
+    /// Takes the breaker observations and signal levels decided since the last call.
+    pub fn take_control_inputs(&mut self) -> Vec<ControlInput> {
+        std::mem::take(&mut self.control)
     }
 
     /// Alerting rules and SLOs loaded.
@@ -403,6 +482,33 @@ impl Engine {
             for s in &mut g.slos {
                 s.evaluate(&self.store, t, self.opts.state_dir.as_deref());
             }
+            for b in &g.breakers {
+                let obs = crate::control::breaker::Observation {
+                    failure_ratio: b
+                        .failure_ratio
+                        .as_ref()
+                        .and_then(|q| one_number(q, &self.store, t)),
+                    slow_ratio: b
+                        .slow_ratio
+                        .as_ref()
+                        .and_then(|q| one_number(q, &self.store, t)),
+                    volume: one_number(&b.volume, &self.store, t),
+                };
+                self.control
+                    .push(ControlInput::Breaker(b.name.clone(), obs));
+            }
+            for s in &g.signals {
+                // Unknown pressure holds the signal's last level.
+                if let Some(p) = one_number(&s.expr, &self.store, t) {
+                    self.control
+                        .push(ControlInput::Signal(s.name.clone(), s.scaled.level(p)));
+                }
+            }
+        }
+        // Bounded: a consumer that stopped taking them must not grow this.
+        if self.control.len() > 10_000 {
+            let excess = self.control.len() - 10_000;
+            self.control.drain(..excess);
         }
         if self
             .last_alert_persist

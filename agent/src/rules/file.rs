@@ -5,7 +5,7 @@
 //! ```yaml
 //! groups:
 //!   - name: host
-//!     interval: 10s                 # optional, default: rules.evaluation_interval_secs
+//!     interval: 10s                 # optional, default: rules.evaluation_interval_ms
 //!     rules:
 //!       - alert: ManyErrors
 //!         expr: sum(rate(steadfast_syscall_errors_total[5m])) > 10
@@ -34,8 +34,9 @@
 //!         window_scale: 1           # optional, for tests: multiplies every burn-rate window
 //! ```
 //!
-//! `breakers:` and `signals:` belong to the local-control issue: they are rejected with a
-//! "not supported yet" problem at their position.
+//! `breakers:` define circuit breakers judged each group interval from a failure-ratio,
+//! slow-ratio and volume expression (see `control::breaker`); `signals:` define degrade
+//! signals, a level in [0, 1] scaled from a pressure expression.
 
 use std::{collections::BTreeMap, fmt, path::Path, time::Duration};
 
@@ -79,6 +80,36 @@ pub struct Group {
     pub interval: Option<Duration>,
     pub rules: Vec<AlertRule>,
     pub slos: Vec<SloDef>,
+    pub breakers: Vec<BreakerDef>,
+    pub signals: Vec<SignalDef>,
+}
+
+/// A circuit breaker: expressions evaluated each group interval, each to one number (a scalar
+/// or a one-sample vector; no sample, or several, is unknown and holds the state).
+#[derive(Debug, Clone)]
+pub struct BreakerDef {
+    pub name: String,
+    pub failure_ratio: Option<Query>,
+    pub slow_ratio: Option<Query>,
+    pub volume: Query,
+    pub spec: crate::control::breaker::Spec,
+}
+
+/// A degrade signal: `expr` (one number) scaled to [0, 1].
+#[derive(Debug, Clone)]
+pub struct SignalDef {
+    pub name: String,
+    pub expr: Query,
+    pub scaled: crate::control::signal::Scaled,
+}
+
+/// Breaker and signal names become file names under the signals directory.
+fn valid_control_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
 /// A parsed expression with its source text.
@@ -349,15 +380,10 @@ impl<'a> Cx<'a> {
                 continue;
             };
             if !allowed.contains(&key.as_str()) {
-                let msg = match key.as_str() {
-                    "breakers" | "signals" if allowed.contains(&"rules") => format!(
-                        "{what}: `{key}` is not supported yet (local control is a later issue)"
-                    ),
-                    _ => format!(
-                        "{what}: unknown field `{key}`, expected one of {}",
-                        allowed.join(", ")
-                    ),
-                };
+                let msg = format!(
+                    "{what}: unknown field `{key}`, expected one of {}",
+                    allowed.join(", ")
+                );
                 self.err(k, msg);
                 continue;
             }
@@ -463,14 +489,18 @@ impl<'a> Cx<'a> {
     }
 
     fn group(&mut self, node: &MarkedYamlOwned) -> Option<Group> {
-        let f = self.mapping(node, "group", &["name", "interval", "rules", "slos"])?;
+        let f = self.mapping(
+            node,
+            "group",
+            &["name", "interval", "rules", "slos", "breakers", "signals"],
+        )?;
         let name = self
             .required(&f, "name", "group")
             .and_then(|n| self.string(n, "group name"));
         let interval = f.get("interval").and_then(|n| self.duration(n, "interval"));
         if let (Some(i), Some(n)) = (interval, f.get("interval")) {
-            if i < Duration::from_secs(1) {
-                self.err(n, "interval: must be at least 1s".into());
+            if i < Duration::from_millis(100) {
+                self.err(n, "interval: must be at least 100ms".into());
             }
         }
         let mut rules = Vec::new();
@@ -489,11 +519,252 @@ impl<'a> Cx<'a> {
                 }
             }
         }
+        let mut breakers = Vec::new();
+        if let Some(bs) = f.get("breakers") {
+            for b in self.seq(bs, "breakers") {
+                if let Some(b) = self.breaker(b) {
+                    breakers.push(b);
+                }
+            }
+        }
+        let mut signals = Vec::new();
+        if let Some(ss) = f.get("signals") {
+            for s in self.seq(ss, "signals") {
+                if let Some(s) = self.signal(s) {
+                    signals.push(s);
+                }
+            }
+        }
         Some(Group {
             name: name?,
             interval,
             rules,
             slos,
+            breakers,
+            signals,
+        })
+    }
+
+    fn control_name(&mut self, f: &Fields<'_>, what: &str) -> Option<String> {
+        let node = self.required(f, "name", what)?;
+        let name = self.string(node, &format!("{what} name"))?;
+        if !valid_control_name(&name) {
+            self.err(
+                node,
+                format!(
+                    "{what} name {name:?}: use letters, digits, `_`, `.` and `-` (it names a file)"
+                ),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    fn ratio(&mut self, node: &MarkedYamlOwned, what: &str) -> Option<f64> {
+        let v = self.number(node, what)?;
+        if !(0.0..=1.0).contains(&v) {
+            self.err(node, format!("{what}: must be in [0, 1]"));
+            return None;
+        }
+        Some(v)
+    }
+
+    fn breaker(&mut self, node: &MarkedYamlOwned) -> Option<BreakerDef> {
+        use crate::control::breaker::Spec;
+        let f = self.mapping(
+            node,
+            "breaker",
+            &[
+                "name",
+                "failure_ratio",
+                "slow_ratio",
+                "volume",
+                "open_failure_ratio",
+                "close_failure_ratio",
+                "open_slow_ratio",
+                "close_slow_ratio",
+                "min_volume",
+                "wait_base",
+                "wait_multiplier",
+                "wait_max",
+                "jitter",
+                "ramp",
+                "step",
+                "probe_timeout",
+            ],
+        )?;
+        let name = self.control_name(&f, "breaker");
+        let failure_ratio = f
+            .get("failure_ratio")
+            .and_then(|n| self.query(n, "failure_ratio"));
+        let slow_ratio = f
+            .get("slow_ratio")
+            .and_then(|n| self.query(n, "slow_ratio"));
+        if f.get("failure_ratio").is_none() && f.get("slow_ratio").is_none() {
+            self.err(
+                f.at,
+                "breaker: give `failure_ratio`, `slow_ratio` or both".into(),
+            );
+        }
+        let volume = self
+            .required(&f, "volume", "breaker")
+            .and_then(|n| self.query(n, "volume"));
+        let d = Spec::default();
+        let mut spec = Spec {
+            open_failure_ratio: None,
+            close_failure_ratio: None,
+            open_slow_ratio: None,
+            close_slow_ratio: None,
+            ..d.clone()
+        };
+        let mut ok = true;
+        for (given, open_key, close_key, open, close) in [
+            (
+                f.get("failure_ratio").is_some(),
+                "open_failure_ratio",
+                "close_failure_ratio",
+                &mut spec.open_failure_ratio,
+                &mut spec.close_failure_ratio,
+            ),
+            (
+                f.get("slow_ratio").is_some(),
+                "open_slow_ratio",
+                "close_slow_ratio",
+                &mut spec.open_slow_ratio,
+                &mut spec.close_slow_ratio,
+            ),
+        ] {
+            if !given {
+                continue;
+            }
+            let o = match f.get(open_key) {
+                Some(n) => self.ratio(n, open_key),
+                None => Some(0.5),
+            };
+            let c = match f.get(close_key) {
+                Some(n) => self.ratio(n, close_key),
+                None => o.map(|o| o / 2.0),
+            };
+            if let (Some(o), Some(c)) = (o, c) {
+                if c >= o {
+                    self.err(
+                        f.get(close_key).unwrap_or(f.at),
+                        format!("{close_key} ({c}) must be below {open_key} ({o}): hysteresis"),
+                    );
+                    ok = false;
+                }
+            } else {
+                ok = false;
+            }
+            *open = o;
+            *close = c;
+        }
+        if let Some(n) = f.get("min_volume") {
+            match self.number(n, "min_volume") {
+                Some(v) if v >= 0.0 => spec.min_volume = v,
+                Some(_) => {
+                    self.err(n, "min_volume: must not be negative".into());
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        for (key, slot) in [
+            ("wait_base", &mut spec.wait_base),
+            ("wait_max", &mut spec.wait_max),
+            ("step", &mut spec.step),
+            ("probe_timeout", &mut spec.probe_timeout),
+        ] {
+            if let Some(n) = f.get(key) {
+                match self.duration(n, key) {
+                    Some(v) if !v.is_zero() => *slot = v,
+                    Some(_) => {
+                        self.err(n, format!("{key}: must be above zero"));
+                        ok = false;
+                    }
+                    None => ok = false,
+                }
+            }
+        }
+        if spec.wait_max < spec.wait_base {
+            self.err(
+                f.get("wait_max").unwrap_or(f.at),
+                "wait_max must be at least wait_base".into(),
+            );
+            ok = false;
+        }
+        if let Some(n) = f.get("wait_multiplier") {
+            match self.number(n, "wait_multiplier") {
+                Some(v) if (1.0..=10.0).contains(&v) => spec.wait_multiplier = v,
+                Some(_) => {
+                    self.err(n, "wait_multiplier: must be in [1, 10]".into());
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        if let Some(n) = f.get("jitter") {
+            match self.ratio(n, "jitter") {
+                Some(v) => spec.jitter = v,
+                None => ok = false,
+            }
+        }
+        if let Some(n) = f.get("ramp") {
+            let mut ramp = Vec::new();
+            for step in self.seq(n, "ramp") {
+                match self.number(step, "ramp step") {
+                    Some(v) if v > 0.0 && v <= 1.0 && ramp.last().is_none_or(|l| v > *l) => {
+                        ramp.push(v)
+                    }
+                    Some(_) => {
+                        self.err(step, "ramp: steps must rise, each in (0, 1]".into());
+                        ok = false;
+                    }
+                    None => ok = false,
+                }
+            }
+            if ramp.is_empty() {
+                self.err(n, "ramp: give at least one step".into());
+                ok = false;
+            }
+            spec.ramp = ramp;
+        }
+        if !ok {
+            return None;
+        }
+        Some(BreakerDef {
+            name: name?,
+            failure_ratio,
+            slow_ratio,
+            volume: volume?,
+            spec,
+        })
+    }
+
+    fn signal(&mut self, node: &MarkedYamlOwned) -> Option<SignalDef> {
+        let f = self.mapping(node, "signal", &["name", "expr", "scaling", "saturation"])?;
+        let name = self.control_name(&f, "signal");
+        let expr = self
+            .required(&f, "expr", "signal")
+            .and_then(|n| self.query(n, "expr"));
+        let scaling = self
+            .required(&f, "scaling", "signal")
+            .and_then(|n| self.number(n, "scaling"));
+        let saturation = self
+            .required(&f, "saturation", "signal")
+            .and_then(|n| self.number(n, "saturation"));
+        let scaled = crate::control::signal::Scaled {
+            scaling: scaling?,
+            saturation: saturation?,
+        };
+        if let Some(p) = scaled.problem() {
+            self.err(f.get("saturation").unwrap_or(f.at), format!("signal: {p}"));
+            return None;
+        }
+        Some(SignalDef {
+            name: name?,
+            expr: expr?,
+            scaled,
         })
     }
 
@@ -858,12 +1129,49 @@ groups:
     }
 
     #[test]
-    fn breakers_are_not_supported_yet_and_syntax_errors_have_positions() {
-        let p = parse("groups:\n  - name: g\n    breakers: []\n", "b.yaml")
+    fn breakers_and_signals_parse_and_their_mistakes_have_positions() {
+        let ok = parse(
+            "groups:\n  - name: g\n    breakers:\n      - name: db\n        slow_ratio: vector(0.1)\n        volume: vector(10)\n        open_slow_ratio: 0.6\n        ramp: [0.2, 1]\n        wait_base: 2s\n    signals:\n      - name: io\n        expr: vector(3)\n        scaling: 1\n        saturation: 5\n",
+            "b.yaml",
+        )
+        .unwrap();
+        let b = &ok.groups[0].breakers[0];
+        assert_eq!(b.spec.open_slow_ratio, Some(0.6));
+        assert_eq!(b.spec.close_slow_ratio, Some(0.3));
+        assert_eq!(b.spec.open_failure_ratio, None);
+        assert_eq!(b.spec.ramp, [0.2, 1.0]);
+        assert_eq!(b.spec.wait_base, Duration::from_secs(2));
+        assert_eq!(ok.groups[0].signals[0].scaled.saturation, 5.0);
+        let bad = parse(
+            "groups:\n  - name: g\n    breakers:\n      - name: a/b\n        volume: vector(1)\n      - name: ok\n        failure_ratio: vector(0)\n        volume: vector(1)\n        open_failure_ratio: 0.2\n        close_failure_ratio: 0.4\n",
+            "b.yaml",
+        )
+        .unwrap_err()
+        .0;
+        let msgs: Vec<String> = bad
+            .iter()
+            .map(|p| format!("{}:{} {}", p.line, p.column, p.message))
+            .collect();
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with("4:") && m.contains("names a file")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("give `failure_ratio`, `slow_ratio`")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.starts_with("10:") && m.contains("hysteresis")),
+            "{msgs:?}"
+        );
+        let p = parse("groups:\n  - name: g\n    breakers: [{name: x, slow_ratio: up, volume: up, colour: red}]\n", "b.yaml")
             .unwrap_err()
             .0;
         assert_eq!(p[0].line, 3);
-        assert!(p[0].message.contains("not supported yet"), "{p:?}");
+        assert!(p[0].message.contains("unknown field `colour`"), "{p:?}");
         let p = parse("groups:\n  - name: [\n", "s.yaml").unwrap_err().0;
         assert!(p[0].line >= 2 && p[0].message.starts_with("YAML"), "{p:?}");
         let p = parse("groups:\n  - name: g\n  - name: g\n", "d.yaml")

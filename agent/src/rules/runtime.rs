@@ -24,18 +24,23 @@ use axum::{extract::State, http::StatusCode, routing::post, Router};
 use prometheus_client::registry::Registry;
 use tokio::task::JoinSet;
 
+use super::engine::ControlInput;
 use super::{
     alertmanager::Notifier,
     engine::{Engine, EngineOptions},
     file,
     metrics::RulesCollector,
 };
-use crate::config::Config;
+use crate::{config::Config, control::Control, pipeline::Pipeline};
 
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
 pub struct RulesRuntime {
     pub engine: Arc<Mutex<Engine>>,
+    /// Where breaker observations and signal levels go.
+    control: Option<Arc<Mutex<Control>>>,
+    /// Signal names the loaded rules define or may raise (to lower ones that went away).
+    signal_names: Mutex<std::collections::BTreeSet<String>>,
     dir: PathBuf,
     eval_interval: Duration,
     notifier: Option<Notifier>,
@@ -88,9 +93,10 @@ pub fn setup(
     config: &Config,
     registry: &mut Registry,
     tasks: &mut JoinSet<()>,
+    control: Option<Arc<Mutex<Control>>>,
 ) -> Arc<RulesRuntime> {
     let opts = EngineOptions {
-        eval_interval_ms: config.rules.evaluation_interval_secs as i64 * 1000,
+        eval_interval_ms: config.rules.evaluation_interval_ms as i64,
         max_series: config.rules.max_series,
         max_retention_ms: config.rules.max_retention_secs as i64 * 1000,
         state_dir: Some(config.rules.state_dir.clone()),
@@ -107,8 +113,10 @@ pub fn setup(
     });
     let rt = Arc::new(RulesRuntime {
         engine: Arc::new(Mutex::new(Engine::new(opts))),
+        control,
+        signal_names: Mutex::new(Default::default()),
         dir: config.rules.directory.clone(),
-        eval_interval: Duration::from_secs(config.rules.evaluation_interval_secs),
+        eval_interval: Duration::from_millis(config.rules.evaluation_interval_ms),
         notifier,
         last_seen: Mutex::new(None),
     });
@@ -123,9 +131,15 @@ pub fn setup(
     rt
 }
 
-/// Starts evaluation, SIGHUP handling and the directory watch.
-pub fn spawn(rt: &Arc<RulesRuntime>, registry: Arc<Registry>, tasks: &mut JoinSet<()>) {
-    tasks.spawn(evaluate_periodically(rt.clone(), registry));
+/// Starts evaluation, SIGHUP handling and the directory watch. `pipeline` is collected right
+/// before each evaluation, so rules see the kernel's counts of that moment.
+pub fn spawn(
+    rt: &Arc<RulesRuntime>,
+    registry: Arc<Registry>,
+    pipeline: Option<Arc<Mutex<Pipeline>>>,
+    tasks: &mut JoinSet<()>,
+) {
+    tasks.spawn(evaluate_periodically(rt.clone(), registry, pipeline));
     tasks.spawn(reload_on_sighup(rt.clone()));
     tasks.spawn(watch_directory(rt.clone()));
 }
@@ -162,6 +176,7 @@ impl RulesRuntime {
             Ok(files) => {
                 let n = files.len();
                 engine.load(files);
+                self.configure_control(&engine);
                 engine.stats.last_reload_successful = true;
                 engine.stats.last_reload_success_ms = now_ms();
                 let (r, s) = engine.counts();
@@ -176,6 +191,47 @@ impl RulesRuntime {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Gives the control layer the loaded breakers, and lowers signals no rule defines now.
+    fn configure_control(&self, engine: &Engine) {
+        let Some(control) = &self.control else { return };
+        let names = engine.signal_names();
+        let mut c = control.lock().unwrap_or_else(|p| p.into_inner());
+        c.configure_breakers(engine.breaker_specs(), tokio::time::Instant::now());
+        let mut old = self.signal_names.lock().unwrap_or_else(|p| p.into_inner());
+        for gone in old.difference(&names) {
+            c.remove_signal(gone);
+        }
+        *old = names;
+    }
+
+    /// Hands an evaluation's breaker observations and signal levels to the control layer;
+    /// signals raised by alerts and spent SLO budgets read 1 while raised, else 0.
+    fn feed_control(&self, inputs: Vec<ControlInput>, raised: std::collections::BTreeSet<String>) {
+        let Some(control) = &self.control else { return };
+        let now = tokio::time::Instant::now();
+        let names = self
+            .signal_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut c = control.lock().unwrap_or_else(|p| p.into_inner());
+        let mut from_exprs = std::collections::BTreeSet::new();
+        for input in inputs {
+            match input {
+                ControlInput::Breaker(name, obs) => c.observe(&name, obs, now),
+                ControlInput::Signal(name, level) => {
+                    let level = if raised.contains(&name) { 1.0 } else { level };
+                    c.set_signal(&name, level, "rules");
+                    from_exprs.insert(name);
+                }
+            }
+        }
+        for name in names.difference(&from_exprs) {
+            let level = if raised.contains(name) { 1.0 } else { 0.0 };
+            c.set_signal(name, level, "rules");
         }
     }
 
@@ -198,7 +254,11 @@ impl RulesRuntime {
     }
 }
 
-async fn evaluate_periodically(rt: Arc<RulesRuntime>, registry: Arc<Registry>) {
+async fn evaluate_periodically(
+    rt: Arc<RulesRuntime>,
+    registry: Arc<Registry>,
+    pipeline: Option<Arc<Mutex<Pipeline>>>,
+) {
     let mut tick = tokio::time::interval(rt.eval_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut warned = false;
@@ -206,10 +266,17 @@ async fn evaluate_periodically(rt: Arc<RulesRuntime>, registry: Arc<Registry>) {
         tick.tick().await;
         let due = {
             let engine = rt.engine.lock().unwrap_or_else(|p| p.into_inner());
-            engine.counts() != (0, 0) && engine.any_due(now_ms())
+            engine.has_work() && engine.any_due(now_ms())
         };
         if !due {
             continue;
+        }
+        if let Some(p) = &pipeline {
+            let p = p.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                p.lock().unwrap_or_else(|e| e.into_inner()).collect()
+            })
+            .await;
         }
         // Encode before locking the engine: the registry's rules collector locks it too.
         let mut text = String::new();
@@ -225,7 +292,12 @@ async fn evaluate_periodically(rt: Arc<RulesRuntime>, registry: Arc<Registry>) {
                     warned = true;
                 }
             }
-            engine.evaluate(t)
+            let batch = engine.evaluate(t);
+            let inputs = engine.take_control_inputs();
+            let raised = engine.signals();
+            drop(engine);
+            rt.feed_control(inputs, raised);
+            batch
         };
         if let Some(n) = &rt.notifier {
             n.send(batch);
