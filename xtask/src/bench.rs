@@ -165,7 +165,8 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
     let mut out = String::new();
     let started = utc_now();
     writeln!(out, "# steadfast benchmark, {started}\n")?;
-    writeln!(out, "- command: `cargo xtask bench {}`", args.join(" "))?;
+    let command = format!("cargo xtask bench {}", args.join(" "));
+    writeln!(out, "- command: `{}`", command.trim_end())?;
     writeln!(out, "- machine: {}", machine())?;
     writeln!(out, "- load average at start: {}", loadavg_line())?;
     let stats = fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").unwrap_or_default();
