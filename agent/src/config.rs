@@ -508,6 +508,11 @@ pub struct SyscallProbeConfig {
     /// Per-syscall thresholds for slow-syscall events, by syscall name (0: none).
     #[serde(default = "default_slow_ms")]
     pub slow_ms: BTreeMap<String, u64>,
+    /// Per-syscall thresholds in nanoseconds, by syscall name; a syscall listed here ignores
+    /// its `slow_ms` entry (0: none). For sub-millisecond thresholds, e.g. benchmarks that need
+    /// many events per second from cheap syscalls.
+    #[serde(default)]
+    pub slow_ns: BTreeMap<String, u64>,
     /// Size of the slow-syscall event ring buffer: a power of two, at least one page.
     #[serde(default = "default_ring_buffer_bytes")]
     pub events_ring_buffer_bytes: u32,
@@ -528,6 +533,11 @@ impl SyscallProbeConfig {
         for (name, ms) in &self.slow_ms {
             if let Some(nr) = crate::syscalls::number(name) {
                 out[nr as usize] = ms * 1_000_000;
+            }
+        }
+        for (name, ns) in &self.slow_ns {
+            if let Some(nr) = crate::syscalls::number(name) {
+                out[nr as usize] = *ns;
             }
         }
         out
@@ -553,6 +563,7 @@ impl Default for SyscallProbeConfig {
             max_error_keys: default_max_histogram_keys(),
             slow_default_ms: 0,
             slow_ms: default_slow_ms(),
+            slow_ns: BTreeMap::new(),
             events_ring_buffer_bytes: default_ring_buffer_bytes(),
         }
     }
@@ -718,6 +729,14 @@ impl Config {
             if crate::syscalls::number(name).is_none() {
                 bad(
                     "probes.syscalls.slow_ms",
+                    format!("{name:?} is not an x86_64 syscall name"),
+                );
+            }
+        }
+        for name in s.slow_ns.keys() {
+            if crate::syscalls::number(name).is_none() {
+                bad(
+                    "probes.syscalls.slow_ns",
                     format!("{name:?} is not an x86_64 syscall name"),
                 );
             }
@@ -989,6 +1008,32 @@ mod tests {
         match Config::parse("probes:\n  uprobes:\n    max_attachments: 0\n", "c.yaml") {
             Err(ConfigError::Invalid { problems, .. }) => {
                 assert_eq!(problems[0].key, "probes.uprobes.max_attachments")
+            }
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn slow_ns_overrides_slow_ms_and_names_are_checked() {
+        let c = Config::parse(
+            "probes:\n  syscalls:\n    slow_default_ms: 2\n    slow_ms:\n      getpgid: 5\n      read: 7\n    slow_ns:\n      getpgid: 1\n      nanosleep: 1500\n",
+            "c.yaml",
+        )
+        .unwrap();
+        let t = c.probes.syscalls.slow_thresholds_ns();
+        let nr = |n: &str| crate::syscalls::number(n).unwrap() as usize;
+        assert_eq!(t[nr("getpgid")], 1);
+        assert_eq!(t[nr("nanosleep")], 1500);
+        assert_eq!(t[nr("read")], 7_000_000);
+        assert_eq!(t[nr("write")], 2_000_000);
+        assert!(Config::default().probes.syscalls.slow_ns.is_empty());
+        match Config::parse(
+            "probes:\n  syscalls:\n    slow_ns:\n      getppidd: 1\n",
+            "c.yaml",
+        ) {
+            Err(ConfigError::Invalid { problems, .. }) => {
+                let keys: Vec<_> = problems.iter().map(|p| p.key).collect();
+                assert_eq!(keys, ["probes.syscalls.slow_ns"]);
             }
             other => panic!("expected Invalid, got {other:?}"),
         }

@@ -6,6 +6,9 @@
 //!   integration tests under `tests/` load real probes and need root).
 //! - `package`: the Debian package `target/deb/steadfast_<version>_<arch>.deb` from a release
 //!   build (see `package.rs`); prints its path on stdout.
+//! - `bench`: benchmarks (see `bench.rs`): overhead per syscall against bare and bpftrace,
+//!   agent CPU and memory, event throughput, scale. Prints numbers; not part of `test`.
+mod bench;
 mod fuzz;
 mod package;
 
@@ -29,13 +32,16 @@ fn main() -> Result<()> {
         }
         "test-only" => test(&root, &rest),
         "fuzz" => fuzz::run(&root, &rest),
+        "bench" => bench::bench(&root, &rest),
         "package" => {
             let deb = package::build(&root)?;
             println!("{}", deb.display());
             Ok(())
         }
         _ => {
-            eprintln!("usage: cargo xtask <lint|test|test-only|package|fuzz> [cargo test args...]");
+            eprintln!(
+                "usage: cargo xtask <lint|test|test-only|package|fuzz|bench> [cargo test args...]"
+            );
             bail!("unknown task {task:?}")
         }
     }

@@ -256,7 +256,7 @@ impl Collector for PipelineCollector {
         }
         let mut family = encoder.encode_descriptor(
             "syscall_slow",
-            "Syscalls slower than their configured threshold (probes.syscalls.slow_ms), by syscall and service; each one is also an event.",
+            "Syscalls slower than their configured threshold (probes.syscalls.slow_ms or slow_ns), by syscall and service; each one is also an event.",
             None,
             MetricType::Counter,
         )?;
