@@ -9,6 +9,7 @@
 //! - `bench`: benchmarks (see `bench.rs`): overhead per syscall against bare and bpftrace,
 //!   agent CPU and memory, event throughput, scale. Prints numbers; not part of `test`.
 mod bench;
+mod coverage;
 mod fuzz;
 mod package;
 
@@ -32,6 +33,7 @@ fn main() -> Result<()> {
         }
         "test-only" => test(&root, &rest),
         "fuzz" => fuzz::run(&root, &rest),
+        "coverage" => coverage::run(&root, &rest),
         "bench" => bench::bench(&root, &rest),
         "package" => {
             let deb = package::build(&root)?;
@@ -40,7 +42,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <lint|test|test-only|package|fuzz|bench> [cargo test args...]"
+                "usage: cargo xtask <lint|test|test-only|package|fuzz|bench|coverage> [cargo test args...]"
             );
             bail!("unknown task {task:?}")
         }

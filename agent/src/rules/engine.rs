@@ -181,6 +181,10 @@ impl Engine {
         let Some(path) = self.alerts_path() else {
             return;
         };
+        // No alerting rules and no file yet: nothing to keep, and no directory to create.
+        if self.groups.iter().all(|g| g.rules.is_empty()) && !path.exists() {
+            return;
+        }
         let mut file = AlertsFile {
             version: 1,
             ..AlertsFile::default()
