@@ -265,16 +265,7 @@ fn slow_syscalls_arrive_as_spans_over_http() {
 }
 
 fn agent_rss_kib(agent: &Agent) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap()
+    support::vm_rss_kib(agent.pid())
 }
 
 /// The receiver is down while slow syscalls keep coming: the agent keeps serving, the queue

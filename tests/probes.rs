@@ -171,16 +171,7 @@ fn resident_memory_matches_vmrss() {
     let mut w = Interactive::spawn(&bin, &["96"]);
     w.expect("ready");
     std::thread::sleep(Duration::from_millis(1200));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", w.pid())).unwrap();
-    let vmrss_kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap();
+    let vmrss_kib = support::vm_rss_kib(w.pid()) as f64;
     let reported = agent
         .scrape()
         .value(

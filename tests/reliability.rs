@@ -10,18 +10,7 @@ use std::{
 
 use support::{build_workload, request, unique_name, Agent, Endpoint, Interactive};
 
-fn agent_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches(" kB")
-        .trim()
-        .parse()
-        .unwrap()
-}
+use support::vm_rss_kib as agent_rss_kib;
 
 fn timed(f: impl FnOnce()) -> Duration {
     let t = Instant::now();

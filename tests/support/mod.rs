@@ -395,3 +395,17 @@ impl Agent {
         self.dir.path().join("api.sock")
     }
 }
+
+/// `VmRSS` of a process, in KiB (the kernel's own resident-memory figure).
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .unwrap()
+}
