@@ -113,7 +113,7 @@ impl Opts {
                 _ => bail!(
                     "unknown option {a:?}; options: --quick --rounds N --calls N --idle-secs N \
                      --load-secs N --event-secs S --rates R1,R2,..(0 = flat out) \
-                     --short-lived N --live N --only overhead,agent,events,scale"
+                     --short-lived N --live N --only overhead,agent,events,scale,decision"
                 ),
             }
         }
@@ -129,13 +129,13 @@ impl Opts {
 }
 
 /// Where the binaries of one run live.
-struct Env {
-    dir: PathBuf,
+pub(crate) struct Env {
+    pub(crate) dir: PathBuf,
     agent: PathBuf,
 }
 
 impl Env {
-    fn bin(&self, name: &str) -> PathBuf {
+    pub(crate) fn bin(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
 }
@@ -199,6 +199,10 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         }
         if opts.wants("scale") {
             scale(&env, &opts, &mut out)?;
+            loads.push(loadavg1());
+        }
+        if opts.wants("decision") {
+            crate::bench_decision::decision(&env, root, &mut out)?;
             loads.push(loadavg1());
         }
         Ok(())
@@ -504,15 +508,15 @@ fn foreign_bpf(ours: Option<u32>) -> BTreeSet<String> {
 // ---------------------------------------------------------------------------------------
 // Processes under test
 
-struct Agent {
+pub(crate) struct Agent {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Agent {
     /// Starts the agent with `extra` YAML after a config that only sets the listen address;
     /// waits until `/-/healthy` answers (probes attached, metrics served).
-    fn start(env: &Env, extra: &str) -> Result<Agent> {
+    pub(crate) fn start(env: &Env, extra: &str) -> Result<Agent> {
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
             let config = env.dir.join("steadfast.yaml");

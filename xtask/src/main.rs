@@ -9,6 +9,7 @@
 //! - `bench`: benchmarks (see `bench.rs`): overhead per syscall against bare and bpftrace,
 //!   agent CPU and memory, event throughput, scale. Prints numbers; not part of `test`.
 mod bench;
+mod bench_decision;
 mod coverage;
 mod fuzz;
 mod package;
