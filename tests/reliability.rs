@@ -181,3 +181,49 @@ fn raise_own_nofile() {
         libc::setrlimit(libc::RLIMIT_NOFILE, &l);
     }
 }
+
+/// A reload storm: 100 SIGHUPs within a second. The agent keeps running and answering, the
+/// rules stay loaded, and the reload metric says the last load succeeded.
+#[test]
+fn a_reload_storm_keeps_the_agent_and_its_rules() {
+    let agent = Agent::start("");
+    // A rule file in the agent's own rules directory (support points rules.directory there).
+    let rules_dir = agent.dir.path().join("rules.d");
+    std::fs::create_dir_all(&rules_dir).unwrap();
+    std::fs::write(
+        rules_dir.join("r.yaml"),
+        "groups:\n  - name: storm\n    rules:\n      - alert: Always\n        expr: vector(1)\n",
+    )
+    .unwrap();
+    agent.signal(libc::SIGHUP);
+    let loaded = |a: &Agent| {
+        a.scrape()
+            .value("steadfast_rules_alerting_rules", &[])
+            .unwrap_or(-1.0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while loaded(&agent) != 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "rules not loaded: {}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let started = Instant::now();
+    for _ in 0..100 {
+        agent.signal(libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(9));
+    }
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(800));
+    let s = agent.scrape();
+    assert_eq!(s.value("steadfast_rules_alerting_rules", &[]), Some(1.0));
+    assert_eq!(
+        s.value("steadfast_rules_last_reload_successful", &[]),
+        Some(1.0)
+    );
+    let api = Endpoint::Unix(agent.api_socket());
+    assert_eq!(request(&api, "GET", "/v1/signals", b"").unwrap().0, 200);
+    assert!(!agent.log().contains("panicked"), "{}", agent.log());
+}

@@ -7,7 +7,13 @@ use std::{path::Path, process::Command};
 
 use anyhow::{bail, Result};
 
-const TARGETS: &[&str] = &["config", "exposition", "event_decoder"];
+const TARGETS: &[&str] = &[
+    "config",
+    "exposition",
+    "event_decoder",
+    "rule_file",
+    "expression",
+];
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut seconds = 60u64;
