@@ -9,19 +9,7 @@ use std::{path::Path, process::Command};
 use anyhow::Result;
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    let tools = crate::tools_dir();
-    if !tools.join("bin/cargo-llvm-cov").exists() {
-        crate::run(
-            crate::cargo()
-                .args(["install", "--locked", "cargo-llvm-cov", "--root"])
-                .arg(&tools),
-        )?;
-    }
-    let path = format!(
-        "{}:{}",
-        tools.join("bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = crate::tool_path("cargo-llvm-cov", "cargo-llvm-cov")?;
     let mut cmd = Command::new(crate::cargo().get_program());
     cmd.current_dir(root)
         .env("PATH", path)

@@ -34,20 +34,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     if targets.is_empty() {
         targets = TARGETS.iter().map(|t| t.to_string()).collect();
     }
-    let tools = crate::tools_dir();
-    let cargo_fuzz = tools.join("bin/cargo-fuzz");
-    if !cargo_fuzz.exists() {
-        crate::run(
-            Command::new(crate::cargo().get_program())
-                .args(["install", "--locked", "cargo-fuzz", "--root"])
-                .arg(&tools),
-        )?;
-    }
-    let path = format!(
-        "{}:{}",
-        tools.join("bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = crate::tool_path("cargo-fuzz", "cargo-fuzz")?;
     for t in targets {
         crate::run(
             Command::new("rustup")

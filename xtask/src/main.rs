@@ -76,6 +76,22 @@ pub(crate) fn tools_dir() -> PathBuf {
         })
 }
 
+/// Installs `krate` (a cargo subcommand) into the tools directory if `bin` is not there yet,
+/// and returns a PATH with the tools directory first.
+pub(crate) fn tool_path(krate: &str, bin: &str) -> Result<String> {
+    let tools = tools_dir();
+    if !tools.join("bin").join(bin).exists() {
+        run(cargo()
+            .args(["install", "--locked", krate, "--root"])
+            .arg(&tools))?;
+    }
+    Ok(format!(
+        "{}:{}",
+        tools.join("bin").display(),
+        env::var("PATH").unwrap_or_default()
+    ))
+}
+
 pub(crate) fn cargo() -> Command {
     Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }

@@ -84,8 +84,7 @@ impl Transport {
                 headers,
                 timeout,
             } => {
-                let mut request = tonic::Request::new(req);
-                *request.metadata_mut() = headers.clone();
+                let request = with_headers(req, headers);
                 let mut client = TraceServiceClient::new(channel.clone());
                 within(*timeout, async {
                     client
@@ -107,8 +106,7 @@ impl Transport {
                 headers,
                 timeout,
             } => {
-                let mut request = tonic::Request::new(req);
-                *request.metadata_mut() = headers.clone();
+                let request = with_headers(req, headers);
                 let mut client = MetricsServiceClient::new(channel.clone());
                 within(*timeout, async {
                     client
@@ -157,6 +155,12 @@ impl Transport {
         })
         .await
     }
+}
+
+fn with_headers<T>(req: T, headers: &MetadataMap) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(req);
+    *request.metadata_mut() = headers.clone();
+    request
 }
 
 async fn within<T>(
