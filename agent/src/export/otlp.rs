@@ -211,20 +211,9 @@ async fn export_spans(
                         drop_at_shutdown(&stats, &mut rx, batch.len());
                         return;
                     }
-                    let ceiling = backoff.ceiling();
-                    let delay = backoff.next_delay();
-                    tracing::warn!(
-                        signal = "traces",
-                        ceiling_ms = ceiling.as_millis() as u64,
-                        attempt = backoff.attempt(),
-                        delay_ms = delay.as_millis() as u64,
-                        error = %e,
-                        "OTLP export failed; retrying"
-                    );
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.wait() => stopping = true,
-                    }
+                    stopping =
+                        wait_to_retry("traces", &e, &mut backoff, Duration::MAX, &mut shutdown)
+                            .await;
                 }
             }
         }
@@ -282,23 +271,36 @@ async fn export_metrics(
                     if stopping {
                         break;
                     }
-                    let ceiling = backoff.ceiling();
-                    let delay = backoff.next_delay().min(interval);
-                    tracing::warn!(
-                        signal = "metrics",
-                        ceiling_ms = ceiling.as_millis() as u64,
-                        attempt = backoff.attempt(),
-                        delay_ms = delay.as_millis() as u64,
-                        error = %e,
-                        "OTLP export failed; retrying"
-                    );
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = shutdown.wait() => stopping = true,
-                    }
+                    stopping =
+                        wait_to_retry("metrics", &e, &mut backoff, interval, &mut shutdown).await;
                 }
             }
         }
+    }
+}
+
+/// After a failed request: logs it, waits the next backoff (at most `cap`), and returns true
+/// if shutdown began meanwhile.
+async fn wait_to_retry(
+    signal: &str,
+    error: &SendError,
+    backoff: &mut Backoff,
+    cap: Duration,
+    shutdown: &mut Shutdown,
+) -> bool {
+    let ceiling = backoff.ceiling();
+    let delay = backoff.next_delay().min(cap);
+    tracing::warn!(
+        signal,
+        ceiling_ms = ceiling.as_millis() as u64,
+        attempt = backoff.attempt(),
+        delay_ms = delay.as_millis() as u64,
+        error = %error,
+        "OTLP export failed; retrying"
+    );
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = shutdown.wait() => true,
     }
 }
 
