@@ -497,7 +497,7 @@ fn sum_of(store: &Store, query: &str, t: i64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreLimits;
+    use crate::store::{tests::l, StoreLimits};
     use std::time::Duration;
 
     #[test]
@@ -548,14 +548,6 @@ mod tests {
         }
     }
 
-    fn l(name: &str, extra: &[(&str, &str)]) -> Labels {
-        let mut m: Labels = extra
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        m.insert("__name__".into(), name.into());
-        m
-    }
 
     fn store_for(slo: &SloRuntime) -> Store {
         let mut s = Store::new(StoreLimits::default());

@@ -307,11 +307,12 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use promql_parser::label::MatchOp;
 
-    fn l(name: &str, extra: &[(&str, &str)]) -> Labels {
+    /// A series' labels with its name, for tests here and in the rule engine.
+    pub(crate) fn l(name: &str, extra: &[(&str, &str)]) -> Labels {
         let mut m: Labels = extra
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
