@@ -256,7 +256,7 @@ fn slo_page_alert_reaches_alertmanager_and_resolves() {
         s.value("steadfast_alertmanager_notifications_failed_total", &[]),
         Some(0.0)
     );
-    promtool_check(&s.0);
+    support::promtool_check(&s);
 }
 
 /// A child process killed when the test ends, passing or not.
@@ -267,24 +267,6 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn promtool_check(body: &str) {
-    let mut p = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool");
-    p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
-    let out = p.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A rule file with `alert` and an unchanging `Keep` rule that needs 5 s pending to fire.

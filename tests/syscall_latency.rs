@@ -98,27 +98,7 @@ fn promtool_accepts_the_exposition() {
     let (head, body) = support::http_get_full(agent.addr, "/metrics", None).unwrap();
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
     assert!(body.contains(&format!("{HIST}_bucket")));
-    let mut promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (scripts/setup --test installs Debian's prometheus)");
-    use std::io::Write;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::promtool_check(&support::Scrape(body));
 
     let (head, body) = support::http_get_full(
         agent.addr,

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{build_workload, unique_name, Agent, Interactive, Scrape};
+use support::{build_workload, promtool_check, unique_name, Agent, Interactive, Scrape};
 
 /// Polls scrapes until `pred` holds (the agent attaches shortly after it reads an exec event).
 fn wait_for(agent: &Agent, what: &str, pred: impl Fn(&Scrape) -> bool) -> Scrape {
@@ -368,29 +368,4 @@ fn attach_failures_are_counted_not_fatal() {
         agent.log()
     );
     agent.scrape();
-}
-
-/// `promtool check metrics` accepts the exposition (Debian's prometheus package).
-fn promtool_check(s: &Scrape) {
-    use std::io::Write;
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (scripts/setup --test installs Debian's prometheus)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(s.0.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

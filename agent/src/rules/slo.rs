@@ -548,7 +548,6 @@ mod tests {
         }
     }
 
-
     fn store_for(slo: &SloRuntime) -> Store {
         let mut s = Store::new(StoreLimits::default());
         s.configure(StoreLimits::default(), slo.selectors());
