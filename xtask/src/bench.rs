@@ -135,6 +135,34 @@ pub(crate) struct Env {
 }
 
 impl Env {
+    /// Builds the release agent and compiles `workloads` (C files under `bench/workloads/`,
+    /// else `tests/workloads/`) into a fresh temporary directory named after `what`.
+    pub(crate) fn prepare(root: &Path, what: &str, workloads: &[&str]) -> Result<Env> {
+        run(cargo()
+            .current_dir(root)
+            .args(["build", "--release", "--locked", "-p", "steadfast"]))?;
+        let dir = std::env::temp_dir().join(format!("steadfast-{what}-{}", std::process::id()));
+        fs::create_dir_all(&dir)?;
+        let env = Env {
+            agent: dir.join(AGENT_NAME),
+            dir,
+        };
+        fs::copy(root.join("target/release/steadfast"), &env.agent)?;
+        for w in workloads {
+            let bench = root.join("bench/workloads").join(format!("{w}.c"));
+            let src = if bench.exists() {
+                bench
+            } else {
+                root.join("tests/workloads").join(format!("{w}.c"))
+            };
+            run(Command::new("gcc")
+                .args(["-O2", "-Wall", "-o"])
+                .arg(env.bin(w))
+                .arg(src))?;
+        }
+        Ok(env)
+    }
+
     pub(crate) fn bin(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
@@ -145,22 +173,12 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
     if !crate::is_root() {
         bail!("the benchmark loads eBPF programs and runs bpftrace: run it as root");
     }
-    run(cargo()
-        .current_dir(root)
-        .args(["build", "--release", "--locked", "-p", "steadfast"]))?;
-    let dir = std::env::temp_dir().join(format!("steadfast-bench-{}", std::process::id()));
-    fs::create_dir_all(&dir)?;
-    let env = Env {
-        agent: dir.join(AGENT_NAME),
-        dir: dir.clone(),
-    };
-    fs::copy(root.join("target/release/steadfast"), &env.agent)?;
-    for w in ["getppid_bench", "rw_mix", "event_gen", "hold", "tiny"] {
-        run(Command::new("gcc")
-            .args(["-O2", "-Wall", "-o"])
-            .arg(env.bin(w))
-            .arg(root.join("bench/workloads").join(format!("{w}.c"))))?;
-    }
+    let env = Env::prepare(
+        root,
+        "bench",
+        &["getppid_bench", "rw_mix", "event_gen", "hold", "tiny"],
+    )?;
+    let dir = env.dir.clone();
 
     let mut out = String::new();
     let started = utc_now();
@@ -551,11 +569,11 @@ impl Agent {
         bail!("the agent found no free port in 5 tries")
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn scrape(&self) -> Result<(String, Duration)> {
+    pub(crate) fn scrape(&self) -> Result<(String, Duration)> {
         let t = Instant::now();
         let body = http_get(self.port, "/metrics")?;
         Ok((body, t.elapsed()))
@@ -607,7 +625,7 @@ impl Drop for Bpftrace {
     }
 }
 
-fn terminate(child: &mut Child) {
+pub(crate) fn terminate(child: &mut Child) {
     if child.try_wait().ok().flatten().is_some() {
         return;
     }
@@ -630,7 +648,7 @@ fn terminate(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn http_get(port: u16, path: &str) -> Result<String> {
+pub(crate) fn http_get(port: u16, path: &str) -> Result<String> {
     let mut s = TcpStream::connect_timeout(
         &format!("127.0.0.1:{port}").parse()?,
         Duration::from_secs(2),
@@ -647,7 +665,7 @@ fn http_get(port: u16, path: &str) -> Result<String> {
 }
 
 /// Sum of every sample named `name` whose labels include each of `labels` (`k="v"`).
-fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+pub(crate) fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
@@ -664,7 +682,7 @@ fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
 // /proc readings
 
 /// utime + stime in clock ticks (USER_HZ = 100), threads that exited included.
-fn cpu_ticks(pid: u32) -> Result<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> Result<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the comm's closing parenthesis: state is field 3, utime 14, stime 15.
     let rest = stat.rsplit_once(')').context("stat")?.1;
@@ -694,7 +712,7 @@ fn forks() -> u64 {
 }
 
 /// A `/proc/<pid>/status` field in kB (VmHWM, VmRSS).
-fn status_kb(pid: u32, field: &str) -> u64 {
+pub(crate) fn status_kb(pid: u32, field: &str) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
@@ -1072,7 +1090,7 @@ fn scale(env: &Env, opts: &Opts, out: &mut String) -> Result<()> {
     Ok(())
 }
 
-fn series(text: &str) -> usize {
+pub(crate) fn series(text: &str) -> usize {
     text.lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .count()
@@ -1092,7 +1110,7 @@ fn services(text: &str) -> usize {
 // ---------------------------------------------------------------------------------------
 // Machine and statistics
 
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpu = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpu
         .lines()
@@ -1122,7 +1140,7 @@ fn machine() -> String {
     )
 }
 
-fn loadavg_line() -> String {
+pub(crate) fn loadavg_line() -> String {
     fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .trim()
@@ -1137,7 +1155,7 @@ fn loadavg1() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn utc_now() -> String {
+pub(crate) fn utc_now() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()
@@ -1145,7 +1163,7 @@ fn utc_now() -> String {
         .unwrap_or_default()
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }

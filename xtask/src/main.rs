@@ -8,11 +8,14 @@
 //!   build (see `package.rs`); prints its path on stdout.
 //! - `bench`: benchmarks (see `bench.rs`): overhead per syscall against bare and bpftrace,
 //!   agent CPU and memory, event throughput, scale. Prints numbers; not part of `test`.
+//! - `soak`: the agent for an hour under mixed load with reloads and exporter outages,
+//!   sampling RSS, open fds, threads and CPU (see `soak.rs`). Not part of `test`.
 mod bench;
 mod bench_decision;
 mod coverage;
 mod fuzz;
 mod package;
+mod soak;
 
 use std::{
     env,
@@ -36,6 +39,7 @@ fn main() -> Result<()> {
         "fuzz" => fuzz::run(&root, &rest),
         "coverage" => coverage::run(&root, &rest),
         "bench" => bench::bench(&root, &rest),
+        "soak" => soak::run(&root, &rest),
         "package" => {
             let deb = package::build(&root)?;
             println!("{}", deb.display());
@@ -43,7 +47,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <lint|test|test-only|package|fuzz|bench|coverage> [cargo test args...]"
+                "usage: cargo xtask <lint|test|test-only|package|fuzz|bench|soak|coverage> [cargo test args...]"
             );
             bail!("unknown task {task:?}")
         }
