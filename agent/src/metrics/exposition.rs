@@ -115,60 +115,84 @@ fn owner_of(families: &[Family], sample: &str) -> Option<String> {
         })
 }
 
-fn parse_sample(line: &str) -> Result<Sample, String> {
-    let (name_end, has_labels) = match line.find(['{', ' ']) {
-        Some(i) => (i, line.as_bytes()[i] == b'{'),
-        None => return Err("sample without a value".into()),
-    };
-    let name = line[..name_end].to_string();
+/// Parses one sample line `name{label="value",...} value [timestamp]` (the timestamp is
+/// ignored). Label values may hold the escapes `\\`, `\"` and `\n`. The rule store reads
+/// the agent's exposition through this too (`store::exposition`).
+pub fn parse_sample(line: &str) -> Result<Sample, String> {
+    let name_end = line
+        .find(|c: char| c == '{' || c.is_whitespace())
+        .ok_or("sample without a value")?;
+    let name = &line[..name_end];
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    {
+        return Err(format!("bad metric name {name:?}"));
+    }
     let mut labels = Vec::new();
     let mut rest = &line[name_end..];
-    if has_labels {
-        rest = &rest[1..];
-        loop {
-            rest = rest.trim_start_matches([',', ' ']);
-            if let Some(r) = rest.strip_prefix('}') {
-                rest = r;
-                break;
-            }
-            let eq = rest.find('=').ok_or("label without =")?;
-            let key = rest[..eq].trim().to_string();
-            rest = rest[eq + 1..]
-                .strip_prefix('"')
-                .ok_or("label value without quotes")?;
-            let mut value = String::new();
-            let mut chars = rest.char_indices();
-            let end = loop {
-                match chars.next() {
-                    Some((i, '"')) => break i,
-                    Some((_, '\\')) => match chars.next() {
-                        Some((_, 'n')) => value.push('\n'),
-                        Some((_, c)) => value.push(c),
-                        None => return Err("unterminated escape".into()),
-                    },
-                    Some((_, c)) => value.push(c),
-                    None => return Err("unterminated label value".into()),
-                }
-            };
-            labels.push((key, value));
-            rest = &rest[end + 1..];
-        }
+    if let Some(after) = rest.strip_prefix('{') {
+        rest = parse_labels(after, &mut labels)?;
     }
     let value_text = rest
         .split_whitespace()
         .next()
         .ok_or("sample without a value")?;
-    let value = match value_text {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        v => v.parse().map_err(|_| format!("bad value {v:?}"))?,
-    };
+    let value = parse_value(value_text).ok_or_else(|| format!("bad value {value_text:?}"))?;
     Ok(Sample {
-        name,
+        name: name.to_string(),
         labels,
         value,
     })
+}
+
+/// Parses `a="x",b="y"}` into `labels` and returns what follows the closing brace.
+fn parse_labels<'a>(mut s: &'a str, labels: &mut Vec<(String, String)>) -> Result<&'a str, String> {
+    loop {
+        s = s.trim_start();
+        if let Some(rest) = s.strip_prefix('}') {
+            return Ok(rest);
+        }
+        let eq = s.find('=').ok_or("label without =")?;
+        let key = s[..eq].trim();
+        if key.is_empty() {
+            return Err("empty label name".into());
+        }
+        s = s[eq + 1..]
+            .trim_start()
+            .strip_prefix('"')
+            .ok_or("label value without quotes")?;
+        let mut value = String::new();
+        let mut chars = s.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c)) => value.push(c),
+                    None => return Err("unterminated escape".into()),
+                },
+                Some((_, c)) => value.push(c),
+                None => return Err("unterminated label value".into()),
+            }
+        };
+        labels.push((key.to_string(), value));
+        s = s[end + 1..].trim_start();
+        if let Some(rest) = s.strip_prefix(',') {
+            s = rest;
+        }
+    }
+}
+
+/// A sample value: a float, `+Inf`/`Inf`, `-Inf` or `NaN`.
+pub fn parse_value(v: &str) -> Option<f64> {
+    match v {
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        "-Inf" => Some(f64::NEG_INFINITY),
+        "NaN" => Some(f64::NAN),
+        _ => v.parse().ok(),
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
-//! A small parser for the Prometheus text exposition format (0.0.4), enough for what
-//! prometheus-client encodes: `# HELP`/`# TYPE` comments (skipped), and sample lines
-//! `name{label="value",...} value`. Label values may contain the escapes `\\`, `\"`, `\n`.
-//! Timestamps after the value are accepted and ignored (the store stamps ingest time).
+//! The agent's exposition as store samples: every sample line (parsed by
+//! [`crate::metrics::exposition::parse_sample`], the one exposition parser) becomes a label
+//! set with `__name__` and bucket bounds in one canonical form. `# HELP`/`# TYPE` comments are
+//! skipped; timestamps are ignored (the store stamps ingest time).
 
 use super::Labels;
+use crate::metrics::exposition::{self, parse_value};
 
 /// One parsed sample line.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,68 +74,17 @@ pub fn parse_filtered(
 }
 
 fn parse_line(line: &str) -> Result<ParsedSample, String> {
-    let name_end = line
-        .find(|c: char| c == '{' || c.is_whitespace())
-        .ok_or("no value")?;
-    let name = &line[..name_end];
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-    {
-        return Err(format!("bad metric name {name:?}"));
-    }
+    let sample = exposition::parse_sample(line)?;
     let mut labels = Labels::new();
-    labels.insert("__name__".into(), name.into());
-    let mut rest = &line[name_end..];
-    if let Some(after) = rest.strip_prefix('{') {
-        rest = parse_labels(after, &mut labels)?;
+    for (k, v) in sample.labels {
+        let v = if k == "le" { canonical_le(&v) } else { v };
+        labels.insert(k, v);
     }
-    let mut fields = rest.split_whitespace();
-    let value = fields.next().ok_or("no value")?;
-    let value = parse_value(value).ok_or_else(|| format!("bad value {value:?}"))?;
-    Ok(ParsedSample { labels, value })
-}
-
-/// Parses `a="x",b="y"}` and returns what follows the closing brace.
-fn parse_labels<'a>(mut s: &'a str, labels: &mut Labels) -> Result<&'a str, String> {
-    loop {
-        s = s.trim_start();
-        if let Some(rest) = s.strip_prefix('}') {
-            return Ok(rest);
-        }
-        let eq = s.find('=').ok_or("label without '='")?;
-        let name = s[..eq].trim();
-        if name.is_empty() {
-            return Err("empty label name".into());
-        }
-        s = s[eq + 1..]
-            .trim_start()
-            .strip_prefix('"')
-            .ok_or("label value not quoted")?;
-        let mut value = String::new();
-        let mut chars = s.char_indices();
-        let end = loop {
-            match chars.next() {
-                None => return Err("unterminated label value".into()),
-                Some((i, '"')) => break i,
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, c)) => value.push(c),
-                    None => return Err("unterminated escape".into()),
-                },
-                Some((_, c)) => value.push(c),
-            }
-        };
-        if name == "le" {
-            value = canonical_le(&value);
-        }
-        labels.insert(name.to_string(), value);
-        s = s[end + 1..].trim_start();
-        if let Some(rest) = s.strip_prefix(',') {
-            s = rest;
-        }
-    }
+    labels.insert("__name__".into(), sample.name);
+    Ok(ParsedSample {
+        labels,
+        value: sample.value,
+    })
 }
 
 /// Bucket bounds are written back in one canonical form (Rust's shortest round-trip float,
@@ -144,15 +94,6 @@ pub fn canonical_le(v: &str) -> String {
         Some(f) if f == f64::INFINITY => "+Inf".into(),
         Some(f) if f.is_finite() => format!("{f}"),
         _ => v.to_string(),
-    }
-}
-
-fn parse_value(v: &str) -> Option<f64> {
-    match v {
-        "+Inf" | "Inf" => Some(f64::INFINITY),
-        "-Inf" => Some(f64::NEG_INFINITY),
-        "NaN" => Some(f64::NAN),
-        _ => v.parse().ok(),
     }
 }
 
