@@ -2,6 +2,8 @@
 //! (`metrics::exposition`) and each family becomes a cumulative monotonic Sum (counters), a
 //! Gauge, or an explicit-bucket Histogram, so every family the agent has is exported.
 
+use std::collections::HashMap;
+
 use opentelemetry_proto::tonic::{
     collector::metrics::v1::ExportMetricsServiceRequest,
     common::v1::KeyValue,
@@ -103,27 +105,26 @@ fn convert(f: &Family, start_ns: u64, now_ns: u64) -> Metric {
 /// per-bucket (not cumulative) counts.
 fn histogram_points(f: &Family, start_ns: u64, now_ns: u64) -> Vec<HistogramDataPoint> {
     // (attributes, point, (upper bound, cumulative count) pairs)
-    type Partial = (Vec<KeyValue>, HistogramDataPoint, Vec<(f64, f64)>);
+    // (point, (upper bound, cumulative count) pairs), in order of appearance, found by the
+    // sample's labels without `le` (a linear search made this quadratic in the series).
+    type Partial = (HistogramDataPoint, Vec<(f64, f64)>);
     let mut points: Vec<Partial> = Vec::new();
+    let mut index: HashMap<Vec<&(String, String)>, usize> = HashMap::new();
     for s in &f.samples {
-        let attrs = attributes(s);
-        let i = match points.iter().position(|(a, _, _)| *a == attrs) {
-            Some(i) => i,
-            None => {
-                points.push((
-                    attrs.clone(),
-                    HistogramDataPoint {
-                        attributes: attrs,
-                        start_time_unix_nano: start_ns,
-                        time_unix_nano: now_ns,
-                        ..Default::default()
-                    },
-                    Vec::new(),
-                ));
-                points.len() - 1
-            }
-        };
-        let (_, point, buckets) = &mut points[i];
+        let key: Vec<&(String, String)> = s.labels.iter().filter(|(k, _)| k != "le").collect();
+        let i = *index.entry(key).or_insert_with(|| {
+            points.push((
+                HistogramDataPoint {
+                    attributes: attributes(s),
+                    start_time_unix_nano: start_ns,
+                    time_unix_nano: now_ns,
+                    ..Default::default()
+                },
+                Vec::new(),
+            ));
+            points.len() - 1
+        });
+        let (point, buckets) = &mut points[i];
         if s.name.ends_with("_bucket") {
             let le = s.label("le").and_then(|v| match v {
                 "+Inf" => Some(f64::INFINITY),
@@ -140,7 +141,7 @@ fn histogram_points(f: &Family, start_ns: u64, now_ns: u64) -> Vec<HistogramData
     }
     points
         .into_iter()
-        .map(|(_, mut point, mut buckets)| {
+        .map(|(mut point, mut buckets)| {
             buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
             let mut previous = 0.0;
             for (le, cumulative) in buckets {

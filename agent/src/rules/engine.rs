@@ -424,7 +424,11 @@ impl Engine {
     /// returned as the error); every well-formed sample is ingested.
     pub fn ingest_text(&mut self, t: i64, text: &str) -> Result<(), exposition::ExpositionError> {
         let store = &self.store;
-        let (samples, errors) = exposition::parse_filtered(text, |name| store.wants_name(name));
+        let (samples, errors) = exposition::parse_selected(
+            text,
+            |name| store.wants_name(name),
+            |s| store.might_want(&s.name, &s.labels),
+        );
         self.store
             .ingest(t, samples.into_iter().map(|s| (s.labels, s.value)));
         match errors.into_iter().next() {

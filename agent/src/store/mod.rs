@@ -234,6 +234,24 @@ impl Store {
         }
     }
 
+    /// A quick look at a parsed line before it becomes a label set: false when no selector
+    /// of the interest can match it. Matchers on `le` are not judged here (bounds are compared
+    /// in canonical form later), so a true answer may still be refused by [`Store::ingest`].
+    pub fn might_want(&self, name: &str, labels: &[(String, String)]) -> bool {
+        self.interest.iter().any(|ms| {
+            ms.iter().all(|m| match m.name.as_str() {
+                "__name__" => m.is_match(name),
+                "le" => true,
+                key => m.is_match(
+                    labels
+                        .iter()
+                        .find(|(k, _)| k == key)
+                        .map_or("", |(_, v)| v.as_str()),
+                ),
+            })
+        })
+    }
+
     /// Series now held.
     pub fn series_count(&self) -> usize {
         self.series.len()
@@ -350,6 +368,35 @@ pub(crate) mod tests {
         s.ingest(2000, batch(2000));
         assert_eq!(s.series_count(), 3);
         assert_eq!(s.refused_samples(), 4);
+    }
+
+    /// The quick look never refuses what the full match keeps: checked through the text
+    /// path, with a bound written in another float form than the selector's.
+    #[test]
+    fn the_quick_look_agrees_with_the_full_match() {
+        let mut s = store();
+        let sel = vec![
+            Matcher::new(MatchOp::Equal, "__name__", "h_bucket"),
+            Matcher::new(MatchOp::Equal, "service", "a"),
+            Matcher::new(MatchOp::Equal, "le", "0.5"),
+        ];
+        let re = Matcher::new_matcher(
+            promql_parser::parser::token::T_EQL_REGEX,
+            "y".into(),
+            "1|2".into(),
+        )
+        .unwrap();
+        s.configure(s.limits(), vec![sel, vec![re]]);
+        let text = "h_bucket{service=\"a\",le=\"5.0e-1\"} 1\nh_bucket{service=\"a\",le=\"1\"} 2\n\
+                    h_bucket{service=\"b\",le=\"0.5\"} 3\nother{x=\"z\"} 4\nother{y=\"1\"} 5\n";
+        let (parsed, errors) =
+            exposition::parse_selected(text, |_| true, |p| s.might_want(&p.name, &p.labels));
+        assert!(errors.is_empty());
+        let values: Vec<f64> = parsed.iter().map(|p| p.value).collect();
+        // service b and other{x="z"} are refused by the quick look; le="1" only by the full match
+        assert_eq!(values, [1.0, 2.0, 5.0]);
+        s.ingest(1000, parsed.into_iter().map(|p| (p.labels, p.value)));
+        assert_eq!(s.series_count(), 2);
     }
 
     #[test]
