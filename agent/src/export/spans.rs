@@ -8,7 +8,9 @@ use opentelemetry_proto::tonic::{
     trace::v1::{span::SpanKind, status::StatusCode, ResourceSpans, ScopeSpans, Span, Status},
 };
 
-use crate::{errno, syscalls};
+use agent_common::tcp::{TcpEvent, TCP_RETRANS_SYNACK, UNKNOWN_OWNER};
+
+use crate::{errno, pipeline::tcp_stats, syscalls};
 
 /// An attribute value.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +73,55 @@ impl SpanRecord {
         }
     }
 
+    /// A TCP retransmit: an instant (start = end) at `at_unix_ns`, with the connection's
+    /// addresses and state. A failed attempt (`err != 0`) is marked as an error.
+    pub fn tcp_retransmit(ev: &TcpEvent, service: &str, at_unix_ns: u64) -> Self {
+        let kind = if ev.kind == TCP_RETRANS_SYNACK {
+            "synack"
+        } else {
+            "data"
+        };
+        let local = tcp_stats::local_address(ev);
+        let peer = tcp_stats::peer_address(ev);
+        let mut attributes = vec![
+            (
+                "process.executable.name",
+                Value::Str(String::from_utf8_lossy(ev.comm_bytes()).into_owned()),
+            ),
+            ("steadfast.service", Value::Str(service.to_string())),
+            ("network.transport", Value::Str("tcp".into())),
+            (
+                "network.type",
+                Value::Str(if peer.is_ipv4() { "ipv4" } else { "ipv6" }.into()),
+            ),
+            ("network.local.address", Value::Str(local.to_string())),
+            ("network.local.port", Value::Int(ev.sport.into())),
+            ("network.peer.address", Value::Str(peer.to_string())),
+            ("network.peer.port", Value::Int(ev.dport.into())),
+            ("steadfast.tcp.retransmit.kind", Value::Str(kind.into())),
+            (
+                "steadfast.tcp.state",
+                Value::Str(tcp_state(ev.state).into()),
+            ),
+            ("steadfast.tcp.segments", Value::Int(ev.segs.into())),
+        ];
+        if ev.tgid != UNKNOWN_OWNER {
+            attributes.insert(0, ("process.pid", Value::Int(ev.tgid.into())));
+        }
+        let error = (ev.err != 0).then(|| {
+            let name = errno::label(ev.err.unsigned_abs()).into_owned();
+            attributes.push(("error.type", Value::Str(name.clone())));
+            name
+        });
+        Self {
+            name: format!("tcp retransmit {kind}"),
+            start_unix_ns: at_unix_ns,
+            end_unix_ns: at_unix_ns,
+            attributes,
+            error,
+        }
+    }
+
     fn to_otlp(&self, ids: &mut IdSource) -> Span {
         Span {
             trace_id: ids.bytes(16),
@@ -93,6 +144,25 @@ impl SpanRecord {
             }),
             ..Default::default()
         }
+    }
+}
+
+/// The kernel's name of a TCP state (`include/net/tcp_states.h`).
+fn tcp_state(state: u16) -> &'static str {
+    match state {
+        1 => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        4 => "FIN_WAIT1",
+        5 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        8 => "CLOSE_WAIT",
+        9 => "LAST_ACK",
+        10 => "LISTEN",
+        11 => "CLOSING",
+        12 => "NEW_SYN_RECV",
+        _ => "unknown",
     }
 }
 
@@ -215,5 +285,47 @@ mod tests {
         assert_eq!(span.trace_id.len(), 16);
         assert_eq!(span.span_id.len(), 8);
         assert_eq!(span.status.as_ref().unwrap().code, StatusCode::Error as i32);
+    }
+
+    #[test]
+    fn tcp_retransmit_span_names_the_connection() {
+        let mut ev = TcpEvent {
+            kind: agent_common::tcp::TCP_RETRANS_DATA,
+            tgid: 42,
+            segs: 2,
+            family: 2,
+            state: 1,
+            sport: 5000,
+            dport: 443,
+            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+            ..Default::default()
+        };
+        ev.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        ev.daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        let s = SpanRecord::tcp_retransmit(&ev, "curl", 7);
+        assert_eq!(s.name, "tcp retransmit data");
+        assert_eq!((s.start_unix_ns, s.end_unix_ns), (7, 7));
+        for (k, v) in [
+            ("process.pid", Value::Int(42)),
+            ("network.type", Value::Str("ipv4".into())),
+            ("network.local.address", Value::Str("10.0.0.1".into())),
+            ("network.peer.address", Value::Str("10.0.0.2".into())),
+            ("network.peer.port", Value::Int(443)),
+            ("steadfast.tcp.state", Value::Str("ESTABLISHED".into())),
+            ("steadfast.tcp.segments", Value::Int(2)),
+        ] {
+            assert!(
+                s.attributes.contains(&(k, v.clone())),
+                "{k}: {:?}",
+                s.attributes
+            );
+        }
+        assert_eq!(s.error, None);
+        // A failed attempt of an unknown owner: no pid, an error.
+        ev.tgid = UNKNOWN_OWNER;
+        ev.err = -105;
+        let s = SpanRecord::tcp_retransmit(&ev, "unknown", 7);
+        assert!(!s.attributes.iter().any(|(k, _)| *k == "process.pid"));
+        assert_eq!(s.error.as_deref(), Some("ENOBUFS"));
     }
 }

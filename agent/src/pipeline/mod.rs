@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use agent_common::{
     loss::{LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS, LOSS_TCP_EVENTS},
     process::{ProcEvent, PROC_EXEC, PROC_EXIT},
+    tcp::UNKNOWN_OWNER,
 };
 
 use crate::{
@@ -30,7 +31,7 @@ use crate::{
 };
 use memory::Memory;
 use processes::{procfs_tgids, ProcessTable};
-use services::{Naming, ServiceNames};
+use services::{Naming, ServiceNames, UNKNOWN};
 use syscall_stats::SyscallStats;
 use task_stats::{procfs_threads, TaskStats};
 use tcp_stats::TcpStats;
@@ -217,8 +218,29 @@ impl Pipeline {
                 .add_received(LOSS_SYSCALL_EVENTS, ok, malformed);
         }
         if let Some(probe) = self.sources.tcp.as_mut() {
-            let stats = &mut self.tcp;
-            let (ok, malformed) = probe.events.drain(|ev| stats.on_event(ev));
+            let (processes, services, naming, stats, sink) = (
+                &mut self.processes,
+                &mut self.services,
+                &mut self.naming,
+                &mut self.tcp,
+                self.span_sink.as_ref(),
+            );
+            let offset = self.unix_minus_monotonic_ns;
+            let (ok, malformed) = probe.events.drain(|ev| {
+                stats.on_event(&ev);
+                if let Some(sink) = sink {
+                    let service = if ev.tgid == UNKNOWN_OWNER {
+                        UNKNOWN
+                    } else {
+                        processes.service_of(ev.tgid, services, naming)
+                    };
+                    sink.offer(SpanRecord::tcp_retransmit(
+                        &ev,
+                        services.name(service),
+                        ev.timestamp_ns + offset,
+                    ));
+                }
+            });
             self.telemetry.add_received(LOSS_TCP_EVENTS, ok, malformed);
         }
     }

@@ -1,10 +1,10 @@
 //! TCP retransmits: folds the in-kernel per-owner counts (cumulative per tgid) into cumulative
 //! counts per (service, kind), counting every retransmit once (each key's last value is
-//! remembered and only the difference is added); keeps the decoded events in a bounded
-//! buffer for later consumers, and optionally tallies the first N peers.
+//! remembered and only the difference is added), and optionally tallies the first N peers
+//! from the events (which the pipeline also exports as OTLP spans).
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap},
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -14,9 +14,6 @@ use super::{
     delta::Deltas,
     services::{ServiceId, UNKNOWN},
 };
-
-/// Decoded events kept for later consumers (OTLP spans); the oldest are dropped first.
-pub const RECENT_EVENTS: usize = 4096;
 
 /// Label values of `kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -39,8 +36,6 @@ pub struct TcpStats {
     counts: Deltas<u32, TcpCounts>,
     totals: BTreeMap<(ServiceId, RetransKind), u64>,
     failures: BTreeMap<ServiceId, u64>,
-    recent: VecDeque<TcpEvent>,
-    recent_dropped: u64,
     peers: Peers,
 }
 
@@ -89,7 +84,7 @@ impl TcpStats {
         had
     }
 
-    pub fn on_event(&mut self, ev: TcpEvent) {
+    pub fn on_event(&mut self, ev: &TcpEvent) {
         if ev.err != 0 {
             tracing::debug!(
                 err = ev.err,
@@ -98,17 +93,7 @@ impl TcpStats {
                 "TCP retransmit attempt failed"
             );
         }
-        self.peers.add(&ev);
-        if self.recent.len() == RECENT_EVENTS {
-            self.recent.pop_front();
-            self.recent_dropped += 1;
-        }
-        self.recent.push_back(ev);
-    }
-
-    /// Takes the buffered events (oldest first), for a consumer such as an exporter.
-    pub fn take_recent(&mut self) -> Vec<TcpEvent> {
-        self.recent.drain(..).collect()
+        self.peers.add(ev);
     }
 
     /// Cumulative retransmitted segments per (service, kind).
@@ -138,11 +123,6 @@ impl TcpStats {
 
     pub fn evicted_keys(&self) -> u64 {
         self.counts.vanished()
-    }
-
-    /// Buffered events that were dropped (oldest first) before any consumer took them.
-    pub fn recent_dropped(&self) -> u64 {
-        self.recent_dropped
     }
 }
 
@@ -182,17 +162,22 @@ impl Peers {
 
 /// The remote address of an event.
 pub fn peer_address(ev: &TcpEvent) -> IpAddr {
+    address(ev.family, ev.daddr)
+}
+
+/// The local address of an event.
+pub fn local_address(ev: &TcpEvent) -> IpAddr {
+    address(ev.family, ev.saddr)
+}
+
+/// IPv4 in the first 4 bytes, or IPv6 (an IPv4-mapped one shown as IPv4).
+fn address(family: u16, bytes: [u8; 16]) -> IpAddr {
     const AF_INET6: u16 = 10;
-    if ev.family == AF_INET6 {
-        let v6 = Ipv6Addr::from(ev.daddr);
+    if family == AF_INET6 {
+        let v6 = Ipv6Addr::from(bytes);
         v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
     } else {
-        IpAddr::V4(Ipv4Addr::new(
-            ev.daddr[0],
-            ev.daddr[1],
-            ev.daddr[2],
-            ev.daddr[3],
-        ))
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
     }
 }
 
@@ -258,13 +243,13 @@ mod tests {
     }
 
     #[test]
-    fn peers_are_bounded_and_recent_events_too() {
+    fn peers_are_bounded() {
         let mut s = TcpStats::new(2);
-        s.on_event(ev([10, 0, 0, 1], 2));
-        s.on_event(ev([10, 0, 0, 2], 1));
-        s.on_event(ev([10, 0, 0, 3], 4));
-        s.on_event(ev([10, 0, 0, 1], 1));
-        s.on_event(ev([10, 0, 0, 9], 0)); // failed attempt: nothing was sent
+        s.on_event(&ev([10, 0, 0, 1], 2));
+        s.on_event(&ev([10, 0, 0, 2], 1));
+        s.on_event(&ev([10, 0, 0, 3], 4));
+        s.on_event(&ev([10, 0, 0, 1], 1));
+        s.on_event(&ev([10, 0, 0, 9], 0)); // failed attempt: nothing was sent
         assert_eq!(
             s.peers(),
             vec![
@@ -274,12 +259,6 @@ mod tests {
             ]
         );
         assert!(TcpStats::new(0).peers().is_empty());
-        for _ in 0..RECENT_EVENTS + 10 {
-            s.on_event(ev([10, 0, 0, 1], 1));
-        }
-        assert_eq!(s.recent_dropped(), 15);
-        assert_eq!(s.take_recent().len(), RECENT_EVENTS);
-        assert!(s.take_recent().is_empty());
     }
 
     #[test]
