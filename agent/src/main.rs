@@ -2,6 +2,12 @@
 
 use std::process::ExitCode;
 
+/// jemalloc, which returns freed memory to the system in the background: under glibc's malloc
+/// the fragments of large transient buffers (the exposition text, OTLP metric requests)
+/// stayed resident and RSS ratcheted up with every exporter outage (docs/benchmarks.md, soak).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use anyhow::Context;
 use clap::Parser;
 use steadfast::{
@@ -95,7 +101,6 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<()> {
-    steadfast::ebpf::limit_malloc_arenas();
     // Two workers: the local API keeps answering while a collection reads the kernel maps
     // (which runs on the blocking pool).
     tokio::runtime::Builder::new_multi_thread()

@@ -276,15 +276,6 @@ fn raise_memlock_limit() {
     }
 }
 
-/// Caps glibc's malloc arenas at two: a few runtime and blocking-pool threads would each get
-/// an arena of their own otherwise, which shows as resident memory the agent does not use.
-pub fn limit_malloc_arenas() {
-    // SAFETY: mallopt only sets an allocator tunable; it is called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
 /// Raises the soft limit on open files to the hard limit: every API client (a blocking query
 /// or an event stream) holds a connection.
 pub fn raise_nofile_limit() {
