@@ -23,7 +23,7 @@
 //! ([`Evaluated::missing`]); the rule engine treats an empty result with missing input as
 //! UNKNOWN and holds the previous state.
 
-use std::{collections::HashMap, time::Duration};
+use std::{cell::Cell, collections::HashMap, time::Duration};
 
 use promql_parser::{
     label::Matcher,
@@ -163,12 +163,36 @@ pub fn parse(text: &str) -> Result<Expr, ExprError> {
     if nesting(text) > MAX_DEPTH {
         return Err(ExprError::TooDeep);
     }
-    let parsed = std::panic::catch_unwind(|| promql_parser::parser::parse(text)).map_err(|_| {
+    quiet_parser_panics();
+    PARSING.set(true);
+    let parsed = std::panic::catch_unwind(|| promql_parser::parser::parse(text));
+    PARSING.set(false);
+    let parsed = parsed.map_err(|_| {
         ExprError::Parse("the expression could not be parsed (parser failure)".into())
     })?;
     let expr = parsed.map_err(ExprError::Parse)?;
     validate(&expr)?;
     Ok(expr)
+}
+
+thread_local! {
+    /// This thread is inside promql-parser, whose panics [`parse`] turns into errors.
+    static PARSING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Keeps the panics [`parse`] catches out of stderr (a "thread panicked" message and a
+/// backtrace in `check rules` output or the agent's log read like a crash, for what is a parse
+/// error). Panics anywhere else print as before, through the hook that was installed.
+fn quiet_parser_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !PARSING.get() {
+                previous(info);
+            }
+        }));
+    });
 }
 
 const FUNCS: &[&str] = &[
