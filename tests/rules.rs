@@ -10,26 +10,12 @@ use std::{
     net::{SocketAddr, TcpStream},
     path::Path,
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use support::{build_workload, free_port, http_get, unique_name, Agent};
+use support::{build_workload, free_port, http_get, unique_name, wait_for, Agent};
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
-
-/// Polls `f` every 250 ms until it returns Some, or panics after `secs` with `what`.
-fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {secs} s waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 fn http_post(addr: SocketAddr, path: &str) -> (String, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();

@@ -629,13 +629,21 @@ impl Default for TcpProbeConfig {
     }
 }
 
+/// Longest `rules.max_retention_secs`: 366 days.
+const MAX_RETENTION_SECS: u64 = 366 * 86_400;
+/// Longest slow-syscall threshold in ms (a day; thresholds are kept in ns in a u64).
+const MAX_SLOW_MS: u64 = 86_400_000;
+
+/// Configuration files larger than this are refused (the default one is about 6 KiB).
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
 /// Everything wrong with a configuration file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: {source}")]
     Read {
         path: String,
-        source: std::io::Error,
+        source: crate::input::ReadError,
     },
     /// Syntax, unknown key or wrong type: serde's message, with line and column.
     #[error("{path}: {message}")]
@@ -664,10 +672,11 @@ impl Config {
     /// Reads, parses and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: shown.clone(),
-            source,
-        })?;
+        let text =
+            crate::input::read_text(path, MAX_FILE_BYTES).map_err(|source| ConfigError::Read {
+                path: shown.clone(),
+                source,
+            })?;
         Self::parse(&text, &shown)
     }
 
@@ -725,11 +734,23 @@ impl Config {
                 "must be in 256..=1048576".into(),
             );
         }
-        for name in s.slow_ms.keys() {
+        if s.slow_default_ms > MAX_SLOW_MS {
+            bad(
+                "probes.syscalls.slow_default_ms",
+                format!("must be at most {MAX_SLOW_MS} (a day)"),
+            );
+        }
+        for (name, ms) in &s.slow_ms {
             if crate::syscalls::number(name).is_none() {
                 bad(
                     "probes.syscalls.slow_ms",
                     format!("{name:?} is not an x86_64 syscall name"),
+                );
+            }
+            if *ms > MAX_SLOW_MS {
+                bad(
+                    "probes.syscalls.slow_ms",
+                    format!("{name}: must be at most {MAX_SLOW_MS} (a day)"),
                 );
             }
         }
@@ -854,8 +875,12 @@ impl Config {
         if !(1..=1_000_000).contains(&r.max_series) {
             bad("rules.max_series", "must be in 1..=1000000".into());
         }
-        if r.max_retention_secs < 600 {
-            bad("rules.max_retention_secs", "must be at least 600".into());
+        // Upper bounds keep every conversion to milliseconds (i64) exact.
+        if !(600..=MAX_RETENTION_SECS).contains(&r.max_retention_secs) {
+            bad(
+                "rules.max_retention_secs",
+                format!("must be in 600..={MAX_RETENTION_SECS} (366 days)"),
+            );
         }
         let am = &self.alertmanager;
         if let Some(url) = &am.url {
@@ -866,10 +891,10 @@ impl Config {
                 );
             }
         }
-        if am.resend_interval_secs == 0 {
+        if !(1..=86_400).contains(&am.resend_interval_secs) {
             bad(
                 "alertmanager.resend_interval_secs",
-                "must be at least 1".into(),
+                "must be in 1..=86400".into(),
             );
         }
         if am.timeout_secs == 0 {
@@ -907,6 +932,14 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The keys of the semantic problems of `text`, which must be valid YAML of the right shape.
+    fn problem_keys(text: &str) -> Vec<&'static str> {
+        match Config::parse(text, "c.yaml") {
+            Err(ConfigError::Invalid { problems, .. }) => problems.iter().map(|p| p.key).collect(),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
 
     #[test]
     fn empty_file_is_the_default() {
@@ -965,20 +998,14 @@ mod tests {
         assert_eq!(ok.probes.tcp.top_peers, 10);
         assert_eq!(Config::default().probes.tcp.ring_buffer_bytes, 262_144);
         let text = "probes:\n  tcp:\n    ring_buffer_bytes: 4096\n    wakeup_min_bytes: 8192\n    max_sockets: 1\n    top_peers: 5000\n";
-        match Config::parse(text, "c.yaml") {
-            Err(ConfigError::Invalid { problems, .. }) => {
-                let keys: Vec<_> = problems.iter().map(|p| p.key).collect();
-                assert_eq!(
-                    keys,
-                    [
-                        "probes.tcp.wakeup_min_bytes",
-                        "probes.tcp.max_sockets",
-                        "probes.tcp.top_peers"
-                    ]
-                );
-            }
-            other => panic!("expected Invalid, got {other:?}"),
-        }
+        assert_eq!(
+            problem_keys(text),
+            [
+                "probes.tcp.wakeup_min_bytes",
+                "probes.tcp.max_sockets",
+                "probes.tcp.top_peers"
+            ]
+        );
         let err = Config::parse("probes:\n  tcp:\n    ring_bufer_bytes: 4096\n", "c.yaml")
             .unwrap_err()
             .to_string();
@@ -1005,12 +1032,10 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("unknown field `allocs`"), "{err}");
-        match Config::parse("probes:\n  uprobes:\n    max_attachments: 0\n", "c.yaml") {
-            Err(ConfigError::Invalid { problems, .. }) => {
-                assert_eq!(problems[0].key, "probes.uprobes.max_attachments")
-            }
-            other => panic!("expected Invalid, got {other:?}"),
-        }
+        assert_eq!(
+            problem_keys("probes:\n  uprobes:\n    max_attachments: 0\n"),
+            ["probes.uprobes.max_attachments"]
+        );
     }
 
     #[test]
@@ -1027,34 +1052,47 @@ mod tests {
         assert_eq!(t[nr("read")], 7_000_000);
         assert_eq!(t[nr("write")], 2_000_000);
         assert!(Config::default().probes.syscalls.slow_ns.is_empty());
-        match Config::parse(
-            "probes:\n  syscalls:\n    slow_ns:\n      getppidd: 1\n",
+        assert_eq!(
+            problem_keys("probes:\n  syscalls:\n    slow_ns:\n      getppidd: 1\n"),
+            ["probes.syscalls.slow_ns"]
+        );
+    }
+
+    /// Values whose conversion to ms or ns overflowed (a panic at start-up, or a negative
+    /// retention that kept no samples) are refused.
+    #[test]
+    fn durations_that_would_overflow_are_refused() {
+        let text = "rules:\n  max_retention_secs: 18446744073709551615\nalertmanager:\n  resend_interval_secs: 9223372036854775807\nprobes:\n  syscalls:\n    slow_default_ms: 18446744073709551615\n    slow_ms: {fsync: 18446744073709551}\n";
+        assert_eq!(
+            problem_keys(text),
+            [
+                "probes.syscalls.slow_default_ms",
+                "probes.syscalls.slow_ms",
+                "rules.max_retention_secs",
+                "alertmanager.resend_interval_secs"
+            ]
+        );
+        let c = Config::parse(
+            "rules:\n  max_retention_secs: 31622400\nprobes:\n  syscalls:\n    slow_default_ms: 86400000\n",
             "c.yaml",
-        ) {
-            Err(ConfigError::Invalid { problems, .. }) => {
-                let keys: Vec<_> = problems.iter().map(|p| p.key).collect();
-                assert_eq!(keys, ["probes.syscalls.slow_ns"]);
-            }
-            other => panic!("expected Invalid, got {other:?}"),
-        }
+        )
+        .unwrap();
+        assert_eq!(
+            c.probes.syscalls.slow_thresholds_ns()[0],
+            86_400_000_000_000
+        );
     }
 
     #[test]
     fn all_semantic_problems_reported_at_once() {
         let text = "services:\n  max_services: 0\nprobes:\n  process_events:\n    ring_buffer_bytes: 1000\nlog:\n  level: \"[\"\n";
-        match Config::parse(text, "c.yaml") {
-            Err(ConfigError::Invalid { problems, .. }) => {
-                let keys: Vec<_> = problems.iter().map(|p| p.key).collect();
-                assert_eq!(
-                    keys,
-                    [
-                        "log.level",
-                        "services.max_services",
-                        "probes.process_events.ring_buffer_bytes"
-                    ]
-                );
-            }
-            other => panic!("expected Invalid, got {other:?}"),
-        }
+        assert_eq!(
+            problem_keys(text),
+            [
+                "log.level",
+                "services.max_services",
+                "probes.process_events.ring_buffer_bytes"
+            ]
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod ebpf;
 pub mod errno;
 pub mod export;
+pub mod input;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

@@ -203,6 +203,20 @@ pub fn spawn_fresh_binary(cmd: &mut Command) -> Child {
     }
 }
 
+/// Polls `f` every 250 ms until it returns Some, or panics after `secs` with `what`.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {secs} s waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// Minimal HTTP/1.0 GET: returns the body of a 200 answer.
 pub fn http_get(addr: SocketAddr, path: &str, accept: Option<&str>) -> std::io::Result<String> {
     http_get_full(addr, path, accept).map(|(_, body)| body)

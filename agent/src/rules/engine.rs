@@ -360,7 +360,10 @@ impl Engine {
                 longest = longest.max(expr::max_range_ms(&q.expr));
             }
         }
-        let wanted = longest + LOOKBACK_MS + self.opts.eval_interval_ms;
+        // Saturating: a range can be up to i64::MAX ms (`x[100000000y]`).
+        let wanted = longest
+            .saturating_add(LOOKBACK_MS)
+            .saturating_add(self.opts.eval_interval_ms);
         if wanted > self.opts.max_retention_ms {
             tracing::warn!(
                 needed_secs = wanted / 1000,

@@ -16,13 +16,14 @@
 //! `bucketQuantile`. Differences: no `@`, subqueries, `group_left/right`, native histograms or
 //! string results; a range is `(t - range, t]` over samples that may have been downsampled
 //! to one a minute beyond the store's raw window (see `store`), which makes `rate` over long
-//! windows use fewer, wider-spaced points (same extrapolation rules).
+//! windows use fewer, wider-spaced points (same extrapolation rules). Expressions nest at most
+//! [`MAX_DEPTH`] levels; ranges and offsets of any length are taken, their arithmetic saturates.
 //!
 //! Missing input: an evaluation records whether any selector selected nothing
 //! ([`Evaluated::missing`]); the rule engine treats an empty result with missing input as
 //! UNKNOWN and holds the previous state.
 
-use std::{collections::HashMap, time::Duration};
+use std::{cell::Cell, collections::HashMap, time::Duration};
 
 use promql_parser::{
     label::Matcher,
@@ -64,6 +65,91 @@ pub enum ExprError {
     Unsupported(String),
     #[error("{0}")]
     Eval(String),
+    #[error("nested more than {MAX_DEPTH} levels deep (each bracket counts, and so does each operator chained at one level: split long `a + b + ...` chains with parentheses)")]
+    TooDeep,
+}
+
+/// Deepest nesting an expression may have. The parser, the checks and the evaluator all
+/// recurse into the syntax tree, and a stack overflow would abort the agent; the parser also
+/// takes time quadratic in the length of an operator chain. Parsing and evaluating 128
+/// levels takes less than 256 KiB of stack in a debug build (tokio's worker threads have
+/// 2 MiB; see the tests), and no hand-written rule comes close.
+pub const MAX_DEPTH: usize = 128;
+
+/// An upper bound of the depth of `text`'s syntax tree (edges from the root to the deepest
+/// leaf), from its characters alone, so that it can be checked before parsing: each bracket
+/// level adds one, and so does each operator at that level (`a + b + c` is two binary
+/// expressions, one inside the other; a unary minus is one more). Strings are skipped, and so
+/// are the matchers inside `{...}`.
+pub fn nesting(text: &str) -> usize {
+    /// One bracket level: operators seen at it, its deepest inner level, whether it is `{`.
+    struct Level {
+        ops: usize,
+        inner: usize,
+        braces: bool,
+    }
+    let mut levels = vec![Level {
+        ops: 0,
+        inner: 0,
+        braces: false,
+    }];
+    let close = |levels: &mut Vec<Level>| {
+        if levels.len() > 1 {
+            if let Some(l) = levels.pop() {
+                let depth = l.ops + l.inner + 1;
+                if let Some(outer) = levels.last_mut() {
+                    outer.inner = outer.inner.max(depth);
+                }
+            }
+        }
+    };
+    let mut chars = text.char_indices().peekable();
+    while let Some((at, c)) = chars.next() {
+        let in_braces = levels.last().is_some_and(|l| l.braces);
+        let mut op = false;
+        match c {
+            '"' | '\'' | '`' => {
+                while let Some((_, d)) = chars.next() {
+                    if d == c {
+                        break;
+                    }
+                    if d == '\\' && c != '`' {
+                        chars.next();
+                    }
+                }
+            }
+            '(' | '[' | '{' => levels.push(Level {
+                ops: 0,
+                inner: 0,
+                braces: c == '{',
+            }),
+            ')' | ']' | '}' => close(&mut levels),
+            '+' | '-' | '*' | '/' | '%' | '^' => op = true,
+            '=' | '!' | '<' | '>' => {
+                op = true;
+                chars.next_if(|(_, d)| *d == '=' || *d == '~');
+            }
+            c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
+                let mut end = at + 1;
+                while let Some((i, _)) =
+                    chars.next_if(|(_, d)| d.is_ascii_alphanumeric() || *d == '_' || *d == ':')
+                {
+                    end = i + 1;
+                }
+                op = ["and", "or", "unless", "atan2"].contains(&&text[at..end]);
+            }
+            _ => {}
+        }
+        if op && !in_braces {
+            if let Some(l) = levels.last_mut() {
+                l.ops += 1;
+            }
+        }
+    }
+    while levels.len() > 1 {
+        close(&mut levels);
+    }
+    levels.first().map_or(0, |l| l.ops + l.inner)
 }
 
 /// Parses and validates an expression.
@@ -71,13 +157,42 @@ pub enum ExprError {
 /// promql-parser panics on some inputs (a range of `[0.24E71]` overflows its duration
 /// conversion; found by `cargo xtask fuzz`): a panic in the parser is a parse error here, so
 /// a bad rule file can never take down `check rules` or a reload.
+///
+/// Expressions nested deeper than [`MAX_DEPTH`] are refused before the parser sees them.
 pub fn parse(text: &str) -> Result<Expr, ExprError> {
-    let parsed = std::panic::catch_unwind(|| promql_parser::parser::parse(text)).map_err(|_| {
+    if nesting(text) > MAX_DEPTH {
+        return Err(ExprError::TooDeep);
+    }
+    quiet_parser_panics();
+    PARSING.set(true);
+    let parsed = std::panic::catch_unwind(|| promql_parser::parser::parse(text));
+    PARSING.set(false);
+    let parsed = parsed.map_err(|_| {
         ExprError::Parse("the expression could not be parsed (parser failure)".into())
     })?;
     let expr = parsed.map_err(ExprError::Parse)?;
     validate(&expr)?;
     Ok(expr)
+}
+
+thread_local! {
+    /// This thread is inside promql-parser, whose panics [`parse`] turns into errors.
+    static PARSING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Keeps the panics [`parse`] catches out of stderr (a "thread panicked" message and a
+/// backtrace in `check rules` output or the agent's log read like a crash, for what is a parse
+/// error). Panics anywhere else print as before, through the hook that was installed.
+fn quiet_parser_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !PARSING.get() {
+                previous(info);
+            }
+        }));
+    });
 }
 
 const FUNCS: &[&str] = &[
@@ -180,24 +295,38 @@ pub fn max_range_ms(expr: &Expr) -> i64 {
             Some(Offset::Pos(d)) => d,
             _ => Duration::ZERO,
         };
-        max = max.max((range + off).as_millis() as i64);
+        max = max.max(millis(range.saturating_add(off)));
     });
     max
 }
 
+/// The nodes of the syntax tree: what an expression costs in memory (a node takes about
+/// 150 bytes).
+pub fn node_count(expr: &Expr) -> usize {
+    let mut n = 0;
+    walk(expr, &mut |_| n += 1);
+    n
+}
+
+/// The expressions directly inside `expr`.
+fn children(expr: &Expr) -> Vec<&Expr> {
+    match expr {
+        Expr::Paren(p) => vec![&p.expr],
+        Expr::Unary(u) => vec![&u.expr],
+        Expr::Aggregate(a) => vec![&a.expr],
+        Expr::Binary(b) => vec![&b.lhs, &b.rhs],
+        Expr::Call(c) => c.args.args.iter().map(|a| &**a).collect(),
+        Expr::Subquery(s) => vec![&s.expr],
+        _ => Vec::new(),
+    }
+}
+
+/// Calls `f` on every node, `expr` first (recursion bounded by [`MAX_DEPTH`] for trees from
+/// [`parse`]).
 fn walk(expr: &Expr, f: &mut dyn FnMut(&Expr)) {
     f(expr);
-    match expr {
-        Expr::Paren(p) => walk(&p.expr, f),
-        Expr::Unary(u) => walk(&u.expr, f),
-        Expr::Aggregate(a) => walk(&a.expr, f),
-        Expr::Binary(b) => {
-            walk(&b.lhs, f);
-            walk(&b.rhs, f)
-        }
-        Expr::Call(c) => c.args.args.iter().for_each(|a| walk(a, f)),
-        Expr::Subquery(s) => walk(&s.expr, f),
-        _ => {}
+    for c in children(expr) {
+        walk(c, f);
     }
 }
 
@@ -213,10 +342,16 @@ fn matchers(vs: &VectorSelector) -> Vec<Matcher> {
     out
 }
 
+/// `d` in ms, saturating: promql-parser takes ranges and offsets of up to `u64::MAX`
+/// seconds (`x[1e18]`), and times derived from them saturate too, so nothing overflows.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 fn offset_ms(vs: &VectorSelector) -> i64 {
     match vs.offset {
-        Some(Offset::Pos(d)) => d.as_millis() as i64,
-        Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+        Some(Offset::Pos(d)) => millis(d),
+        Some(Offset::Neg(d)) => -millis(d),
         None => 0,
     }
 }
@@ -227,6 +362,7 @@ pub fn eval(expr: &Expr, store: &Store, t: i64) -> Result<Evaluated, ExprError> 
         store,
         t,
         missing: false,
+        depth: 0,
     };
     let value = ev.eval(expr)?;
     Ok(Evaluated {
@@ -239,12 +375,14 @@ struct Evaluator<'a> {
     store: &'a Store,
     t: i64,
     missing: bool,
+    /// Depth of the node being evaluated (the root is 0): at most [`MAX_DEPTH`].
+    depth: usize,
 }
 
 type Matrix = Vec<(Labels, Vec<(i64, f64)>)>;
 
-/// A function of one series' points in a range and the range length (ms).
-type RangeFn<'f> = &'f dyn Fn(&[(i64, f64)], i64) -> Option<f64>;
+/// A function of one series' points in a range and the range's start and end (ms).
+type RangeFn<'f> = &'f dyn Fn(&[(i64, f64)], i64, i64) -> Option<f64>;
 
 fn drop_name(mut l: Labels) -> Labels {
     l.remove("__name__");
@@ -252,7 +390,19 @@ fn drop_name(mut l: Labels) -> Labels {
 }
 
 impl Evaluator<'_> {
+    /// Evaluates one node. [`parse`] refuses trees deeper than [`MAX_DEPTH`]; the evaluator
+    /// stops there too, whatever tree it is given, so its recursion is bounded.
     fn eval(&mut self, expr: &Expr) -> Result<Value, ExprError> {
+        if self.depth > MAX_DEPTH {
+            return Err(ExprError::TooDeep);
+        }
+        self.depth += 1;
+        let value = self.eval_node(expr);
+        self.depth -= 1;
+        value
+    }
+
+    fn eval_node(&mut self, expr: &Expr) -> Result<Value, ExprError> {
         match expr {
             Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
             Expr::Paren(p) => self.eval(&p.expr),
@@ -268,7 +418,9 @@ impl Evaluator<'_> {
                 ),
             }),
             Expr::VectorSelector(vs) => {
-                let got = self.store.instant(&matchers(vs), self.t - offset_ms(vs));
+                let got = self
+                    .store
+                    .instant(&matchers(vs), self.t.saturating_sub(offset_ms(vs)));
                 if got.is_empty() {
                     self.missing = true;
                 }
@@ -299,29 +451,30 @@ impl Evaluator<'_> {
         }
     }
 
-    fn matrix(&mut self, expr: &Expr) -> Result<(Matrix, i64), ExprError> {
+    /// The series of a range selector with their points in `(start, end]`, and start and end.
+    fn matrix(&mut self, expr: &Expr) -> Result<(Matrix, i64, i64), ExprError> {
         let Expr::MatrixSelector(ms) = expr else {
             return Err(ExprError::Eval(format!(
                 "{expr}: expected a range selector"
             )));
         };
-        let range = ms.range.as_millis() as i64;
-        let end = self.t - offset_ms(&ms.vs);
-        let got = self.store.range(&matchers(&ms.vs), end - range, end);
+        let end = self.t.saturating_sub(offset_ms(&ms.vs));
+        let start = end.saturating_sub(millis(ms.range));
+        let got = self.store.range(&matchers(&ms.vs), start, end);
         if got.is_empty() {
             self.missing = true;
         }
-        Ok((got, range))
+        Ok((got, start, end))
     }
 
     fn call(&mut self, c: &Call) -> Result<Value, ExprError> {
         let args = &c.args.args;
         let over_matrix = |this: &mut Self, f: RangeFn| {
-            let (m, range) = this.matrix(&args[0])?;
+            let (m, start, end) = this.matrix(&args[0])?;
             Ok(Value::Vector(
                 m.into_iter()
                     .filter_map(|(labels, pts)| {
-                        f(&pts, range).map(|value| Sample {
+                        f(&pts, start, end).map(|value| Sample {
                             labels: drop_name(labels),
                             value,
                         })
@@ -329,18 +482,17 @@ impl Evaluator<'_> {
                     .collect(),
             ))
         };
-        let t = self.t;
         match c.func.name {
-            "rate" => over_matrix(self, &|p, r| extrapolated(p, t - r, t, true, true)),
-            "increase" => over_matrix(self, &|p, r| extrapolated(p, t - r, t, true, false)),
-            "delta" => over_matrix(self, &|p, r| extrapolated(p, t - r, t, false, false)),
-            "avg_over_time" => over_matrix(self, &|p, _| {
+            "rate" => over_matrix(self, &|p, s, e| extrapolated(p, s, e, true, true)),
+            "increase" => over_matrix(self, &|p, s, e| extrapolated(p, s, e, true, false)),
+            "delta" => over_matrix(self, &|p, s, e| extrapolated(p, s, e, false, false)),
+            "avg_over_time" => over_matrix(self, &|p, _, _| {
                 Some(p.iter().map(|x| x.1).sum::<f64>() / p.len() as f64)
             }),
-            "sum_over_time" => over_matrix(self, &|p, _| Some(p.iter().map(|x| x.1).sum())),
-            "count_over_time" => over_matrix(self, &|p, _| Some(p.len() as f64)),
-            "max_over_time" => over_matrix(self, &|p, _| p.iter().map(|x| x.1).reduce(f64::max)),
-            "min_over_time" => over_matrix(self, &|p, _| p.iter().map(|x| x.1).reduce(f64::min)),
+            "sum_over_time" => over_matrix(self, &|p, _, _| Some(p.iter().map(|x| x.1).sum())),
+            "count_over_time" => over_matrix(self, &|p, _, _| Some(p.len() as f64)),
+            "max_over_time" => over_matrix(self, &|p, _, _| p.iter().map(|x| x.1).reduce(f64::max)),
+            "min_over_time" => over_matrix(self, &|p, _, _| p.iter().map(|x| x.1).reduce(f64::min)),
             "histogram_quantile" => {
                 let q = self.scalar(&args[0])?;
                 let v = self.vector(&args[1])?;
@@ -955,7 +1107,149 @@ mod tests {
         assert!(matches!(parse("vE[0.24E71]"), Err(ExprError::Parse(_))));
     }
 
+    /// Edges from the root to the deepest leaf.
+    fn tree_depth(e: &Expr) -> usize {
+        children(e)
+            .into_iter()
+            .map(|c| tree_depth(c) + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn nesting_counts_brackets_and_chained_operators_outside_strings() {
+        for (text, want) in [
+            ("x", 0),
+            ("abs(x)", 1),
+            ("-x", 1),
+            ("a + b + c", 2),
+            ("a and b or c unless d", 3),
+            ("a >= bool b", 1),
+            ("sum by (l) (rate(x[5m]))", 3),
+            // matchers and strings: no operators, no brackets
+            (r#"x{a!="(((", b=~"[a-z]+-+", c="\")"} / 2"#, 2),
+            (r"`(((` + '\'(('", 1),
+            ("((((", 4), // unclosed: the parser says what is wrong
+            ("))))x", 0),
+        ] {
+            assert_eq!(nesting(text), want, "{text}");
+        }
+    }
+
+    /// The deepest expressions `parse` accepts, of every shape that nests.
+    fn deepest() -> Vec<String> {
+        let d = MAX_DEPTH;
+        vec![
+            format!("{}1{}", "(".repeat(d), ")".repeat(d)),
+            format!("{}x", "-".repeat(d)),
+            format!("{}vector(1){}", "abs(".repeat(d - 1), ")".repeat(d - 1)),
+            format!("{}x{}", "sum(".repeat(d), ")".repeat(d)),
+            vec!["x"; d + 1].join(" + "),
+            vec!["x"; d + 1].join(" ^ "),
+            vec!["x"; d + 1].join(" or "),
+        ]
+    }
+
+    #[test]
+    fn expressions_deeper_than_the_limit_are_refused_before_parsing() {
+        for text in deepest() {
+            let e = parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert!(tree_depth(&e) <= MAX_DEPTH, "{text}");
+            let deeper = format!("-({text})");
+            assert_eq!(parse(&deeper), Err(ExprError::TooDeep), "{deeper}");
+        }
+        // Refused at once, on a small stack: neither the parser nor a walk of the tree ran.
+        std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(|| {
+                let started = std::time::Instant::now();
+                for text in [
+                    format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000)),
+                    format!("{}vector(1)", "-".repeat(100_000)),
+                    vec!["1"; 100_000].join("+"),
+                ] {
+                    assert_eq!(parse(&text), Err(ExprError::TooDeep));
+                }
+                assert!(started.elapsed() < Duration::from_secs(1));
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn the_deepest_expressions_parse_and_evaluate_on_a_small_stack() {
+        // Tokio's worker threads have 2 MiB; a quarter of that is plenty in a debug build.
+        std::thread::Builder::new()
+            .stack_size(512 << 10)
+            .spawn(|| {
+                let s = store(&[(labels("x", &[]), vec![(1000, 2.0)])]);
+                for text in deepest() {
+                    let e = parse(&text).unwrap();
+                    assert!(eval(&e, &s, 1000).is_ok(), "{text}");
+                    assert!(!format!("{e}").is_empty()); // Display recurses too
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn the_evaluator_stops_at_the_depth_limit_whatever_tree_it_is_given() {
+        let s = store(&[(labels("x", &[]), vec![(1000, 2.0)])]);
+        let mut e = parse("x").unwrap();
+        for _ in 0..MAX_DEPTH {
+            e = Expr::Paren(promql_parser::parser::ParenExpr { expr: Box::new(e) });
+        }
+        assert!(eval(&e, &s, 1000).is_ok());
+        e = Expr::Paren(promql_parser::parser::ParenExpr { expr: Box::new(e) });
+        assert_eq!(eval(&e, &s, 1000), Err(ExprError::TooDeep));
+    }
+
+    #[test]
+    fn huge_ranges_and_offsets_saturate_instead_of_overflowing() {
+        let pts = (1..=120).map(|i| (i * 1000, 10.0 * i as f64)).collect();
+        let s = store(&[(labels("c_total", &[]), pts)]);
+        for q in [
+            "rate(c_total[100y])",
+            "c_total offset 1000y",
+            "c_total offset -1000y",
+            "max_over_time(c_total[9999999d])",
+            "count_over_time(c_total[1e18])",
+            "rate(c_total[1e18] offset 1e18)",
+            "increase(c_total[1e18] offset -1e18)",
+        ] {
+            let e = parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+            assert!(eval(&e, &s, 120_000).is_ok(), "{q}");
+            assert!(max_range_ms(&e) >= 0, "{q}");
+        }
+        assert_eq!(
+            max_range_ms(&parse("rate(c_total[1e18] offset 1e18)").unwrap()),
+            i64::MAX
+        );
+        // every sample is in a 100 y range (rate divides by the whole range, like Prometheus)
+        assert_eq!(one(&s, "count_over_time(c_total[100y])", 120_000), 120.0);
+        assert!(one(&s, "rate(c_total[100y])", 120_000) > 0.0);
+    }
+
+    #[test]
+    fn rate_with_an_offset_extrapolates_over_the_offset_range() {
+        // A steady 10/s counter: the rate a minute ago is 10/s too.
+        let pts = (1..=180).map(|i| (i * 1000, 10.0 * i as f64)).collect();
+        let s = store(&[(labels("c_total", &[]), pts)]);
+        assert!((one(&s, "rate(c_total[1m] offset 1m)", 180_000) - 10.0).abs() < 1e-9);
+        assert!((one(&s, "increase(c_total[1m] offset 1m)", 180_000) - 600.0).abs() < 1e-9);
+    }
+
     proptest! {
+        #[test]
+        fn nesting_is_an_upper_bound_of_the_tree_depth(e in arb_expr()) {
+            if let Ok(expr) = parse(&e) {
+                prop_assert!(tree_depth(&expr) <= nesting(&e), "{}: {} > {}", e, tree_depth(&expr), nesting(&e));
+            }
+        }
+
         #[test]
         fn rate_of_any_linear_counter_is_its_slope(
             slope in 0.001f64..1e6, step_s in 1i64..30, n in 3i64..40, start in 0f64..1e9

@@ -198,42 +198,60 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         total = n
             .checked_mul(units[i].1)
             .and_then(|x| total.checked_add(x))
-            .ok_or_else(bad)?;
+            .filter(|t| i64::try_from(*t).is_ok())
+            .ok_or_else(|| format!("{s:?} is too long a duration"))?;
         rest = &rest[unit_len..];
     }
+    // At most i64::MAX ms: the engine keeps times and durations in i64 ms.
     Ok(Duration::from_millis(total))
 }
 
 /// Rule files larger than this are refused (memory stays bounded whatever is in the directory).
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
 
+/// Rules (alerting rules, SLOs, breakers and signals) that the files of one load may hold
+/// together. A 4 MiB file can hold 70,000 small ones, which took 130 MiB and 40 ms of every
+/// evaluation (debug build); 10,000 load in about 0.3 s and take about 30 MiB.
+pub const MAX_RULES: usize = 10_000;
+
+/// Longest expression, in bytes (VictoriaMetrics' default `-search.maxQueryLen`).
+pub const MAX_EXPR_BYTES: usize = 16 << 10;
+
+/// Syntax tree nodes that the expressions of one load may hold together (about 150 bytes
+/// each: some 75 MiB). Typical rules take 3 to 30; `1+1+...` takes a node per byte.
+pub const MAX_EXPR_NODES: usize = 500_000;
+
+/// What the files of one load hold so far, against [`MAX_RULES`] and [`MAX_EXPR_NODES`].
+#[derive(Debug, Default)]
+pub struct Budget {
+    rules: usize,
+    nodes: usize,
+}
+
 /// Loads and checks files; every problem of every file, or the parsed files.
 pub fn load_files(paths: &[impl AsRef<Path>]) -> Result<Vec<(String, RuleFile)>, Problems> {
     let mut out = Vec::new();
     let mut problems = Vec::new();
+    let mut budget = Budget::default();
     for path in paths {
         let shown = path.as_ref().display().to_string();
-        let too_big = std::fs::metadata(path.as_ref()).is_ok_and(|m| m.len() > MAX_FILE_BYTES);
-        if too_big {
-            problems.push(Problem {
-                file: shown,
-                line: 0,
-                column: 0,
-                message: format!("larger than {MAX_FILE_BYTES} bytes"),
-            });
-            continue;
-        }
-        match std::fs::read_to_string(path.as_ref()) {
-            Ok(text) => match parse(&text, &shown) {
+        match crate::input::read_text(path.as_ref(), MAX_FILE_BYTES) {
+            Ok(text) => match parse_within(&text, &shown, &mut budget) {
                 Ok(f) => out.push((shown, f)),
                 Err(p) => problems.extend(p.0),
             },
-            Err(e) => problems.push(Problem {
-                file: shown,
-                line: 0,
-                column: 0,
-                message: format!("cannot read: {e}"),
-            }),
+            Err(e) => {
+                let (line, column) = match e {
+                    crate::input::ReadError::NotUtf8 { line, column } => (line, column),
+                    _ => (0, 0),
+                };
+                problems.push(Problem {
+                    file: shown,
+                    line,
+                    column,
+                    message: e.to_string(),
+                })
+            }
         }
     }
     check_unique(&out, &mut problems);
@@ -274,9 +292,15 @@ fn check_unique(files: &[(String, RuleFile)], problems: &mut Vec<Problem>) {
 
 /// Parses one file's text; `file` names it in problems.
 pub fn parse(text: &str, file: &str) -> Result<RuleFile, Problems> {
+    parse_within(text, file, &mut Budget::default())
+}
+
+/// Parses one file's text, counting its rules and expressions into `budget`.
+fn parse_within(text: &str, file: &str, budget: &mut Budget) -> Result<RuleFile, Problems> {
     let mut cx = Cx {
         file,
         problems: Vec::new(),
+        budget,
     };
     let docs = match MarkedYamlOwned::load_from_str(text) {
         Ok(d) => d,
@@ -328,6 +352,7 @@ pub fn parse(text: &str, file: &str) -> Result<RuleFile, Problems> {
 struct Cx<'a> {
     file: &'a str,
     problems: Vec<Problem>,
+    budget: &'a mut Budget,
 }
 
 /// The fields of a mapping by key, each with its key node (for positions).
@@ -448,15 +473,71 @@ impl<'a> Cx<'a> {
         }
     }
 
-    fn query(&mut self, node: &MarkedYamlOwned, what: &str) -> Option<Query> {
+    /// The text of an expression, at most [`MAX_EXPR_BYTES`] long.
+    fn expr_text(&mut self, node: &MarkedYamlOwned, what: &str) -> Option<String> {
         let text = self.string(node, what)?;
+        if text.len() > MAX_EXPR_BYTES {
+            let n = text.len();
+            self.err(
+                node,
+                format!("{what}: the expression is {n} bytes long, more than the limit of {MAX_EXPR_BYTES}"),
+            );
+            return None;
+        }
+        Some(text)
+    }
+
+    fn query(&mut self, node: &MarkedYamlOwned, what: &str) -> Option<Query> {
+        let text = self.expr_text(node, what)?;
+        if self.budget.nodes > MAX_EXPR_NODES {
+            return None; // said once already; parsing the rest would only take time
+        }
         match expr::parse(&text) {
-            Ok(expr) => Some(Query { text, expr }),
+            Ok(expr) => {
+                let before = self.budget.nodes;
+                self.budget.nodes += expr::node_count(&expr);
+                if self.budget.nodes > MAX_EXPR_NODES {
+                    if before <= MAX_EXPR_NODES {
+                        self.err(node, format!("{what}: the expressions of the rule files hold more than {MAX_EXPR_NODES} syntax tree nodes together (the limit)"));
+                    }
+                    return None;
+                }
+                Some(Query { text, expr })
+            }
             Err(e) => {
                 self.err(node, format!("{what}: bad expression: {e}"));
                 None
             }
         }
+    }
+
+    /// Counts a rule against [`MAX_RULES`]: false (said once, at the first rule over) when
+    /// the files already hold that many, and this one is not parsed.
+    fn admit_rule(&mut self, node: &MarkedYamlOwned) -> bool {
+        self.budget.rules += 1;
+        if self.budget.rules == MAX_RULES + 1 {
+            self.err(node, format!("more than {MAX_RULES} rules (alerting rules, SLOs, breakers and signals) in the rule files together: this one and the rest are not loaded"));
+        }
+        self.budget.rules <= MAX_RULES
+    }
+
+    /// The items of the list under `key` (alerting rules, SLOs, breakers or signals), each
+    /// counted against [`MAX_RULES`] and parsed with `item`.
+    fn rules_of<T>(
+        &mut self,
+        f: &Fields<'_>,
+        key: &str,
+        item: fn(&mut Self, &MarkedYamlOwned) -> Option<T>,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        let Some(list) = f.get(key) else { return out };
+        for node in self.seq(list, key) {
+            if !self.admit_rule(node) {
+                break;
+            }
+            out.extend(item(self, node));
+        }
+        out
     }
 
     fn string_map(
@@ -503,38 +584,10 @@ impl<'a> Cx<'a> {
                 self.err(n, "interval: must be at least 100ms".into());
             }
         }
-        let mut rules = Vec::new();
-        if let Some(rs) = f.get("rules") {
-            for r in self.seq(rs, "rules") {
-                if let Some(r) = self.rule(r) {
-                    rules.push(r);
-                }
-            }
-        }
-        let mut slos = Vec::new();
-        if let Some(ss) = f.get("slos") {
-            for s in self.seq(ss, "slos") {
-                if let Some(s) = self.slo(s) {
-                    slos.push(s);
-                }
-            }
-        }
-        let mut breakers = Vec::new();
-        if let Some(bs) = f.get("breakers") {
-            for b in self.seq(bs, "breakers") {
-                if let Some(b) = self.breaker(b) {
-                    breakers.push(b);
-                }
-            }
-        }
-        let mut signals = Vec::new();
-        if let Some(ss) = f.get("signals") {
-            for s in self.seq(ss, "signals") {
-                if let Some(s) = self.signal(s) {
-                    signals.push(s);
-                }
-            }
-        }
+        let rules = self.rules_of(&f, "rules", Self::rule);
+        let slos = self.rules_of(&f, "slos", Self::slo);
+        let breakers = self.rules_of(&f, "breakers", Self::breaker);
+        let signals = self.rules_of(&f, "signals", Self::signal);
         Some(Group {
             name: name?,
             interval,
@@ -964,7 +1017,7 @@ impl<'a> Cx<'a> {
                 let ef = self.mapping(e, "events", &["error_query", "total_query"])?;
                 let mut q = |key: &str| {
                     let n = self.required(&ef, key, "events")?;
-                    let text = self.string(n, key)?;
+                    let text = self.expr_text(n, key)?;
                     if !text.contains("{{.window}}") {
                         self.err(n, format!("{key}: must contain {{{{.window}}}} as the range (e.g. rate(x[{{{{.window}}}}]))"));
                         return None;
@@ -985,7 +1038,7 @@ impl<'a> Cx<'a> {
             (None, Some(l)) => {
                 let lf = self.mapping(l, "latency", &["histogram", "threshold_seconds"])?;
                 let histogram = self.required(&lf, "histogram", "latency").and_then(|n| {
-                    let text = self.string(n, "histogram")?;
+                    let text = self.expr_text(n, "histogram")?;
                     match expr::parse(&text) {
                         Ok(Expr::VectorSelector(vs)) if vs.name.is_some() && vs.offset.is_none() => Some(text),
                         Ok(_) => {
@@ -1051,6 +1104,111 @@ mod tests {
         for bad in ["", "5", "m", "5x", "1m1h", "1.5h", "-1m", "5m5m"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        // The engine keeps ms in an i64: longer durations are refused, not wrapped.
+        assert!(parse_duration("292000000y").is_ok());
+        assert_eq!(
+            parse_duration("293000000y").unwrap_err(),
+            "\"293000000y\" is too long a duration"
+        );
+        assert!(parse_duration("18446744073709551615ms").is_err());
+    }
+
+    /// A file with one group of `n` alerting rules whose expression is `expr`.
+    fn rules_file(n: usize, expr: &str) -> String {
+        let mut text = String::from("groups:\n  - name: g\n    rules:\n");
+        for i in 0..n {
+            text.push_str(&format!("      - alert: A{i}\n        expr: {expr}\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn long_and_deep_expressions_are_refused_at_their_position() {
+        let long = format!("vector(1) > {}", "1".repeat(MAX_EXPR_BYTES));
+        let deep = format!("{}1{}", "abs(".repeat(200), ")".repeat(200));
+        let chain = vec!["x"; 200].join(" + ");
+        let text = format!(
+            "{}      - alert: B\n        expr: {deep}\n      - alert: C\n        expr: {chain}\n",
+            rules_file(1, &long)
+        );
+        let p = parse(&text, "l.yaml").unwrap_err().0;
+        let shown: Vec<String> = p.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 3, "{shown:#?}");
+        assert!(
+            shown[0].starts_with("l.yaml:5:15: expr: the expression is 16396 bytes long"),
+            "{shown:#?}"
+        );
+        for (s, line) in shown[1..].iter().zip([7, 9]) {
+            assert!(
+                s.starts_with(&format!(
+                    "l.yaml:{line}:15: expr: bad expression: nested more than 128 levels deep"
+                )),
+                "{shown:#?}"
+            );
+        }
+        // the same limit in an SLO's queries and histogram
+        let slo = format!("groups:\n  - name: g\n    slos:\n      - name: s\n        objective: 99\n        period: 30d\n        sli:\n          events:\n            error_query: {deep} + rate(e[{{{{.window}}}}])\n            total_query: rate(t[{{{{.window}}}}])\n");
+        let p = parse(&slo, "s.yaml").unwrap_err().0;
+        assert!(
+            p[0].to_string()
+                .starts_with("s.yaml:9:26: error_query: bad expression: nested"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn the_rule_and_expression_budgets_span_every_file_of_a_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        let b = dir.path().join("b.yaml");
+        std::fs::write(&a, rules_file(MAX_RULES / 2, "vector(1)")).unwrap();
+        std::fs::write(
+            &b,
+            rules_file(MAX_RULES / 2 + 5, "vector(1)").replace("- name: g", "- name: h"),
+        )
+        .unwrap();
+        let p = load_files(&[&a, &b]).unwrap_err().0;
+        assert_eq!(p.len(), 1, "{p:?}");
+        // rule 5001 of b.yaml: line 4 + 2 * 5000
+        assert_eq!((p[0].line, p[0].column), (10_004, 9), "{p:?}");
+        assert!(p[0].file.ends_with("b.yaml"), "{p:?}");
+        assert!(p[0].message.starts_with("more than 10000 rules"), "{p:?}");
+        assert!(load_files(&[&a]).is_ok());
+
+        // (x+x+...) groups of 60: 16 KiB expressions of some 8,000 nodes each
+        let group = format!("({})", vec!["x"; 60].join("+"));
+        let big = vec![group.as_str(); 60].join("+");
+        assert!(big.len() < MAX_EXPR_BYTES);
+        let per = expr::node_count(&expr::parse(&big).unwrap());
+        let n = MAX_EXPR_NODES / per / 2 + 1;
+        std::fs::write(&a, rules_file(n, &big)).unwrap();
+        std::fs::write(&b, rules_file(n, &big).replace("- name: g", "- name: h")).unwrap();
+        let p = load_files(&[&a, &b]).unwrap_err().0;
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].file.ends_with("b.yaml"), "{p:?}");
+        assert!(
+            p[0].message.contains("more than 500000 syntax tree nodes"),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn unreadable_entries_are_problems_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.yaml");
+        std::fs::write(&bad, b"groups:\n  - name: \xc3\n").unwrap();
+        let gone = dir.path().join("gone.yaml");
+        let p = load_files(&[&bad, &gone]).unwrap_err().0;
+        let shown: Vec<String> = p.iter().map(ToString::to_string).collect();
+        assert!(
+            shown[0].ends_with("bad.yaml:2:11: not UTF-8: invalid byte at line 2, column 11"),
+            "{shown:?}"
+        );
+        assert!(
+            shown[1]
+                .ends_with("gone.yaml:0:0: cannot read: No such file or directory (os error 2)"),
+            "{shown:?}"
+        );
     }
 
     proptest::proptest! {

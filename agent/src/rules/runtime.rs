@@ -55,8 +55,10 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The rule files of a directory: `*.yaml` and `*.yml` regular files (symlinks followed),
-/// hidden names skipped, sorted. A missing directory has none.
+/// The rule files of a directory: every `*.yaml` and `*.yml` entry, hidden names skipped,
+/// sorted. Entries that are not regular files (after following symlinks: a dangling symlink,
+/// a directory or a FIFO named `x.yaml`) are listed too, and fail the load with a message
+/// naming them. A missing directory has none.
 pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -70,19 +72,20 @@ pub fn rule_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         if name.starts_with('.') || !(name.ends_with(".yaml") || name.ends_with(".yml")) {
             continue;
         }
-        if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-            out.push(path);
-        }
+        out.push(path);
     }
     out.sort();
     Ok(out)
 }
 
+/// Hash of the files' names and contents (a file that cannot be read counts as empty).
 fn contents_hash(files: &[PathBuf]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for f in files {
         f.hash(&mut h);
-        std::fs::read(f).unwrap_or_default().hash(&mut h);
+        crate::input::read_bytes(f, file::MAX_FILE_BYTES)
+            .unwrap_or_default()
+            .hash(&mut h);
     }
     h.finish()
 }

@@ -151,7 +151,7 @@ fn series_labels(text: &str) -> Result<Labels, String> {
 pub fn run_file(path: &Path) -> (Vec<String>, bool) {
     let mut report = Vec::new();
     let shown = path.display().to_string();
-    let tf: TestFile = match std::fs::read_to_string(path)
+    let tf: TestFile = match crate::input::read_text(path, file::MAX_FILE_BYTES)
         .map_err(|e| e.to_string())
         .and_then(|t| serde_yaml_ng::from_str(&t).map_err(|e| e.to_string()))
     {
