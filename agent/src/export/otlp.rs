@@ -1,7 +1,8 @@
-//! The export tasks: one batches spans from a bounded queue and sends them, retrying a failed
-//! batch with backoff while new spans wait in (or overflow) the queue; one sends a snapshot
-//! of the metric catalogue every interval, retrying with backoff but always with the newest
-//! snapshot. On shutdown both flush within a deadline.
+//! The export tasks: one batches spans from a bounded queue and sends them, retrying a batch
+//! that failed in a retryable way with backoff while new spans wait in (or overflow) the
+//! queue, and dropping (and counting) a batch the receiver rejected for good; one sends a
+//! snapshot of the metric catalogue every interval, retrying with backoff but always with the
+//! newest snapshot. On shutdown both flush within a deadline.
 
 use std::{
     sync::{atomic::Ordering::Relaxed, Arc, Mutex},
@@ -204,6 +205,19 @@ async fn export_spans(
                     backoff.reset();
                     break;
                 }
+                Err(e) if !e.is_retryable() => {
+                    // It would fail the same way again: drop it so the queue moves on.
+                    ExportStats::add(&stats.span_requests_failed, 1);
+                    ExportStats::add(&stats.spans_rejected, batch.len() as u64);
+                    tracing::warn!(
+                        signal = "traces",
+                        spans = batch.len(),
+                        error = %e,
+                        "OTLP receiver rejected a span batch; dropped, not retried"
+                    );
+                    backoff.reset();
+                    break;
+                }
                 Err(e) => {
                     ExportStats::add(&stats.span_requests_failed, 1);
                     if stopping {
@@ -268,6 +282,16 @@ async fn export_metrics(
                 }
                 Err(e) => {
                     ExportStats::add(&stats.metric_requests_failed, 1);
+                    if !e.is_retryable() {
+                        // The next interval sends a new snapshot anyway.
+                        tracing::warn!(
+                            signal = "metrics",
+                            error = %e,
+                            "OTLP receiver rejected the metrics; not retried"
+                        );
+                        backoff.reset();
+                        break;
+                    }
                     if stopping {
                         break;
                     }
@@ -279,8 +303,9 @@ async fn export_metrics(
     }
 }
 
-/// After a failed request: logs it, waits the next backoff (at most `cap`), and returns true
-/// if shutdown began meanwhile.
+/// After a retryable failure: logs it, waits the next backoff, or as long as the receiver
+/// asked (`Retry-After`, gRPC `RetryInfo`) up to the backoff's cap, at most `cap` either
+/// way, and returns true if shutdown began meanwhile.
 async fn wait_to_retry(
     signal: &str,
     error: &SendError,
@@ -289,12 +314,15 @@ async fn wait_to_retry(
     shutdown: &mut Shutdown,
 ) -> bool {
     let ceiling = backoff.ceiling();
-    let delay = backoff.next_delay().min(cap);
+    let jittered = backoff.next_delay();
+    let asked = error.retry_after();
+    let delay = asked.map_or(jittered, |d| d.min(backoff.max())).min(cap);
     tracing::warn!(
         signal,
         ceiling_ms = ceiling.as_millis() as u64,
         attempt = backoff.attempt(),
         delay_ms = delay.as_millis() as u64,
+        retry_after_ms = asked.map(|d| d.as_millis() as u64),
         error = %error,
         "OTLP export failed; retrying"
     );
