@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::{
+    metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest,
+};
 use prometheus_client::registry::Registry;
 use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util_shutdown::Shutdown;
@@ -262,18 +264,9 @@ async fn export_metrics(
         }
         loop {
             // Always the newest snapshot: counters are cumulative, so a late one loses nothing.
-            let mut text = String::new();
-            if prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).is_err() {
+            let Some(request) = metrics_snapshot(&registry, start_unix_ns).await else {
                 break;
-            }
-            let families = match exposition::parse(&text) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the agent's own exposition");
-                    break;
-                }
             };
-            let request = otlp_metrics::request(&families, start_unix_ns, unix_now_ns());
             ExportStats::add(&stats.metric_requests, 1);
             match transport.send_metrics(request).await {
                 Ok(()) => {
@@ -301,6 +294,34 @@ async fn export_metrics(
             }
         }
     }
+}
+
+/// The metric catalogue as one export request, built on the blocking pool: encoding,
+/// parsing and converting a catalogue of a few MiB would otherwise hold one of the
+/// runtime's workers (which also serve the local API) for that long, and a failing
+/// receiver makes it happen at every retry. `None` if it cannot be built (logged).
+async fn metrics_snapshot(
+    registry: &Arc<Registry>,
+    start_unix_ns: u64,
+) -> Option<ExportMetricsServiceRequest> {
+    let registry = registry.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).ok()?;
+        match exposition::parse(&text) {
+            Ok(families) => Some(otlp_metrics::request(
+                &families,
+                start_unix_ns,
+                unix_now_ns(),
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the agent's own exposition");
+                None
+            }
+        }
+    })
+    .await;
+    built.ok().flatten()
 }
 
 /// After a retryable failure: logs it, waits the next backoff, or as long as the receiver
