@@ -2,6 +2,8 @@
 //! its own comm is recognisable), scrape it, build and run C workloads with known behaviour.
 #![allow(dead_code)]
 
+pub mod otlp_receiver;
+
 use std::{
     io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
@@ -203,17 +205,27 @@ pub fn spawn_fresh_binary(cmd: &mut Command) -> Child {
     }
 }
 
-/// Polls `f` every 250 ms until it returns Some, or panics after `secs` with `what`.
-pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
+/// Polls `f` every 100 ms until it returns Some, or panics after `secs` with `what`.
+pub fn wait_for<T>(secs: u64, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    poll(Duration::from_secs(secs), what, f)
+}
+
+/// Polls `ok` every 100 ms until it holds, or panics after `timeout` with `what`.
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    poll(timeout, what, || ok().then_some(()))
+}
+
+fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        if Instant::now() > deadline {
-            panic!("timed out after {secs} s waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(250));
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -247,9 +259,13 @@ pub fn http_get_full(
 pub struct Scrape(pub String);
 
 impl Scrape {
-    /// Value of the first sample named `name` whose labels include every `labels` pair.
-    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.0.lines().find_map(|line| {
+    /// Values of the samples named `name` whose labels include every `labels` pair.
+    fn samples<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&str, &str)],
+    ) -> impl Iterator<Item = f64> + 'a {
+        self.0.lines().filter_map(move |line| {
             let (series, value) = line.rsplit_once(' ')?;
             let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
             if n != name {
@@ -260,6 +276,16 @@ impl Scrape {
                 .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
             all.then(|| value.parse().ok()).flatten()
         })
+    }
+
+    /// Value of the first sample named `name` whose labels include every `labels` pair.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples(name, labels).next()
+    }
+
+    /// Sum of the samples named `name` whose labels include every `labels` pair.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples(name, labels).sum()
     }
 
     pub fn has_label_value(&self, label: &str, value: &str) -> bool {

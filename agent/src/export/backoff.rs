@@ -48,6 +48,11 @@ impl Backoff {
         self.base.saturating_mul(factor).min(self.cap)
     }
 
+    /// The longest wait (the cap).
+    pub fn max(&self) -> Duration {
+        self.cap
+    }
+
     /// The next wait, and one more attempt counted.
     pub fn next_delay(&mut self) -> Duration {
         let ceiling = self.ceiling();

@@ -1,14 +1,17 @@
-//! The export tasks: one batches spans from a bounded queue and sends them, retrying a failed
-//! batch with backoff while new spans wait in (or overflow) the queue; one sends a snapshot
-//! of the metric catalogue every interval, retrying with backoff but always with the newest
-//! snapshot. On shutdown both flush within a deadline.
+//! The export tasks: one batches spans from a bounded queue and sends them, retrying a batch
+//! that failed in a retryable way with backoff while new spans wait in (or overflow) the
+//! queue, and dropping (and counting) a batch the receiver rejected for good; one sends a
+//! snapshot of the metric catalogue every interval, retrying with backoff but always with the
+//! newest snapshot. On shutdown both flush within a deadline.
 
 use std::{
     sync::{atomic::Ordering::Relaxed, Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::{
+    metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest,
+};
 use prometheus_client::registry::Registry;
 use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util_shutdown::Shutdown;
@@ -204,6 +207,19 @@ async fn export_spans(
                     backoff.reset();
                     break;
                 }
+                Err(e) if !e.is_retryable() => {
+                    // It would fail the same way again: drop it so the queue moves on.
+                    ExportStats::add(&stats.span_requests_failed, 1);
+                    ExportStats::add(&stats.spans_rejected, batch.len() as u64);
+                    tracing::warn!(
+                        signal = "traces",
+                        spans = batch.len(),
+                        error = %e,
+                        "OTLP receiver rejected a span batch; dropped, not retried"
+                    );
+                    backoff.reset();
+                    break;
+                }
                 Err(e) => {
                     ExportStats::add(&stats.span_requests_failed, 1);
                     if stopping {
@@ -248,18 +264,9 @@ async fn export_metrics(
         }
         loop {
             // Always the newest snapshot: counters are cumulative, so a late one loses nothing.
-            let mut text = String::new();
-            if prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).is_err() {
+            let Some(request) = metrics_snapshot(&registry, start_unix_ns).await else {
                 break;
-            }
-            let families = match exposition::parse(&text) {
-                Ok(f) => f,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the agent's own exposition");
-                    break;
-                }
             };
-            let request = otlp_metrics::request(&families, start_unix_ns, unix_now_ns());
             ExportStats::add(&stats.metric_requests, 1);
             match transport.send_metrics(request).await {
                 Ok(()) => {
@@ -268,6 +275,16 @@ async fn export_metrics(
                 }
                 Err(e) => {
                     ExportStats::add(&stats.metric_requests_failed, 1);
+                    if !e.is_retryable() {
+                        // The next interval sends a new snapshot anyway.
+                        tracing::warn!(
+                            signal = "metrics",
+                            error = %e,
+                            "OTLP receiver rejected the metrics; not retried"
+                        );
+                        backoff.reset();
+                        break;
+                    }
                     if stopping {
                         break;
                     }
@@ -279,8 +296,37 @@ async fn export_metrics(
     }
 }
 
-/// After a failed request: logs it, waits the next backoff (at most `cap`), and returns true
-/// if shutdown began meanwhile.
+/// The metric catalogue as one export request, built on the blocking pool: encoding,
+/// parsing and converting a catalogue of a few MiB would otherwise hold one of the
+/// runtime's workers (which also serve the local API) for that long, and a failing
+/// receiver makes it happen at every retry. `None` if it cannot be built (logged).
+async fn metrics_snapshot(
+    registry: &Arc<Registry>,
+    start_unix_ns: u64,
+) -> Option<ExportMetricsServiceRequest> {
+    let registry = registry.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).ok()?;
+        match exposition::parse(&text) {
+            Ok(families) => Some(otlp_metrics::request(
+                &families,
+                start_unix_ns,
+                unix_now_ns(),
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the agent's own exposition");
+                None
+            }
+        }
+    })
+    .await;
+    built.ok().flatten()
+}
+
+/// After a retryable failure: logs it, waits the next backoff, or as long as the receiver
+/// asked (`Retry-After`, gRPC `RetryInfo`) up to the backoff's cap, at most `cap` either
+/// way, and returns true if shutdown began meanwhile.
 async fn wait_to_retry(
     signal: &str,
     error: &SendError,
@@ -289,12 +335,15 @@ async fn wait_to_retry(
     shutdown: &mut Shutdown,
 ) -> bool {
     let ceiling = backoff.ceiling();
-    let delay = backoff.next_delay().min(cap);
+    let jittered = backoff.next_delay();
+    let asked = error.retry_after();
+    let delay = asked.map_or(jittered, |d| d.min(backoff.max())).min(cap);
     tracing::warn!(
         signal,
         ceiling_ms = ceiling.as_millis() as u64,
         attempt = backoff.attempt(),
         delay_ms = delay.as_millis() as u64,
+        retry_after_ms = asked.map(|d| d.as_millis() as u64),
         error = %error,
         "OTLP export failed; retrying"
     );

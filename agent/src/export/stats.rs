@@ -15,6 +15,8 @@ pub struct ExportStats {
     pub spans_queue_full: AtomicU64,
     /// Dropped at shutdown when the flush deadline passed.
     pub spans_dropped_at_shutdown: AtomicU64,
+    /// In a batch the receiver rejected for good (not retryable, e.g. HTTP 400).
+    pub spans_rejected: AtomicU64,
     /// Accepted by the receiver.
     pub spans_exported: AtomicU64,
     pub span_batches: AtomicU64,

@@ -169,6 +169,7 @@ impl Collector for ExportCollector {
         )?;
         for (outcome, n) in [
             ("exported", get(&s.spans_exported)),
+            ("rejected", get(&s.spans_rejected)),
             ("sampled_out", get(&s.spans_sampled_out)),
             ("rate_limited", get(&s.spans_rate_limited)),
             ("dropped_queue_full", get(&s.spans_queue_full)),
@@ -178,7 +179,7 @@ impl Collector for ExportCollector {
         }
         let mut requests = encoder.encode_descriptor(
             "export_requests_failed",
-            "OTLP export requests that failed (each is retried with backoff), by signal.",
+            "OTLP export requests that failed, by signal (retryable failures are retried with backoff; rejected ones are not).",
             None,
             MetricType::Counter,
         )?;
