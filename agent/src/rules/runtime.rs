@@ -274,34 +274,39 @@ async fn evaluate_periodically(
         if !due {
             continue;
         }
-        if let Some(p) = &pipeline {
-            let p = p.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                p.lock().unwrap_or_else(|e| e.into_inner()).collect()
-            })
-            .await;
-        }
-        // Encode before locking the engine: the registry's rules collector locks it too.
-        let mut text = String::new();
-        if prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).is_err() {
-            continue;
-        }
-        let t = now_ms();
-        let batch = {
-            let mut engine = rt.engine.lock().unwrap_or_else(|p| p.into_inner());
-            if let Err(e) = engine.ingest_text(t, &text) {
-                if !warned {
-                    tracing::error!(error = %e, "a line of the agent's own exposition could not be parsed: skipped (said once)");
-                    warned = true;
-                }
+        // Collecting, encoding the whole catalogue and evaluating run on the blocking pool:
+        // with a large catalogue they take milliseconds, which the two runtime workers that
+        // serve the local API should not spend.
+        let (p, engine_rt, reg) = (pipeline.clone(), rt.clone(), registry.clone());
+        let work = tokio::task::spawn_blocking(move || {
+            if let Some(p) = &p {
+                p.lock().unwrap_or_else(|e| e.into_inner()).collect();
             }
+            // Encode before locking the engine: the registry's rules collector locks it too.
+            let mut text = String::new();
+            prometheus_client::encoding::prometheus_text::encode(&mut text, &reg).ok()?;
+            let t = now_ms();
+            let mut engine = engine_rt.engine.lock().unwrap_or_else(|p| p.into_inner());
+            let parse_error = engine.ingest_text(t, &text).err();
             let batch = engine.evaluate(t);
-            let inputs = engine.take_control_inputs();
-            let raised = engine.signals();
-            drop(engine);
-            rt.feed_control(inputs, raised);
-            batch
+            Some((
+                batch,
+                engine.take_control_inputs(),
+                engine.signals(),
+                parse_error,
+            ))
+        })
+        .await;
+        let Ok(Some((batch, inputs, raised, parse_error))) = work else {
+            continue;
         };
+        if let Some(e) = parse_error {
+            if !warned {
+                tracing::error!(error = %e, "a line of the agent's own exposition could not be parsed: skipped (said once)");
+                warned = true;
+            }
+        }
+        rt.feed_control(inputs, raised);
         if let Some(n) = &rt.notifier {
             n.send(batch);
         }
