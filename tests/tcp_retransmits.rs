@@ -24,7 +24,11 @@ use std::{
     time::Duration,
 };
 
-use support::{build_workload, unique_name, Agent, Scrape};
+use support::{
+    build_workload, free_port,
+    otlp_receiver::{attr, Attr, Receiver},
+    unique_name, wait_until, Agent, Scrape,
+};
 
 const PORT: &str = "5001";
 
@@ -210,6 +214,8 @@ struct Outcome {
     by_peer: f64,
     received: f64,
     lost: f64,
+    /// With `Setup::otlp`: the sender's retransmit spans and the segments they carry.
+    spans: Option<(usize, u64)>,
     log: String,
 }
 
@@ -222,6 +228,8 @@ struct Setup {
     bytes: &'static str,
     /// The connection runs over IPv6.
     v6: bool,
+    /// Export spans to an OTLP receiver and count the sender's retransmit spans.
+    otlp: bool,
 }
 
 const DEFAULT: Setup = Setup {
@@ -230,13 +238,21 @@ const DEFAULT: Setup = Setup {
     drop_percent: 5,
     bytes: "16000000",
     v6: false,
+    otlp: false,
 };
 
 fn run(setup: Setup) -> Outcome {
     let _serial = serial();
     let sender = setup.sender;
+    let receiver = setup.otlp.then(|| {
+        let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        (Receiver::grpc(addr), addr)
+    });
+    let otlp = receiver.as_ref().map_or(String::new(), |(_, addr)| {
+        format!("otlp:\n  endpoint: http://{addr}\n  protocol: grpc\n")
+    });
     let agent = Agent::start(&format!(
-        "probes:\n  tcp:\n    top_peers: 64\n{}",
+        "probes:\n  tcp:\n    top_peers: 64\n{}{otlp}",
         setup.tcp_config
     ));
     let ns = Netns::new();
@@ -292,6 +308,29 @@ fn run(setup: Setup) -> Outcome {
     std::thread::sleep(Duration::from_millis(100));
     let after = agent.scrape();
     let svc = [("service", sender_name.as_str())];
+    // Spans of the sender's data retransmits, and the segments they say they carried.
+    let spans = receiver.map(|(r, _)| {
+        let count = || {
+            let spans: Vec<_> = r
+                .spans_of(sender_name)
+                .into_iter()
+                .filter(|s| s.name == "tcp retransmit data")
+                .collect();
+            let segs = spans
+                .iter()
+                .map(|s| match attr(&s.attributes, "steadfast.tcp.segments") {
+                    Some(Attr::Int(n)) => n as u64,
+                    _ => 0,
+                })
+                .sum::<u64>();
+            (spans.len(), segs)
+        };
+        wait_until("retransmit spans", Duration::from_secs(15), || {
+            count().1 >= kernel
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        count()
+    });
     Outcome {
         kernel,
         agent: sum(&after, "steadfast_tcp_retransmits_total", &svc),
@@ -305,6 +344,7 @@ fn run(setup: Setup) -> Outcome {
             - tcp_events(&before, "steadfast_events_received_total"),
         lost: tcp_events(&after, "steadfast_events_lost_total")
             - tcp_events(&before, "steadfast_events_lost_total"),
+        spans,
         log: agent.log(),
     }
 }
@@ -346,7 +386,17 @@ fn check(o: &Outcome, what: &str) {
 /// The connecting process sends: its socket's owner was recorded when it called connect().
 #[test]
 fn client_retransmits_match_tcp_retrans_segs() {
-    check(&run(DEFAULT), "client sends");
+    let o = run(Setup {
+        otlp: true,
+        ..DEFAULT
+    });
+    check(&o, "client sends");
+    // Every retransmit also became an OTLP span (none lost: checked above), and the segments
+    // the spans carry add up to the namespace's TcpRetransSegs.
+    let (spans, segs) = o.spans.expect("OTLP on");
+    eprintln!("retransmit spans {spans}, segments in them {segs}");
+    assert!(spans >= 1);
+    assert_eq!(segs, o.kernel, "segments in spans vs TcpRetransSegs");
 }
 
 /// The accepting process sends: its socket was created in softirq context, and inherits the
