@@ -170,6 +170,12 @@ impl Transport {
                     .map_err(|_| SendError::Endpoint(endpoint.into()))?
                     .connect_timeout(timeout)
                     .timeout(timeout)
+                    // A receiver that accepts but never answers wedges the one HTTP/2
+                    // connection: pings that go unanswered close it, so the next attempt
+                    // connects anew.
+                    .http2_keep_alive_interval(timeout)
+                    .keep_alive_timeout(timeout)
+                    .keep_alive_while_idle(true)
                     .connect_lazy();
                 let mut headers = MetadataMap::new();
                 for (k, v) in &config.headers {
