@@ -46,7 +46,9 @@ struct Limiter {
 }
 
 impl SpanSink {
-    pub fn offer(&self, span: SpanRecord) {
+    /// Offers a span; `build` runs only once sampling and the rate limit have admitted it, so
+    /// an event flood does not build (and allocate) spans only to drop them.
+    pub fn offer(&self, build: impl FnOnce() -> SpanRecord) {
         ExportStats::add(&self.stats.spans_offered, 1);
         {
             let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
@@ -65,7 +67,7 @@ impl SpanSink {
             }
             l.in_window += 1;
         }
-        if self.tx.try_send(span).is_err() {
+        if self.tx.try_send(build()).is_err() {
             ExportStats::add(&self.stats.spans_queue_full, 1);
         }
         self.stats.queue_length.store(

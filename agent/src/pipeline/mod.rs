@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use agent_common::{
     loss::{LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS, LOSS_TCP_EVENTS},
     process::{ProcEvent, PROC_EXEC, PROC_EXIT},
-    tcp::UNKNOWN_OWNER,
 };
 
 use crate::{
@@ -31,7 +30,7 @@ use crate::{
 };
 use memory::Memory;
 use processes::{procfs_tgids, ProcessTable};
-use services::{Naming, ServiceNames, UNKNOWN};
+use services::{Naming, ServiceNames};
 use syscall_stats::SyscallStats;
 use task_stats::{procfs_threads, TaskStats};
 use tcp_stats::TcpStats;
@@ -207,11 +206,9 @@ impl Pipeline {
                 let service = processes.service_of(ev.tgid, services, naming);
                 stats.on_slow(service, ev);
                 if let Some(sink) = sink {
-                    sink.offer(SpanRecord::slow_syscall(
-                        &ev,
-                        services.name(service),
-                        ev.start_ns + offset,
-                    ));
+                    sink.offer(|| {
+                        SpanRecord::slow_syscall(&ev, services.name(service), ev.start_ns + offset)
+                    });
                 }
             });
             self.telemetry
@@ -229,16 +226,16 @@ impl Pipeline {
             let (ok, malformed) = probe.events.drain(|ev| {
                 stats.on_event(&ev);
                 if let Some(sink) = sink {
-                    let service = if ev.tgid == UNKNOWN_OWNER {
-                        UNKNOWN
-                    } else {
-                        processes.service_of(ev.tgid, services, naming)
-                    };
-                    sink.offer(SpanRecord::tcp_retransmit(
-                        &ev,
-                        services.name(service),
-                        ev.timestamp_ns + offset,
-                    ));
+                    let service = tcp_stats::owner_service(ev.tgid, |tgid| {
+                        processes.service_of(tgid, services, naming)
+                    });
+                    sink.offer(|| {
+                        SpanRecord::tcp_retransmit(
+                            &ev,
+                            services.name(service),
+                            ev.timestamp_ns + offset,
+                        )
+                    });
                 }
             });
             self.telemetry.add_received(LOSS_TCP_EVENTS, ok, malformed);

@@ -58,11 +58,7 @@ impl TcpStats {
     ) {
         let (totals, failures) = (&mut self.totals, &mut self.failures);
         self.counts.fold(snapshot, |&tgid, delta| {
-            let service = if tgid == UNKNOWN_OWNER {
-                UNKNOWN
-            } else {
-                service_of(tgid)
-            };
+            let service = owner_service(tgid, &mut service_of);
             for (kind, n) in [
                 (RetransKind::Data, delta.data_segs),
                 (RetransKind::Synack, delta.synack),
@@ -157,6 +153,15 @@ impl Peers {
         } else {
             self.other += n;
         }
+    }
+}
+
+/// The service of a socket owner: [`UNKNOWN`] when the kernel knew no owner.
+pub fn owner_service(tgid: u32, mut service_of: impl FnMut(u32) -> ServiceId) -> ServiceId {
+    if tgid == UNKNOWN_OWNER {
+        UNKNOWN
+    } else {
+        service_of(tgid)
     }
 }
 
