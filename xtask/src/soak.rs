@@ -425,6 +425,49 @@ struct Row {
     events_lost: f64,
 }
 
+impl Row {
+    const HEADER: [&'static str; 16] = [
+        "min",
+        "receiver",
+        "RSS MiB",
+        "fds",
+        "threads",
+        "CPU %",
+        "series",
+        "store series",
+        "max scrape ms",
+        "spans exported",
+        "spans dropped",
+        "alerts sent",
+        "alerts failed",
+        "reloads",
+        "rejected",
+        "events lost",
+    ];
+
+    /// The sample's values in [`Row::HEADER`]'s order, for the table and the CSV alike.
+    fn cells(&self) -> [String; 16] {
+        [
+            format!("{:.1}", self.at_secs / 60.0),
+            self.mode.name().to_string(),
+            format!("{:.1}", self.rss_kib as f64 / 1024.0),
+            self.fds.to_string(),
+            self.threads.to_string(),
+            format!("{:.2}", self.cpu_pct),
+            self.series.to_string(),
+            self.store_series.to_string(),
+            format!("{:.0}", self.scrape_max_ms),
+            self.spans_exported.to_string(),
+            self.spans_dropped.to_string(),
+            self.alerts_sent.to_string(),
+            self.alerts_failed.to_string(),
+            self.reloads.to_string(),
+            self.reloads_failed.to_string(),
+            self.events_lost.to_string(),
+        ]
+    }
+}
+
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let opts = Opts::parse(args)?;
     if !crate::is_root() {
@@ -633,58 +676,17 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         receiver.count("/api/v2/alerts", "500"),
         receiver.count("/api/v2/alerts", "none"),
     )?;
-    writeln!(out, "\n| min | receiver | RSS MiB | fds | threads | CPU % | series | store series | max scrape ms | spans exported | spans dropped | alerts sent | alerts failed | reloads | rejected |")?;
-    writeln!(
-        out,
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
-    )?;
+    writeln!(out, "\n| {} |", Row::HEADER.join(" | "))?;
+    writeln!(out, "|{}", "---|".repeat(Row::HEADER.len()))?;
     let every = (300 / opts.sample_secs).max(1) as usize;
     for (i, r) in rows.iter().enumerate() {
-        if i % every != 0 && i + 1 != rows.len() {
-            continue;
+        if i % every == 0 || i + 1 == rows.len() {
+            writeln!(out, "| {} |", r.cells().join(" | "))?;
         }
-        writeln!(
-            out,
-            "| {:.1} | {} | {:.1} | {} | {} | {:.2} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
-            r.at_secs / 60.0,
-            r.mode.name(),
-            r.rss_kib as f64 / 1024.0,
-            r.fds,
-            r.threads,
-            r.cpu_pct,
-            r.series,
-            r.store_series,
-            r.scrape_max_ms,
-            r.spans_exported,
-            r.spans_dropped,
-            r.alerts_sent,
-            r.alerts_failed,
-            r.reloads,
-            r.reloads_failed,
-        )?;
     }
-    let mut csv = String::from("secs,receiver,rss_kib,fds,threads,cpu_pct,series,store_series,scrape_max_ms,spans_exported,spans_dropped,alerts_sent,alerts_failed,reloads,reloads_failed,events_lost\n");
+    let mut csv = format!("{}\n", Row::HEADER.join(","));
     for r in &rows {
-        writeln!(
-            csv,
-            "{:.0},{},{},{},{},{:.3},{},{},{:.1},{},{},{},{},{},{},{}",
-            r.at_secs,
-            r.mode.name(),
-            r.rss_kib,
-            r.fds,
-            r.threads,
-            r.cpu_pct,
-            r.series,
-            r.store_series,
-            r.scrape_max_ms,
-            r.spans_exported,
-            r.spans_dropped,
-            r.alerts_sent,
-            r.alerts_failed,
-            r.reloads,
-            r.reloads_failed,
-            r.events_lost
-        )?;
+        writeln!(csv, "{}", r.cells().join(","))?;
     }
     println!("{out}");
     let report = root.join("target/bench");
