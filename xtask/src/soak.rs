@@ -580,8 +580,13 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
             let (text, took) = agent.scrape()?;
             scrape_max = scrape_max.max(took);
             let ticks = cpu_ticks(pid)?;
-            let cpu_pct =
-                (ticks - last_ticks) as f64 / 100.0 / last_at.elapsed().as_secs_f64() * 100.0;
+            // The first sample's window is the agent's start-up, not its steady work.
+            let window = last_at.elapsed().as_secs_f64();
+            let cpu_pct = if rows.is_empty() {
+                0.0
+            } else {
+                (ticks - last_ticks) as f64 / 100.0 / window * 100.0
+            };
             (last_ticks, last_at) = (ticks, Instant::now());
             rows.push(Row {
                 at_secs: now.as_secs_f64(),
