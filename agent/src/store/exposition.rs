@@ -21,40 +21,11 @@ pub struct ExpositionError {
     pub message: String,
 }
 
-/// Parses every sample line; stops at the first malformed line.
-pub fn parse(text: &str) -> Result<Vec<ParsedSample>, ExpositionError> {
-    let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        out.push(parse_line(line).map_err(|message| ExpositionError {
-            line: i + 1,
-            message,
-        })?);
-    }
-    Ok(out)
-}
-
-/// Parses every well-formed sample line and returns the malformed ones' errors separately,
-/// so one bad line (a future metric the parser does not understand) costs only that line.
-pub fn parse_lenient(text: &str) -> (Vec<ParsedSample>, Vec<ExpositionError>) {
-    parse_filtered(text, |_| true)
-}
-
-/// [`parse_lenient`] for the lines whose metric name `wanted` accepts (the others are not
-/// parsed further: most of the agent's exposition is histogram buckets no rule reads).
-pub fn parse_filtered(
-    text: &str,
-    wanted: impl Fn(&str) -> bool,
-) -> (Vec<ParsedSample>, Vec<ExpositionError>) {
-    parse_selected(text, wanted, |_| true)
-}
-
-/// [`parse_filtered`], and of the lines parsed only the samples `keep` accepts become label
-/// sets (building them is most of the cost when a rule selects a few series of a large
-/// family).
+/// Parses the lines whose metric name `wanted` accepts (the others are not parsed further:
+/// most of the agent's exposition is histogram buckets no rule reads); of those, only the
+/// samples `keep` accepts become label sets (building them is most of the cost when a rule
+/// selects a few series of a large family). A malformed line costs only itself: its error is
+/// returned beside the good samples.
 pub fn parse_selected(
     text: &str,
     wanted: impl Fn(&str) -> bool,
@@ -85,10 +56,6 @@ pub fn parse_selected(
     (out, errors)
 }
 
-fn parse_line(line: &str) -> Result<ParsedSample, String> {
-    exposition::parse_sample(line).map(to_store)
-}
-
 fn to_store(sample: exposition::Sample) -> ParsedSample {
     let mut labels = Labels::new();
     for (k, v) in sample.labels {
@@ -116,12 +83,18 @@ pub fn canonical_le(v: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Every line, nothing filtered.
+    fn all(text: &str) -> (Vec<ParsedSample>, Vec<ExpositionError>) {
+        parse_selected(text, |_| true, |_| true)
+    }
+
     #[test]
     fn parses_samples_labels_and_escapes() {
         let text = "# HELP x help\n# TYPE x counter\nx_total 3\n\
             h_bucket{le=\"0.5\",svc=\"a\\\"b\\\\c\\n\"} 7 1700000000\n\
             h_bucket{le=\"+Inf\"} 9\ng{a=\"1\",} NaN\n";
-        let s = parse(text).unwrap();
+        let (s, errors) = all(text);
+        assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(s.len(), 4);
         assert_eq!(s[0].labels["__name__"], "x_total");
         assert_eq!(s[0].value, 3.0);
@@ -134,21 +107,21 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn arbitrary_text_never_panics(text in "\\PC{0,300}") {
-            let _ = parse(&text);
+            let _ = all(&text);
         }
 
         #[test]
         fn exposition_shaped_text_never_panics(
             name in "[a-z_]{1,8}", label in "[a-zé]{0,4}", value in "[a-z\"\\\\é]{0,6}", v in "\\PC{0,6}"
         ) {
-            let _ = parse(&format!("{name}{{{label}=\"{value}\"}} {v}\n"));
-            let _ = parse(&format!("{name}{{{label}=\"{value}}} {v}\n"));
+            let _ = all(&format!("{name}{{{label}=\"{value}\"}} {v}\n"));
+            let _ = all(&format!("{name}{{{label}=\"{value}}} {v}\n"));
         }
     }
 
     #[test]
     fn lenient_parsing_keeps_the_good_lines() {
-        let (good, bad) = parse_lenient("a 1\nb{x=1} 2\nc 3\n");
+        let (good, bad) = all("a 1\nb{x=1} 2\nc 3\n");
         assert_eq!(good.len(), 2);
         assert_eq!(bad.len(), 1);
         assert_eq!(bad[0].line, 2);
@@ -156,7 +129,7 @@ mod tests {
 
     #[test]
     fn filtered_parsing_skips_unwanted_names() {
-        let (good, bad) = parse_filtered("a 1\nb{x=1} 2\nc{y=\"2\"} 3\n", |n| n == "c");
+        let (good, bad) = parse_selected("a 1\nb{x=1} 2\nc{y=\"2\"} 3\n", |n| n == "c", |_| true);
         assert_eq!(good.len(), 1);
         assert_eq!(good[0].labels["y"], "2");
         assert!(bad.is_empty(), "the malformed line is not c's");
@@ -179,7 +152,7 @@ mod tests {
             "x{a=\"1\"} one",
             "bad-name 1",
         ] {
-            assert!(parse(bad).is_err(), "{bad}");
+            assert!(!all(bad).1.is_empty(), "{bad}");
         }
     }
 }
