@@ -1,8 +1,8 @@
 //! The export tasks: one batches spans from a bounded queue and sends them, retrying a batch
 //! that failed in a retryable way with backoff while new spans wait in (or overflow) the
 //! queue, and dropping (and counting) a batch the receiver rejected for good; one sends a
-//! snapshot of the metric catalogue every interval, retrying with backoff but always with the
-//! newest snapshot. On shutdown both flush within a deadline.
+//! snapshot of the metric catalogue every interval, in requests of bounded size, retrying
+//! a request with backoff but taking a new snapshot once its snapshot is an interval old. On shutdown both flush within a deadline.
 
 use std::{
     sync::{atomic::Ordering::Relaxed, Arc, Mutex},
@@ -23,7 +23,7 @@ use super::{
     stats::ExportStats,
     transport::{SendError, Transport},
 };
-use crate::{config::OtlpConfig, metrics::exposition};
+use crate::config::OtlpConfig;
 
 /// How long a partial batch waits for more spans before it is sent.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -259,71 +259,111 @@ async fn export_metrics(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping = false;
-    while !stopping {
+    'interval: while !stopping {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.wait() => stopping = true,
         }
-        loop {
-            // Always the newest snapshot: counters are cumulative, so a late one loses nothing.
-            let Some(request) = metrics_snapshot(&registry, start_unix_ns).await else {
-                break;
+        'snapshot: loop {
+            let Some(mut snapshot) = Snapshot::take(&registry, start_unix_ns).await else {
+                continue 'interval;
             };
-            ExportStats::add(&stats.metric_requests, 1);
-            match transport.send_metrics(request).await {
-                Ok(()) => {
-                    backoff.reset();
-                    break;
-                }
-                Err(e) => {
+            while let Some(request) = snapshot.next_request().await {
+                loop {
+                    ExportStats::add(&stats.metric_requests, 1);
+                    let Err(e) = transport.send_metrics(request.clone()).await else {
+                        backoff.reset();
+                        break;
+                    };
                     ExportStats::add(&stats.metric_requests_failed, 1);
                     if !e.is_retryable() {
-                        // The next interval sends a new snapshot anyway.
+                        // The next interval sends new values anyway.
                         tracing::warn!(
                             signal = "metrics",
                             error = %e,
-                            "OTLP receiver rejected the metrics; not retried"
+                            "OTLP receiver rejected a metrics request; not retried"
                         );
                         backoff.reset();
                         break;
                     }
                     if stopping {
-                        break;
+                        break 'interval;
                     }
                     stopping =
                         wait_to_retry("metrics", &e, &mut backoff, interval, &mut shutdown).await;
+                    // Counters are cumulative, so newer values lose nothing: a snapshot
+                    // older than an interval is given up for a new one.
+                    if snapshot.taken.elapsed() >= interval {
+                        continue 'snapshot;
+                    }
                 }
             }
+            break;
         }
     }
 }
 
-/// The metric catalogue as one export request, built on the blocking pool: encoding,
-/// parsing and converting a catalogue of a few MiB would otherwise hold one of the
-/// runtime's workers (which also serve the local API) for that long, and a failing
-/// receiver makes it happen at every retry. `None` if it cannot be built (logged).
-async fn metrics_snapshot(
-    registry: &Arc<Registry>,
+/// The metric catalogue as exposition text at one instant, sent as a series of requests.
+struct Snapshot {
+    text: Arc<String>,
+    cursor: Option<otlp_metrics::Cursor>,
+    taken: Instant,
     start_unix_ns: u64,
-) -> Option<ExportMetricsServiceRequest> {
-    let registry = registry.clone();
-    let built = tokio::task::spawn_blocking(move || {
-        let mut text = String::new();
-        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).ok()?;
-        match exposition::parse(&text) {
-            Ok(families) => Some(otlp_metrics::request(
-                &families,
-                start_unix_ns,
-                unix_now_ns(),
-            )),
+    now_unix_ns: u64,
+}
+
+impl Snapshot {
+    /// Encodes the catalogue on the blocking pool: with a large catalogue this takes
+    /// milliseconds that the runtime's workers (which also serve the local API) should not
+    /// spend. `None` if it cannot be encoded.
+    async fn take(registry: &Arc<Registry>, start_unix_ns: u64) -> Option<Snapshot> {
+        let registry = registry.clone();
+        let text = tokio::task::spawn_blocking(move || {
+            let mut text = String::new();
+            prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).ok()?;
+            Some(text)
+        })
+        .await
+        .ok()
+        .flatten()?;
+        Some(Snapshot {
+            text: Arc::new(text),
+            cursor: Some(otlp_metrics::Cursor::default()),
+            taken: Instant::now(),
+            start_unix_ns,
+            now_unix_ns: unix_now_ns(),
+        })
+    }
+
+    /// The next request (built on the blocking pool), `None` once all were built or the
+    /// text cannot be read (logged).
+    async fn next_request(&mut self) -> Option<ExportMetricsServiceRequest> {
+        let mut cursor = self.cursor.take()?;
+        let (text, start, now) = (self.text.clone(), self.start_unix_ns, self.now_unix_ns);
+        let (built, cursor) = tokio::task::spawn_blocking(move || {
+            let built = otlp_metrics::next_request(
+                &text,
+                &mut cursor,
+                otlp_metrics::MAX_POINTS,
+                start,
+                now,
+            );
+            (built, cursor)
+        })
+        .await
+        .ok()?;
+        match built {
+            Ok(Some(request)) => {
+                self.cursor = Some(cursor);
+                Some(request)
+            }
+            Ok(None) => None,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the agent's own exposition");
                 None
             }
         }
-    })
-    .await;
-    built.ok().flatten()
+    }
 }
 
 /// After a retryable failure: logs it, waits the next backoff, or as long as the receiver

@@ -1,6 +1,7 @@
 //! A parser of the Prometheus text exposition format (0.0.4), enough for the agent's own
-//! output: `# HELP`, `# TYPE`, and samples with escaped label values. Consumers (the OTLP
-//! metrics exporter) read every family through it, so a new family needs no exporter change.
+//! output: `# HELP`, `# TYPE`, and samples with escaped label values, one line at a time.
+//! Consumers (the OTLP metrics exporter, the rule store) read every family through it, so a
+//! new family needs no consumer change.
 
 use std::fmt;
 
@@ -29,14 +30,6 @@ impl Sample {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Family {
-    pub name: String,
-    pub help: String,
-    pub kind: Kind,
-    pub samples: Vec<Sample>,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ParseError {
     pub line: usize,
@@ -49,70 +42,116 @@ impl fmt::Display for ParseError {
     }
 }
 
-/// Parses a whole exposition into families, in order of appearance.
-pub fn parse(text: &str) -> Result<Vec<Family>, ParseError> {
-    let mut families: Vec<Family> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let err = |message: &str| ParseError {
-            line: i + 1,
-            message: message.to_string(),
+/// One line of an exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line {
+    /// `# HELP name text` (text unescaped).
+    Help {
+        name: String,
+        help: String,
+    },
+    /// `# TYPE name kind`.
+    Type {
+        name: String,
+        kind: Kind,
+    },
+    Sample(Sample),
+    /// Blank lines and other comments.
+    Skip,
+}
+
+/// Classifies and parses one line.
+pub fn parse_line(line: &str) -> Result<Line, String> {
+    let line = line.trim_end();
+    if line.is_empty() {
+        return Ok(Line::Skip);
+    }
+    if let Some(rest) = line.strip_prefix("# HELP ") {
+        let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+        return Ok(Line::Help {
+            name: name.to_string(),
+            help: help.replace("\\n", "\n").replace("\\\\", "\\"),
+        });
+    }
+    if let Some(rest) = line.strip_prefix("# TYPE ") {
+        let (name, kind) = rest.split_once(' ').ok_or("TYPE without a type")?;
+        let kind = match kind {
+            "counter" => Kind::Counter,
+            "gauge" => Kind::Gauge,
+            "histogram" => Kind::Histogram,
+            _ => Kind::Untyped,
         };
-        let line = line.trim_end();
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-            family(&mut families, name).help = help.replace("\\n", "\n").replace("\\\\", "\\");
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest
-                .split_once(' ')
-                .ok_or_else(|| err("TYPE without a type"))?;
-            family(&mut families, name).kind = match kind {
-                "counter" => Kind::Counter,
-                "gauge" => Kind::Gauge,
-                "histogram" => Kind::Histogram,
-                _ => Kind::Untyped,
-            };
-        } else if line.starts_with('#') {
-            continue;
-        } else {
-            let sample = parse_sample(line).map_err(|m| err(&m))?;
-            let owner = owner_of(&families, &sample.name).unwrap_or_else(|| sample.name.clone());
-            family(&mut families, &owner).samples.push(sample);
-        }
+        return Ok(Line::Type {
+            name: name.to_string(),
+            kind,
+        });
     }
-    Ok(families)
+    if line.starts_with('#') {
+        return Ok(Line::Skip);
+    }
+    parse_sample(line).map(Line::Sample)
 }
 
-fn family<'a>(families: &'a mut Vec<Family>, name: &str) -> &'a mut Family {
-    if let Some(i) = families.iter().position(|f| f.name == name) {
-        return &mut families[i];
-    }
-    families.push(Family {
-        name: name.to_string(),
-        help: String::new(),
-        kind: Kind::Untyped,
-        samples: Vec::new(),
-    });
-    families.last_mut().expect("just pushed")
+/// True when a sample named `sample` belongs to the family `family`: the same name, or the
+/// name with a histogram or counter suffix.
+pub fn belongs(family: &str, sample: &str) -> bool {
+    sample == family
+        || ["_bucket", "_sum", "_count", "_total"]
+            .iter()
+            .any(|suffix| sample.strip_suffix(suffix) == Some(family))
 }
 
-/// The family a sample belongs to: its own name, or its name without a histogram or counter
-/// suffix when such a family was declared.
-fn owner_of(families: &[Family], sample: &str) -> Option<String> {
-    if families.iter().any(|f| f.name == sample) {
-        return Some(sample.to_string());
+/// A `fmt::Write` that keeps only the sample lines whose metric name `keep` accepts
+/// (comments are dropped): encoding a large catalogue through it holds the lines a
+/// consumer reads, not the whole text.
+pub struct SampleFilter<F> {
+    keep: F,
+    line: String,
+    kept: String,
+}
+
+impl<F: FnMut(&str) -> bool> SampleFilter<F> {
+    pub fn new(keep: F) -> Self {
+        Self {
+            keep,
+            line: String::new(),
+            kept: String::new(),
+        }
     }
-    ["_bucket", "_sum", "_count", "_total"]
-        .iter()
-        .find_map(|suffix| {
-            let base = sample.strip_suffix(suffix)?;
-            families
-                .iter()
-                .any(|f| f.name == base)
-                .then(|| base.to_string())
-        })
+
+    /// The kept lines.
+    pub fn into_text(mut self) -> String {
+        self.end_line();
+        self.kept
+    }
+
+    fn end_line(&mut self) {
+        let line = self.line.trim_start();
+        if !line.is_empty() && !line.starts_with('#') {
+            let name_end = line
+                .find(|c: char| c == '{' || c.is_whitespace())
+                .unwrap_or(line.len());
+            if (self.keep)(&line[..name_end]) {
+                self.kept.push_str(line);
+                if !line.ends_with('\n') {
+                    self.kept.push('\n');
+                }
+            }
+        }
+        self.line.clear();
+    }
+}
+
+impl<F: FnMut(&str) -> bool> fmt::Write for SampleFilter<F> {
+    fn write_str(&mut self, mut s: &str) -> fmt::Result {
+        while let Some(i) = s.find('\n') {
+            self.line.push_str(&s[..=i]);
+            self.end_line();
+            s = &s[i + 1..];
+        }
+        self.line.push_str(s);
+        Ok(())
+    }
 }
 
 /// Parses one sample line `name{label="value",...} value [timestamp]` (the timestamp is
@@ -213,27 +252,96 @@ steadfast_events_lost_total{source="process"} 0
 steadfast_tracked_processes 12
 "#;
 
-    #[test]
-    fn families_samples_and_escapes() {
-        let f = parse(TEXT).unwrap();
-        assert_eq!(f.len(), 3);
-        assert_eq!(f[0].kind, Kind::Histogram);
-        assert_eq!(f[0].samples.len(), 4);
-        assert_eq!(f[0].samples[0].label("service"), Some("a \"b\""));
-        assert_eq!(f[0].samples[1].label("le"), Some("+Inf"));
-        assert_eq!(f[0].samples[2].value, 1.5);
-        assert_eq!(f[1].name, "steadfast_events_lost");
-        assert_eq!(f[1].kind, Kind::Counter);
-        assert_eq!(f[1].samples[0].name, "steadfast_events_lost_total");
-        assert_eq!(f[2].samples[0].value, 12.0);
-        assert!(f[2].samples[0].labels.is_empty());
+    fn lines(text: &str) -> Vec<Line> {
+        text.lines().map(|l| parse_line(l).unwrap()).collect()
     }
 
     #[test]
-    fn bad_lines_name_their_line() {
-        let e = parse("# TYPE x gauge\nx{a=\"1} 3\n").unwrap_err();
-        assert_eq!(e.line, 2);
-        assert!(parse("x{a=1} 3").is_err());
-        assert!(parse("x").is_err());
+    fn lines_samples_and_escapes() {
+        let l = lines(TEXT);
+        assert_eq!(l.len(), 12);
+        assert_eq!(
+            l[0],
+            Line::Help {
+                name: "steadfast_syscall_duration_seconds".into(),
+                help: "Time from entry to return.".into()
+            }
+        );
+        assert_eq!(
+            l[1],
+            Line::Type {
+                name: "steadfast_syscall_duration_seconds".into(),
+                kind: Kind::Histogram
+            }
+        );
+        let Line::Sample(s) = &l[2] else {
+            panic!("{:?}", l[2])
+        };
+        assert_eq!(s.label("service"), Some("a \"b\""));
+        assert_eq!(s.label("le"), Some("0.5"));
+        assert!(matches!(&l[3], Line::Sample(s) if s.label("le") == Some("+Inf")));
+        assert!(matches!(&l[4], Line::Sample(s) if s.value == 1.5));
+        assert!(matches!(
+            &l[7],
+            Line::Type {
+                kind: Kind::Counter,
+                ..
+            }
+        ));
+        assert!(
+            matches!(&l[8], Line::Sample(s) if s.name == "steadfast_events_lost_total" && s.value == 0.0)
+        );
+        assert!(matches!(&l[11], Line::Sample(s) if s.value == 12.0 && s.labels.is_empty()));
+        assert_eq!(parse_line("").unwrap(), Line::Skip);
+        assert_eq!(parse_line("# EOF").unwrap(), Line::Skip);
+        assert_eq!(
+            parse_line("# HELP x a\\\\b\\nc").unwrap(),
+            Line::Help {
+                name: "x".into(),
+                help: "a\\b\nc".into()
+            }
+        );
+    }
+
+    #[test]
+    fn samples_belong_to_their_family() {
+        let f = "steadfast_syscall_duration_seconds";
+        for s in ["", "_bucket", "_sum", "_count"] {
+            assert!(belongs(f, &format!("{f}{s}")));
+        }
+        assert!(belongs(
+            "steadfast_events_lost",
+            "steadfast_events_lost_total"
+        ));
+        assert!(!belongs(f, "steadfast_syscall_duration_seconds_max"));
+        assert!(!belongs(f, "steadfast_syscall"));
+    }
+
+    #[test]
+    fn the_filter_keeps_the_sample_lines_of_wanted_names() {
+        use std::fmt::Write as _;
+        let mut f = SampleFilter::new(|name: &str| name.starts_with("steadfast_events_lost"));
+        // Written in pieces that split lines and names, as an encoder does.
+        for piece in TEXT.split_inclusive(['{', ' ', '\n']) {
+            f.write_str(piece).unwrap();
+        }
+        f.write_str("steadfast_events_lost_total{source=\"x\"} 1")
+            .unwrap();
+        assert_eq!(
+            f.into_text(),
+            "steadfast_events_lost_total{source=\"process\"} 0\n\
+             steadfast_events_lost_total{source=\"x\"} 1\n"
+        );
+        let mut all = SampleFilter::new(|_: &str| true);
+        all.write_str(TEXT).unwrap();
+        assert_eq!(all.into_text().lines().count(), 6);
+    }
+
+    #[test]
+    fn bad_lines_are_errors() {
+        assert!(parse_line("x{a=\"1} 3").is_err());
+        assert!(parse_line("x{a=1} 3").is_err());
+        assert!(parse_line("x").is_err());
+        assert!(parse_line("# TYPE x").is_err());
     }
 }
