@@ -423,6 +423,12 @@ impl Engine {
             .fold((0, 0), |(r, s), g| (r + g.rules.len(), s + g.slos.len()))
     }
 
+    /// The metric names the rules can read (`None`: any): what the exposition fed to
+    /// [`Engine::ingest_text`] needs to hold at least.
+    pub fn wanted_names(&self) -> Option<crate::store::NameSet> {
+        self.store.wanted_names()
+    }
+
     /// Feeds the store from exposition text. Malformed lines are skipped (the first one is
     /// returned as the error); every well-formed sample is ingested.
     pub fn ingest_text(&mut self, t: i64, text: &str) -> Result<(), exposition::ExpositionError> {

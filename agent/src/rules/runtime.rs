@@ -31,7 +31,9 @@ use super::{
     file,
     metrics::RulesCollector,
 };
-use crate::{config::Config, control::Control, pipeline::Pipeline};
+use crate::{
+    config::Config, control::Control, metrics::exposition::SampleFilter, pipeline::Pipeline,
+};
 
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
@@ -282,9 +284,19 @@ async fn evaluate_periodically(
             if let Some(p) = &p {
                 p.lock().unwrap_or_else(|e| e.into_inner()).collect();
             }
-            // Encode before locking the engine: the registry's rules collector locks it too.
-            let mut text = String::new();
+            // Encode before locking the engine (the registry's rules collector locks it too),
+            // keeping only the lines of metrics some rule reads: the whole catalogue's text
+            // would be several MiB at every tick.
+            let names = engine_rt
+                .engine
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .wanted_names();
+            let mut text = SampleFilter::new(|name: &str| {
+                names.as_ref().is_none_or(|names| names.contains(name))
+            });
             prometheus_client::encoding::prometheus_text::encode(&mut text, &reg).ok()?;
+            let text = text.into_text();
             let t = now_ms();
             let mut engine = engine_rt.engine.lock().unwrap_or_else(|p| p.into_inner());
             let parse_error = engine.ingest_text(t, &text).err();

@@ -22,7 +22,10 @@
 
 pub mod exposition;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
+};
 
 use promql_parser::label::Matcher;
 
@@ -129,6 +132,9 @@ impl Series {
     }
 }
 
+/// A set of metric names, shared.
+pub type NameSet = Arc<std::collections::HashSet<String>>;
+
 /// The in-memory store. See the module docs.
 #[derive(Debug, Default)]
 pub struct Store {
@@ -137,7 +143,7 @@ pub struct Store {
     /// Selectors (as matcher lists) whose series are kept; empty keeps nothing.
     interest: Vec<Vec<Matcher>>,
     /// The metric names the interest can match, when every selector names its metric.
-    names: Option<std::collections::HashSet<String>>,
+    names: Option<NameSet>,
     refused: u64,
     last_ingest: Option<i64>,
 }
@@ -174,7 +180,8 @@ impl Store {
                         .then(|| m.value.clone())
                 })
             })
-            .collect();
+            .collect::<Option<_>>()
+            .map(Arc::new);
         self.interest = interest;
         let interest = &self.interest;
         self.series
@@ -232,6 +239,13 @@ impl Store {
             Some(names) => names.contains(name),
             None => true,
         }
+    }
+
+    /// Every metric name the interest can match, or `None` when a selector does not name its
+    /// metric (then any name may be wanted). Shared, so the exposition can be filtered
+    /// while it is encoded, without the store.
+    pub fn wanted_names(&self) -> Option<NameSet> {
+        self.names.clone()
     }
 
     /// A quick look at a parsed line before it becomes a label set: false when no selector
