@@ -47,6 +47,9 @@ struct Opts {
     reload_secs: u64,
     block_mins: f64,
     outage_mins: f64,
+    /// `services.max_services` for the agent (its default when absent): a small cap holds
+    /// the series count still, so memory growth with new series and a leak can be told apart.
+    max_services: Option<usize>,
 }
 
 impl Opts {
@@ -57,6 +60,7 @@ impl Opts {
             reload_secs: 60,
             block_mins: 10.0,
             outage_mins: 3.0,
+            max_services: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -67,9 +71,10 @@ impl Opts {
                 "--reload-secs" => o.reload_secs = val()?.parse()?,
                 "--block-mins" => o.block_mins = val()?.parse()?,
                 "--outage-mins" => o.outage_mins = val()?.parse()?,
+                "--max-services" => o.max_services = Some(val()?.parse()?),
                 _ => bail!(
                     "unknown option {a:?}; options: --minutes M --sample-secs S --reload-secs S \
-                     --block-mins M --outage-mins M"
+                     --block-mins M --outage-mins M --max-services N"
                 ),
             }
         }
@@ -494,6 +499,10 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     fs::write(rules.join("soak.yaml"), soak_rules(0))?;
     let receiver = Receiver::start()?;
     let port = receiver.port;
+    let services = opts
+        .max_services
+        .map(|n| format!("services:\n  max_services: {n}\n"))
+        .unwrap_or_default();
     let agent = Agent::start(
         &env,
         &format!(
@@ -502,7 +511,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
              otlp:\n  endpoint: http://127.0.0.1:{port}\n  protocol: http_protobuf\n  metrics_interval_secs: 10\n  timeout_secs: 2\n  retry_max_backoff_secs: 5\n\
              alertmanager:\n  url: http://127.0.0.1:{port}\n  resend_interval_secs: 60\n  timeout_secs: 2\n\
              rules:\n  directory: {d}/rules.d\n  state_dir: {d}/state\n\
-             control:\n  api_socket: {d}/api.sock\n  signals_dir: {d}/signals\n  state_dir: {d}/state\n"
+             control:\n  api_socket: {d}/api.sock\n  signals_dir: {d}/signals\n  state_dir: {d}/state\n{services}"
         ),
     )?;
     let pid = agent.pid();
