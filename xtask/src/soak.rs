@@ -1,7 +1,8 @@
 //! `cargo xtask soak`: the agent under mixed load for a long time (an hour by default), with
 //! periodic rule reloads and exporter outages, sampling its resident memory, open file
 //! descriptors, threads and CPU over time. A benchmark, not a test: it prints a report
-//! (`target/bench/soak.md`, samples in `target/bench/soak.csv`) and asserts nothing.
+//! (`target/bench/soak.md`, samples in `target/bench/soak.csv`; `--report NAME` for another
+//! stem) and asserts nothing.
 //!
 //! - Load, every 10 s: a `getpgid` event stream (every call a slow-syscall event, so spans
 //!   flow to the exporter without a pause), a burst of read/write syscalls, 200 short-lived
@@ -50,6 +51,8 @@ struct Opts {
     /// `services.max_services` for the agent (its default when absent): a small cap holds
     /// the series count still, so memory growth with new series and a leak can be told apart.
     max_services: Option<usize>,
+    /// Report file stem under `target/bench/`, so two soaks can run side by side.
+    report: String,
 }
 
 impl Opts {
@@ -61,6 +64,7 @@ impl Opts {
             block_mins: 10.0,
             outage_mins: 3.0,
             max_services: None,
+            report: "soak".into(),
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -72,9 +76,10 @@ impl Opts {
                 "--block-mins" => o.block_mins = val()?.parse()?,
                 "--outage-mins" => o.outage_mins = val()?.parse()?,
                 "--max-services" => o.max_services = Some(val()?.parse()?),
+                "--report" => o.report = val()?.clone(),
                 _ => bail!(
                     "unknown option {a:?}; options: --minutes M --sample-secs S --reload-secs S \
-                     --block-mins M --outage-mins M --max-services N"
+                     --block-mins M --outage-mins M --max-services N --report NAME"
                 ),
             }
         }
@@ -705,13 +710,14 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     println!("{out}");
     let report = root.join("target/bench");
     fs::create_dir_all(&report)?;
-    fs::write(report.join("soak.md"), &out)?;
-    fs::write(report.join("soak.csv"), csv)?;
-    fs::write(report.join("soak-agent.log"), &log)?;
+    let name = &opts.report;
+    fs::write(report.join(format!("{name}.md")), &out)?;
+    fs::write(report.join(format!("{name}.csv")), csv)?;
+    fs::write(report.join(format!("{name}-agent.log")), &log)?;
     let _ = fs::remove_dir_all(&env.dir);
     eprintln!(
         "xtask: report written to {}",
-        report.join("soak.md").display()
+        report.join(format!("{name}.md")).display()
     );
     Ok(())
 }
