@@ -655,7 +655,7 @@ fn permanent_errors(protocol: &str) {
         rejected_traces
     );
     assert_eq!(
-        logged("rejected the metrics; not retried"),
+        logged("rejected a metrics request; not retried"),
         rejected_metrics.len()
     );
     assert_eq!(logged("OTLP export failed; retrying"), 0, "{log}");

@@ -5,13 +5,17 @@
 
 mod support;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    time::Duration,
+};
 
 use support::{
     build_workload, free_port,
     otlp_receiver::{
-        attr, otlp_config, overflow_in_phases, spans_by_outcome, Answer, Attr, Receiver,
-        EXECUTABLE, SMALL_CATALOGUE,
+        attr, otlp_config, overflow_in_phases, spans_by_outcome, Answer, Attr, Point, Receiver,
+        Signal, EXECUTABLE, SMALL_CATALOGUE,
     },
     run_to_end, unique_name, wait_until, Agent,
 };
@@ -139,4 +143,109 @@ fn receiver_outage_backs_off_drops_bounded_and_recovers() {
         receiver.spans_with(EXECUTABLE, &name).len() >= 5
     });
     assert!(spans_by_outcome(&agent.scrape(), "exported") >= 5.0);
+}
+
+/// A catalogue larger than `otlp.metrics_batch_size` goes out in several requests, none of
+/// more points than the batch, which together hold every cumulative series (every counter
+/// and histogram) of a scrape taken before them.
+#[test]
+fn a_large_catalogue_arrives_in_requests_of_bounded_size() {
+    const BATCH: usize = 10;
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let receiver = Receiver::grpc(addr);
+    let agent = Agent::start(&otlp_config(
+        &format!("http://{addr}"),
+        "grpc",
+        &format!("  metrics_batch_size: {BATCH}\n"),
+    ));
+    wait_until("the first metrics", Duration::from_secs(15), || {
+        !receiver.metric_names().is_empty()
+    });
+    let scrape = agent.scrape();
+    let after = std::time::Instant::now();
+    let expected = cumulative_series(&scrape.0);
+    assert!(
+        expected.len() > 2 * BATCH,
+        "a catalogue of {} cumulative series is too small to need splitting",
+        expected.len()
+    );
+    // Three intervals: at least two whole rounds start after the scrape.
+    std::thread::sleep(Duration::from_secs(3));
+    let requests: Vec<_> = receiver
+        .requests()
+        .into_iter()
+        .filter(|r| r.signal == Signal::Metrics && r.at >= after)
+        .collect();
+    let sizes: Vec<usize> = requests.iter().map(|r| r.points.len()).collect();
+    assert!(
+        sizes.iter().all(|&n| (1..=BATCH).contains(&n)),
+        "request sizes {sizes:?}"
+    );
+    let got: BTreeSet<Point> = requests.iter().flat_map(|r| r.points.clone()).collect();
+    let missing: Vec<_> = expected.difference(&got).take(5).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} series never arrived, e.g. {missing:?}",
+        expected.difference(&got).count(),
+        expected.len()
+    );
+    eprintln!(
+        "{} cumulative series arrived in {} requests of at most {BATCH} points",
+        expected.len(),
+        requests.len()
+    );
+}
+
+/// The counters and histograms of a Prometheus text scrape as OTLP points would name them:
+/// a counter family without `_total`, a histogram point by its `_count` sample's labels.
+/// Parsed here, independently of the agent's exposition reader.
+fn cumulative_series(text: &str) -> BTreeSet<Point> {
+    let mut kinds = BTreeMap::new();
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            kinds.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, _value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+        let family = if kinds.get(name).map(String::as_str) == Some("counter") {
+            name.strip_suffix("_total").unwrap_or(name)
+        } else if let Some(base) = name
+            .strip_suffix("_count")
+            .filter(|b| kinds.get(*b).map(String::as_str) == Some("histogram"))
+        {
+            base
+        } else {
+            continue;
+        };
+        out.insert((family.to_string(), label_pairs(labels)));
+    }
+    out
+}
+
+/// `a="x",b="y\"z"}` as a map.
+fn label_pairs(mut s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    while let Some((key, rest)) = s.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            match chars.next().expect("unterminated label value") {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next().expect("unterminated escape").1 {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        out.insert(key.trim_start_matches(',').to_string(), value);
+        s = &rest[end + 1..];
+    }
+    out
 }

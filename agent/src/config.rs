@@ -196,6 +196,10 @@ pub struct OtlpConfig {
     /// How often the metric catalogue is pushed.
     #[serde(default = "default_metrics_interval_secs")]
     pub metrics_interval_secs: u64,
+    /// Data points per metrics request (a histogram point counts once): the catalogue goes
+    /// out in as many requests as it needs.
+    #[serde(default = "default_metrics_batch_size")]
+    pub metrics_batch_size: usize,
     /// Head sampling: the share of spans kept, in [0, 1].
     #[serde(default = "default_sampling_ratio")]
     pub sampling_ratio: f64,
@@ -224,6 +228,9 @@ const fn default_timeout_secs() -> u64 {
 const fn default_metrics_interval_secs() -> u64 {
     15
 }
+const fn default_metrics_batch_size() -> usize {
+    2000
+}
 const fn default_sampling_ratio() -> f64 {
     1.0
 }
@@ -250,6 +257,7 @@ impl Default for OtlpConfig {
             queue_size: default_queue_size(),
             timeout_secs: default_timeout_secs(),
             metrics_interval_secs: default_metrics_interval_secs(),
+            metrics_batch_size: default_metrics_batch_size(),
             sampling_ratio: default_sampling_ratio(),
             max_spans_per_sec: default_max_spans_per_sec(),
             retry_initial_backoff_ms: default_retry_initial_backoff_ms(),
@@ -828,6 +836,9 @@ impl Config {
         }
         if !(1..=1 << 16).contains(&o.batch_size) {
             bad("otlp.batch_size", "must be in 1..=65536".into());
+        }
+        if !(1..=1 << 16).contains(&o.metrics_batch_size) {
+            bad("otlp.metrics_batch_size", "must be in 1..=65536".into());
         }
         if !(1..=1 << 20).contains(&o.queue_size) {
             bad("otlp.queue_size", "must be in 1..=1048576".into());

@@ -5,6 +5,7 @@
 //! connections and never answers.
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     path::Path,
     sync::{
@@ -26,6 +27,7 @@ use opentelemetry_proto::tonic::{
         },
     },
     common::v1::{any_value, KeyValue},
+    metrics::v1::metric::Data,
     trace::v1::Span,
 };
 use prost::Message;
@@ -57,9 +59,12 @@ pub struct Request {
     pub at: Instant,
     /// The spans of a traces request.
     pub spans: Vec<Span>,
-    /// The metric names of a metrics request.
-    pub metric_names: Vec<String>,
+    /// The data points of a metrics request: metric name and string attributes.
+    pub points: Vec<Point>,
 }
+
+/// A metric data point as the receiver saw it: its metric's name and its attributes.
+pub type Point = (String, BTreeMap<String, String>);
 
 /// A receiver on its own thread and runtime, for the rest of the test process. Clones share
 /// the answer and the record.
@@ -97,14 +102,14 @@ impl Receiver {
     }
 
     /// Records a request and returns the answer it gets.
-    fn record(&self, signal: Signal, spans: Vec<Span>, metric_names: Vec<String>) -> Answer {
+    fn record(&self, signal: Signal, spans: Vec<Span>, points: Vec<Point>) -> Answer {
         let answer = *self.answer.lock().unwrap();
         self.requests.lock().unwrap().push(Request {
             signal,
             answer,
             at: Instant::now(),
             spans,
-            metric_names,
+            points,
         });
         answer
     }
@@ -120,14 +125,33 @@ impl Receiver {
     }
 
     fn record_metrics(&self, req: ExportMetricsServiceRequest) -> Answer {
-        let names = req
+        let mut points = Vec::new();
+        for m in req
             .resource_metrics
             .into_iter()
             .flat_map(|rm| rm.scope_metrics)
             .flat_map(|sm| sm.metrics)
-            .map(|m| m.name)
-            .collect();
-        self.record(Signal::Metrics, Vec::new(), names)
+        {
+            let attributes: Vec<Vec<KeyValue>> = match m.data {
+                Some(Data::Sum(s)) => s.data_points.into_iter().map(|p| p.attributes).collect(),
+                Some(Data::Gauge(g)) => g.data_points.into_iter().map(|p| p.attributes).collect(),
+                Some(Data::Histogram(h)) => {
+                    h.data_points.into_iter().map(|p| p.attributes).collect()
+                }
+                other => panic!("the agent sent {other:?}"),
+            };
+            for a in attributes {
+                let labels = a
+                    .iter()
+                    .map(|kv| match attr(&a, &kv.key) {
+                        Some(Attr::Str(v)) => (kv.key.clone(), v),
+                        other => panic!("a metric attribute that is not a string: {other:?}"),
+                    })
+                    .collect();
+                points.push((m.name.clone(), labels));
+            }
+        }
+        self.record(Signal::Metrics, Vec::new(), points)
     }
 
     /// Every request so far, in arrival order.
@@ -170,7 +194,7 @@ impl Receiver {
             .unwrap()
             .iter()
             .filter(|r| r.answer == Answer::Accept)
-            .flat_map(|r| r.metric_names.iter().cloned())
+            .flat_map(|r| r.points.iter().map(|(name, _)| name.clone()))
             .collect()
     }
 }

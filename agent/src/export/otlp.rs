@@ -117,10 +117,13 @@ pub fn start(
     ));
     tasks.spawn(export_metrics(
         transport,
-        registry,
+        Catalogue {
+            registry,
+            batch_size: config.metrics_batch_size,
+            start_unix_ns,
+        },
         stats.clone(),
         Duration::from_secs(config.metrics_interval_secs),
-        start_unix_ns,
         backoff(),
         shutdown.clone(),
     ));
@@ -249,10 +252,9 @@ fn drop_at_shutdown(stats: &ExportStats, rx: &mut mpsc::Receiver<SpanRecord>, in
 
 async fn export_metrics(
     transport: Transport,
-    registry: Arc<Registry>,
+    catalogue: Catalogue,
     stats: Arc<ExportStats>,
     interval: Duration,
-    start_unix_ns: u64,
     mut backoff: Backoff,
     mut shutdown: Shutdown,
 ) {
@@ -265,7 +267,7 @@ async fn export_metrics(
             _ = shutdown.wait() => stopping = true,
         }
         'snapshot: loop {
-            let Some(mut snapshot) = Snapshot::take(&registry, start_unix_ns).await else {
+            let Some(mut snapshot) = catalogue.snapshot().await else {
                 continue 'interval;
             };
             while let Some(request) = snapshot.next_request().await {
@@ -303,21 +305,21 @@ async fn export_metrics(
     }
 }
 
-/// The metric catalogue as exposition text at one instant, sent as a series of requests.
-struct Snapshot {
-    text: Arc<String>,
-    cursor: Option<otlp_metrics::Cursor>,
-    taken: Instant,
+/// The metric catalogue, and how it is cut into requests.
+struct Catalogue {
+    registry: Arc<Registry>,
+    /// Points per request at most.
+    batch_size: usize,
+    /// When the counters started (the agent's start), Unix nanoseconds.
     start_unix_ns: u64,
-    now_unix_ns: u64,
 }
 
-impl Snapshot {
+impl Catalogue {
     /// Encodes the catalogue on the blocking pool: with a large catalogue this takes
     /// milliseconds that the runtime's workers (which also serve the local API) should not
     /// spend. `None` if it cannot be encoded.
-    async fn take(registry: &Arc<Registry>, start_unix_ns: u64) -> Option<Snapshot> {
-        let registry = registry.clone();
+    async fn snapshot(&self) -> Option<Snapshot> {
+        let registry = self.registry.clone();
         let text = tokio::task::spawn_blocking(move || {
             let mut text = String::new();
             prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).ok()?;
@@ -330,24 +332,36 @@ impl Snapshot {
             text: Arc::new(text),
             cursor: Some(otlp_metrics::Cursor::default()),
             taken: Instant::now(),
-            start_unix_ns,
+            batch_size: self.batch_size,
+            start_unix_ns: self.start_unix_ns,
             now_unix_ns: unix_now_ns(),
         })
     }
+}
 
+/// The metric catalogue as exposition text at one instant, sent as a series of requests.
+struct Snapshot {
+    text: Arc<String>,
+    cursor: Option<otlp_metrics::Cursor>,
+    taken: Instant,
+    batch_size: usize,
+    start_unix_ns: u64,
+    now_unix_ns: u64,
+}
+
+impl Snapshot {
     /// The next request (built on the blocking pool), `None` once all were built or the
     /// text cannot be read (logged).
     async fn next_request(&mut self) -> Option<ExportMetricsServiceRequest> {
         let mut cursor = self.cursor.take()?;
-        let (text, start, now) = (self.text.clone(), self.start_unix_ns, self.now_unix_ns);
+        let (text, max, start, now) = (
+            self.text.clone(),
+            self.batch_size,
+            self.start_unix_ns,
+            self.now_unix_ns,
+        );
         let (built, cursor) = tokio::task::spawn_blocking(move || {
-            let built = otlp_metrics::next_request(
-                &text,
-                &mut cursor,
-                otlp_metrics::MAX_POINTS,
-                start,
-                now,
-            );
+            let built = otlp_metrics::next_request(&text, &mut cursor, max, start, now);
             (built, cursor)
         })
         .await

@@ -1,8 +1,8 @@
 //! The metric catalogue as OTLP metrics: the agent's own Prometheus exposition is read line
 //! by line (`metrics::exposition`) and each family becomes a cumulative monotonic Sum
 //! (counters), a Gauge, or an explicit-bucket Histogram, so every family the agent has is
-//! exported. The exposition goes out as a series of requests of at most [`MAX_POINTS`]
-//! points each, built one at a time: a catalogue of tens of thousands of series in one
+//! exported. The exposition goes out as a series of requests of at most
+//! `otlp.metrics_batch_size` points each, built one at a time: a catalogue of tens of thousands of series in one
 //! request would exceed the 4 MiB a gRPC receiver accepts by default, and building it whole
 //! held tens of MiB at once.
 
@@ -19,10 +19,6 @@ use opentelemetry_proto::tonic::{
 
 use super::spans::{key_value, resource, scope, Value};
 use crate::metrics::exposition::{belongs, parse_line, Kind, Line, ParseError, Sample};
-
-/// Data points in one export request at most (a histogram point, with all its buckets,
-/// counts once).
-pub const MAX_POINTS: usize = 2_000;
 
 /// Where the next request starts in an exposition.
 #[derive(Debug, Default)]
@@ -323,7 +319,7 @@ steadfast_x_seconds_bucket{s=\"a\",le=\"0.1\"} 2\nsteadfast_x_seconds_bucket{s=\
 steadfast_x_seconds_bucket{s=\"a\",le=\"+Inf\"} 6\nsteadfast_x_seconds_sum{s=\"a\"} 3.5\n\
 steadfast_x_seconds_count{s=\"a\"} 6\n# HELP steadfast_lost_total L.\n# TYPE steadfast_lost_total counter\n\
 steadfast_lost_total{source=\"p\"} 4\n# HELP steadfast_keys K.\n# TYPE steadfast_keys gauge\nsteadfast_keys 9\n";
-        let req = requests(text, MAX_POINTS);
+        let req = requests(text, 2_000);
         assert_eq!(req.len(), 1);
         let m = &req[0];
         assert_eq!(m.len(), 3);
@@ -344,10 +340,7 @@ steadfast_lost_total{source=\"p\"} 4\n# HELP steadfast_keys K.\n# TYPE steadfast
         assert!(matches!(m[1].data, Some(Data::Sum(ref s)) if s.is_monotonic));
         assert!(matches!(m[2].data, Some(Data::Gauge(_))));
         // A sample without a family of its own becomes an untyped family (a gauge).
-        let req = requests(
-            "# HELP a A.\n# TYPE a gauge\na 1\nb{x=\"1\"} 2\n",
-            MAX_POINTS,
-        );
+        let req = requests("# HELP a A.\n# TYPE a gauge\na 1\nb{x=\"1\"} 2\n", 2_000);
         let names: Vec<_> = req[0].iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert!(matches!(req[0][1].data, Some(Data::Gauge(_))));
