@@ -157,13 +157,26 @@ pub fn router(rt: &Arc<RulesRuntime>) -> Router {
 }
 
 async fn reload_handler(State(rt): State<Arc<RulesRuntime>>) -> (StatusCode, String) {
-    match rt.reload("POST /-/reload") {
+    match reload_off_the_runtime(&rt, "POST /-/reload").await {
         Ok((r, s)) => (
             StatusCode::OK,
             format!("ok: {r} alerting rules, {s} SLOs\n"),
         ),
         Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
     }
+}
+
+/// [`RulesRuntime::reload`] on the blocking pool: reading and parsing up to the load limits
+/// takes a noticeable fraction of a second, which the runtime's workers (they also serve the
+/// local API) should not spend.
+async fn reload_off_the_runtime(
+    rt: &Arc<RulesRuntime>,
+    reason: &'static str,
+) -> Result<(usize, usize), String> {
+    let rt = rt.clone();
+    tokio::task::spawn_blocking(move || rt.reload(reason))
+        .await
+        .unwrap_or_else(|e| Err(format!("the reload failed: {e}")))
 }
 
 impl RulesRuntime {
@@ -335,7 +348,7 @@ async fn reload_on_sighup(rt: Arc<RulesRuntime>) {
         }
     };
     while hup.recv().await.is_some() {
-        let _ = rt.reload("SIGHUP");
+        let _ = reload_off_the_runtime(&rt, "SIGHUP").await;
     }
 }
 
@@ -374,7 +387,11 @@ async fn watch_directory(rt: Arc<RulesRuntime>) {
     while rx.recv().await.is_some() {
         tokio::time::sleep(DEBOUNCE).await;
         while rx.try_recv().is_ok() {}
-        rt.reload_if_changed("rules directory changed");
+        let changed = rt.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            changed.reload_if_changed("rules directory changed")
+        })
+        .await;
         // The directory (or a symlink to it) may have been replaced: watch what is there now.
         let _ = watcher.unwatch(&rt.dir);
         let _ = watcher.watch(&rt.dir, RecursiveMode::NonRecursive);
