@@ -227,3 +227,27 @@ fn a_reload_storm_keeps_the_agent_and_its_rules() {
     assert_eq!(request(&api, "GET", "/v1/signals", b"").unwrap().0, 200);
     assert!(!agent.log().contains("panicked"), "{}", agent.log());
 }
+
+/// The agent's allocator runs with the options that keep its memory low (one arena, freed
+/// pages returned after a second, in the background): jemalloc confirms each one it set.
+#[test]
+fn the_allocator_runs_with_the_agents_options() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "confirm_conf:true")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    for option in [
+        "background_thread:true",
+        "narenas:1",
+        "dirty_decay_ms:1000",
+        "muzzy_decay_ms:0",
+    ] {
+        assert!(
+            said.contains(&format!("-- Set conf value: {option}")),
+            "jemalloc did not set {option}:\n{said}"
+        );
+    }
+}
