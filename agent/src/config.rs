@@ -45,6 +45,9 @@ pub struct RulesConfig {
     /// Series the store keeps at most (samples of further series are refused and counted).
     #[serde(default = "default_rules_max_series")]
     pub max_series: usize,
+    /// Alerts held at most, over every rule and SLO; new ones beyond are refused and counted.
+    #[serde(default = "default_rules_max_alerts")]
+    pub max_alerts: usize,
     /// Longest history the store keeps, whatever the rules ask for.
     #[serde(default = "default_rules_max_retention_secs")]
     pub max_retention_secs: u64,
@@ -62,6 +65,9 @@ const fn default_evaluation_interval_ms() -> u64 {
 const fn default_rules_max_series() -> usize {
     2000
 }
+const fn default_rules_max_alerts() -> usize {
+    10_000
+}
 const fn default_rules_max_retention_secs() -> u64 {
     3 * 86_400 + 600
 }
@@ -72,6 +78,7 @@ impl Default for RulesConfig {
             directory: default_rules_directory(),
             evaluation_interval_ms: default_evaluation_interval_ms(),
             max_series: default_rules_max_series(),
+            max_alerts: default_rules_max_alerts(),
             max_retention_secs: default_rules_max_retention_secs(),
             state_dir: default_state_dir(),
         }
@@ -885,6 +892,9 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&r.max_series) {
             bad("rules.max_series", "must be in 1..=1000000".into());
+        }
+        if !(1..=1_000_000).contains(&r.max_alerts) {
+            bad("rules.max_alerts", "must be in 1..=1000000".into());
         }
         // Upper bounds keep every conversion to milliseconds (i64) exact.
         if !(600..=MAX_RETENTION_SECS).contains(&r.max_retention_secs) {

@@ -73,8 +73,6 @@ pub struct AlertSpec {
 pub struct AlertingRule {
     pub spec: AlertSpec,
     active: HashMap<Labels, Alert>,
-    /// Label sets ignored because the rule held [`MAX_ALERTS_PER_RULE`] alerts.
-    pub refused: u64,
 }
 
 impl AlertingRule {
@@ -82,7 +80,6 @@ impl AlertingRule {
         Self {
             spec,
             active: HashMap::new(),
-            refused: 0,
         }
     }
 
@@ -97,12 +94,20 @@ impl AlertingRule {
         self.active.values_mut()
     }
 
-    /// Puts back alerts saved before a restart (pending and firing ones; they are re-sent).
-    pub fn restore(&mut self, alerts: Vec<Alert>) {
+    /// Alerts held now, in any state.
+    pub fn held(&self) -> usize {
+        self.active.len()
+    }
+
+    /// Puts back alerts saved before a restart (pending and firing ones; they are re-sent),
+    /// as many as `room` (alerts the engine may still hold) and the rule's own cap allow.
+    pub fn restore(&mut self, alerts: Vec<Alert>, room: &mut usize) {
         for mut a in alerts {
-            if a.state == State::Resolved || self.active.len() >= MAX_ALERTS_PER_RULE {
+            if a.state == State::Resolved || self.active.len() >= MAX_ALERTS_PER_RULE || *room == 0
+            {
                 continue;
             }
+            *room -= 1;
             a.last_sent = None;
             a.labels.insert("alertname".into(), self.spec.name.clone());
             self.active.insert(a.labels.clone(), a);
@@ -113,12 +118,23 @@ impl AlertingRule {
         self.active.values().filter(|a| a.state == state).count()
     }
 
-    /// Applies one evaluation at `t`.
-    pub fn update(&mut self, t: i64, outcome: Outcome) {
+    /// Applies one evaluation at `t`. A new label set takes one of `room` (alerts the engine
+    /// may still hold; an alert that goes away gives its place back); without room, or once
+    /// the rule holds [`MAX_ALERTS_PER_RULE`], it is refused. Returns the label sets refused.
+    pub fn update(&mut self, t: i64, outcome: Outcome, room: &mut usize) -> u64 {
         let samples = match outcome {
-            Outcome::Unknown => return,
+            Outcome::Unknown => return 0,
             Outcome::Known(s) => s,
         };
+        let mut refused = 0;
+        // Alerts resolved for the whole retention give their places back first, so new
+        // label sets can take them in this same evaluation.
+        let before = self.active.len();
+        self.active.retain(|_, a| {
+            a.state != State::Resolved
+                || a.resolved_at.is_some_and(|r| t - r < RESOLVED_RETENTION_MS)
+        });
+        *room = room.saturating_add(before - self.active.len());
         let mut seen = std::collections::HashSet::new();
         for s in samples {
             let mut labels = s.labels;
@@ -134,7 +150,7 @@ impl AlertingRule {
                 .map(|(k, v)| (k.clone(), expand(v, &labels, s.value)))
                 .collect();
             seen.insert(labels.clone());
-            let full = self.active.len() >= MAX_ALERTS_PER_RULE;
+            let full = self.active.len() >= MAX_ALERTS_PER_RULE || *room == 0;
             match self.active.get_mut(&labels) {
                 Some(a) if a.state != State::Resolved => {
                     a.value = s.value;
@@ -144,10 +160,10 @@ impl AlertingRule {
                 }
                 Some(_) => {}
                 None if full => {
-                    self.refused += 1;
+                    refused += 1;
                     continue;
                 }
-                None => {}
+                None => *room -= 1,
             }
             self.active.insert(
                 labels.clone(),
@@ -165,6 +181,7 @@ impl AlertingRule {
             );
         }
         let keep = self.spec.keep_firing_for_ms;
+        let before = self.active.len();
         self.active.retain(|labels, a| {
             if seen.contains(labels) {
                 return true;
@@ -185,12 +202,14 @@ impl AlertingRule {
                 State::Resolved => a.resolved_at.is_some_and(|r| t - r < RESOLVED_RETENTION_MS),
             }
         });
+        *room = room.saturating_add(before - self.active.len());
         for a in self.active.values_mut() {
             if a.state == State::Pending && t - a.active_at >= self.spec.for_ms {
                 a.state = State::Firing;
                 a.fired_at = Some(t);
             }
         }
+        refused
     }
 }
 
@@ -242,6 +261,10 @@ fn humanize(v: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    /// Room for any number of alerts (the engine's cap is tested in `engine`).
+    fn unlimited() -> usize {
+        usize::MAX
+    }
     use super::*;
 
     fn spec(for_ms: i64, keep: i64) -> AlertSpec {
@@ -271,11 +294,11 @@ mod tests {
     #[test]
     fn for_makes_pending_then_firing_then_resolved() {
         let mut r = AlertingRule::new(spec(60_000, 0));
-        r.update(0, hit(1.0));
+        r.update(0, hit(1.0), &mut unlimited());
         assert_eq!(state(&r), Some(State::Pending));
-        r.update(59_999, hit(1.0));
+        r.update(59_999, hit(1.0), &mut unlimited());
         assert_eq!(state(&r), Some(State::Pending));
-        r.update(60_000, hit(2.5));
+        r.update(60_000, hit(2.5), &mut unlimited());
         assert_eq!(state(&r), Some(State::Firing));
         let a = r.alerts()[0];
         assert_eq!(a.active_at, 0);
@@ -284,42 +307,50 @@ mod tests {
         assert_eq!(a.labels["severity"], "page");
         assert!(!a.labels.contains_key("__name__"));
         assert_eq!(a.annotations["summary"], "db at 2.5");
-        r.update(61_000, Outcome::Known(vec![]));
+        r.update(61_000, Outcome::Known(vec![]), &mut unlimited());
         assert_eq!(state(&r), Some(State::Resolved));
         assert_eq!(r.alerts()[0].resolved_at, Some(61_000));
         // kept for 15 minutes, then forgotten
-        r.update(61_000 + RESOLVED_RETENTION_MS - 1, Outcome::Known(vec![]));
+        r.update(
+            61_000 + RESOLVED_RETENTION_MS - 1,
+            Outcome::Known(vec![]),
+            &mut unlimited(),
+        );
         assert_eq!(state(&r), Some(State::Resolved));
-        r.update(61_000 + RESOLVED_RETENTION_MS, Outcome::Known(vec![]));
+        r.update(
+            61_000 + RESOLVED_RETENTION_MS,
+            Outcome::Known(vec![]),
+            &mut unlimited(),
+        );
         assert_eq!(state(&r), None);
     }
 
     #[test]
     fn pending_that_goes_away_is_dropped_and_restarts_its_timer() {
         let mut r = AlertingRule::new(spec(60_000, 0));
-        r.update(0, hit(1.0));
-        r.update(30_000, Outcome::Known(vec![]));
+        r.update(0, hit(1.0), &mut unlimited());
+        r.update(30_000, Outcome::Known(vec![]), &mut unlimited());
         assert_eq!(state(&r), None);
-        r.update(40_000, hit(1.0));
-        r.update(99_999, hit(1.0));
+        r.update(40_000, hit(1.0), &mut unlimited());
+        r.update(99_999, hit(1.0), &mut unlimited());
         assert_eq!(state(&r), Some(State::Pending));
-        r.update(100_000, hit(1.0));
+        r.update(100_000, hit(1.0), &mut unlimited());
         assert_eq!(state(&r), Some(State::Firing));
     }
 
     #[test]
     fn keep_firing_for_holds_and_is_reset_by_a_return() {
         let mut r = AlertingRule::new(spec(0, 30_000));
-        r.update(0, hit(1.0));
+        r.update(0, hit(1.0), &mut unlimited());
         assert_eq!(state(&r), Some(State::Firing), "for: 0 fires at once");
-        r.update(10_000, Outcome::Known(vec![]));
-        r.update(39_999, Outcome::Known(vec![]));
+        r.update(10_000, Outcome::Known(vec![]), &mut unlimited());
+        r.update(39_999, Outcome::Known(vec![]), &mut unlimited());
         assert_eq!(state(&r), Some(State::Firing));
-        r.update(40_000, hit(1.0)); // back: the keep timer restarts
-        r.update(50_000, Outcome::Known(vec![]));
-        r.update(79_999, Outcome::Known(vec![]));
+        r.update(40_000, hit(1.0), &mut unlimited()); // back: the keep timer restarts
+        r.update(50_000, Outcome::Known(vec![]), &mut unlimited());
+        r.update(79_999, Outcome::Known(vec![]), &mut unlimited());
         assert_eq!(state(&r), Some(State::Firing));
-        r.update(80_000, Outcome::Known(vec![]));
+        r.update(80_000, Outcome::Known(vec![]), &mut unlimited());
         assert_eq!(state(&r), Some(State::Resolved));
         assert_eq!(r.alerts()[0].resolved_at, Some(80_000));
     }
@@ -328,19 +359,19 @@ mod tests {
     fn unknown_input_holds_every_state() {
         // firing stays firing
         let mut r = AlertingRule::new(spec(0, 0));
-        r.update(0, hit(1.0));
+        r.update(0, hit(1.0), &mut unlimited());
         for t in 1..100 {
-            r.update(t * 1000, Outcome::Unknown);
+            r.update(t * 1000, Outcome::Unknown, &mut unlimited());
         }
         assert_eq!(state(&r), Some(State::Firing));
         // pending stays pending and does not fire on unknown ticks alone
         let mut r = AlertingRule::new(spec(60_000, 0));
-        r.update(0, hit(1.0));
-        r.update(120_000, Outcome::Unknown);
+        r.update(0, hit(1.0), &mut unlimited());
+        r.update(120_000, Outcome::Unknown, &mut unlimited());
         assert_eq!(state(&r), Some(State::Pending));
         // nothing stays nothing
         let mut r = AlertingRule::new(spec(0, 0));
-        r.update(0, Outcome::Unknown);
+        r.update(0, Outcome::Unknown, &mut unlimited());
         assert_eq!(state(&r), None);
     }
 

@@ -28,6 +28,8 @@ pub struct EngineOptions {
     pub eval_interval_ms: i64,
     pub max_series: usize,
     pub max_retention_ms: i64,
+    /// Alerts held at most, over every rule and SLO (pending, firing, recently resolved).
+    pub max_alerts: usize,
     /// Where error budgets are persisted; None: not persisted (tests).
     pub state_dir: Option<PathBuf>,
     pub resend_ms: i64,
@@ -56,6 +58,9 @@ pub struct EngineStats {
     /// Evaluation durations: (sum in seconds, count per bucket of [`EVAL_BUCKETS`]).
     pub eval_seconds_sum: f64,
     pub eval_buckets: [u64; EVAL_BUCKETS.len() + 1],
+    /// New alerts refused because a rule held [`super::alert::MAX_ALERTS_PER_RULE`] or the
+    /// engine held `max_alerts`.
+    pub alerts_refused: u64,
 }
 
 pub const EVAL_BUCKETS: [f64; 8] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5];
@@ -161,6 +166,20 @@ impl Engine {
     }
 
     /// Every alerting state machine with a key that changes when its definition does.
+    /// Alerts held now, over every rule and SLO.
+    fn alerts_held(&self) -> usize {
+        self.groups
+            .iter()
+            .map(|g| {
+                g.rules.iter().map(|r| r.state.held()).sum::<usize>()
+                    + g.slos
+                        .iter()
+                        .map(|s| s.page.held() + s.ticket.held())
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+
     fn rule_keys(&mut self) -> Vec<(String, &mut AlertingRule)> {
         let mut out = Vec::new();
         for g in &mut self.groups {
@@ -239,10 +258,11 @@ impl Engine {
             return;
         }
         let mut n = 0;
+        let mut room = self.opts.max_alerts.saturating_sub(self.alerts_held());
         for (key, rule) in self.rule_keys() {
             if let Some(alerts) = file.rules.remove(&key) {
                 n += alerts.len();
-                rule.restore(alerts);
+                rule.restore(alerts, &mut room);
             }
         }
         if n > 0 {
@@ -463,6 +483,7 @@ impl Engine {
     pub fn evaluate(&mut self, t: i64) -> Vec<Notification> {
         let started = std::time::Instant::now();
         let half_tick = self.opts.eval_interval_ms / 2;
+        let mut room = self.opts.max_alerts.saturating_sub(self.alerts_held());
         for g in &mut self.groups {
             if !Self::due(g, t, half_tick) {
                 continue;
@@ -494,10 +515,11 @@ impl Engine {
                         Outcome::Unknown
                     }
                 };
-                r.state.update(t, outcome);
+                self.stats.alerts_refused += r.state.update(t, outcome, &mut room);
             }
             for s in &mut g.slos {
-                s.evaluate(&self.store, t, self.opts.state_dir.as_deref());
+                self.stats.alerts_refused +=
+                    s.evaluate(&self.store, t, self.opts.state_dir.as_deref(), &mut room);
             }
             for b in &g.breakers {
                 let obs = crate::control::breaker::Observation {
@@ -671,6 +693,7 @@ mod tests {
         EngineOptions {
             eval_interval_ms: 1000,
             max_series: 100,
+            max_alerts: 10_000,
             max_retention_ms: 86_400_000,
             state_dir,
             resend_ms: 60_000,
@@ -702,6 +725,49 @@ groups:
             .filter(|a| a.state == State::Firing)
             .map(|a| a.labels["alertname"].clone())
             .collect()
+    }
+
+    /// Alerts over every rule stay within `max_alerts`: new label sets beyond it are refused
+    /// and counted, and a place freed by an alert that went away is taken again.
+    #[test]
+    fn alerts_over_every_rule_stay_within_max_alerts() {
+        let mut e = Engine::new(EngineOptions {
+            max_alerts: 5,
+            ..opts(None)
+        });
+        load(
+            &mut e,
+            "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: x > 0\n      - alert: B\n        expr: x > 0\n",
+        );
+        let series =
+            |n: usize| -> String { (0..n).map(|i| format!("x{{i=\"{i}\"}} 1\n")).collect() };
+        e.ingest_text(0, &series(4)).unwrap();
+        e.evaluate(0);
+        let held = |e: &Engine| {
+            let mut by_rule = BTreeMap::<String, usize>::new();
+            for a in e.alerts() {
+                *by_rule.entry(a.labels["alertname"].clone()).or_default() += 1;
+            }
+            by_rule
+        };
+        // A takes 4 places, B the fifth; B's other 3 are refused.
+        assert_eq!(held(&e), BTreeMap::from([("A".into(), 4), ("B".into(), 1)]));
+        assert_eq!(e.stats.alerts_refused, 3);
+        // The same series again: nothing new is held, the 3 are refused again.
+        e.ingest_text(1000, &series(4)).unwrap();
+        e.evaluate(1000);
+        assert_eq!(e.alerts().len(), 5);
+        assert_eq!(e.stats.alerts_refused, 6);
+        // Series i=0 ends: A's alert for it resolves and is kept (it still holds a place);
+        // once it has been resolved for the retention, its place goes to B.
+        let without_0 = series(4).replace("x{i=\"0\"} 1", "x{i=\"0\"} 0");
+        e.ingest_text(2000, &without_0).unwrap();
+        e.evaluate(2000);
+        assert_eq!(e.alerts().len(), 5);
+        let later = 2000 + super::super::alert::RESOLVED_RETENTION_MS;
+        e.ingest_text(later, &without_0).unwrap();
+        e.evaluate(later);
+        assert_eq!(held(&e), BTreeMap::from([("A".into(), 3), ("B".into(), 2)]));
     }
 
     #[test]

@@ -154,6 +154,13 @@ impl Collector for RulesCollector {
             MetricType::Counter,
         )?;
         ConstCounter::new(e.store.refused_samples()).encode(f)?;
+        let f = encoder.encode_descriptor(
+            "rules_alerts_refused",
+            "New alerts refused because a rule held 1,000 or all rules held rules.max_alerts.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(e.stats.alerts_refused).encode(f)?;
         drop(e);
         if let Some(n) = &self.notifier {
             for (name, help, v) in [

@@ -103,6 +103,7 @@ pub fn setup(
     let opts = EngineOptions {
         eval_interval_ms: config.rules.evaluation_interval_ms as i64,
         max_series: config.rules.max_series,
+        max_alerts: config.rules.max_alerts,
         max_retention_ms: config.rules.max_retention_secs as i64 * 1000,
         state_dir: Some(config.rules.state_dir.clone()),
         resend_ms: config.alertmanager.resend_interval_secs as i64 * 1000,

@@ -379,8 +379,16 @@ impl SloRuntime {
         Some((errors, total))
     }
 
-    /// Evaluates burn rates and alerts at `t`, accounts the budget, persists it when due.
-    pub fn evaluate(&mut self, store: &Store, t: i64, state_dir: Option<&Path>) {
+    /// Evaluates burn rates and alerts at `t` (a new alert takes one of `room`, as in
+    /// [`AlertingRule::update`]), accounts the budget, persists it when due. Returns the
+    /// alerts refused for want of room.
+    pub fn evaluate(
+        &mut self,
+        store: &Store,
+        t: i64,
+        state_dir: Option<&Path>,
+        room: &mut usize,
+    ) -> u64 {
         let objective = self.def.objective / 100.0;
         let mut lens: Vec<i64> = self
             .windows()
@@ -403,6 +411,7 @@ impl SloRuntime {
             events.insert(len, r.map(|(_, n)| n * len as f64 / 1000.0));
             self.burn.insert(len, burn);
         }
+        let mut refused = 0;
         for page in [true, false] {
             let mut unknown = false;
             let mut hit = None;
@@ -425,11 +434,11 @@ impl SloRuntime {
                 None if unknown => Outcome::Unknown,
                 None => Outcome::Known(vec![]),
             };
-            if page {
-                self.page.update(t, outcome);
+            refused += if page {
+                self.page.update(t, outcome, room)
             } else {
-                self.ticket.update(t, outcome);
-            }
+                self.ticket.update(t, outcome, room)
+            };
         }
         // budget accounting
         if let Some(last) = self.last_account {
@@ -452,6 +461,7 @@ impl SloRuntime {
                 self.persist(dir, t);
             }
         }
+        refused
     }
 
     pub fn persist(&mut self, dir: &Path, t: i64) {
@@ -496,6 +506,10 @@ fn sum_of(store: &Store, query: &str, t: i64) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
+    /// Room for any number of alerts (the engine's cap is tested in `engine`).
+    fn unlimited() -> usize {
+        usize::MAX
+    }
     use super::*;
     use crate::store::{tests::l, StoreLimits};
     use std::time::Duration;
@@ -569,7 +583,7 @@ mod tests {
                     (l("req_errors_total", &[]), 5.0 * i as f64),
                 ],
             );
-            slo.evaluate(&store, t, None);
+            slo.evaluate(&store, t, None, &mut unlimited());
         }
         for (w, b) in &slo.burn {
             let b = b.expect("known");
@@ -610,7 +624,7 @@ mod tests {
                     (l("req_errors_total", &[]), errs),
                 ],
             );
-            slo.evaluate(&store, t, None);
+            slo.evaluate(&store, t, None, &mut unlimited());
             let firing = slo.page.count(super::super::alert::State::Firing) == 1;
             if firing && fired_at.is_none() {
                 fired_at = Some(i);
@@ -650,14 +664,14 @@ mod tests {
                         (l("req_errors_total", &[]), i as f64),
                     ],
                 );
-                slo.evaluate(&store, i * 1000, None);
+                slo.evaluate(&store, i * 1000, None, &mut unlimited());
             }
             assert_eq!(slo.page.alerts().len(), alerts, "guard {guard}");
         }
         // no input at all: unknown, nothing changes
         let mut slo = SloRuntime::new(def(events_sli(), 0.0), Budget::default());
         let store = store_for(&slo);
-        slo.evaluate(&store, 1000, None);
+        slo.evaluate(&store, 1000, None, &mut unlimited());
         assert!(slo.burn.values().all(Option::is_none));
         assert_eq!(slo.budget_remaining(), 1.0);
     }
@@ -692,7 +706,7 @@ mod tests {
                     (l("h_seconds_count", &[("svc", "b")]), 99.0 * n),
                 ],
             );
-            slo.evaluate(&store, i * 1000, None);
+            slo.evaluate(&store, i * 1000, None, &mut unlimited());
         }
         assert_eq!(slo.latency_bound.as_deref(), Some("0.033554432"));
         // error ratio 0.1 / 0.01 = burn 10

@@ -229,6 +229,7 @@ fn run_group(
     let mut engine = Engine::new(EngineOptions {
         eval_interval_ms: eval_ms,
         max_series: 100_000,
+        max_alerts: usize::MAX,
         max_retention_ms: i64::MAX / 4,
         state_dir: None,
         resend_ms: 60_000,
