@@ -156,6 +156,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         registry,
         pipeline,
         scrape_duration,
+        text_size: Default::default(),
     };
     tracing::info!(address = %config.http.listen_address, "serving /metrics");
     if let Some(watchdog) = lifecycle.watchdog() {

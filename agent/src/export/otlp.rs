@@ -23,7 +23,7 @@ use super::{
     stats::ExportStats,
     transport::{SendError, Transport},
 };
-use crate::config::OtlpConfig;
+use crate::{config::OtlpConfig, metrics::exposition::SizeHint};
 
 /// How long a partial batch waits for more spans before it is sent.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -119,6 +119,7 @@ pub fn start(
         transport,
         Catalogue {
             registry,
+            text_size: Arc::default(),
             batch_size: config.metrics_batch_size,
             start_unix_ns,
         },
@@ -308,6 +309,7 @@ async fn export_metrics(
 /// The metric catalogue, and how it is cut into requests.
 struct Catalogue {
     registry: Arc<Registry>,
+    text_size: Arc<SizeHint>,
     /// Points per request at most.
     batch_size: usize,
     /// When the counters started (the agent's start), Unix nanoseconds.
@@ -319,10 +321,11 @@ impl Catalogue {
     /// milliseconds that the runtime's workers (which also serve the local API) should not
     /// spend. `None` if it cannot be encoded.
     async fn snapshot(&self) -> Option<Snapshot> {
-        let registry = self.registry.clone();
+        let (registry, size) = (self.registry.clone(), self.text_size.clone());
         let text = tokio::task::spawn_blocking(move || {
-            let mut text = String::new();
+            let mut text = size.buffer();
             prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).ok()?;
+            size.remember(&text);
             Some(text)
         })
         .await

@@ -13,6 +13,7 @@ use axum::{
 };
 use prometheus_client::{metrics::histogram::Histogram, registry::Registry};
 
+use super::exposition::SizeHint;
 use crate::pipeline::Pipeline;
 
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -24,6 +25,7 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// `steadfast_scrape_duration_seconds`.
     pub scrape_duration: Histogram,
+    pub text_size: Arc<SizeHint>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -54,7 +56,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .collect();
-        encode(&state.registry, openmetrics)
+        encode(&state.registry, openmetrics, &state.text_size)
     })
     .await;
     state
@@ -72,8 +74,9 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
 fn encode(
     registry: &Registry,
     openmetrics: bool,
+    size: &SizeHint,
 ) -> (Result<String, std::fmt::Error>, &'static str) {
-    let mut body = String::new();
+    let mut body = size.buffer();
     let (result, content_type) = if openmetrics {
         (
             prometheus_client::encoding::text::encode(&mut body, registry),
@@ -85,5 +88,6 @@ fn encode(
             PROMETHEUS_TEXT,
         )
     };
+    size.remember(&body);
     (result.map(|()| body), content_type)
 }
