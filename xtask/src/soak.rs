@@ -695,6 +695,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         receiver.count("/api/v2/alerts", "500"),
         receiver.count("/api/v2/alerts", "none"),
     )?;
+    blocks(&mut out, &rows, opts.block_mins * 60.0)?;
     writeln!(out, "\n| {} |", Row::HEADER.join(" | "))?;
     writeln!(out, "|{}", "---|".repeat(Row::HEADER.len()))?;
     let every = (300 / opts.sample_secs).max(1) as usize;
@@ -719,6 +720,56 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         "xtask: report written to {}",
         report.join(format!("{name}.md")).display()
     );
+    Ok(())
+}
+
+/// One line per outage block: RSS low, median while the receiver is up, and high; the series
+/// count at its start and end; descriptors and threads. A level that keeps rising from block
+/// to block while the series count stands still is a leak.
+fn blocks(out: &mut String, rows: &[Row], block_secs: f64) -> Result<()> {
+    writeln!(
+        out,
+        "\n| minutes | RSS min MiB | RSS median while up MiB | RSS max MiB | series | open fds | threads |\n|---|---|---|---|---|---|---|"
+    )?;
+    let mut start = 0.0;
+    while let Some(first) = rows.iter().position(|r| r.at_secs >= start) {
+        let block: Vec<&Row> = rows[first..]
+            .iter()
+            .take_while(|r| r.at_secs < start + block_secs)
+            .collect();
+        let (Some(a), Some(z)) = (block.first(), block.last()) else {
+            break;
+        };
+        let mib = |r: &&Row| r.rss_kib as f64 / 1024.0;
+        let up: Vec<f64> = block
+            .iter()
+            .filter(|r| r.mode == Mode::Up)
+            .map(mib)
+            .collect();
+        let range = |v: Vec<u64>| {
+            format!(
+                "{}-{}",
+                v.iter().min().unwrap_or(&0),
+                v.iter().max().unwrap_or(&0)
+            )
+        };
+        // Minutes to a tenth, without a trailing `.0`.
+        let minutes = |secs: f64| format!("{}", (secs / 6.0).round() / 10.0);
+        writeln!(
+            out,
+            "| {}-{} | {:.1} | {:.1} | {:.1} | {} -> {} | {} | {} |",
+            minutes(start),
+            minutes(start + block_secs),
+            block.iter().map(mib).fold(f64::MAX, f64::min),
+            crate::bench::median(&up),
+            block.iter().map(mib).fold(0.0, f64::max),
+            a.series,
+            z.series,
+            range(block.iter().map(|r| r.fds as u64).collect()),
+            range(block.iter().map(|r| r.threads).collect()),
+        )?;
+        start += block_secs;
+    }
     Ok(())
 }
 
