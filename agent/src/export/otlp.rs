@@ -2,7 +2,8 @@
 //! that failed in a retryable way with backoff while new spans wait in (or overflow) the
 //! queue, and dropping (and counting) a batch the receiver rejected for good; one sends a
 //! snapshot of the metric catalogue every interval, in requests of bounded size, retrying
-//! a request with backoff but taking a new snapshot once its snapshot is an interval old. On shutdown both flush within a deadline.
+//! a request with backoff but taking a new snapshot once its snapshot is an interval old.
+//! On shutdown both flush within a deadline.
 
 use std::{
     sync::{atomic::Ordering::Relaxed, Arc, Mutex},
