@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let mut engine = steadfast::rules::engine::Engine::new(steadfast::rules::engine::EngineOptions {
         eval_interval_ms: 1000,
         max_series: 100,
+        max_alerts: 100,
         max_retention_ms: 600_000,
         state_dir: None,
         resend_ms: 60_000,

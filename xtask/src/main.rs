@@ -134,6 +134,16 @@ fn lint(root: &Path) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The fuzz targets are a crate of their own (built with nightly by `cargo xtask fuzz`):
+    // checked here on stable, so an API change in the agent cannot leave them broken.
+    run(cargo().current_dir(root).args([
+        "check",
+        "--locked",
+        "--manifest-path",
+        "fuzz/Cargo.toml",
+        "--target-dir",
+        "target/fuzz-check",
+    ]))?;
     let target_dir = root.join("target/ebpf-clippy");
     run(ebpf_cargo(root)
         .args([
