@@ -6,8 +6,6 @@
 //! request would exceed the 4 MiB a gRPC receiver accepts by default, and building it whole
 //! held tens of MiB at once.
 
-use std::collections::HashMap;
-
 use opentelemetry_proto::tonic::{
     collector::metrics::v1::ExportMetricsServiceRequest,
     common::v1::KeyValue,
@@ -18,7 +16,9 @@ use opentelemetry_proto::tonic::{
 };
 
 use super::spans::{key_value, resource, scope, Value};
-use crate::metrics::exposition::{belongs, parse_line, Kind, Line, ParseError, Sample};
+use crate::metrics::exposition::{
+    belongs, parse_line, parse_value, Kind, Line, ParseError, Sample,
+};
 
 /// Where the next request starts in an exposition.
 #[derive(Debug, Default)]
@@ -164,10 +164,7 @@ pub fn next_request(
 
 /// True when two samples of a histogram are lines of one point (their labels but `le` agree).
 fn same_point(a: &Sample, b: &Sample) -> bool {
-    fn key(s: &Sample) -> impl Iterator<Item = &(String, String)> {
-        s.labels.iter().filter(|(k, _)| k != "le")
-    }
-    key(a).eq(key(b))
+    a.point_labels().eq(b.point_labels())
 }
 
 /// The unit from the name's suffix (Prometheus base units to UCUM).
@@ -184,9 +181,7 @@ fn unit(name: &str) -> &'static str {
 }
 
 fn attributes(s: &Sample) -> Vec<KeyValue> {
-    s.labels
-        .iter()
-        .filter(|(k, _)| k != "le")
+    s.point_labels()
         .map(|(k, v)| key_value(k, Value::Str(v.clone())))
         .collect()
 }
@@ -232,47 +227,32 @@ fn convert(f: &Header, samples: &[Sample], start_ns: u64, now_ns: u64) -> Metric
     }
 }
 
-/// Groups `_bucket`/`_sum`/`_count` samples by their labels (without `le`) into points with
-/// per-bucket (not cumulative) counts.
+/// Turns `_bucket`/`_sum`/`_count` samples into points with per-bucket (not cumulative)
+/// counts. A point's lines are consecutive, as the encoder writes them (and as
+/// [`next_request`] counts points).
 fn histogram_points(samples: &[Sample], start_ns: u64, now_ns: u64) -> Vec<HistogramDataPoint> {
-    // (attributes, point, (upper bound, cumulative count) pairs)
-    // (point, (upper bound, cumulative count) pairs), in order of appearance, found by the
-    // sample's labels without `le` (a linear search made this quadratic in the series).
-    type Partial = (HistogramDataPoint, Vec<(f64, f64)>);
-    let mut points: Vec<Partial> = Vec::new();
-    let mut index: HashMap<Vec<&(String, String)>, usize> = HashMap::new();
-    for s in samples {
-        let key: Vec<&(String, String)> = s.labels.iter().filter(|(k, _)| k != "le").collect();
-        let i = *index.entry(key).or_insert_with(|| {
-            points.push((
-                HistogramDataPoint {
-                    attributes: attributes(s),
-                    start_time_unix_nano: start_ns,
-                    time_unix_nano: now_ns,
-                    ..Default::default()
-                },
-                Vec::new(),
-            ));
-            points.len() - 1
-        });
-        let (point, buckets) = &mut points[i];
-        if s.name.ends_with("_bucket") {
-            let le = s.label("le").and_then(|v| match v {
-                "+Inf" => Some(f64::INFINITY),
-                v => v.parse().ok(),
-            });
-            if let Some(le) = le {
-                buckets.push((le, s.value));
+    samples
+        .chunk_by(same_point)
+        .map(|lines| {
+            let mut point = HistogramDataPoint {
+                attributes: attributes(&lines[0]),
+                start_time_unix_nano: start_ns,
+                time_unix_nano: now_ns,
+                ..Default::default()
+            };
+            // (upper bound, cumulative count)
+            let mut buckets: Vec<(f64, f64)> = Vec::new();
+            for s in lines {
+                if s.name.ends_with("_bucket") {
+                    if let Some(le) = s.label("le").and_then(parse_value) {
+                        buckets.push((le, s.value));
+                    }
+                } else if s.name.ends_with("_sum") {
+                    point.sum = Some(s.value);
+                } else if s.name.ends_with("_count") {
+                    point.count = s.value as u64;
+                }
             }
-        } else if s.name.ends_with("_sum") {
-            point.sum = Some(s.value);
-        } else if s.name.ends_with("_count") {
-            point.count = s.value as u64;
-        }
-    }
-    points
-        .into_iter()
-        .map(|(mut point, mut buckets)| {
             buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
             let mut previous = 0.0;
             for (le, cumulative) in buckets {

@@ -31,6 +31,12 @@ impl Sample {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
+
+    /// The labels that tell a sample's series apart within its family: all but a
+    /// histogram's `le`.
+    pub fn point_labels(&self) -> impl Iterator<Item = &(String, String)> {
+        self.labels.iter().filter(|(k, _)| k != "le")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -148,15 +154,10 @@ impl<F: FnMut(&str) -> bool> SampleFilter<F> {
 
     fn end_line(&mut self) {
         let line = self.line.trim_start();
-        if !line.is_empty() && !line.starts_with('#') {
-            let name_end = line
-                .find(|c: char| c == '{' || c.is_whitespace())
-                .unwrap_or(line.len());
-            if (self.keep)(&line[..name_end]) {
-                self.kept.push_str(line);
-                if !line.ends_with('\n') {
-                    self.kept.push('\n');
-                }
+        if !line.is_empty() && !line.starts_with('#') && (self.keep)(metric_name(line)) {
+            self.kept.push_str(line);
+            if !line.ends_with('\n') {
+                self.kept.push('\n');
             }
         }
         self.line.clear();
@@ -175,14 +176,21 @@ impl<F: FnMut(&str) -> bool> fmt::Write for SampleFilter<F> {
     }
 }
 
+/// The metric name a sample line starts with: up to its labels or its value (the whole line
+/// when it has neither).
+pub fn metric_name(line: &str) -> &str {
+    line.find(|c: char| c == '{' || c.is_whitespace())
+        .map_or(line, |end| &line[..end])
+}
+
 /// Parses one sample line `name{label="value",...} value [timestamp]` (the timestamp is
 /// ignored). Label values may hold the escapes `\\`, `\"` and `\n`. The rule store reads
 /// the agent's exposition through this too (`store::exposition`).
 pub fn parse_sample(line: &str) -> Result<Sample, String> {
-    let name_end = line
-        .find(|c: char| c == '{' || c.is_whitespace())
-        .ok_or("sample without a value")?;
-    let name = &line[..name_end];
+    let name = metric_name(line);
+    if name.len() == line.len() {
+        return Err("sample without a value".into());
+    }
     if name.is_empty()
         || !name
             .chars()
@@ -191,7 +199,7 @@ pub fn parse_sample(line: &str) -> Result<Sample, String> {
         return Err(format!("bad metric name {name:?}"));
     }
     let mut labels = Vec::new();
-    let mut rest = &line[name_end..];
+    let mut rest = &line[name.len()..];
     if let Some(after) = rest.strip_prefix('{') {
         rest = parse_labels(after, &mut labels)?;
     }

@@ -38,10 +38,7 @@ pub fn parse_selected(
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let name_end = line
-            .find(|c: char| c == '{' || c.is_whitespace())
-            .unwrap_or(line.len());
-        if !wanted(&line[..name_end]) {
+        if !wanted(exposition::metric_name(line)) {
             continue;
         }
         match exposition::parse_sample(line) {
