@@ -226,10 +226,11 @@ impl Pipeline {
             let (ok, malformed) = probe.events.drain(|ev| {
                 stats.on_event(&ev);
                 if let Some(sink) = sink {
-                    let service = tcp_stats::owner_service(ev.tgid, |tgid| {
-                        processes.service_of(tgid, services, naming)
-                    });
+                    // The owner is looked up (maybe in /proc) only for a span that is kept.
                     sink.offer(|| {
+                        let service = tcp_stats::owner_service(ev.tgid, |tgid| {
+                            processes.service_of(tgid, services, naming)
+                        });
                         SpanRecord::tcp_retransmit(
                             &ev,
                             services.name(service),
