@@ -199,7 +199,8 @@ impl AlertingRule {
                     a.resolved_at = Some(t);
                     true
                 }
-                State::Resolved => a.resolved_at.is_some_and(|r| t - r < RESOLVED_RETENTION_MS),
+                // Expired ones went at the start.
+                State::Resolved => true,
             }
         });
         *room = room.saturating_add(before - self.active.len());
