@@ -4,8 +4,9 @@
 /// `CLONE_THREAD` from `linux/sched.h`: the new task joins the creator's thread group.
 pub const CLONE_THREAD: u64 = 0x0001_0000;
 
-/// Per-CPU counters of one thread group. The number of live threads changes by
-/// `threads_started - exited`; userspace anchors it to `/proc/<pid>/status` once.
+/// Counters of one thread group (one shared copy in the kernel, added to atomically). The
+/// number of live threads changes by `threads_started - exited`; userspace anchors it to
+/// `/proc/<pid>/status` once.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TaskCounts {

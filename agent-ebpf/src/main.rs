@@ -2,8 +2,10 @@
 //! shell around a `try_` function returning `Result`.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 mod allocations;
+mod atomic;
 mod config;
 mod goroutines;
 mod loss;

@@ -1,6 +1,15 @@
 //! Syscall latency, aggregated in the kernel: `sys_enter` writes the start time into the
-//! thread's slot in place, `sys_exit` turns it into a log2 bucket of a per-CPU histogram keyed
-//! by (tgid, syscall nr). No map entry is inserted or deleted per call once a thread has a slot.
+//! thread's slot in place, `sys_exit` turns it into a log2 bucket of a histogram keyed by
+//! (tgid, syscall nr). No map entry is inserted or deleted per call once a thread has a slot.
+//!
+//! The clock is read as close to the syscall as the programs allow: last thing at enter (after
+//! the slot is found), first thing at exit, so the map work is not part of the latency.
+//!
+//! The histograms and error counters are one shared copy with atomic adds, not per-CPU copies:
+//! a per-CPU LRU hash holds `max_entries x value_size` bytes for every possible CPU (the
+//! histograms alone took 4.3 MB per CPU, about 280 MB on a 64-CPU host). An atomic add costs
+//! little while one process's calls of one syscall stay on one CPU at a time; what it costs
+//! when many CPUs hit the same (process, syscall) at once is measured in docs/benchmarks.md.
 
 use agent_common::{
     loss::LOSS_SYSCALL_EVENTS,
@@ -13,11 +22,12 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map},
-    maps::{Array, LruHashMap, LruPerCpuHashMap, RingBuf},
+    maps::{Array, LruHashMap, RingBuf},
     programs::BtfTracePointContext,
 };
 
 use crate::{
+    atomic,
     config::agent_tgid,
     loss::{count_lost, submit_flags},
 };
@@ -26,14 +36,14 @@ use crate::{
 #[map]
 static SYSCALL_THREADS: LruHashMap<u32, ThreadSlot> = LruHashMap::with_max_entries(65536, 0);
 
-/// (tgid, nr) -> per-CPU log2 histogram. LRU bounds the process keys; userspace reads and
-/// deletes the keys of exited processes.
+/// (tgid, nr) -> log2 histogram, one copy for all CPUs (atomic adds). LRU bounds the process
+/// keys; userspace reads and deletes the keys of exited processes.
 #[map]
-static SYSCALL_HIST: LruPerCpuHashMap<HistKey, Hist> = LruPerCpuHashMap::with_max_entries(16384, 0);
+static SYSCALL_HIST: LruHashMap<HistKey, Hist> = LruHashMap::with_max_entries(16384, 0);
 
-/// (tgid, nr, errno) -> failed calls, per CPU. Touched only when a syscall fails.
+/// (tgid, nr, errno) -> failed calls (atomic adds). Touched only when a syscall fails.
 #[map]
-static SYSCALL_ERRORS: LruPerCpuHashMap<ErrKey, u64> = LruPerCpuHashMap::with_max_entries(16384, 0);
+static SYSCALL_ERRORS: LruHashMap<ErrKey, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// Per-syscall slow threshold in ns, indexed by nr; 0 = no events for that syscall. Written by
 /// userspace from the config, and rewritten on reload without reattaching.
@@ -65,24 +75,26 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let tid = id as u32;
-    let nr: i64 = ctx.arg(1);
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let nr = ctx.arg::<i64>(1) as u32;
     match SYSCALL_THREADS.get_ptr_mut(tid) {
         Some(slot) => {
+            // SAFETY: helper without preconditions. Read last: the lookup is not latency.
+            let now = unsafe { bpf_ktime_get_ns() };
             // SAFETY: the slot belongs to this thread; only this thread writes it.
             unsafe {
                 (*slot).start_ns = now;
-                (*slot).nr = nr as u32;
+                (*slot).nr = nr;
             }
             Ok(())
         }
+        // The thread's first call: one insert, never a lookup after it.
         None => SYSCALL_THREADS
             .insert(
                 tid,
                 ThreadSlot {
-                    start_ns: now,
-                    nr: nr as u32,
+                    // SAFETY: helper without preconditions.
+                    start_ns: unsafe { bpf_ktime_get_ns() },
+                    nr,
                     _pad: 0,
                 },
                 0,
@@ -93,6 +105,8 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), i64> {
 
 #[inline(always)]
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    // SAFETY: helper without preconditions. Read first: the lookups below are not latency.
+    let now = unsafe { bpf_ktime_get_ns() };
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
     if tgid == agent_tgid() {
@@ -109,22 +123,25 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if nr >= MAX_SYSCALL_NR {
         return Ok(());
     }
-    // SAFETY: helper without preconditions.
-    let delta = unsafe { bpf_ktime_get_ns() }.saturating_sub(start_ns);
-    let key = HistKey { tgid, nr };
-    let hist = match SYSCALL_HIST.get_ptr_mut(key) {
-        Some(h) => h,
-        None => {
-            // Another CPU may insert the same key at the same time: NOEXIST, then look again.
-            let _ = SYSCALL_HIST.insert(key, Hist::default(), BPF_NOEXIST as u64);
-            SYSCALL_HIST.get_ptr_mut(key).ok_or(0i64)?
-        }
-    };
+    let delta = now.saturating_sub(start_ns);
     let b = bucket_of(delta) & (HIST_BUCKETS - 1);
-    // SAFETY: per-CPU value: no other writer on this CPU while the program runs.
-    unsafe {
-        (*hist).buckets[b] += 1;
-        (*hist).sum_ns += delta;
+    let key = HistKey { tgid, nr };
+    match SYSCALL_HIST.get_ptr_mut(key) {
+        // SAFETY: `hist` points into the map value; every writer adds atomically.
+        Some(hist) => unsafe { add_sample(hist, b, delta) },
+        None => {
+            // The first call of this syscall by this process: insert it with this sample.
+            // Another CPU may insert the same key at the same time (NOEXIST fails then):
+            // add to the winner's value.
+            let mut first = Hist::default();
+            first.buckets[b] = 1;
+            first.sum_ns = delta;
+            if SYSCALL_HIST.insert(key, first, BPF_NOEXIST as u64).is_err() {
+                let hist = SYSCALL_HIST.get_ptr_mut(key).ok_or(0i64)?;
+                // SAFETY: as above.
+                unsafe { add_sample(hist, b, delta) };
+            }
+        }
     }
 
     let ret: i64 = ctx.arg(1);
@@ -139,6 +156,19 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
+/// Adds one call of `delta_ns` in bucket `b` to a shared histogram.
+///
+/// # Safety
+/// `hist` points to a live map value whose writers all add atomically.
+#[inline(always)]
+unsafe fn add_sample(hist: *mut Hist, b: usize, delta_ns: u64) {
+    // SAFETY: in-bounds fields of the value (`b` < HIST_BUCKETS), 8-byte aligned.
+    unsafe {
+        atomic::add(core::ptr::addr_of_mut!((*hist).buckets[b]), 1);
+        atomic::add(core::ptr::addr_of_mut!((*hist).sum_ns), delta_ns);
+    }
+}
+
 /// Off the fast path: only failed calls get here.
 #[inline(never)]
 fn count_error(tgid: u32, nr: u32, errno: u32) {
@@ -148,13 +178,18 @@ fn count_error(tgid: u32, nr: u32, errno: u32) {
         errno,
         _pad: 0,
     };
-    if SYSCALL_ERRORS.get_ptr_mut(key).is_none() {
+    match SYSCALL_ERRORS.get_ptr_mut(key) {
+        // SAFETY: a u64 in a live map value; every writer adds atomically.
+        Some(n) => unsafe { atomic::add(n, 1) },
         // NOEXIST: another CPU may have created the key meanwhile; then count into it.
-        let _ = SYSCALL_ERRORS.insert(key, 0, BPF_NOEXIST as u64);
-    }
-    if let Some(n) = SYSCALL_ERRORS.get_ptr_mut(key) {
-        // SAFETY: per-CPU value: no other writer on this CPU while the program runs.
-        unsafe { *n += 1 };
+        None => {
+            if SYSCALL_ERRORS.insert(key, 1, BPF_NOEXIST as u64).is_err() {
+                if let Some(n) = SYSCALL_ERRORS.get_ptr_mut(key) {
+                    // SAFETY: as above.
+                    unsafe { atomic::add(n, 1) };
+                }
+            }
+        }
     }
 }
 

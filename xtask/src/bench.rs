@@ -21,6 +21,11 @@
 //!    and lost events come from the agent's own counters.
 //! 4. Scale: 1,000 live processes and 10,000 short-lived ones; agent memory, tracked
 //!    processes, series on `/metrics`, scrape time.
+//! 5. Decision latency (`bench_decision.rs`, section 4 of the report): kernel condition to a
+//!    client blocked on the API, to the Go client's `Allow() == false`, and decision to the
+//!    state page.
+//! 6. Client cost (`bench_clients.rs`, section 6): `Allow` in the Go and Rust clients, with 1
+//!    and 1,000 breakers on the page.
 //!
 //! Other tests on the machine may load probes at the same time: before and after every
 //! overhead sample the bench looks for other processes holding BPF programs or links
@@ -113,7 +118,7 @@ impl Opts {
                 _ => bail!(
                     "unknown option {a:?}; options: --quick --rounds N --calls N --idle-secs N \
                      --load-secs N --event-secs S --rates R1,R2,..(0 = flat out) \
-                     --short-lived N --live N --only overhead,agent,events,scale,decision"
+                     --short-lived N --live N --only overhead,agent,events,scale,decision,clients"
                 ),
             }
         }
@@ -176,7 +181,14 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
     let env = Env::prepare(
         root,
         "bench",
-        &["getppid_bench", "rw_mix", "event_gen", "hold", "tiny"],
+        &[
+            "getppid_bench",
+            "getppid_threads",
+            "rw_mix",
+            "event_gen",
+            "hold",
+            "tiny",
+        ],
     )?;
     let dir = env.dir.clone();
 
@@ -221,6 +233,10 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         }
         if opts.wants("decision") {
             crate::bench_decision::decision(&env, root, &mut out)?;
+            loads.push(loadavg1());
+        }
+        if opts.wants("clients") {
+            crate::bench_clients::clients(root, &mut out)?;
             loads.push(loadavg1());
         }
         Ok(())
@@ -287,9 +303,17 @@ struct Sample {
 }
 
 fn overhead(env: &Env, opts: &Opts, out: &mut String, loads: &mut Vec<f64>) -> Result<()> {
-    let workloads: [(&'static str, u64); 2] = [
-        ("getppid_bench", opts.calls),
-        ("rw_mix", opts.calls / 4), // 4 syscalls a round
+    // (workload, its arguments, CPUs it runs on). getppid_threads: two threads on both CPUs
+    // calling getppid at once, so both hit one (process, syscall) histogram at the same time:
+    // the contended case of the shared histogram map and its atomic adds.
+    let workloads: [(&'static str, Vec<String>, &str); 3] = [
+        ("getppid_bench", vec![opts.calls.to_string()], "1"),
+        ("rw_mix", vec![(opts.calls / 4).to_string()], "1"), // 4 syscalls a round
+        (
+            "getppid_threads",
+            vec![(opts.calls / 2).to_string(), "2".into()],
+            "0,1",
+        ),
     ];
     let mut samples = Vec::new();
     let mut foreign_seen = BTreeSet::new();
@@ -309,7 +333,8 @@ fn overhead(env: &Env, opts: &Opts, out: &mut String, loads: &mut Vec<f64>) -> R
                 Case::BpftraceEmpty => Some(Box::new(Bpftrace::start(env, BPFTRACE_EMPTY)?)),
             };
             let ours = tracer_pid(&tracer);
-            for (w, n) in workloads {
+            for (w, args, cpus) in &workloads {
+                let w = *w;
                 // Another process's probes on the syscall path would be measured too: wait
                 // for them to go (from a bounded budget for the whole run), and take the
                 // sample again when one came and went meanwhile; past the budget, keep the
@@ -325,7 +350,8 @@ fn overhead(env: &Env, opts: &Opts, out: &mut String, loads: &mut Vec<f64>) -> R
                         before = foreign_bpf(ours);
                     }
                     wait_budget = wait_budget.saturating_sub(waited.elapsed());
-                    let r = run_workload(&env.bin(w), &[&n.to_string()])?;
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let r = run_workload_on(cpus, &env.bin(w), &args)?;
                     let after = foreign_bpf(ours);
                     let clean = before.is_empty() && after.is_empty();
                     foreign_seen.extend(before);
@@ -359,10 +385,13 @@ fn overhead(env: &Env, opts: &Opts, out: &mut String, loads: &mut Vec<f64>) -> R
         "{} rounds, each running every case in a rotating order; workloads pinned to CPU 1 \
          (`taskset -c 1`); ns per call = the workload's own CPU time (user + sys) over the loop \
          divided by its syscalls; medians over rounds. getppid_bench: {} getppid calls; \
-         rw_mix: {} small read/write calls (pipe 64 B, /dev/zero and /dev/null 256 B).\n",
+         rw_mix: {} small read/write calls (pipe 64 B, /dev/zero and /dev/null 256 B); \
+         getppid_threads: {} getppid calls from two threads of one process at once, one on \
+         each CPU (`taskset -c 0,1`; CPU time of both threads).\n",
         opts.rounds,
         opts.calls,
-        opts.calls / 4 * 4
+        opts.calls / 4 * 4,
+        opts.calls / 2 * 2
     )?;
     let dirty = samples.iter().filter(|s| !s.clean).count();
     if !foreign_seen.is_empty() {
@@ -375,7 +404,8 @@ fn overhead(env: &Env, opts: &Opts, out: &mut String, loads: &mut Vec<f64>) -> R
             foreign_seen.into_iter().collect::<Vec<_>>().join(", ")
         )?;
     }
-    for (w, _) in workloads {
+    for (w, _, _) in &workloads {
+        let w = *w;
         let pick = |case: Case| -> (Vec<f64>, Vec<f64>, bool) {
             let all: Vec<&Sample> = samples
                 .iter()
@@ -457,8 +487,13 @@ impl WorkloadResult {
 
 /// Runs a workload pinned to CPU 1; it prints "calls cpu_ns wall_ns".
 fn run_workload(bin: &Path, args: &[&str]) -> Result<WorkloadResult> {
+    run_workload_on("1", bin, args)
+}
+
+/// Runs a workload pinned to `cpus` (a `taskset -c` list); it prints "calls cpu_ns wall_ns".
+fn run_workload_on(cpus: &str, bin: &Path, args: &[&str]) -> Result<WorkloadResult> {
     let o = Command::new("taskset")
-        .args(["-c", "1"])
+        .args(["-c", cpus])
         .arg(bin)
         .args(args)
         .output()
@@ -809,6 +844,7 @@ fn agent_cost(env: &Env, opts: &Opts, out: &mut String) -> Result<()> {
     let hwm = status_kb(pid, "VmHWM");
     let rss = status_kb(pid, "VmRSS");
     let exported_rss = metric(&m1, "steadfast_agent_resident_memory_bytes", &[]);
+    let locked = locked_bpf_bytes(pid);
     drop(agent);
 
     writeln!(out, "\n## 2. Agent cost (default config)\n")?;
@@ -844,7 +880,29 @@ fn agent_cost(env: &Env, opts: &Opts, out: &mut String) -> Result<()> {
         rss as f64 / 1024.0,
         exported_rss / 1048576.0
     )?;
+    let cpus = fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
+    writeln!(
+        out,
+        "| kernel memory locked by the agent's maps and programs (sum of `memlock:` in /proc/<pid>/fdinfo; possible CPUs {}) | {:.1} MiB | <= 64 MiB up to 64 CPUs |",
+        cpus.trim(),
+        locked as f64 / 1048576.0
+    )?;
     Ok(())
+}
+
+/// Sum of `memlock:` over a process's BPF map and program descriptors (/proc/<pid>/fdinfo).
+fn locked_bpf_bytes(pid: u32) -> u64 {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return 0;
+    };
+    fds.flatten()
+        .filter_map(|fd| fs::read_to_string(fd.path()).ok())
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("memlock:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
 }
 
 // ---------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ use aya::{
 };
 
 pub use loss::LossCounters;
-pub use percpu_table::{PerCpuTable, SyscallErrorMap, SyscallHistMap, TaskCountMap};
+pub use percpu_table::{PerCpuTable, SharedTable, SyscallErrorMap, SyscallHistMap, TaskCountMap};
 pub use ring::{decode, EventRing};
 pub use tcp_events::{TcpCountsMap, TcpEvents, TcpProbe};
 pub use uprobes::{libc_in_maps, AllocCountMap, AttachError, GoCountMap, LinkSet, Uprobes};

@@ -1,6 +1,7 @@
-//! Reader of an in-kernel per-CPU hash of counters: snapshots sum each key over CPUs, and keys
-//! of exited processes can be deleted. Used for the syscall histograms, error counts and task
-//! counters alike.
+//! Readers of in-kernel hashes of counters keyed by process: a per-CPU hash (snapshots sum
+//! each key over CPUs; the TCP and uprobe counters) and a shared hash the programs add to
+//! atomically (the syscall histograms, error counts and task counters). Keys of exited
+//! processes can be deleted.
 
 use std::marker::PhantomData;
 
@@ -9,7 +10,7 @@ use agent_common::{
     task::TaskCounts,
 };
 use aya::{
-    maps::{Map, MapData, PerCpuHashMap},
+    maps::{HashMap, Map, MapData, PerCpuHashMap},
     Pod,
 };
 
@@ -20,38 +21,15 @@ pub trait PerCpuSum: Pod + Default {
     fn add(&mut self, other: &Self);
 }
 
-impl PerCpuSum for u64 {
-    fn add(&mut self, other: &Self) {
-        *self += other;
-    }
-}
-
-impl PerCpuSum for Hist {
-    fn add(&mut self, other: &Self) {
-        for (t, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
-            *t += b;
-        }
-        self.sum_ns += other.sum_ns;
-    }
-}
-
-impl PerCpuSum for TaskCounts {
-    fn add(&mut self, other: &Self) {
-        self.created += other.created;
-        self.threads_started += other.threads_started;
-        self.exited += other.exited;
-    }
-}
-
 pub struct PerCpuTable<K: Pod, V: Pod> {
     map: PerCpuHashMap<MapData, K, V>,
     _kv: PhantomData<(K, V)>,
 }
 
-/// The tables the agent reads.
-pub type SyscallHistMap = PerCpuTable<HistKey, Hist>;
-pub type SyscallErrorMap = PerCpuTable<ErrKey, u64>;
-pub type TaskCountMap = PerCpuTable<u32, TaskCounts>;
+/// The shared tables the agent reads.
+pub type SyscallHistMap = SharedTable<HistKey, Hist>;
+pub type SyscallErrorMap = SharedTable<ErrKey, u64>;
+pub type TaskCountMap = SharedTable<u32, TaskCounts>;
 
 impl<K: Pod, V: PerCpuSum> PerCpuTable<K, V> {
     pub(super) fn new(map: Map, name: &'static str) -> Result<Self, ProbeError> {
@@ -75,6 +53,32 @@ impl<K: Pod, V: PerCpuSum> PerCpuTable<K, V> {
             }
             out.push((key, total));
         }
+    }
+
+    /// Deletes a key (its process has exited and its last counts were read).
+    pub fn remove(&mut self, key: &K) {
+        let _ = self.map.remove(key);
+    }
+}
+
+/// A hash with one value per key for all CPUs (the programs add to it atomically).
+pub struct SharedTable<K: Pod, V: Pod> {
+    map: HashMap<MapData, K, V>,
+}
+
+impl<K: Pod, V: Pod> SharedTable<K, V> {
+    pub(super) fn new(map: Map, name: &'static str) -> Result<Self, ProbeError> {
+        let map = HashMap::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
+        Ok(Self { map })
+    }
+
+    /// Every key with its value. Keys that vanish while we iterate (LRU eviction) are
+    /// skipped; the caller notices them by their absence. A value is copied while programs
+    /// may add to it, so one of its fields can be a call ahead of another: the next snapshot
+    /// has both (every field only grows).
+    pub fn snapshot(&self, out: &mut Vec<(K, V)>) {
+        out.clear();
+        out.extend(self.map.iter().filter_map(Result::ok));
     }
 
     /// Deletes a key (its process has exited and its last counts were read).
