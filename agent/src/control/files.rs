@@ -54,6 +54,15 @@ impl SignalFiles {
     }
 }
 
+impl SignalFiles {
+    /// Writes 0 into every file of `snap` (at shutdown: without an agent nothing is shed).
+    pub fn reset_all(&self, snap: &Snapshot) {
+        for name in snap.breakers.keys().chain(snap.signals.keys()) {
+            self.write(name, 0.0);
+        }
+    }
+}
+
 /// At most two decimals, no trailing zeros beyond one: `0`, `0.5`, `0.25`, `1`.
 fn format_value(v: f64) -> String {
     let v = (v.clamp(0.0, 1.0) * 100.0).round() / 100.0;

@@ -5,6 +5,7 @@
 pub mod breaker;
 pub mod files;
 pub mod host;
+pub mod page;
 pub mod persist;
 pub mod signal;
 
@@ -19,6 +20,11 @@ use tokio::{sync::watch, time::Instant};
 
 use breaker::{Breaker, Force, Observation, Spec, State};
 use files::SignalFiles;
+use page::StatePage;
+
+/// Indices are reserved on disk this far ahead, so the index file is written once per this
+/// many changes and a restart after a crash still starts above every index handed out.
+const INDEX_LEASE: u64 = 1024;
 
 /// A breaker as applications see it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -67,6 +73,11 @@ pub struct Control {
     epoch: (Instant, u64),
     /// Transitions per (breaker, to-state), for metrics.
     pub transitions: BTreeMap<(String, &'static str), u64>,
+    page: Option<StatePage>,
+    /// Where the snapshot index persists, and the highest index reserved there.
+    index_file: Option<(PathBuf, u64)>,
+    /// Shut down: nothing is published any more.
+    stopped: bool,
 }
 
 fn unix_ms() -> u64 {
@@ -91,7 +102,85 @@ impl Control {
             overrides,
             epoch: (Instant::now(), unix_ms()),
             transitions: BTreeMap::new(),
+            page: None,
+            index_file: None,
+            stopped: false,
         }
+    }
+
+    /// Keeps the snapshot index across restarts in `path`: this run starts above every index
+    /// an earlier run handed out (even one killed with SIGKILL), so a client holding
+    /// `?index=N` from before a restart gets an answer at once. Call before `subscribe`.
+    pub fn with_index_file(mut self, path: PathBuf) -> Self {
+        let persisted = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<u64>().unwrap_or_else(|e| {
+                tracing::error!(file = %path.display(), error = %e, "unreadable snapshot index: starting again at 1; clients holding an older index wait out their query");
+                0
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => {
+                tracing::error!(file = %path.display(), error = %e, "unreadable snapshot index: starting again at 1");
+                0
+            }
+        };
+        let start = persisted.saturating_add(1).max(1);
+        self.tx.send_modify(|s| s.index = start);
+        self.index_file = Some((path, 0));
+        self.reserve_index(start);
+        self
+    }
+
+    /// Publishes every snapshot to the memory-mapped state page too (from the current one on).
+    pub fn with_state_page(mut self, mut page: StatePage) -> Self {
+        page.publish(&self.tx.borrow());
+        self.page = Some(page);
+        self
+    }
+
+    /// Writes the index file when `index` passes the reserved one.
+    fn reserve_index(&mut self, index: u64) {
+        let Some((path, reserved)) = &mut self.index_file else {
+            return;
+        };
+        if index <= *reserved {
+            return;
+        }
+        let next = index.saturating_add(INDEX_LEASE);
+        match persist::write_atomic(path, format!("{next}\n").as_bytes()) {
+            Ok(()) => *reserved = next,
+            Err(e) => tracing::error!(error = %e, "saving the snapshot index failed"),
+        }
+    }
+
+    /// Refreshes the state page's time (the daemon calls it at least once a second).
+    pub fn heartbeat(&mut self) {
+        if let Some(page) = &mut self.page {
+            page.heartbeat();
+        }
+    }
+
+    /// At shutdown: every signal file reads 0 (nothing to shed without an agent), the state
+    /// page says stopped, and the index file holds the last index. Nothing is published after.
+    pub fn shutdown(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let last = self.tx.borrow().clone();
+        if let Some(files) = &self.files {
+            files.reset_all(&last);
+        }
+        if let Some(page) = &mut self.page {
+            page.stop();
+        }
+        if let Some((path, _)) = &self.index_file {
+            if let Err(e) = persist::write_atomic(path, format!("{}\n", last.index).as_bytes()) {
+                tracing::error!(error = %e, "saving the snapshot index failed");
+            }
+        }
+        // Dropping the sender closes every receiver: blocking queries answer at once with the
+        // last snapshot and event streams end, so no client waits on a stopping agent.
+        self.tx = watch::channel(last).0;
     }
 
     pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
@@ -212,6 +301,9 @@ impl Control {
 
     /// Publishes a new snapshot if anything an application can see changed.
     fn publish(&mut self) {
+        if self.stopped {
+            return;
+        }
         let breakers: BTreeMap<String, BreakerView> = self
             .breakers
             .iter()
@@ -241,6 +333,10 @@ impl Control {
         if let Some(files) = &self.files {
             files.write_changes(&current, &next);
         }
+        if let Some(page) = &mut self.page {
+            page.publish(&next);
+        }
+        self.reserve_index(next.index);
         self.tx.send_replace(next);
     }
 
@@ -329,5 +425,50 @@ mod tests {
         let mut again = Control::new(None, Some(overrides));
         again.configure_breakers(vec![("db".into(), spec())], now + Duration::from_secs(1));
         assert_eq!(again.snapshot().breakers["db"].forced, Some(Force::Close));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_index_never_goes_back_and_a_shutdown_releases_waiters() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("snapshot_index");
+        let page = dir.path().join("state.page");
+        let files = dir.path().join("signals");
+        let now = Instant::now();
+        let mut c = Control::new(Some(SignalFiles::new(files.clone())), None)
+            .with_index_file(file.clone())
+            .with_state_page(StatePage::new(page.clone(), None));
+        assert_eq!(c.snapshot().index, 1);
+        let reserved: u64 = std::fs::read_to_string(&file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(reserved, 1 + INDEX_LEASE);
+        c.configure_breakers(vec![("db".into(), spec())], now);
+        c.set_signal("io", 0.4, "rules");
+        c.set_force("db", Some(Force::Open), now).unwrap();
+        assert_eq!(c.snapshot().index, 4);
+        let read = |n: &str| std::fs::read_to_string(files.join(n)).unwrap();
+        assert_eq!((read("db").as_str(), read("io").as_str()), ("1\n", "0.4\n"));
+
+        // Killed (no shutdown): the next run starts above everything reserved.
+        let again = Control::new(None, None).with_index_file(file.clone());
+        assert_eq!(again.snapshot().index, reserved + 1);
+
+        // A clean shutdown writes the exact index, resets the files, stops the page and
+        // closes the channel, so a blocking query waiting on it returns at once.
+        let mut rx = c.subscribe();
+        rx.mark_unchanged();
+        c.shutdown();
+        assert!(rx.changed().await.is_err());
+        assert_eq!(rx.borrow().index, 4);
+        assert_eq!((read("db").as_str(), read("io").as_str()), ("0\n", "0\n"));
+        let bytes = std::fs::read(&page).unwrap();
+        assert_eq!(u32::from_le_bytes(bytes[12..16].try_into().unwrap()), 1);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "4\n");
+        c.set_signal("io", 0.9, "rules");
+        assert_eq!(read("io"), "0\n", "nothing is published after a shutdown");
+        let restarted = Control::new(None, None).with_index_file(file);
+        assert_eq!(restarted.snapshot().index, 5);
     }
 }

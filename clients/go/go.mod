@@ -1,0 +1,3 @@
+module example.invalid/steadfast/clients/go
+
+go 1.19
