@@ -249,3 +249,63 @@ fn label_pairs(mut s: &str) -> BTreeMap<String, String> {
     }
     out
 }
+
+/// Configured only by the OpenTelemetry environment variables (no `otlp:` in the file), the
+/// agent delivers spans and metrics to a real receiver, with the resource attributes and
+/// service name the variables give; for each protocol.
+fn configured_by_environment(protocol: &str, env_protocol: &str) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let receiver = Receiver::start(protocol, addr, Answer::Accept);
+    let endpoint = format!("http://{addr}");
+    let agent = Agent::start_with_env(
+        "probes:\n  syscalls:\n    slow_ms:\n      nanosleep: 10\n",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", env_protocol),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "1000"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "k8s.node.name=node-a,team=sre%20core",
+            ),
+            ("OTEL_SERVICE_NAME", "steadfast-env"),
+        ],
+    );
+    let name = unique_name("sfoe");
+    let bin = build_workload("nanosleep_mix", agent.dir.path(), &name);
+    let out = std::process::Command::new(&bin)
+        .args(["100", "10", "20"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let r = &receiver;
+    wait_until("10 spans", Duration::from_secs(15), || {
+        r.spans_of(&name).len() >= 10
+    });
+    wait_until("metrics", Duration::from_secs(10), || {
+        r.metric_names()
+            .iter()
+            .any(|n| n == "steadfast_syscall_duration_seconds")
+    });
+    assert_eq!(r.spans_of(&name).len(), 10, "log:\n{}", agent.log());
+    for signal in [Signal::Traces, Signal::Metrics] {
+        let req = r
+            .requests()
+            .into_iter()
+            .find(|q| q.signal == signal && q.answer == Answer::Accept)
+            .unwrap();
+        assert_eq!(req.resource["service.name"], "steadfast-env", "{signal:?}");
+        assert_eq!(req.resource["k8s.node.name"], "node-a", "{signal:?}");
+        assert_eq!(req.resource["team"], "sre core", "{signal:?}");
+        assert!(!req.resource["host.name"].is_empty(), "{signal:?}");
+    }
+}
+
+#[test]
+fn configured_by_environment_over_grpc() {
+    configured_by_environment("grpc", "grpc");
+}
+
+#[test]
+fn configured_by_environment_over_http() {
+    configured_by_environment("http_protobuf", "http/protobuf");
+}

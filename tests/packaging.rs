@@ -578,6 +578,20 @@ fn service_runs_for_real_in_a_systemd_container() {
         metrics.contains("steadfast_syscall_duration_seconds_count{"),
         "no syscall histogram in:\n{metrics}"
     );
+    // The hardened service writes its state page: mode 0640, group steadfast (its members read
+    // it), a page the clients accept (magic, status 0 running).
+    let page = c.ok(&[
+        "sh",
+        "-c",
+        "stat -c '%a %U %G' /run/steadfast/state.page; head -c 8 /run/steadfast/state.page; echo; od -An -tu4 -j12 -N4 /run/steadfast/state.page",
+    ]);
+    let page: Vec<&str> = page.lines().map(str::trim).collect();
+    assert_eq!(
+        page,
+        ["640 steadfast steadfast", "STDFPAGE", "0"],
+        "{}",
+        c.journal()
+    );
 
     // Least privilege, as the kernel sees it: the steadfast user with exactly CAP_BPF and
     // CAP_PERFMON (bits 39 and 38) effective, permitted and bounding.

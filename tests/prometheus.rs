@@ -24,12 +24,25 @@ impl Drop for Prometheus {
 }
 
 fn start_prometheus(target: std::net::SocketAddr) -> Prometheus {
+    start_prometheus_with(target, "2s", None)
+}
+
+/// Prometheus scraping `target` every `interval` (and evaluating rules as often), with
+/// `rules` as its rule file.
+fn start_prometheus_with(
+    target: std::net::SocketAddr,
+    interval: &str,
+    rules: Option<&std::path::Path>,
+) -> Prometheus {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("prometheus.yml");
+    let rule_files = rules.map_or(String::new(), |r| {
+        format!("rule_files:\n  - {}\n", r.display())
+    });
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 2s\n  scrape_timeout: 2s\n  evaluation_interval: 2s\nscrape_configs:\n  - job_name: steadfast\n    static_configs:\n      - targets: ['{target}']\n"
+            "global:\n  scrape_interval: {interval}\n  scrape_timeout: {interval}\n  evaluation_interval: {interval}\n{rule_files}scrape_configs:\n  - job_name: steadfast\n    static_configs:\n      - targets: ['{target}']\n"
         ),
     )
     .unwrap();
@@ -118,4 +131,105 @@ fn prometheus_sees_the_exact_workload() {
         query(&prom, "scrape_samples_scraped{job=\"steadfast\"} > 0").map(|v| v > 0.0),
         Some(true)
     );
+}
+
+/// The SLO exported by `steadfast rules export --format prometheus` passes `promtool check
+/// rules`, and a real Prometheus evaluating it over its scrapes of the agent computes the same
+/// burn rate as the agent itself: a steady workload with a quarter of its nanosleep calls over
+/// the threshold burns a 1% budget at 25x, and the two agree within 1% at the same time.
+#[test]
+fn exported_slo_rules_in_prometheus_match_the_agents_burn_rate() {
+    let service = unique_name("sfflt");
+    let slo = format!("fleet-{service}");
+    let rules = tempfile::tempdir().unwrap();
+    std::fs::write(
+        rules.path().join("slo.yaml"),
+        format!(
+            r#"groups:
+  - name: fleet
+    interval: 1s
+    slos:
+      - name: {slo}
+        objective: 99
+        period: 30d
+        window_scale: 0.016666666666666666
+        labels: {{service: {service}}}
+        sli:
+          latency:
+            histogram: steadfast_syscall_duration_seconds{{syscall="nanosleep",service="{service}"}}
+            threshold_seconds: 0.01
+"#
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(&format!(
+        "rules:\n  directory: {}\n  state_dir: @AGENT_DIR@/state\n  evaluation_interval_ms: 1000\nservices:\n  max_services: 100000\ntargets:\n  - service: {service}\n    comm: {service}\n",
+        rules.path().display()
+    ));
+    let exported = agent.dir.path().join("exported.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+        .args(["rules", "export", "--format", "prometheus"])
+        .arg(rules.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&exported, &out.stdout).unwrap();
+    let check = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&exported)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "promtool refused the export: {}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let prom = start_prometheus_with(agent.addr, "1s", Some(&exported));
+    assert_eq!(wait_for_value(&prom, "up{job=\"steadfast\"}", 1.0), 1.0);
+
+    let bin = build_workload("nanosleep_steady", agent.dir.path(), &service);
+    let mut work = Command::new(&bin).args(["3", "20", "120"]).spawn().unwrap();
+    // The 30 s window (the second page pair's short window, scaled) must be full of the
+    // workload in both systems before they are compared.
+    std::thread::sleep(Duration::from_secs(40));
+    let q = format!("slo:burn_rate:ratio_rate30s{{slo=\"{slo}\"}}");
+    let mut compared = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while compared < 3 {
+        let theirs = query(&prom, &q);
+        let ours = agent.scrape().value(
+            "steadfast_slo_burn_rate",
+            &[("slo", slo.as_str()), ("window", "30s")],
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no burn rate in both (Prometheus {theirs:?}, agent {ours:?}; Prometheus SLI {:?}; calls {:?}): {}",
+            query(&prom, &format!("slo:sli_error:ratio_rate30s{{slo=\"{slo}\"}}")),
+            agent.scrape().value(
+                "steadfast_syscall_duration_seconds_count",
+                &[("service", service.as_str()), ("syscall", "nanosleep")]
+            ),
+            agent.log()
+        );
+        if let (Some(theirs), Some(ours)) = (theirs, ours) {
+            assert!(
+                (20.0..30.0).contains(&ours),
+                "the agent's burn rate {ours} is not about 25"
+            );
+            assert!(
+                (theirs - ours).abs() <= 0.01 * ours,
+                "Prometheus {theirs} vs agent {ours}"
+            );
+            eprintln!("burn rate over 30 s: Prometheus {theirs:.4}, agent {ours:.4}");
+            compared += 1;
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    let _ = work.kill();
+    let _ = work.wait();
 }

@@ -25,6 +25,28 @@ pub enum Command {
     /// Run unit tests.
     #[command(subcommand)]
     Test(TestCmd),
+    /// Work with rule files.
+    #[command(subcommand)]
+    Rules(RulesCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCmd {
+    /// Write the SLOs and alerting rules as Prometheus rule groups (stdout), for Prometheus,
+    /// Thanos Ruler or Mimir to evaluate fleet-wide; exit 1 if a file is invalid.
+    Export {
+        /// Output format (only `prometheus`).
+        #[arg(long, value_enum, default_value = "prometheus")]
+        format: ExportFormat,
+        /// Rule files (YAML), or directories of them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormat {
+    Prometheus,
 }
 
 #[derive(Debug, Subcommand)]

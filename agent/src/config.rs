@@ -6,6 +6,8 @@ use std::{collections::BTreeMap, fmt, net::SocketAddr, path::Path};
 
 use serde::Deserialize;
 
+mod otel_env;
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -131,9 +133,13 @@ pub struct ControlConfig {
     /// One file per signal and breaker, a number in [0, 1]; `null` turns them off.
     #[serde(default = "default_signals_dir")]
     pub signals_dir: Option<std::path::PathBuf>,
-    /// Where state that survives restarts lives (breaker overrides).
+    /// Where state that survives restarts lives (breaker overrides, the snapshot index).
     #[serde(default = "default_state_dir")]
     pub state_dir: std::path::PathBuf,
+    /// The memory-mapped state page (mode 0640, group `api_socket_group`); `null` turns it
+    /// off. Layout: docs/state-page.md.
+    #[serde(default = "default_state_page")]
+    pub state_page: Option<std::path::PathBuf>,
     /// How often time-driven changes and the host-protection signal are evaluated.
     #[serde(default = "default_control_interval_ms")]
     pub interval_ms: u64,
@@ -150,6 +156,9 @@ fn default_api_socket_group() -> Option<String> {
 fn default_signals_dir() -> Option<std::path::PathBuf> {
     Some("/run/steadfast/signals".into())
 }
+fn default_state_page() -> Option<std::path::PathBuf> {
+    Some("/run/steadfast/state.page".into())
+}
 fn default_state_dir() -> std::path::PathBuf {
     "/var/lib/steadfast".into()
 }
@@ -164,6 +173,7 @@ impl Default for ControlConfig {
             api_socket_group: default_api_socket_group(),
             signals_dir: default_signals_dir(),
             state_dir: default_state_dir(),
+            state_page: default_state_page(),
             interval_ms: default_control_interval_ms(),
             host_protection: Default::default(),
         }
@@ -180,7 +190,17 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
-/// OpenTelemetry export. Off unless `endpoint` is set.
+impl OtlpProtocol {
+    /// The name the OpenTelemetry environment variables use.
+    pub fn label(self) -> &'static str {
+        match self {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
+/// OpenTelemetry export. Off unless an endpoint is set (here or by `OTEL_EXPORTER_OTLP_*`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpConfig {
@@ -189,9 +209,24 @@ pub struct OtlpConfig {
     pub endpoint: Option<String>,
     #[serde(default)]
     pub protocol: OtlpProtocol,
+    /// Traces go here instead (used as given: for HTTP, the whole URL with its path).
+    #[serde(default)]
+    pub traces_endpoint: Option<String>,
+    /// Metrics go here instead (used as given: for HTTP, the whole URL with its path).
+    #[serde(default)]
+    pub metrics_endpoint: Option<String>,
+    /// The protocol for traces, when it differs from `protocol`.
+    #[serde(default)]
+    pub traces_protocol: Option<OtlpProtocol>,
+    /// The protocol for metrics, when it differs from `protocol`.
+    #[serde(default)]
+    pub metrics_protocol: Option<OtlpProtocol>,
     /// Extra request headers (gRPC metadata), e.g. an API key.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Extra resource attributes of every export (`service.name` replaces `steadfast`).
+    #[serde(default)]
+    pub resource_attributes: BTreeMap<String, String>,
     /// Spans per export request.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
@@ -258,8 +293,13 @@ impl Default for OtlpConfig {
     fn default() -> Self {
         Self {
             endpoint: None,
+            traces_endpoint: None,
+            metrics_endpoint: None,
+            traces_protocol: None,
+            metrics_protocol: None,
             protocol: OtlpProtocol::default(),
             headers: BTreeMap::new(),
+            resource_attributes: BTreeMap::new(),
             batch_size: default_batch_size(),
             queue_size: default_queue_size(),
             timeout_secs: default_timeout_secs(),
@@ -271,6 +311,40 @@ impl Default for OtlpConfig {
             retry_max_backoff_secs: default_retry_max_backoff_secs(),
             shutdown_timeout_secs: default_shutdown_timeout_secs(),
         }
+    }
+}
+
+/// The two kinds of OTLP data the agent sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Metrics,
+}
+
+impl OtlpConfig {
+    /// Where `signal` goes and how: the signal's own endpoint as given, else `endpoint` (with
+    /// `/v1/traces` or `/v1/metrics` added for HTTP); `None` when export is off.
+    pub fn signal_target(&self, signal: Signal) -> Option<(OtlpProtocol, String)> {
+        let (own, own_protocol, path) = match signal {
+            Signal::Traces => (&self.traces_endpoint, self.traces_protocol, "/v1/traces"),
+            Signal::Metrics => (&self.metrics_endpoint, self.metrics_protocol, "/v1/metrics"),
+        };
+        let protocol = own_protocol.unwrap_or(self.protocol);
+        if let Some(url) = own {
+            return Some((protocol, url.clone()));
+        }
+        let base = self.endpoint.as_ref()?;
+        Some(match protocol {
+            OtlpProtocol::Grpc => (protocol, base.clone()),
+            OtlpProtocol::HttpProtobuf => {
+                (protocol, format!("{}{path}", base.trim_end_matches('/')))
+            }
+        })
+    }
+
+    /// Whether anything is exported at all.
+    pub fn enabled(&self) -> bool {
+        self.endpoint.is_some() || self.traces_endpoint.is_some() || self.metrics_endpoint.is_some()
     }
 }
 
@@ -692,21 +766,37 @@ impl Config {
                 path: shown.clone(),
                 source,
             })?;
-        Self::parse(&text, &shown)
+        Self::parse_with_env(&text, &shown, |name| std::env::var(name).ok())
     }
 
-    /// Parses and validates YAML text; `origin` names it in errors.
+    /// Parses and validates YAML text; `origin` names it in errors. The process environment
+    /// is not read.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        // An empty file is the default configuration.
-        let config: Config = if text.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
-                path: origin.to_string(),
-                message: e.to_string(),
-            })?
+        Self::parse_with_env(text, origin, |_| None)
+    }
+
+    /// Like [`Config::parse`], then fills in what the file leaves out from the OpenTelemetry
+    /// variables `env` gives (see `otel_env`: the file wins where both are set).
+    pub fn parse_with_env(
+        text: &str,
+        origin: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let parse_error = |e: serde_yaml_ng::Error| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
         };
-        let problems = config.problems();
+        // An empty file is the default configuration.
+        let (mut config, document): (Config, serde_yaml_ng::Value) = if text.trim().is_empty() {
+            (Config::default(), serde_yaml_ng::Value::Null)
+        } else {
+            (
+                serde_yaml_ng::from_str(text).map_err(parse_error)?,
+                serde_yaml_ng::from_str(text).map_err(parse_error)?,
+            )
+        };
+        let mut problems = otel_env::apply(&mut config.otlp, &document, env);
+        problems.extend(config.problems());
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -833,12 +923,15 @@ impl Config {
             bad("control.host_protection", p);
         }
         let o = &self.otlp;
-        if let Some(e) = &o.endpoint {
-            if !(e.starts_with("http://") || e.starts_with("https://")) {
-                bad(
-                    "otlp.endpoint",
-                    format!("{e:?} is not an http:// or https:// URL"),
-                );
+        for (key, endpoint) in [
+            ("otlp.endpoint", &o.endpoint),
+            ("otlp.traces_endpoint", &o.traces_endpoint),
+            ("otlp.metrics_endpoint", &o.metrics_endpoint),
+        ] {
+            if let Some(e) = endpoint {
+                if !(e.starts_with("http://") || e.starts_with("https://")) {
+                    bad(key, format!("{e:?} is not an http:// or https:// URL"));
+                }
             }
         }
         if !(1..=1 << 16).contains(&o.batch_size) {

@@ -16,6 +16,7 @@ use crate::{
     control::{
         files::SignalFiles,
         host::{HostFacts, HOST_PROTECTION},
+        page::StatePage,
         Control,
     },
     ebpf::{Attached, ProbeError, Probes},
@@ -90,10 +91,23 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     }
     tasks.spawn(collect_periodically(pipeline.clone()));
 
-    let control = Arc::new(Mutex::new(Control::new(
+    let mut control = Control::new(
         config.control.signals_dir.clone().map(SignalFiles::new),
         Some(config.control.state_dir.join("overrides.json")),
-    )));
+    )
+    .with_index_file(config.control.state_dir.join("snapshot_index"));
+    if let Some(path) = &config.control.state_page {
+        let group = config.control.api_socket_group.as_deref().and_then(|g| {
+            let gid = api::group_id(g);
+            if gid.is_none() {
+                tracing::warn!(group = g, page = %path.display(), "no such group: only root and the agent's own group can read the state page");
+            }
+            gid
+        });
+        control = control.with_state_page(StatePage::new(path.clone(), group));
+        tracing::info!(page = %path.display(), "state page on");
+    }
+    let control = Arc::new(Mutex::new(control));
     let snapshots = {
         let mut c = control.lock().unwrap_or_else(|e| e.into_inner());
         c.configure_breakers(Vec::new(), tokio::time::Instant::now());
@@ -101,6 +115,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     };
     evaluate_control(&control, &config.control);
     tasks.spawn(control_loop(control.clone(), config.control.clone()));
+    tasks.spawn(page_heartbeat(control.clone()));
     let api_state = ApiState {
         control: control.clone(),
         snapshots,
@@ -125,32 +140,39 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     let (mut registry, scrape_duration) = metrics::registry(pipeline.clone());
     metrics::register_control(&mut registry, control.clone());
     let export_stats = Arc::new(ExportStats::default());
-    if config.otlp.endpoint.is_some() {
+    if config.otlp.enabled() {
         metrics::register_export_stats(&mut registry, export_stats.clone());
     }
     let rules =
         crate::rules::runtime::setup(&config, &mut registry, &mut tasks, Some(control.clone()));
     let registry = Arc::new(registry);
     crate::rules::runtime::spawn(&rules, registry.clone(), Some(pipeline.clone()), &mut tasks);
-    let exporter = match &config.otlp.endpoint {
-        Some(endpoint) => {
-            let exporter = export::start(
-                &config.otlp,
-                endpoint,
-                registry.clone(),
-                export::otlp::unix_now_ns(),
-                export_stats,
-            )
-            .map_err(DaemonError::Export)?;
+    let exporter = export::start(
+        &config.otlp,
+        registry.clone(),
+        export::otlp::unix_now_ns(),
+        export_stats,
+    )
+    .map_err(DaemonError::Export)?;
+    if let Some(exporter) = &exporter {
+        if let Some(sink) = &exporter.sink {
             pipeline
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .set_span_sink(exporter.sink.clone());
-            tracing::info!(endpoint, protocol = ?config.otlp.protocol, "OTLP export on");
-            Some(exporter)
+                .set_span_sink(sink.clone());
         }
-        None => None,
-    };
+        let target = |s| {
+            config
+                .otlp
+                .signal_target(s)
+                .map(|(p, url)| format!("{url} ({})", p.label()))
+        };
+        tracing::info!(
+            traces = target(crate::config::Signal::Traces).unwrap_or_else(|| "off".into()),
+            metrics = target(crate::config::Signal::Metrics).unwrap_or_else(|| "off".into()),
+            "OTLP export on"
+        );
+    }
     let reload_pipeline = pipeline.clone();
     let state = AppState {
         registry,
@@ -166,23 +188,35 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         "probes attached, serving /metrics on {}",
         config.http.listen_address
     ));
-    axum::serve(
+    let served = axum::serve(
         listener,
         metrics::server::router(state)
             .merge(api::router(api_state))
             .merge(crate::rules::runtime::router(&rules)),
     )
-    .with_graceful_shutdown(lifecycle.until_shutdown(move |new: &Config| {
-        let applied = reload_pipeline
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .apply_thresholds(new);
-        if let Err(e) = applied {
-            tracing::error!(error = %e, "reload: writing slow-syscall thresholds failed");
+    .with_graceful_shutdown({
+        let control = control.clone();
+        async move {
+            lifecycle
+                .until_shutdown(move |new: &Config| {
+                    let applied = reload_pipeline
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .apply_thresholds(new);
+                    if let Err(e) = applied {
+                        tracing::error!(error = %e, "reload: writing slow-syscall thresholds failed");
+                    }
+                })
+                .await;
+            // First, so that held blocking queries and event streams end before the server
+            // waits for its connections to close, and nothing reads a stale "running" page.
+            control.lock().unwrap_or_else(|e| e.into_inner()).shutdown();
         }
-    }))
-    .await
-    .map_err(DaemonError::Serve)?;
+    })
+    .await;
+    // Also when serving failed: the page must not keep saying "running".
+    control.lock().unwrap_or_else(|e| e.into_inner()).shutdown();
+    served.map_err(DaemonError::Serve)?;
     tasks.abort_all();
     rules.shutdown();
     drop(attached);
@@ -240,6 +274,19 @@ fn evaluate_control(control: &Mutex<Control>, config: &ControlConfig) {
         c.set_signal(HOST_PROTECTION, level, source);
     }
     c.tick(tokio::time::Instant::now());
+}
+
+/// The state page's time, refreshed twice a second (readers allow it to be seconds old).
+async fn page_heartbeat(control: Arc<Mutex<Control>>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .heartbeat();
+    }
 }
 
 /// Every `control.interval_ms`, after a first evaluation at start-up.

@@ -22,7 +22,7 @@ pub static MALLOC_CONF: &u8 = &b"narenas:1,dirty_decay_ms:1000,muzzy_decay_ms:0\
 use anyhow::Context;
 use clap::Parser;
 use steadfast::{
-    cli::{Check, Cli, Command, TestCmd},
+    cli::{Check, Cli, Command, RulesCmd, TestCmd},
     config::Config,
     daemon, logging, EXIT_BAD_CONFIG,
 };
@@ -41,22 +41,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Check(Check::Rules { files }) => {
-            // A directory stands for its rule files (what the agent would load from it).
-            let mut paths = Vec::new();
-            for f in files {
-                if f.is_dir() {
-                    match steadfast::rules::runtime::rule_files(&f) {
-                        Ok(found) if found.is_empty() => println!("{}: no rule files", f.display()),
-                        Ok(found) => paths.extend(found),
-                        Err(e) => {
-                            eprintln!("{}: {e}", f.display());
-                            return ExitCode::FAILURE;
-                        }
-                    }
-                } else {
-                    paths.push(f);
-                }
-            }
+            let Some(paths) = rule_paths(files, true) else {
+                return ExitCode::FAILURE;
+            };
             match steadfast::rules::file::load_files(&paths) {
                 Ok(loaded) => {
                     for (file, f) in loaded {
@@ -64,6 +51,23 @@ fn main() -> ExitCode {
                         let slos: usize = f.groups.iter().map(|g| g.slos.len()).sum();
                         println!("{file}: ok ({rules} alerting rules, {slos} SLOs)");
                     }
+                    ExitCode::SUCCESS
+                }
+                Err(problems) => {
+                    eprintln!("{problems}");
+                    eprintln!("{} problem(s)", problems.0.len());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Rules(RulesCmd::Export { format: _, files }) => {
+            // Diagnostics go to stderr: stdout is the rule file.
+            let Some(paths) = rule_paths(files, false) else {
+                return ExitCode::FAILURE;
+            };
+            match steadfast::rules::file::load_files(&paths) {
+                Ok(loaded) => {
+                    print!("{}", steadfast::rules::prom_export::to_prometheus(&loaded));
                     ExitCode::SUCCESS
                 }
                 Err(problems) => {
@@ -109,6 +113,29 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Rule files named on the command line; a directory stands for its rule files (what the
+/// agent would load from it). `None` (after saying why) when a directory cannot be read.
+fn rule_paths(files: Vec<std::path::PathBuf>, say_empty: bool) -> Option<Vec<std::path::PathBuf>> {
+    let mut paths = Vec::new();
+    for f in files {
+        if f.is_dir() {
+            match steadfast::rules::runtime::rule_files(&f) {
+                Ok(found) if found.is_empty() && say_empty => {
+                    println!("{}: no rule files", f.display())
+                }
+                Ok(found) => paths.extend(found),
+                Err(e) => {
+                    eprintln!("{}: {e}", f.display());
+                    return None;
+                }
+            }
+        } else {
+            paths.push(f);
+        }
+    }
+    Some(paths)
 }
 
 fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<()> {

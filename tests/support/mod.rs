@@ -74,7 +74,7 @@ impl Agent {
                 String::new()
             } else {
                 format!(
-                    "control:\n  api_socket: {d}/api.sock\n  signals_dir: {d}/signals\n  state_dir: {d}/state\n"
+                    "control:\n  api_socket: {d}/api.sock\n  signals_dir: {d}/signals\n  state_dir: {d}/state\n  state_page: {d}/state.page\n"
                 )
             };
             // Nothing of a test agent may land in the host's /etc/steadfast or /var/lib/steadfast.
@@ -83,7 +83,17 @@ impl Agent {
                     "rules:\n  directory: {d}/rules.d\n  state_dir: {d}/state\n"
                 ));
             }
-            let extra = extra.replace("@AGENT_DIR@", &dir.path().display().to_string());
+            let mut extra = extra.replace("@AGENT_DIR@", &dir.path().display().to_string());
+            // A test's own `control:` section keeps its state page in the agent's directory
+            // too, unless it names one: never the host's /run/steadfast/state.page.
+            if !extra.contains("state_page:") {
+                let page = format!("control:\n  state_page: {d}/state.page\n");
+                if extra.starts_with("control:\n") {
+                    extra = extra.replacen("control:\n", &page, 1);
+                } else {
+                    extra = extra.replacen("\ncontrol:\n", &format!("\n{page}"), 1);
+                }
+            }
             std::fs::write(
                 &config,
                 format!("http:\n  listen_address: 127.0.0.1:{port}\n{control}{extra}"),
@@ -433,6 +443,11 @@ impl Agent {
     /// The agent's API unix socket (as configured by `start`).
     pub fn api_socket(&self) -> PathBuf {
         self.dir.path().join("api.sock")
+    }
+
+    /// The agent's state page (as configured by `start`, unless the test names one).
+    pub fn state_page(&self) -> PathBuf {
+        self.dir.path().join("state.page")
     }
 }
 

@@ -61,6 +61,8 @@ pub struct Request {
     pub spans: Vec<Span>,
     /// The data points of a metrics request: metric name and string attributes.
     pub points: Vec<Point>,
+    /// The string attributes of the request's (first) resource.
+    pub resource: BTreeMap<String, String>,
 }
 
 /// A metric data point as the receiver saw it: its metric's name and its attributes.
@@ -102,7 +104,13 @@ impl Receiver {
     }
 
     /// Records a request and returns the answer it gets.
-    fn record(&self, signal: Signal, spans: Vec<Span>, points: Vec<Point>) -> Answer {
+    fn record(
+        &self,
+        signal: Signal,
+        spans: Vec<Span>,
+        points: Vec<Point>,
+        resource: BTreeMap<String, String>,
+    ) -> Answer {
         let answer = *self.answer.lock().unwrap();
         self.requests.lock().unwrap().push(Request {
             signal,
@@ -110,21 +118,34 @@ impl Receiver {
             at: Instant::now(),
             spans,
             points,
+            resource,
         });
         answer
     }
 
     fn record_traces(&self, req: ExportTraceServiceRequest) -> Answer {
+        let resource = string_attributes(
+            req.resource_spans
+                .first()
+                .and_then(|r| r.resource.as_ref())
+                .map_or(&[][..], |r| &r.attributes),
+        );
         let spans = req
             .resource_spans
             .into_iter()
             .flat_map(|rs| rs.scope_spans)
             .flat_map(|ss| ss.spans)
             .collect();
-        self.record(Signal::Traces, spans, Vec::new())
+        self.record(Signal::Traces, spans, Vec::new(), resource)
     }
 
     fn record_metrics(&self, req: ExportMetricsServiceRequest) -> Answer {
+        let resource = string_attributes(
+            req.resource_metrics
+                .first()
+                .and_then(|r| r.resource.as_ref())
+                .map_or(&[][..], |r| &r.attributes),
+        );
         let mut points = Vec::new();
         for m in req
             .resource_metrics
@@ -151,7 +172,7 @@ impl Receiver {
                 points.push((m.name.clone(), labels));
             }
         }
-        self.record(Signal::Metrics, Vec::new(), points)
+        self.record(Signal::Metrics, Vec::new(), points, resource)
     }
 
     /// Every request so far, in arrival order.
@@ -442,6 +463,17 @@ pub fn otlp_config(endpoint: &str, protocol: &str, extra: &str) -> String {
     format!(
         "probes:\n  syscalls:\n    slow_ms:\n      nanosleep: 10\notlp:\n  endpoint: {endpoint}\n  protocol: {protocol}\n  metrics_interval_secs: 1\n{extra}"
     )
+}
+
+/// The string-valued attributes of a list.
+fn string_attributes(attributes: &[KeyValue]) -> BTreeMap<String, String> {
+    attributes
+        .iter()
+        .filter_map(|kv| match attr(attributes, &kv.key) {
+            Some(Attr::Str(v)) => Some((kv.key.clone(), v)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// `steadfast_export_spans_total{outcome}` in a scrape.

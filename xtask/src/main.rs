@@ -3,19 +3,26 @@
 //! - `lint`: `cargo fmt --check` and `cargo clippy -D warnings` on the userspace workspace and
 //!   on the eBPF crate (with Debian's clippy, which has the bpf target's core library).
 //! - `test`: `lint`, then the whole test suite (`cargo test --workspace`; the root
-//!   integration tests under `tests/` load real probes and need root).
+//!   integration tests under `tests/` load real probes and need root), then the Go client's
+//!   `go test` (with its allocation and timing checks).
 //! - `package`: the Debian package `target/deb/steadfast_<version>_<arch>.deb` from a release
 //!   build (see `package.rs`); prints its path on stdout.
 //! - `bench`: benchmarks (see `bench.rs`): overhead per syscall against bare and bpftrace,
 //!   agent CPU and memory, event throughput, scale. Prints numbers; not part of `test`.
+//! - `k8s-rules`: `packaging/kubernetes/rules.yaml` from `packaging/rules.d` (see `k8s.rs`).
 //! - `soak`: the agent for an hour under mixed load with reloads and exporter outages,
 //!   sampling RSS, open fds, threads and CPU (see `soak.rs`). Not part of `test`.
+//! - `vm-test`: the root tests that load probes, inside Debian kernels under QEMU and on the
+//!   running kernel (see `vm.rs`; `scripts/setup --vm` fetches the kernels).
 mod bench;
+mod bench_clients;
 mod bench_decision;
 mod coverage;
 mod fuzz;
+mod k8s;
 mod package;
 mod soak;
+mod vm;
 
 use std::{
     env,
@@ -40,6 +47,8 @@ fn main() -> Result<()> {
         "coverage" => coverage::run(&root, &rest),
         "bench" => bench::bench(&root, &rest),
         "soak" => soak::run(&root, &rest),
+        "k8s-rules" => k8s::write_rules_configmap(&root),
+        "vm-test" => vm::run(&root, &rest),
         "package" => {
             let deb = package::build(&root)?;
             println!("{}", deb.display());
@@ -47,7 +56,7 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <lint|test|test-only|package|fuzz|bench|soak|coverage> [cargo test args...]"
+                "usage: cargo xtask <lint|test|test-only|package|fuzz|bench|soak|coverage|vm-test|k8s-rules> [args...]"
             );
             bail!("unknown task {task:?}")
         }
@@ -144,6 +153,17 @@ fn lint(root: &Path) -> Result<()> {
         "--target-dir",
         "target/fuzz-check",
     ]))?;
+    // The Go client: formatted, and `go vet` clean (Debian's golang-go, from scripts/setup --test).
+    let gofmt = Command::new("gofmt")
+        .args(["-l", "."])
+        .current_dir(root.join("clients/go"))
+        .output()
+        .context("gofmt (scripts/setup --test installs Debian's golang-go)")?;
+    let unformatted = String::from_utf8_lossy(&gofmt.stdout);
+    if !gofmt.status.success() || !unformatted.trim().is_empty() {
+        bail!("gofmt: these Go files need formatting:\n{unformatted}");
+    }
+    run(go(root).args(["vet", "./..."]))?;
     let target_dir = root.join("target/ebpf-clippy");
     run(ebpf_cargo(root)
         .args([
@@ -180,10 +200,36 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         }
     }
     let status = child.wait()?;
+    // The Go client's tests, counted with the rest (`--- PASS` / `--- FAIL` lines of -v);
+    // not when cargo test was given a filter.
+    let go_status = if extra.is_empty() {
+        let mut cmd = go(root);
+        cmd.args(["test", "-count=1", "-v", "./..."])
+            .stdout(std::process::Stdio::piped());
+        eprintln!("xtask: {cmd:?}");
+        let mut child = cmd.spawn().context("running go test")?;
+        let stdout = child.stdout.take().context("go test stdout")?;
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let line = line?;
+            println!("{line}");
+            let line = line.trim_start();
+            if line.starts_with("--- PASS") {
+                passed += 1;
+            } else if line.starts_with("--- FAIL") {
+                failed += 1;
+            }
+        }
+        Some(child.wait()?)
+    } else {
+        None
+    };
     // One closing line over every test binary (cargo prints one result line per binary).
     println!("tests: {passed} passed, {failed} failed");
     if !status.success() {
         bail!("cargo test failed: {status}");
+    }
+    if let Some(s) = go_status.filter(|s| !s.success()) {
+        bail!("go test failed: {s}");
     }
     if passed == 0 {
         bail!("no test ran");
@@ -205,6 +251,13 @@ fn parse_result(line: &str) -> Option<(u64, u64)> {
             .and_then(|n| n.trim().parse().ok())
     };
     Some((num(" passed")?, num(" failed")?))
+}
+
+/// `go` in the Go client's module (Debian's golang-go, installed by scripts/setup --test).
+pub(crate) fn go(root: &Path) -> Command {
+    let mut cmd = Command::new("go");
+    cmd.current_dir(root.join("clients/go"));
+    cmd
 }
 
 fn is_root() -> bool {

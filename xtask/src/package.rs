@@ -50,6 +50,11 @@ const FILES: &[(&str, &str, u32)] = &[
         0o644,
     ),
     (
+        "docs/state-page.md",
+        "usr/share/doc/steadfast/state-page.md",
+        0o644,
+    ),
+    (
         "packaging/grafana/steadfast.json",
         "usr/share/steadfast/grafana/steadfast.json",
         0o644,

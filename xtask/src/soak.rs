@@ -516,7 +516,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
              otlp:\n  endpoint: http://127.0.0.1:{port}\n  protocol: http_protobuf\n  metrics_interval_secs: 10\n  timeout_secs: 2\n  retry_max_backoff_secs: 5\n\
              alertmanager:\n  url: http://127.0.0.1:{port}\n  resend_interval_secs: 60\n  timeout_secs: 2\n\
              rules:\n  directory: {d}/rules.d\n  state_dir: {d}/state\n\
-             control:\n  api_socket: {d}/api.sock\n  signals_dir: {d}/signals\n  state_dir: {d}/state\n{services}"
+             control:\n  api_socket: {d}/api.sock\n  signals_dir: {d}/signals\n  state_dir: {d}/state\n  state_page: {d}/state.page\n{services}"
         ),
     )?;
     let pid = agent.pid();

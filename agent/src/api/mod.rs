@@ -5,6 +5,7 @@
 //!   with `?index=N&wait=30s` the answer waits until the index passes N (or the wait ends), so
 //!   a client sees a change as soon as it is published (a blocking query);
 //! - `GET /v1/watch`: server-sent events, one `snapshot` event per change;
+//! - `GET /v1/ready?breaker=..&signal=..&below=..`: 200 or 503 for health checks (`ready`);
 //! - `POST /v1/breakers/{name}/force-open|force-close|reset`: manual overrides, which persist.
 //!
 //! Bad paths get 404, bad methods 405, bad parameters 400, unknown breakers 404, bodies over
@@ -32,6 +33,8 @@ use tokio::sync::watch;
 
 use crate::control::{breaker::Force, Control, Snapshot};
 
+pub mod ready;
+
 /// The longest a blocking query may wait.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
 
@@ -47,11 +50,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/breakers", get(breakers))
         .route("/v1/signals", get(signals))
         .route("/v1/watch", get(watch_events))
+        .route("/v1/ready", get(ready::ready))
         .route("/v1/breakers/{name}/{action}", post(override_breaker))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "no such path: see /v1/snapshot, /v1/breakers, /v1/signals, /v1/watch",
+                "no such path: see /v1/snapshot, /v1/breakers, /v1/signals, /v1/watch, /v1/ready",
             )
         })
         .layer(DefaultBodyLimit::max(4096))
@@ -217,8 +221,12 @@ pub fn bind_unix(
     Ok(listener)
 }
 
-/// A group's id from /etc/group.
+/// A group's id: a number as it is (for containers, whose /etc/group does not know the
+/// host's groups), else the name's from /etc/group.
 pub fn group_id(name: &str) -> Option<u32> {
+    if let Ok(gid) = name.parse() {
+        return Some(gid);
+    }
     std::fs::read_to_string("/etc/group")
         .ok()?
         .lines()
@@ -243,5 +251,6 @@ mod tests {
         assert!(parse_wait("3h").is_err());
         assert_eq!(group_id("root"), Some(0));
         assert_eq!(group_id("no-such-group-here"), None);
+        assert_eq!(group_id("2470"), Some(2470), "a number is a gid as it is");
     }
 }

@@ -24,7 +24,10 @@ use super::{
     stats::ExportStats,
     transport::{SendError, Transport},
 };
-use crate::{config::OtlpConfig, metrics::exposition::SizeHint};
+use crate::{
+    config::{OtlpConfig, Signal},
+    metrics::exposition::SizeHint,
+};
 
 /// How long a partial batch waits for more spans before it is sent.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -78,28 +81,30 @@ impl SpanSink {
     }
 }
 
-/// The running exporter: its sink, its counters, and its tasks.
+/// The running exporter: its sink (when traces are exported), its counters, and its tasks.
 pub struct Exporter {
-    pub sink: SpanSink,
+    pub sink: Option<SpanSink>,
     pub stats: Arc<ExportStats>,
     tasks: JoinSet<()>,
     shutdown: Shutdown,
     deadline: Duration,
 }
 
-/// Starts the export tasks for `endpoint`. `registry` is encoded for each metrics export.
+/// Starts the export tasks for the signals `config` gives a target (see
+/// [`OtlpConfig::signal_target`]); `None` when it gives none. `registry` is encoded for each
+/// metrics export.
 pub fn start(
     config: &OtlpConfig,
-    endpoint: &str,
     registry: Arc<Registry>,
     start_unix_ns: u64,
     stats: Arc<ExportStats>,
-) -> Result<Exporter, SendError> {
-    let transport = Transport::new(config, endpoint)?;
-    stats
-        .queue_capacity
-        .store(config.queue_size as u64, Relaxed);
-    let (tx, rx) = mpsc::channel(config.queue_size);
+) -> Result<Option<Exporter>, SendError> {
+    let traces = config.signal_target(Signal::Traces);
+    let metrics = config.signal_target(Signal::Metrics);
+    if traces.is_none() && metrics.is_none() {
+        return Ok(None);
+    }
+    super::spans::set_resource_attributes(&config.resource_attributes);
     let shutdown = Shutdown::default();
     let backoff = || {
         Backoff::new(
@@ -108,45 +113,55 @@ pub fn start(
         )
     };
     let mut tasks = JoinSet::new();
-    tasks.spawn(export_spans(
-        rx,
-        transport.clone(),
-        stats.clone(),
-        config.batch_size,
-        backoff(),
-        shutdown.clone(),
-    ));
-    tasks.spawn(export_metrics(
-        transport,
-        Catalogue {
-            registry,
-            text_size: Arc::default(),
-            batch_size: config.metrics_batch_size,
-            start_unix_ns,
-        },
-        stats.clone(),
-        Duration::from_secs(config.metrics_interval_secs),
-        backoff(),
-        shutdown.clone(),
-    ));
-    let sink = SpanSink {
-        tx,
-        stats: stats.clone(),
-        limiter: Arc::new(Mutex::new(Limiter {
-            ratio: config.sampling_ratio,
-            per_sec: config.max_spans_per_sec,
-            window_start: Instant::now(),
-            in_window: 0,
-            ids: IdSource::default(),
-        })),
-    };
-    Ok(Exporter {
+    let mut sink = None;
+    if let Some((protocol, url)) = &traces {
+        let transport = Transport::new(config, *protocol, url)?;
+        stats
+            .queue_capacity
+            .store(config.queue_size as u64, Relaxed);
+        let (tx, rx) = mpsc::channel(config.queue_size);
+        tasks.spawn(export_spans(
+            rx,
+            transport,
+            stats.clone(),
+            config.batch_size,
+            backoff(),
+            shutdown.clone(),
+        ));
+        sink = Some(SpanSink {
+            tx,
+            stats: stats.clone(),
+            limiter: Arc::new(Mutex::new(Limiter {
+                ratio: config.sampling_ratio,
+                per_sec: config.max_spans_per_sec,
+                window_start: Instant::now(),
+                in_window: 0,
+                ids: IdSource::default(),
+            })),
+        });
+    }
+    if let Some((protocol, url)) = &metrics {
+        tasks.spawn(export_metrics(
+            Transport::new(config, *protocol, url)?,
+            Catalogue {
+                registry,
+                text_size: Arc::default(),
+                batch_size: config.metrics_batch_size,
+                start_unix_ns,
+            },
+            stats.clone(),
+            Duration::from_secs(config.metrics_interval_secs),
+            backoff(),
+            shutdown.clone(),
+        ));
+    }
+    Ok(Some(Exporter {
         sink,
         stats,
         tasks,
         shutdown,
         deadline: Duration::from_secs(config.shutdown_timeout_secs),
-    })
+    }))
 }
 
 impl Exporter {

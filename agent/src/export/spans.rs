@@ -179,20 +179,42 @@ pub fn key_value(key: &str, value: Value) -> KeyValue {
     }
 }
 
-/// The resource every export describes: this agent on this host.
+/// Resource attributes from `otlp.resource_attributes` (and `OTEL_RESOURCE_ATTRIBUTES`), set
+/// once when export starts.
+static EXTRA_RESOURCE: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+/// Adds `attributes` to the resource of every export from now on (the first call wins).
+pub fn set_resource_attributes(attributes: &std::collections::BTreeMap<String, String>) {
+    let _ = EXTRA_RESOURCE.set(
+        attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    );
+}
+
+/// The resource every export describes: this agent on this host, plus the configured
+/// attributes (which replace the defaults of the same key, e.g. `service.name`).
 pub fn resource() -> Resource {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
+    let mut attributes: Vec<(String, String)> = vec![
+        ("service.name".into(), "steadfast".into()),
+        ("service.version".into(), env!("CARGO_PKG_VERSION").into()),
+        ("host.name".into(), host),
+    ];
+    for (k, v) in EXTRA_RESOURCE.get().into_iter().flatten() {
+        match attributes.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => attributes.push((k.clone(), v.clone())),
+        }
+    }
     Resource {
-        attributes: vec![
-            key_value("service.name", Value::Str("steadfast".into())),
-            key_value(
-                "service.version",
-                Value::Str(env!("CARGO_PKG_VERSION").into()),
-            ),
-            key_value("host.name", Value::Str(host)),
-        ],
+        attributes: attributes
+            .into_iter()
+            .map(|(k, v)| key_value(&k, Value::Str(v)))
+            .collect(),
         ..Default::default()
     }
 }

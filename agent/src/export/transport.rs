@@ -153,7 +153,8 @@ pub enum Transport {
     },
     Http {
         client: Box<Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>>,
-        base: String,
+        /// The whole URL requests are posted to.
+        url: String,
         headers: Vec<(String, String)>,
         timeout: Duration,
     },
@@ -162,9 +163,13 @@ pub enum Transport {
 impl Transport {
     /// Builds the transport; connections are made lazily, so a receiver that is down now is
     /// not an error here.
-    pub fn new(config: &OtlpConfig, endpoint: &str) -> Result<Self, SendError> {
+    pub fn new(
+        config: &OtlpConfig,
+        protocol: OtlpProtocol,
+        endpoint: &str,
+    ) -> Result<Self, SendError> {
         let timeout = Duration::from_secs(config.timeout_secs);
-        match config.protocol {
+        match protocol {
             OtlpProtocol::Grpc => {
                 let channel = Channel::from_shared(endpoint.to_string())
                     .map_err(|_| SendError::Endpoint(endpoint.into()))?
@@ -194,7 +199,7 @@ impl Transport {
             }
             OtlpProtocol::HttpProtobuf => Ok(Self::Http {
                 client: Box::new(Client::builder(TokioExecutor::new()).build_http()),
-                base: endpoint.trim_end_matches('/').to_string(),
+                url: endpoint.to_string(),
                 headers: config.headers.clone().into_iter().collect(),
                 timeout,
             }),
@@ -219,7 +224,7 @@ impl Transport {
                 })
                 .await
             }
-            Self::Http { .. } => self.post("/v1/traces", req.encode_to_vec()).await,
+            Self::Http { .. } => self.post(req.encode_to_vec()).await,
         }
     }
 
@@ -241,22 +246,22 @@ impl Transport {
                 })
                 .await
             }
-            Self::Http { .. } => self.post("/v1/metrics", req.encode_to_vec()).await,
+            Self::Http { .. } => self.post(req.encode_to_vec()).await,
         }
     }
 
-    async fn post(&self, path: &str, body: Vec<u8>) -> Result<(), SendError> {
+    async fn post(&self, body: Vec<u8>) -> Result<(), SendError> {
         let Self::Http {
             client,
-            base,
+            url,
             headers,
             timeout,
         } = self
         else {
             unreachable!("post is only called for HTTP");
         };
-        let mut builder = hyper::Request::post(format!("{base}{path}"))
-            .header("content-type", "application/x-protobuf");
+        let mut builder =
+            hyper::Request::post(url.as_str()).header("content-type", "application/x-protobuf");
         for (k, v) in headers {
             builder = builder.header(k, v);
         }

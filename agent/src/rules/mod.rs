@@ -9,7 +9,8 @@
 //!   carrying state over, the notifications to send;
 //! - `alertmanager`: the API v2 sender; `metrics`: the engine's metric families;
 //! - `runtime`: the daemon side (wall clock, SIGHUP, `POST /-/reload`, directory watch);
-//! - `unittest`: `steadfast test rules`.
+//! - `unittest`: `steadfast test rules`; `prom_export`: `steadfast rules export` (Prometheus
+//!   rule groups for fleet-wide evaluation).
 //!
 //! Everything below `runtime` takes time as an argument, so tests inject it.
 
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod expr;
 pub mod file;
 pub mod metrics;
+pub mod prom_export;
 pub mod runtime;
 pub mod slo;
 pub mod unittest;
