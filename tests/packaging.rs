@@ -72,9 +72,16 @@ fn ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Holds the dpkg lock of this test binary; purges the package on creation and on drop.
+/// Runtime and state directories an agent started outside the package (`scripts/run`, a test)
+/// may leave behind; they are not the package's traces.
+const AGENT_DIRS: [&str; 2] = ["/run/steadfast", "/var/lib/steadfast"];
+
+/// Holds the dpkg lock of this test binary; purges the package on creation and on drop. What an
+/// agent run outside the package left in [`AGENT_DIRS`] is moved aside (beside itself, so on the
+/// same file system) while the test runs and put back afterwards, untouched.
 struct Installed<'a> {
     _lock: MutexGuard<'a, ()>,
+    stashed: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Installed<'_> {
@@ -82,13 +89,34 @@ impl Installed<'_> {
         require_root();
         let lock = DPKG.lock().unwrap_or_else(|e| e.into_inner());
         purge();
-        Installed { _lock: lock }
+        let mut stashed = Vec::new();
+        for dir in AGENT_DIRS.map(PathBuf::from) {
+            if dir.symlink_metadata().is_ok() {
+                let aside = dir.with_file_name(format!(
+                    ".steadfast-before-packaging-test.{}",
+                    std::process::id()
+                ));
+                std::fs::rename(&dir, &aside)
+                    .unwrap_or_else(|e| panic!("moving {} aside: {e}", dir.display()));
+                stashed.push((dir, aside));
+            }
+        }
+        Installed {
+            _lock: lock,
+            stashed,
+        }
     }
 }
 
 impl Drop for Installed<'_> {
     fn drop(&mut self) {
         purge();
+        for (dir, aside) in &self.stashed {
+            let _ = std::fs::remove_dir_all(dir);
+            if let Err(e) = std::fs::rename(aside, dir) {
+                eprintln!("putting {} back: {e}", dir.display());
+            }
+        }
     }
 }
 

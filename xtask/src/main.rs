@@ -184,7 +184,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     }
     let mut cmd = cargo();
     cmd.current_dir(root)
-        .args(["test", "--workspace", "--locked"])
+        .args(["test", "--workspace", "--locked", "--no-fail-fast"])
         .args(extra)
         .stdout(std::process::Stdio::piped());
     eprintln!("xtask: {cmd:?}");
