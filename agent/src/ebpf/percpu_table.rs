@@ -81,6 +81,11 @@ impl<K: Pod, V: Pod> SharedTable<K, V> {
         out.extend(self.map.iter().filter_map(Result::ok));
     }
 
+    /// One key's value now (None if absent).
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.map.get(key, 0).ok()
+    }
+
     /// Deletes a key (its process has exited and its last counts were read).
     pub fn remove(&mut self, key: &K) {
         let _ = self.map.remove(key);

@@ -301,9 +301,9 @@ impl Pipeline {
             }
             self.discover();
         }
-        if self.sources.tasks.is_some() {
+        if let Some(map) = self.sources.tasks.as_ref() {
             self.tasks
-                .update_live(self.processes.live(), procfs_threads);
+                .update_live(self.processes.live(), procfs_threads, |tgid| map.get(&tgid));
         }
         self.memory.refresh(Instant::now(), self.processes.live());
         if self.sources.uprobes.is_some() {
