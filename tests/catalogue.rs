@@ -121,3 +121,33 @@ fn reference_dashboard_and_catalogue_agree() {
         assert!(queried.contains(needed), "dashboard lacks {needed}");
     }
 }
+
+/// Every HELP text ends in one full stop (the client library adds it); build_info names this
+/// build's version and the running kernel; logs to a file carry no colour codes.
+#[test]
+fn help_texts_and_build_info() {
+    let agent = Agent::start("");
+    let text = agent.scrape().0;
+    let helps: Vec<&str> = text.lines().filter(|l| l.starts_with("# HELP ")).collect();
+    assert!(helps.len() > 20, "{text}");
+    for h in &helps {
+        assert!(h.ends_with('.') && !h.ends_with(".."), "{h}");
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let expected = format!(
+        "steadfast_build_info{{version=\"{}\",kernel_release=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        release.trim()
+    );
+    assert!(
+        text.lines().any(|l| l == expected),
+        "no {expected} in:\n{text}"
+    );
+    // The agent's stderr here is a file, not a terminal: text logs without colour codes.
+    let log = agent.log();
+    assert!(log.contains("serving /metrics"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "ANSI codes in a log written to a file:\n{log}"
+    );
+}

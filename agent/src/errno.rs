@@ -133,6 +133,28 @@ const NAMES: &[(u32, &str)] = &[
     (131, "ENOTRECOVERABLE"),
     (132, "ERFKILL"),
     (133, "EHWPOISON"),
+    // Kernel-internal codes from `include/linux/errno.h`, never seen by a program but seen at
+    // `sys_exit`: a syscall interrupted by a signal returns ERESTART* there before the kernel
+    // restarts it or turns it into EINTR.
+    (512, "ERESTARTSYS"),
+    (513, "ERESTARTNOINTR"),
+    (514, "ERESTARTNOHAND"),
+    (515, "ENOIOCTLCMD"),
+    (516, "ERESTART_RESTARTBLOCK"),
+    (517, "EPROBE_DEFER"),
+    (518, "EOPENSTALE"),
+    (519, "ENOPARAM"),
+    (521, "EBADHANDLE"),
+    (522, "ENOTSYNC"),
+    (523, "EBADCOOKIE"),
+    (524, "ENOTSUPP"),
+    (525, "ETOOSMALL"),
+    (526, "ESERVERFAULT"),
+    (527, "EBADTYPE"),
+    (528, "EJUKEBOX"),
+    (529, "EIOCBQUEUED"),
+    (530, "ERECALLCONFLICT"),
+    (531, "ENOGRACE"),
 ];
 
 /// Label value for errno `n`: its name, or `E<n>`.
@@ -153,6 +175,9 @@ mod tests {
         assert_eq!(label(2), "ENOENT");
         assert_eq!(label(11), "EAGAIN");
         assert_eq!(label(110), "ETIMEDOUT");
+        assert_eq!(label(512), "ERESTARTSYS");
+        assert_eq!(label(516), "ERESTART_RESTARTBLOCK");
+        assert_eq!(label(520), "E520");
         assert_eq!(label(4000), "E4000");
     }
 }

@@ -226,7 +226,7 @@ async fn export_spans(
                 Ok(()) => {
                     ExportStats::add(&stats.spans_exported, batch.len() as u64);
                     ExportStats::add(&stats.span_batches, 1);
-                    backoff.reset();
+                    succeeded("traces", &mut backoff);
                     break;
                 }
                 Err(e) if !e.is_retryable() => {
@@ -291,7 +291,7 @@ async fn export_metrics(
                 loop {
                     ExportStats::add(&stats.metric_requests, 1);
                     let Err(e) = transport.send_metrics(request.clone()).await else {
-                        backoff.reset();
+                        succeeded("metrics", &mut backoff);
                         break;
                     };
                     ExportStats::add(&stats.metric_requests_failed, 1);
@@ -399,6 +399,19 @@ impl Snapshot {
     }
 }
 
+/// After a request went through: says so once if it ends a run of failures, and resets the
+/// backoff.
+fn succeeded(signal: &str, backoff: &mut Backoff) {
+    if backoff.attempt() > 0 {
+        tracing::info!(
+            signal,
+            failed_attempts = backoff.attempt(),
+            "OTLP export recovered"
+        );
+    }
+    backoff.reset();
+}
+
 /// After a retryable failure: logs it, waits the next backoff, or as long as the receiver
 /// asked (`Retry-After`, gRPC `RetryInfo`) up to the backoff's cap, at most `cap` either
 /// way, and returns true if shutdown began meanwhile.
@@ -413,15 +426,29 @@ async fn wait_to_retry(
     let jittered = backoff.next_delay();
     let asked = error.retry_after();
     let delay = asked.map_or(jittered, |d| d.min(backoff.max())).min(cap);
-    tracing::warn!(
-        signal,
-        ceiling_ms = ceiling.as_millis() as u64,
-        attempt = backoff.attempt(),
-        delay_ms = delay.as_millis() as u64,
-        retry_after_ms = asked.map(|d| d.as_millis() as u64),
-        error = %error,
-        "OTLP export failed; retrying"
-    );
+    // One WARN when the receiver becomes unreachable; the retries after it at debug, and one
+    // INFO with their count when it answers again (`recovered`).
+    if backoff.attempt() == 1 {
+        tracing::warn!(
+            signal,
+            ceiling_ms = ceiling.as_millis() as u64,
+            attempt = backoff.attempt(),
+            delay_ms = delay.as_millis() as u64,
+            retry_after_ms = asked.map(|d| d.as_millis() as u64),
+            error = %error,
+            "OTLP export failed; retrying with backoff (further failures at debug level)"
+        );
+    } else {
+        tracing::debug!(
+            signal,
+            ceiling_ms = ceiling.as_millis() as u64,
+            attempt = backoff.attempt(),
+            delay_ms = delay.as_millis() as u64,
+            retry_after_ms = asked.map(|d| d.as_millis() as u64),
+            error = %error,
+            "OTLP export failed again; retrying"
+        );
+    }
     tokio::select! {
         _ = tokio::time::sleep(delay) => false,
         _ = shutdown.wait() => true,

@@ -41,7 +41,8 @@ pub fn registry(pipeline: Arc<Mutex<Pipeline>>) -> (Registry, Histogram) {
     let scrape = Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]);
     registry.register_with_unit(
         "scrape_duration",
-        "Time to collect from the kernel and encode one /metrics answer.",
+        // The client library ends HELP with a full stop itself.
+        "Time to collect from the kernel and encode one /metrics answer",
         Unit::Seconds,
         scrape.clone(),
     );
@@ -73,8 +74,28 @@ impl Collector for AgentCollector {
             None,
             MetricType::Gauge,
         )?)?;
+        let mut info = encoder.encode_descriptor(
+            "build_info",
+            "Always 1: the agent's version and the kernel it runs on, as labels.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(1).encode(info.encode_family(&[
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("kernel_release", kernel_release()),
+        ])?)?;
         Ok(())
     }
+}
+
+/// `uname -r`, read once.
+fn kernel_release() -> &'static str {
+    static RELEASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RELEASE.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into())
+    })
 }
 
 /// Adds breakers and signals to the registry.

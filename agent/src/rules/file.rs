@@ -1,6 +1,7 @@
-//! Rule files: YAML in the shape of `design.md` (Prometheus-style `groups:` with `rules:` and
-//! Sloth-style `slos:`), decoded from saphyr's marked node tree so that every problem names
-//! file, line and column, and every problem of a file is reported, not just the first.
+//! Rule files: YAML in the shape the README's rules section shows (Prometheus-style `groups:`
+//! with `rules:` and Sloth-style `slos:`), decoded from saphyr's marked node tree so that every
+//! problem names file, line and column, and every problem of a file is reported, not just the
+//! first.
 //!
 //! ```yaml
 //! groups:
