@@ -84,7 +84,7 @@ pub fn syscall_thread_exit(_ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn try_syscall_thread_exit() -> Result<(), i64> {
     let tid = bpf_get_current_pid_tgid() as u32;
-    SYSCALL_THREADS.remove(&tid).map_err(i64::from)
+    SYSCALL_THREADS.remove(tid).map_err(i64::from)
 }
 
 #[inline(always)]
