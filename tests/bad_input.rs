@@ -42,9 +42,15 @@ fn start(extra: &str) -> (Agent, PathBuf) {
     (agent, dir)
 }
 
-/// `POST /-/reload`: status and body.
+/// `POST /-/reload` (on the API socket: the TCP listener refuses changes): status and body.
 fn reload(agent: &Agent) -> (u16, String) {
-    request(&Endpoint::Tcp(agent.addr), "POST", "/-/reload", b"").unwrap()
+    request(
+        &Endpoint::Unix(agent.api_socket()),
+        "POST",
+        "/-/reload",
+        b"",
+    )
+    .unwrap()
 }
 
 fn firing(agent: &Agent, alert: &str) -> bool {

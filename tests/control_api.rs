@@ -97,19 +97,33 @@ fn agent_dir_placeholder() -> &'static str {
 fn bad_requests_get_clear_4xx_answers() {
     let agent = Agent::start("");
     for to in endpoints(&agent) {
+        let tcp = matches!(to, Endpoint::Tcp(_));
         for (method, path, body, want) in [
             ("GET", "/v1/nothing-here", &b""[..], 404),
+            ("GET", "/v1/breakers/unknown", b"", 404),
             ("DELETE", "/v1/signals", b"", 405),
             ("POST", "/v1/breakers/unknown/force-open", b"", 404),
             ("POST", "/v1/breakers/unknown/explode", b"", 400),
             ("GET", "/v1/signals?wait=forever&index=1", b"", 400),
+            // Overflows u64 when turned into seconds: a 400, not a panic or a wrapped wait.
+            (
+                "GET",
+                "/v1/signals?wait=99999999999999999m&index=1",
+                b"",
+                400,
+            ),
             ("GET", "/v1/signals?colour=red", b"", 400),
             ("POST", "/v1/breakers/x/reset", &[b'x'; 10_000][..], 413),
         ] {
+            // On the loopback listener every change is refused before anything else.
+            let want = if tcp && method != "GET" { 403 } else { want };
             let (status, answer) = request(&to, method, path, body).unwrap();
             assert_eq!(status, want, "{method} {path} over {to:?}: {answer}");
             if (400..500).contains(&status) && status != 405 && status != 413 {
                 assert!(json(&answer)["error"].is_string(), "{answer}");
+            }
+            if path.contains("99999") {
+                assert!(answer.contains("too long"), "{answer}");
             }
         }
     }
@@ -188,4 +202,137 @@ fn the_socket_refuses_users_outside_its_group() {
         "{outsider:?}"
     );
     drop(agent);
+}
+
+/// Changes belong to the unix socket. Over TCP, as user `nobody` (and as root), force-open and
+/// `POST /-/reload` answer 403 and change nothing: the breaker stays admit, unforced, and the
+/// rules' last reload time stays put. Over the socket (mode 0660, group `daemon`) a user
+/// outside the group is refused at connect and changes nothing; a user in it forces the
+/// breaker open and resets it. `GET /v1/breakers/{name}` reads the one breaker on both.
+#[test]
+fn changes_only_on_the_socket_and_only_for_its_group() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rules = dir.path().join("rules.d");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("db.yaml"),
+        "groups:\n  - name: db\n    interval: 1s\n    breakers:\n      - name: db\n        failure_ratio: vector(0)\n        volume: vector(0)\n",
+    )
+    .unwrap();
+    let sock = dir.path().join("api.sock");
+    let agent = Agent::start(&format!(
+        "rules:\n  directory: {r}\n  state_dir: {d}/rules-state\ncontrol:\n  api_socket: {s}\n  api_socket_group: daemon\n  signals_dir: null\n  state_dir: {d}/state\n",
+        r = rules.display(),
+        d = dir.path().display(),
+        s = sock.display(),
+    ));
+    let tcp = format!("http://{}", agent.addr);
+    // curl as uid `nobody` with one group; `--unix-socket` if given. Status code, or the
+    // error curl printed.
+    let curl_as = |gid: &str, method: &str, unix: bool, path: &str| -> String {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args([
+            "--reuid=65534",
+            &format!("--regid={gid}"),
+            "--clear-groups",
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            method,
+        ]);
+        if unix {
+            cmd.arg("--unix-socket").arg(&sock);
+            cmd.arg(format!("http://local{path}"));
+        } else {
+            cmd.arg(format!("{tcp}{path}"));
+        }
+        let out = cmd.output().expect("setpriv and curl");
+        if out.status.success() {
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        } else {
+            format!("failed: {}", String::from_utf8_lossy(&out.stderr))
+        }
+    };
+    let root_tcp = Endpoint::Tcp(agent.addr);
+    let breaker = || {
+        let (status, body) = request(&root_tcp, "GET", "/v1/breakers/db", b"").unwrap();
+        assert_eq!(status, 200, "{body}");
+        let v = json(&body);
+        assert!(v["index"].as_u64().is_some(), "{body}");
+        (
+            v["breaker"]["state"].as_str().unwrap().to_string(),
+            v["breaker"]["forced"].clone(),
+        )
+    };
+    let unforced = || ("admit".to_string(), serde_json::Value::Null);
+    wait_for_breaker(&root_tcp);
+    assert_eq!(breaker(), unforced());
+    let reloaded_at = || {
+        agent
+            .scrape()
+            .value("steadfast_rules_last_reload_success_timestamp_seconds", &[])
+            .unwrap()
+    };
+    let loaded = reloaded_at();
+
+    // TCP: refused for nobody and for root alike, nothing changed.
+    for action in ["force-open", "force-close", "reset"] {
+        let path = format!("/v1/breakers/db/{action}");
+        assert_eq!(curl_as("65534", "POST", false, &path), "403");
+        let (status, body) = request(&root_tcp, "POST", &path, b"").unwrap();
+        assert_eq!(status, 403, "{body}");
+        assert!(
+            json(&body)["error"]
+                .as_str()
+                .unwrap()
+                .contains("unix socket"),
+            "{body}"
+        );
+        assert_eq!(breaker(), unforced(), "after {action} over TCP");
+    }
+    assert_eq!(curl_as("65534", "POST", false, "/-/reload"), "403");
+    assert_eq!(request(&root_tcp, "POST", "/-/reload", b"").unwrap().0, 403);
+    // Reading stays open on TCP.
+    assert_eq!(curl_as("65534", "GET", false, "/v1/breakers/db"), "200");
+    assert_eq!(reloaded_at(), loaded, "a refused reload reloaded");
+    assert_eq!(breaker(), unforced());
+
+    // The socket: outside the group refused by the kernel, nothing changed.
+    let outsider = curl_as("65534", "POST", true, "/v1/breakers/db/force-open");
+    assert!(
+        outsider.contains("ermission denied") || outsider.contains("Couldn't connect"),
+        "{outsider}"
+    );
+    assert_eq!(breaker(), unforced());
+    // In the group: accepted.
+    assert_eq!(curl_as("1", "GET", true, "/v1/breakers/db"), "200");
+    assert_eq!(
+        curl_as("1", "POST", true, "/v1/breakers/db/force-open"),
+        "200"
+    );
+    assert_eq!(breaker(), ("shed".to_string(), serde_json::json!("open")));
+    assert_eq!(curl_as("1", "POST", true, "/v1/breakers/db/reset"), "200");
+    assert_eq!(breaker(), unforced());
+    assert_eq!(curl_as("1", "POST", true, "/-/reload"), "200");
+    assert!(reloaded_at() > loaded, "the socket's reload reloads");
+    drop(agent);
+}
+
+/// The rules are loaded before the agent serves, but poll anyway: the breaker must exist.
+fn wait_for_breaker(to: &Endpoint) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = request(to, "GET", "/v1/breakers/db", b"").unwrap();
+        if status == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no breaker db: {status} {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

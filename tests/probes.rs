@@ -273,3 +273,70 @@ fn slow_thresholds_change_on_reload() {
     run_to_end(&bin, &["0", "10", "20"]);
     assert_eq!(slow(&agent), 10.0, "{}", agent.log());
 }
+
+/// Config A -> B -> A by SIGHUP: each reload's thresholds are what the kernel map holds, read
+/// back from the agent's own `SYSCALL_SLOW_NS` (not from its logs or metrics). Going back to
+/// A is a change from B (the running config follows each applied reload), so B's 10 ms does
+/// not stay: ten 20 ms nanosleeps afterwards are not slow under A's 1 s.
+#[test]
+fn thresholds_a_b_a_are_what_the_kernel_map_holds() {
+    let agent = Agent::start("probes:\n  syscalls:\n    slow_ms:\n      nanosleep: 1000\n");
+    let nr = libc::SYS_nanosleep as u32;
+    let in_kernel = || -> u64 {
+        let map = support::kernel_map_of(agent.pid(), "SYSCALL_SLOW_NS").expect("the map");
+        let arr: aya::maps::Array<aya::maps::MapData, u64> =
+            aya::maps::Array::try_from(map).unwrap();
+        arr.get(&nr, 0).unwrap()
+    };
+    let until = |want: u64, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = in_kernel();
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the kernel map holds {got} ns for nanosleep, not {want}: {}",
+                agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until(1_000_000_000, "A at start");
+    let a = std::fs::read_to_string(agent.config_path()).unwrap();
+    std::fs::write(
+        agent.config_path(),
+        a.replace("nanosleep: 1000", "nanosleep: 10"),
+    )
+    .unwrap();
+    agent.signal(libc::SIGHUP);
+    until(10_000_000, "B after SIGHUP");
+    std::fs::write(agent.config_path(), &a).unwrap();
+    agent.signal(libc::SIGHUP);
+    until(1_000_000_000, "A again after SIGHUP");
+
+    // And the probe behaves as A says.
+    let name = unique_name("sfaba");
+    let bin = build_workload("nanosleep_mix", agent.dir.path(), &name);
+    run_to_end(&bin, &["0", "10", "20"]);
+    let s = agent.scrape();
+    assert_eq!(
+        s.value(
+            "steadfast_syscall_duration_seconds_count",
+            &[("syscall", "nanosleep"), ("service", &name)]
+        ),
+        Some(10.0),
+        "the workload was seen"
+    );
+    assert_eq!(
+        s.value(
+            "steadfast_syscall_slow_total",
+            &[("syscall", "nanosleep"), ("service", &name)]
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "{}",
+        agent.log()
+    );
+}

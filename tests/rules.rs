@@ -7,7 +7,7 @@ mod support;
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -17,8 +17,9 @@ use support::{build_workload, free_port, http_get, unique_name, wait_for, Agent}
 
 const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 
-fn http_post(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+/// A POST on the agent's API socket (changes are refused on the TCP listener).
+fn http_post(socket: &Path, path: &str) -> (String, String) {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
         s,
@@ -313,7 +314,7 @@ fn reloads_are_all_or_nothing() {
 
     // an invalid change: rejected with its position; ReloadB keeps firing and evaluating
     std::fs::write(&file, plain_rule("ReloadC", "vector(1) >")).unwrap();
-    let (head, body) = http_post(agent.addr, "/-/reload");
+    let (head, body) = http_post(&agent.api_socket(), "/-/reload");
     assert!(head.contains(" 400 "), "{head}");
     assert!(body.contains("r.yaml:6:15: expr: bad expression"), "{body}");
     let s = agent.scrape();

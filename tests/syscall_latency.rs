@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::time::{Duration, Instant};
+
 use support::{build_workload, run_to_end, unique_name, Agent};
 
 const HIST: &str = "steadfast_syscall_duration_seconds";
@@ -125,4 +127,123 @@ fn sigterm_exits_zero() {
     let agent = Agent::start("");
     let status = agent.stop();
     assert!(status.success(), "exit status {status}");
+}
+
+/// A thread's slot in `SYSCALL_THREADS` goes when the thread exits. Read from the agent's own
+/// kernel map: none of 32 threads of this test (each made syscalls, then ended) and none of 32
+/// exited processes (`/bin/true`, dead in `exit_group`) keeps an entry.
+#[test]
+fn exited_threads_leave_no_slot() {
+    use agent_common::syscall::ThreadSlot;
+    let agent = Agent::start("");
+    let threads = || -> aya::maps::HashMap<aya::maps::MapData, u32, ThreadSlot> {
+        let map = support::kernel_map_of(agent.pid(), "SYSCALL_THREADS").expect("the map");
+        aya::maps::HashMap::try_from(map).unwrap()
+    };
+    let mut tids: Vec<u32> = (0..32)
+        .map(|_| {
+            std::thread::spawn(|| {
+                // SAFETY: syscalls without arguments.
+                unsafe { libc::getppid() };
+                unsafe { libc::gettid() as u32 }
+            })
+            .join()
+            .unwrap()
+        })
+        .collect();
+    for _ in 0..32 {
+        let mut child = std::process::Command::new("/bin/true").spawn().unwrap();
+        tids.push(child.id());
+        assert!(child.wait().unwrap().success());
+    }
+    // Each one had a slot while it lived: the map sees this test's live thread.
+    let me = unsafe { libc::gettid() } as u32;
+    unsafe { libc::getppid() };
+    assert!(threads().get(&me, 0).is_ok(), "no slot for a live thread");
+    // A joined thread or a reaped process may have woken us a moment before its exit
+    // tracepoint ran: poll.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let map = threads();
+        let left: Vec<u32> = tids
+            .iter()
+            .copied()
+            .filter(|t| map.get(t, 0).is_ok())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} exited threads keep a slot: {left:?}",
+            left.len(),
+            tids.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A reused thread id records nothing bogus. `/bin/true` dies in `exit_group` (which never
+/// returns) with pid T; the next process is given pid T (`ns_last_pid`, retried if another
+/// fork takes it first). Its first `sys_exit` (the clone's return in the child) must not read
+/// the dead thread's `exit_group` and start time: the kernel histogram has no `exit_group`
+/// sample for T, whose process never returned from one.
+#[test]
+fn a_reused_thread_id_records_no_bogus_sample() {
+    use agent_common::syscall::{Hist, HistKey};
+    let agent = Agent::start("");
+    let hist = || -> aya::maps::HashMap<aya::maps::MapData, HistKey, Hist> {
+        let map = support::kernel_map_of(agent.pid(), "SYSCALL_HIST").expect("the map");
+        aya::maps::HashMap::try_from(map).unwrap()
+    };
+    for attempt in 0..50 {
+        let mut dead = std::process::Command::new("/bin/true").spawn().unwrap();
+        let t = dead.id();
+        assert!(dead.wait().unwrap().success());
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (t - 1).to_string()).unwrap();
+        let mut reuser = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        if reuser.id() != t {
+            let _ = reuser.kill();
+            let _ = reuser.wait();
+            eprintln!("attempt {attempt}: pid {t} was taken by another fork");
+            continue;
+        }
+        // `sleep` runs (its exec returned: it has made syscalls since the fork) while the
+        // map is read, so the agent has no reason to delete its keys.
+        let key = HistKey {
+            tgid: t,
+            nr: libc::SYS_exit_group as u32,
+        };
+        let mut seen_live = false;
+        for _ in 0..40 {
+            if hist()
+                .get(
+                    &HistKey {
+                        tgid: t,
+                        nr: libc::SYS_execve as u32,
+                    },
+                    0,
+                )
+                .is_ok()
+            {
+                seen_live = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let bogus = hist().get(&key, 0).ok();
+        let _ = reuser.kill();
+        let _ = reuser.wait();
+        assert!(seen_live, "pid {t}'s execve never reached the histogram");
+        assert!(
+            bogus.is_none(),
+            "pid {t} reused: a bogus exit_group sample {:?}",
+            bogus.map(|h| (h.buckets.iter().sum::<u64>(), h.sum_ns))
+        );
+        return;
+    }
+    panic!("pid reuse never happened in 50 attempts");
 }

@@ -7,6 +7,13 @@
 //! like the syscall probe's slot). At return, the pointer's size goes into an LRU map keyed by
 //! (tgid, pointer), so `free` can tell how many bytes it released: outstanding bytes are
 //! `tracked_bytes - freed_bytes`. Every map is bounded; what does not fit is counted.
+//!
+//! The counters are per CPU, but every increment is an atomic add (`atomic.rs`): uprobe
+//! programs run with migration disabled yet preemptible, so two threads on one CPU can run
+//! these programs on the same value interleaved, and a plain `+=` would lose one's increment.
+//! What that costs is measured in docs/benchmarks.md.
+
+use core::ptr::addr_of_mut;
 
 use agent_common::uprobe::{
     AllocCounts, PendingAlloc, PtrKey, CALL_CALLOC, CALL_FREE, CALL_MALLOC, CALL_NONE, CALL_REALLOC,
@@ -18,6 +25,8 @@ use aya_ebpf::{
     maps::{LruHashMap, LruPerCpuHashMap},
     programs::{ProbeContext, RetProbeContext},
 };
+
+use crate::atomic;
 
 /// Thread id -> the allocation call in flight. LRU: threads that die are evicted.
 #[map]
@@ -127,10 +136,8 @@ fn try_return(ptr: u64) -> Result<(), i64> {
         // (attached while the call was in flight).
         return Ok(());
     }
-    let counts = counts_of(tgid)?;
-    // SAFETY: per-CPU value: no other writer on this CPU while the program runs.
-    let c = unsafe { &mut *counts };
-    c.calls[(p.kind & 3) as usize] += 1;
+    let c = counts_of(tgid)?;
+    add(call_counter(c, p.kind), 1);
     if p.kind == CALL_REALLOC && p.old_ptr != 0 && (ptr != 0 || p.size == 0) {
         // realloc moved (or, with size 0, freed) the old block: its bytes are released.
         release(c, tgid, p.old_ptr);
@@ -138,19 +145,19 @@ fn try_return(ptr: u64) -> Result<(), i64> {
     if ptr == 0 {
         return Ok(());
     }
-    c.bytes += p.size;
+    // SAFETY (this and every `addr_of_mut!((*c)...)` below): `c` points to a live map value
+    // (`counts_of`); only the field's address is taken, and `add` writes it atomically.
+    add(unsafe { addr_of_mut!((*c).bytes) }, p.size);
     let key = PtrKey { tgid, _pad: 0, ptr };
     if let Some(stale) = ALLOC_PTRS.get_ptr_mut(key) {
         // The allocator handed out a pointer we still hold: its free was not seen (a skipped
         // run, or a path not probed). That block is gone: count it freed, record the new one.
         // SAFETY: the entry is this process's; a concurrent delete only makes it stale.
-        unsafe {
-            c.freed_bytes += *stale;
-            *stale = p.size;
-        }
-        c.tracked_bytes += p.size;
+        let old = unsafe { core::ptr::replace(stale, p.size) };
+        add(unsafe { addr_of_mut!((*c).freed_bytes) }, old);
+        add(unsafe { addr_of_mut!((*c).tracked_bytes) }, p.size);
     } else if ALLOC_PTRS.insert(key, p.size, 0).is_ok() {
-        c.tracked_bytes += p.size;
+        add(unsafe { addr_of_mut!((*c).tracked_bytes) }, p.size);
     }
     Ok(())
 }
@@ -166,10 +173,8 @@ fn try_free(ptr: u64) -> Result<(), i64> {
             return Ok(());
         }
     }
-    let counts = counts_of(tgid)?;
-    // SAFETY: per-CPU value: no other writer on this CPU while the program runs.
-    let c = unsafe { &mut *counts };
-    c.calls[CALL_FREE as usize] += 1;
+    let c = counts_of(tgid)?;
+    add(call_counter(c, CALL_FREE), 1);
     if ptr != 0 {
         release(c, tgid, ptr);
     }
@@ -178,16 +183,33 @@ fn try_free(ptr: u64) -> Result<(), i64> {
 
 /// Forgets the allocation at `ptr` and counts its bytes as freed.
 #[inline(always)]
-fn release(c: &mut AllocCounts, tgid: u32, ptr: u64) {
+fn release(c: *mut AllocCounts, tgid: u32, ptr: u64) {
     let key = PtrKey { tgid, _pad: 0, ptr };
     // SAFETY: the value is copied out at once; a concurrent delete only makes it stale.
     match unsafe { ALLOC_PTRS.get(key) } {
         Some(&size) => {
-            c.freed_bytes += size;
+            // SAFETY: as in `try_return`.
+            add(unsafe { addr_of_mut!((*c).freed_bytes) }, size);
             let _ = ALLOC_PTRS.remove(key);
         }
-        None => c.untracked_frees += 1,
+        // SAFETY: as in `try_return`.
+        None => add(unsafe { addr_of_mut!((*c).untracked_frees) }, 1),
     }
+}
+
+/// The call counter of `kind` (masked into the array's bounds).
+#[inline(always)]
+fn call_counter(c: *mut AllocCounts, kind: u32) -> *mut u64 {
+    // SAFETY: `c` is a live map value; the index is in bounds (CALL_KINDS is 4).
+    unsafe { addr_of_mut!((*c).calls[(kind & 3) as usize]) }
+}
+
+/// Adds `n` to a counter of a live `ALLOC_COUNTS` value, atomically.
+#[inline(always)]
+fn add(counter: *mut u64, n: u64) {
+    // SAFETY: every caller passes a field of a live, 8-byte-aligned map value, whose writers
+    // all add atomically.
+    unsafe { atomic::add(counter, n) }
 }
 
 #[inline(always)]

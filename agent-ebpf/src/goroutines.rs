@@ -7,6 +7,11 @@
 //! `runtime.Goexit`, which would hide those exits; `goexit0` is only ever reached through
 //! `mcall(goexit0)`, a call by function value that cannot be inlined, once per exiting
 //! goroutine (Go 1.19 `runtime/proc.go`).
+//!
+//! The counters are per CPU, incremented with atomic adds: uprobes are preemptible, so two
+//! threads on one CPU can interleave on the same value (see `atomic.rs`).
+
+use core::ptr::addr_of_mut;
 
 use agent_common::uprobe::GoCounts;
 use aya_ebpf::{
@@ -17,6 +22,8 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 
+use crate::atomic;
+
 /// tgid -> goroutine counters, per CPU. LRU; userspace deletes exited processes' keys.
 #[map]
 static GO_COUNTS: LruPerCpuHashMap<u32, GoCounts> = LruPerCpuHashMap::with_max_entries(4096, 0);
@@ -24,26 +31,29 @@ static GO_COUNTS: LruPerCpuHashMap<u32, GoCounts> = LruPerCpuHashMap::with_max_e
 /// `func newproc1(fn *funcval, callergp *g, callerpc uintptr) *g`
 #[uprobe]
 pub fn go_newproc(_ctx: ProbeContext) -> u32 {
-    let _ = try_count(|c| c.created += 1);
+    // SAFETY: only the field's address of the live value `try_count` passes.
+    let _ = try_count(|c| unsafe { addr_of_mut!((*c).created) });
     0
 }
 
 /// `func goexit0(gp *g)`
 #[uprobe]
 pub fn go_goexit(_ctx: ProbeContext) -> u32 {
-    let _ = try_count(|c| c.exited += 1);
+    // SAFETY: as above.
+    let _ = try_count(|c| unsafe { addr_of_mut!((*c).exited) });
     0
 }
 
 #[inline(always)]
-fn try_count(update: impl FnOnce(&mut GoCounts)) -> Result<(), i64> {
+/// Adds one to the counter `field` picks in the current process's value.
+fn try_count(field: impl FnOnce(*mut GoCounts) -> *mut u64) -> Result<(), i64> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if GO_COUNTS.get_ptr_mut(tgid).is_none() {
         // NOEXIST: another CPU may have created the key meanwhile; then count into it.
         let _ = GO_COUNTS.insert(tgid, GoCounts::default(), BPF_NOEXIST as u64);
     }
     let counts = GO_COUNTS.get_ptr_mut(tgid).ok_or(0i64)?;
-    // SAFETY: per-CPU value: no other writer on this CPU while the program runs.
-    update(unsafe { &mut *counts });
+    // SAFETY: a u64 field of a live map value; every writer of it adds atomically.
+    unsafe { atomic::add(field(counts), 1) };
     Ok(())
 }

@@ -32,7 +32,10 @@ use crate::{
     loss::{count_lost, submit_flags},
 };
 
-/// Thread id -> syscall in flight. LRU: threads that die in `exit`/`exit_group` are evicted.
+/// Thread id -> syscall in flight. A thread's slot is deleted when it exits
+/// (`syscall_thread_exit`): otherwise a thread that reuses the id would read the dead one's
+/// syscall (`exit_group`, never returned from) and start time at its first `sys_exit`. LRU as
+/// well, so that a missed exit (probe attached mid-exit) cannot fill the map.
 #[map]
 static SYSCALL_THREADS: LruHashMap<u32, ThreadSlot> = LruHashMap::with_max_entries(65536, 0);
 
@@ -66,6 +69,22 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     let _ = try_sys_exit(&ctx);
     0
+}
+
+/// `sched_process_exit(struct task_struct *p, ...)`: runs in each exiting thread, after its
+/// last syscall.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn syscall_thread_exit(_ctx: BtfTracePointContext) -> i32 {
+    let _ = try_syscall_thread_exit();
+    0
+}
+
+/// Frees the exiting thread's slot (absent for threads that made no call since the attach,
+/// and for the agent's own).
+#[inline(always)]
+fn try_syscall_thread_exit() -> Result<(), i64> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    SYSCALL_THREADS.remove(tid).map_err(i64::from)
 }
 
 #[inline(always)]

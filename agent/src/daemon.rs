@@ -120,23 +120,6 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         control: control.clone(),
         snapshots,
     };
-    if let Some(path) = &config.control.api_socket {
-        let listener =
-            api::bind_unix(path, config.control.api_socket_group.as_deref()).map_err(|source| {
-                DaemonError::Socket {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-        let app = api::router(api_state.clone());
-        tasks.spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "API socket server failed");
-            }
-        });
-        tracing::info!(socket = %path.display(), "local API listening");
-    }
-
     let (mut registry, scrape_duration) = metrics::registry(pipeline.clone());
     metrics::register_control(&mut registry, control.clone());
     let export_stats = Arc::new(ExportStats::default());
@@ -146,6 +129,24 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     let rules =
         crate::rules::runtime::setup(&config, &mut registry, &mut tasks, Some(control.clone()));
     let registry = Arc::new(registry);
+    if let Some(path) = &config.control.api_socket {
+        let listener =
+            api::bind_unix(path, config.control.api_socket_group.as_deref()).map_err(|source| {
+                DaemonError::Socket {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        // Changes (overrides, `POST /-/reload`) are served here only: see `api::read_only`.
+        let app = api::router(api_state.clone()).merge(crate::rules::runtime::router(&rules));
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "API socket server failed");
+            }
+        });
+        tracing::info!(socket = %path.display(), "local API listening");
+    }
+
     crate::rules::runtime::spawn(&rules, registry.clone(), Some(pipeline.clone()), &mut tasks);
     let exporter = export::start(
         &config.otlp,
@@ -174,6 +175,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         );
     }
     let reload_pipeline = pipeline.clone();
+    let reload_rules = rules.clone();
     let state = AppState {
         registry,
         pipeline,
@@ -190,21 +192,41 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     ));
     let served = axum::serve(
         listener,
-        metrics::server::router(state)
-            .merge(api::router(api_state))
-            .merge(crate::rules::runtime::router(&rules)),
+        // Anyone local can reach the port: reading only (changes go to the unix socket).
+        api::read_only(
+            metrics::server::router(state)
+                .merge(api::router(api_state))
+                .merge(crate::rules::runtime::router(&rules)),
+        ),
     )
     .with_graceful_shutdown({
         let control = control.clone();
         async move {
             lifecycle
-                .until_shutdown(move |new: &Config| {
-                    let applied = reload_pipeline
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .apply_thresholds(new);
-                    if let Err(e) = applied {
-                        tracing::error!(error = %e, "reload: writing slow-syscall thresholds failed");
+                .until_shutdown(move |new: Option<Config>| {
+                    let (pipeline, rules) = (reload_pipeline.clone(), reload_rules.clone());
+                    async move {
+                        // The one SIGHUP handler: the config's live parts, then the rules.
+                        let applied = match new {
+                            None => true,
+                            Some(new) => {
+                                let written = tokio::task::spawn_blocking(move || {
+                                    pipeline
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .apply_thresholds(&new)
+                                        .map_err(|e| e.to_string())
+                                })
+                                .await
+                                .unwrap_or_else(|e| Err(e.to_string()));
+                                if let Err(e) = &written {
+                                    tracing::error!(error = %e, "reload: writing slow-syscall thresholds failed");
+                                }
+                                written.is_ok()
+                            }
+                        };
+                        let _ = crate::rules::runtime::reload_off_the_runtime(&rules, "SIGHUP").await;
+                        applied
                     }
                 })
                 .await;

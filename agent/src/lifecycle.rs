@@ -1,10 +1,13 @@
 //! The agent's life as a service: signals (SIGTERM/SIGINT stop, SIGHUP reloads) and what it
 //! tells systemd about them (READY, RELOADING, STOPPING, the watchdog).
 //!
-//! A reload re-reads and validates the config file and logs every problem or change. An
-//! invalid file changes nothing. A valid one is handed to the daemon, which applies what can
-//! change live (the slow-syscall thresholds, rewritten in their kernel map); everything else
-//! keeps the configuration the agent started with until a restart.
+//! SIGHUP is handled here and only here. A reload re-reads and validates the config file and
+//! logs every problem or change. An invalid file changes nothing. A valid one is handed to the
+//! daemon, which applies what can change live (the slow-syscall thresholds, rewritten in their
+//! kernel map) and becomes the configuration later reloads compare with, so that going back
+//! to an earlier file (A -> B -> A) is a change again; everything else keeps the configuration
+//! the agent started with until a restart. Every SIGHUP also reloads the rules (the daemon's
+//! hook does both), valid config file or not.
 
 use std::{
     path::{Path, PathBuf},
@@ -113,8 +116,14 @@ impl Lifecycle {
     }
 
     /// Handles SIGHUP (reload) until SIGTERM or SIGINT, then tells systemd it is stopping.
-    /// `apply` receives each valid changed configuration, to apply what can change live.
-    pub async fn until_shutdown(mut self, mut apply: impl FnMut(&Config) + Send) {
+    /// On every SIGHUP `hook` runs with the valid changed configuration (`None` when the file
+    /// is invalid or unchanged), to apply what can change live and reload the rules; when it
+    /// returns `true` (applied), that configuration becomes the running one.
+    pub async fn until_shutdown<F, Fut>(mut self, mut hook: F)
+    where
+        F: FnMut(Option<Config>) -> Fut + Send,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
         loop {
             tokio::select! {
                 _ = self.sigterm.recv() => {
@@ -128,11 +137,23 @@ impl Lifecycle {
                 _ = self.sighup.recv() => {
                     self.notifier.send_or_log(&notify::reloading(notify::monotonic_usec()));
                     let status = match reload(&self.config_path, &self.running) {
-                        ReloadOutcome::Invalid(_) => "reload rejected: config invalid, old config kept",
-                        ReloadOutcome::Unchanged => "running; config reloaded, unchanged",
+                        ReloadOutcome::Invalid(_) => {
+                            hook(None).await;
+                            "reload rejected: config invalid, old config kept"
+                        }
+                        ReloadOutcome::Unchanged => {
+                            hook(None).await;
+                            "running; config reloaded, unchanged"
+                        }
                         ReloadOutcome::Changed(new) => {
-                            apply(&new);
-                            "running; config changed: thresholds applied, restart for the rest"
+                            if hook(Some((*new).clone())).await {
+                                self.running = *new;
+                                "running; config changed: thresholds applied, restart for the rest"
+                            } else {
+                                // Not recorded as running: the same file on the next SIGHUP
+                                // is a change again, and is applied again.
+                                "running; config changed but the thresholds could not be written"
+                            }
                         }
                     };
                     self.ready(status);

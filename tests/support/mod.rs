@@ -489,3 +489,27 @@ pub fn promtool_check(s: &Scrape) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A BPF map that process `pid` holds open, found by name (as the kernel keeps it: 15 bytes
+/// at most) through `/proc/<pid>/fdinfo` (`map_id:`), so a test reads what is in the kernel,
+/// not what the agent says, and never another agent's map of the same name.
+pub fn kernel_map_of(pid: u32, name: &str) -> Option<aya::maps::Map> {
+    let mut ids: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .ok()?
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter_map(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("map_id:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter().find_map(|id| {
+        let data = aya::maps::MapData::from_id(id).ok()?;
+        if data.info().ok()?.name_as_str() != Some(name) {
+            return None;
+        }
+        aya::maps::Map::from_map_data(data).ok()
+    })
+}

@@ -5,11 +5,16 @@
 //!   with `?index=N&wait=30s` the answer waits until the index passes N (or the wait ends), so
 //!   a client sees a change as soon as it is published (a blocking query);
 //! - `GET /v1/watch`: server-sent events, one `snapshot` event per change;
+//! - `GET /v1/breakers/{name}`: one breaker (same blocking query), 404 if there is none;
 //! - `GET /v1/ready?breaker=..&signal=..&below=..`: 200 or 503 for health checks (`ready`);
 //! - `POST /v1/breakers/{name}/force-open|force-close|reset`: manual overrides, which persist.
 //!
+//! Changes (every method but GET and HEAD: the overrides, `POST /-/reload`) are served on the
+//! unix socket only, whose mode and group decide who may make them; the loopback listener,
+//! which any local user can reach, answers them 403 and changes nothing ([`read_only`]).
+//!
 //! Bad paths get 404, bad methods 405, bad parameters 400, unknown breakers 404, bodies over
-//! 4 KiB 413; all as JSON `{"error": ...}`.
+//! 4 KiB 413, changes over TCP 403; all as JSON `{"error": ...}`.
 
 use std::{
     convert::Infallible,
@@ -48,6 +53,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/snapshot", get(snapshot))
         .route("/v1/breakers", get(breakers))
+        .route("/v1/breakers/{name}", get(one_breaker))
         .route("/v1/signals", get(signals))
         .route("/v1/watch", get(watch_events))
         .route("/v1/ready", get(ready::ready))
@@ -62,6 +68,29 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
+/// For the loopback listener: only GET and HEAD reach `router`; every other method (all the
+/// changes) gets 403, whatever the path, so that a user who can reach the port but not the
+/// socket cannot change anything.
+pub fn read_only(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(refuse_changes))
+}
+
+async fn refuse_changes(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::Method;
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        return next.run(req).await;
+    }
+    error(
+        StatusCode::FORBIDDEN,
+        format!(
+            "{} {}: changes are accepted only on the API's unix socket (control.api_socket), \
+             not on the TCP listener",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}
+
 /// A JSON error answer.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
@@ -74,19 +103,27 @@ struct Blocking {
     wait: Option<String>,
 }
 
-/// `30s`, `500ms`, `2m`; at most [`MAX_WAIT`].
+/// `30s`, `500ms`, `2m`; at most [`MAX_WAIT`] (longer waits are cut to it). The wait is
+/// counted in milliseconds with checked arithmetic: one that does not fit in a `u64` of
+/// milliseconds (`99999999999999999m`) is an error, never a wrapped or panicking multiply.
 pub fn parse_wait(text: &str) -> Result<Duration, String> {
     let (num, unit) = text
         .find(|c: char| !c.is_ascii_digit())
         .map_or((text, ""), |i| text.split_at(i));
     let n: u64 = num.parse().map_err(|_| format!("bad wait {text:?}"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
+    let ms_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" | "" => 1000,
+        "m" => 60_000,
         _ => return Err(format!("bad wait unit in {text:?} (ms, s or m)")),
     };
-    Ok(d.min(MAX_WAIT))
+    let ms = n.checked_mul(ms_per_unit).ok_or_else(|| {
+        format!(
+            "wait {text:?} is too long to count (waits are cut to {} s anyway)",
+            MAX_WAIT.as_secs()
+        )
+    })?;
+    Ok(Duration::from_millis(ms).min(MAX_WAIT))
 }
 
 /// The current snapshot, or the first one past `index` within `wait`.
@@ -123,6 +160,25 @@ async fn breakers(
     match current(s.snapshots.clone(), q).await {
         Ok(snap) => Json(serde_json::json!({ "index": snap.index, "breakers": snap.breakers }))
             .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn one_breaker(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    q: Result<Query<Blocking>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    match current(s.snapshots.clone(), q).await {
+        Ok(snap) => match snap.breakers.get(&name) {
+            Some(b) => {
+                Json(serde_json::json!({ "index": snap.index, "breaker": b })).into_response()
+            }
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!("no breaker {name:?}: see /v1/breakers"),
+            ),
+        },
         Err(r) => r,
     }
 }
@@ -249,6 +305,19 @@ mod tests {
         assert_eq!(parse_wait("99m"), Ok(MAX_WAIT));
         assert!(parse_wait("soon").is_err());
         assert!(parse_wait("3h").is_err());
+        // Overflows are refused with a message, not wrapped or panicked on.
+        let e = parse_wait("99999999999999999m").unwrap_err();
+        assert!(e.contains("too long"), "{e}");
+        assert_eq!(
+            parse_wait("307445734561825m"),
+            Ok(MAX_WAIT),
+            "the largest that fits"
+        );
+        assert!(parse_wait("307445734561826m").is_err());
+        assert_eq!(parse_wait("18446744073709551s"), Ok(MAX_WAIT));
+        assert!(parse_wait("18446744073709552s").is_err());
+        assert_eq!(parse_wait("18446744073709551615ms"), Ok(MAX_WAIT));
+        assert!(parse_wait("99999999999999999999ms").is_err(), "beyond u64");
         assert_eq!(group_id("root"), Some(0));
         assert_eq!(group_id("no-such-group-here"), None);
         assert_eq!(group_id("2470"), Some(2470), "a number is a gid as it is");

@@ -9,8 +9,11 @@
 //!   jitter, then Probe;
 //! - Probe admits a ramp of traffic ratios, one step per `step`; a ratio above the *close*
 //!   threshold (lower than the open one: hysteresis) sends it back to Shed with a longer wait;
-//!   no healthy verdict within `probe_timeout` does too; after the last step it closes (Admit)
-//!   and forgets its openings;
+//!   calls coming for `probe_timeout` without a healthy verdict (too few to judge, or a ratio
+//!   unknown) do too; after the last step it closes (Admit) and forgets its openings;
+//! - no calls at all in Probe (volume 0 or absent) is not a failure: Probe holds, at its
+//!   step, for as long as the quiet lasts, and the timeout counts again from the first call,
+//!   so traffic that comes back meets the probe ramp, not a Shed of up to `wait_max`;
 //! - a missing input (`None`: no data, or stale) holds the state: only time moves Shed to Probe;
 //! - force-open and force-close pin the state until reset, and survive reloads and restarts.
 
@@ -116,6 +119,8 @@ pub struct Breaker {
     shed_until: Option<Instant>,
     probe_step: usize,
     step_started: Instant,
+    /// Since when Probe has had calls but no healthy verdict (the probe timeout's clock): the
+    /// last healthy verdict, or the last evaluation that saw no calls at all.
     last_healthy: Instant,
     /// A healthy verdict arrived during the current probe step.
     healthy_in_step: bool,
@@ -297,6 +302,11 @@ impl Breaker {
                         self.last_healthy = now;
                         self.healthy_in_step = true;
                     }
+                    // No calls at all: nothing to judge, and no reason to shed. The timeout
+                    // is for calls that come but cannot be judged healthy.
+                    Verdict::Unknown if obs.volume.is_none_or(|v| v <= 0.0) => {
+                        self.last_healthy = now;
+                    }
                     Verdict::Unknown => {}
                 }
                 if now.duration_since(self.last_healthy) >= self.spec.probe_timeout {
@@ -456,13 +466,60 @@ mod tests {
         b.observe(t0, obs(0.9, 0.0, 100.0)).unwrap();
         let probe_at = at(t0, 10).await;
         assert_eq!(b.observe(probe_at, OK).unwrap().to, State::Probe);
-        // Too little traffic to judge (or no data at all) for 30 s: back to Shed.
+        // Calls keep coming but too few to judge (volume 1 < min_volume 10), or with an
+        // unknown ratio, for 30 s: back to Shed.
         assert_eq!(b.observe(at(t0, 25).await, obs(0.0, 0.0, 1.0)), None);
-        assert_eq!(b.observe(at(t0, 39).await, Observation::default()), None);
-        let t = b.observe(at(t0, 40).await, Observation::default()).unwrap();
+        let unknown_ratio = Observation {
+            failure_ratio: None,
+            ..obs(0.0, 0.0, 100.0)
+        };
+        assert_eq!(b.observe(at(t0, 39).await, unknown_ratio), None);
+        let t = b.observe(at(t0, 40).await, obs(0.0, 0.0, 1.0)).unwrap();
         assert_eq!(t.to, State::Shed);
         assert!(t.reason.contains("timed out"));
         assert_eq!(b.shed_until(), Some(t0 + Duration::from_secs(40 + 20)));
+    }
+
+    /// Traffic stops while probing: no calls is no verdict, not a failure. Probe holds at its
+    /// step through an hour of quiet (far past the 30 s probe timeout and the 60 s wait cap),
+    /// whether the volume reads 0 or is absent; when calls come back the timeout counts from
+    /// there, and healthy calls finish the ramp.
+    #[tokio::test(start_paused = true)]
+    async fn probe_holds_while_no_calls_come() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(spec(), t0).without_jitter();
+        b.observe(t0, obs(0.9, 0.0, 100.0)).unwrap();
+        assert_eq!(b.observe(at(t0, 10).await, OK).unwrap().to, State::Probe);
+        assert_eq!(b.observe(at(t0, 15).await, OK), None);
+        assert_eq!(b.admit_ratio(), 0.5, "one step up the ramp");
+        let none = Observation::default();
+        let zero = Observation {
+            failure_ratio: None,
+            slow_ratio: None,
+            volume: Some(0.0),
+        };
+        for s in 16..3600 {
+            let quiet = if s % 2 == 0 { none } else { zero };
+            assert_eq!(b.observe(at(t0, s).await, quiet), None, "at {s} s");
+        }
+        assert_eq!((b.state(), b.admit_ratio()), (State::Probe, 0.5));
+        assert_eq!(b.openings(), 1);
+        // Calls come back, too few to judge: the timeout counts from the last quiet second
+        // (3599 s), so 29 s later it still probes and 30 s later it sheds.
+        assert_eq!(b.observe(at(t0, 3628).await, obs(0.0, 0.0, 1.0)), None);
+        let t = b.observe(at(t0, 3629).await, obs(0.0, 0.0, 1.0)).unwrap();
+        assert_eq!((t.from, t.to), (State::Probe, State::Shed));
+        // And a fresh probe with calls that are healthy closes after the ramp, quiet or not.
+        let mut b = Breaker::new(spec(), t0).without_jitter();
+        b.observe(at(t0, 3629).await, obs(0.9, 0.0, 100.0)).unwrap();
+        assert_eq!(b.observe(at(t0, 3639).await, OK).unwrap().to, State::Probe);
+        assert_eq!(b.observe(at(t0, 3700).await, zero), None);
+        assert_eq!(b.observe(at(t0, 3701).await, OK), None);
+        assert_eq!(b.admit_ratio(), 0.5);
+        assert_eq!(b.observe(at(t0, 3706).await, OK), None);
+        assert_eq!(b.admit_ratio(), 1.0);
+        let t = b.observe(at(t0, 3711).await, OK).unwrap();
+        assert_eq!((t.from, t.to), (State::Probe, State::Admit));
     }
 
     #[tokio::test(start_paused = true)]

@@ -160,6 +160,8 @@ impl Probes {
                 )?,
                 thresholds,
             };
+            // Before the syscall programs: no thread gets a slot that its exit does not free.
+            attach_btf(&mut ebpf, &btf, "syscall_thread_exit", "sched_process_exit")?;
             attach_btf(&mut ebpf, &btf, "sys_enter", "sys_enter")?;
             attach_btf(&mut ebpf, &btf, "sys_exit", "sys_exit")?;
             Some(maps)

@@ -1,5 +1,6 @@
 //! The rule engine inside the daemon: initial load, the evaluation loop on the wall clock,
-//! and reloads (SIGHUP, `POST /-/reload`, a watch on the rules directory).
+//! and reloads (SIGHUP, through the daemon's one SIGHUP handler in `lifecycle`;
+//! `POST /-/reload` on the unix socket; a watch on the rules directory).
 //!
 //! Each tick at which some group is due, the agent's whole registry is encoded to Prometheus
 //! text and fed to the store (see `store`), then the due groups are evaluated and the
@@ -137,7 +138,8 @@ pub fn setup(
     rt
 }
 
-/// Starts evaluation, SIGHUP handling and the directory watch. `pipeline` is collected right
+/// Starts evaluation and the directory watch (SIGHUP is `lifecycle`'s, which calls
+/// [`reload_off_the_runtime`]). `pipeline` is collected right
 /// before each evaluation, so rules see the kernel's counts of that moment.
 pub fn spawn(
     rt: &Arc<RulesRuntime>,
@@ -146,7 +148,6 @@ pub fn spawn(
     tasks: &mut JoinSet<()>,
 ) {
     tasks.spawn(evaluate_periodically(rt.clone(), registry, pipeline));
-    tasks.spawn(reload_on_sighup(rt.clone()));
     tasks.spawn(watch_directory(rt.clone()));
 }
 
@@ -170,7 +171,7 @@ async fn reload_handler(State(rt): State<Arc<RulesRuntime>>) -> (StatusCode, Str
 /// [`RulesRuntime::reload`] on the blocking pool: reading and parsing up to the load limits
 /// takes a noticeable fraction of a second, which the runtime's workers (they also serve the
 /// local API) should not spend.
-async fn reload_off_the_runtime(
+pub async fn reload_off_the_runtime(
     rt: &Arc<RulesRuntime>,
     reason: &'static str,
 ) -> Result<(usize, usize), String> {
@@ -336,20 +337,6 @@ async fn evaluate_periodically(
         if let Some(n) = &rt.notifier {
             n.send(batch);
         }
-    }
-}
-
-async fn reload_on_sighup(rt: Arc<RulesRuntime>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "no SIGHUP handler: reload with POST /-/reload");
-            return;
-        }
-    };
-    while hup.recv().await.is_some() {
-        let _ = reload_off_the_runtime(&rt, "SIGHUP").await;
     }
 }
 
