@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{build_workload, request, unique_name, Agent, Endpoint};
+use support::{build_workload, request, unique_name, wait_until, Agent, Endpoint};
 
 fn rules(service: &str) -> String {
     let sel = format!("service=\"{service}\",syscall=\"nanosleep\"");
@@ -66,6 +66,13 @@ fn kernel_latency_opens_the_breaker_within_a_second_and_it_recovers_through_prob
         dir.path().join("state").display()
     ));
     let api = Endpoint::Unix(agent.api_socket());
+    // The loaded rules, by kind, as the agent counts them.
+    wait_until("the rules loaded", Duration::from_secs(10), || {
+        agent.scrape().value("steadfast_rules_breakers", &[]) == Some(1.0)
+    });
+    let s = agent.scrape();
+    assert_eq!(s.value("steadfast_rules_signals", &[]), Some(0.0));
+    assert_eq!(s.value("steadfast_rules_alerting_rules", &[]), Some(0.0));
     let bin = build_workload("nanosleep_phases", agent.dir.path(), &name);
     let mut w = Command::new(&bin)
         .stdin(Stdio::piped())

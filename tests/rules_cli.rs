@@ -50,7 +50,10 @@ fn check_rules_accepts_the_packaged_rules_and_reports_every_file() {
     let good = repo("packaging/rules.d/host.yaml");
     let (code, out, err) = steadfast(&["check", "rules"], std::slice::from_ref(&good));
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ok (3 alerting rules, 2 SLOs)"), "{out}");
+    assert!(
+        out.contains("ok (3 alerting rules, 2 SLOs, 1 breaker, 1 signal)"),
+        "{out}"
+    );
     // a good and a bad file: exit 1, the bad file's problems listed
     let bad = repo("tests/rules/three_mistakes.yaml");
     let (code, _, err) = steadfast(&["check", "rules"], &[good, bad]);

@@ -47,9 +47,8 @@ fn main() -> ExitCode {
             match steadfast::rules::file::load_files(&paths) {
                 Ok(loaded) => {
                     for (file, f) in loaded {
-                        let rules: usize = f.groups.iter().map(|g| g.rules.len()).sum();
-                        let slos: usize = f.groups.iter().map(|g| g.slos.len()).sum();
-                        println!("{file}: ok ({rules} alerting rules, {slos} SLOs)");
+                        let counts = steadfast::rules::file::RuleCounts::of(&f.groups);
+                        println!("{file}: ok ({counts})");
                     }
                     ExitCode::SUCCESS
                 }

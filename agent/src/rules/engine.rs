@@ -17,7 +17,7 @@ use std::{
 use super::{
     alert::{Alert, AlertSpec, AlertingRule, Outcome, State},
     expr::{self, Sample, Value},
-    file::{AlertRule, BreakerDef, Query, RuleFile, SignalDef},
+    file::{AlertRule, BreakerDef, Query, RuleCounts, RuleFile, SignalDef},
     slo::{self, Budget, SloRuntime},
 };
 use crate::store::{exposition, Labels, Store, StoreLimits, LOOKBACK_MS};
@@ -436,11 +436,16 @@ impl Engine {
         std::mem::take(&mut self.control)
     }
 
-    /// Alerting rules and SLOs loaded.
-    pub fn counts(&self) -> (usize, usize) {
+    /// Rules of each kind loaded.
+    pub fn counts(&self) -> RuleCounts {
         self.groups
             .iter()
-            .fold((0, 0), |(r, s), g| (r + g.rules.len(), s + g.slos.len()))
+            .fold(RuleCounts::default(), |c, g| RuleCounts {
+                alerting_rules: c.alerting_rules + g.rules.len(),
+                slos: c.slos + g.slos.len(),
+                breakers: c.breakers + g.breakers.len(),
+                signals: c.signals + g.signals.len(),
+            })
     }
 
     /// The metric names the rules can read (`None`: any): what the exposition fed to

@@ -75,6 +75,43 @@ pub struct RuleFile {
     pub groups: Vec<Group>,
 }
 
+/// How many rules of each kind some groups hold (`check rules`, reloads, the log).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuleCounts {
+    pub alerting_rules: usize,
+    pub slos: usize,
+    pub breakers: usize,
+    pub signals: usize,
+}
+
+impl RuleCounts {
+    pub fn of<'a>(groups: impl IntoIterator<Item = &'a Group>) -> Self {
+        groups.into_iter().fold(Self::default(), |c, g| Self {
+            alerting_rules: c.alerting_rules + g.rules.len(),
+            slos: c.slos + g.slos.len(),
+            breakers: c.breakers + g.breakers.len(),
+            signals: c.signals + g.signals.len(),
+        })
+    }
+}
+
+impl std::fmt::Display for RuleCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kinds = [
+            (self.alerting_rules, "alerting rule"),
+            (self.slos, "SLO"),
+            (self.breakers, "breaker"),
+            (self.signals, "signal"),
+        ];
+        for (i, (n, kind)) in kinds.into_iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            let s = if n == 1 { "" } else { "s" };
+            write!(f, "{sep}{n} {kind}{s}")?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Group {
     pub name: String,

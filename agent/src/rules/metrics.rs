@@ -43,14 +43,31 @@ impl Collector for RulesCollector {
             "When the rule files were last loaded successfully.",
             s.last_reload_success_ms as f64 / 1000.0,
         )?;
-        let (rules, slos) = e.counts();
+        let counts = e.counts();
         gauge(
             &mut encoder,
             "rules_alerting_rules",
             "Alerting rules loaded.",
-            rules as f64,
+            counts.alerting_rules as f64,
         )?;
-        gauge(&mut encoder, "rules_slos", "SLOs loaded.", slos as f64)?;
+        gauge(
+            &mut encoder,
+            "rules_slos",
+            "SLOs loaded.",
+            counts.slos as f64,
+        )?;
+        gauge(
+            &mut encoder,
+            "rules_breakers",
+            "Breakers loaded.",
+            counts.breakers as f64,
+        )?;
+        gauge(
+            &mut encoder,
+            "rules_signals",
+            "Signals defined by `signals:` entries loaded.",
+            counts.signals as f64,
+        )?;
         let f = encoder.encode_descriptor(
             "rules_reloads_failed",
             "Rule loads rejected because a file was invalid.",

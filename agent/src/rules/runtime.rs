@@ -160,10 +160,7 @@ pub fn router(rt: &Arc<RulesRuntime>) -> Router {
 
 async fn reload_handler(State(rt): State<Arc<RulesRuntime>>) -> (StatusCode, String) {
     match reload_off_the_runtime(&rt, "POST /-/reload").await {
-        Ok((r, s)) => (
-            StatusCode::OK,
-            format!("ok: {r} alerting rules, {s} SLOs\n"),
-        ),
+        Ok(counts) => (StatusCode::OK, format!("ok: {counts}\n")),
         Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
     }
 }
@@ -174,7 +171,7 @@ async fn reload_handler(State(rt): State<Arc<RulesRuntime>>) -> (StatusCode, Str
 pub async fn reload_off_the_runtime(
     rt: &Arc<RulesRuntime>,
     reason: &'static str,
-) -> Result<(usize, usize), String> {
+) -> Result<file::RuleCounts, String> {
     let rt = rt.clone();
     tokio::task::spawn_blocking(move || rt.reload(reason))
         .await
@@ -182,8 +179,8 @@ pub async fn reload_off_the_runtime(
 }
 
 impl RulesRuntime {
-    /// Loads every rule file; all or nothing. Returns (alerting rules, SLOs) loaded.
-    pub fn reload(&self, reason: &str) -> Result<(usize, usize), String> {
+    /// Loads every rule file; all or nothing. Returns how many of each kind were loaded.
+    pub fn reload(&self, reason: &str) -> Result<file::RuleCounts, String> {
         let result = rule_files(&self.dir)
             .map_err(|e| format!("{}: {e}", self.dir.display()))
             .and_then(|files| {
@@ -199,9 +196,18 @@ impl RulesRuntime {
                 self.configure_control(&engine);
                 engine.stats.last_reload_successful = true;
                 engine.stats.last_reload_success_ms = now_ms();
-                let (r, s) = engine.counts();
-                tracing::info!(reason, files = n, alerting_rules = r, slos = s, directory = %self.dir.display(), "rules loaded");
-                Ok((r, s))
+                let c = engine.counts();
+                tracing::info!(
+                    reason,
+                    files = n,
+                    alerting_rules = c.alerting_rules,
+                    slos = c.slos,
+                    breakers = c.breakers,
+                    signals = c.signals,
+                    directory = %self.dir.display(),
+                    "rules loaded"
+                );
+                Ok(c)
             }
             Err(e) => {
                 engine.stats.last_reload_successful = false;
