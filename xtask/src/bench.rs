@@ -270,15 +270,17 @@ enum Case {
     Bare,
     Steadfast,
     SteadfastNoSyscalls,
+    SteadfastNoHttp,
     Bpftrace,
     BpftraceEmpty,
 }
 
 impl Case {
-    const ALL: [Case; 5] = [
+    const ALL: [Case; 6] = [
         Case::Bare,
         Case::Steadfast,
         Case::SteadfastNoSyscalls,
+        Case::SteadfastNoHttp,
         Case::Bpftrace,
         Case::BpftraceEmpty,
     ];
@@ -288,6 +290,7 @@ impl Case {
             Case::Bare => "bare",
             Case::Steadfast => "steadfast (default config)",
             Case::SteadfastNoSyscalls => "steadfast, syscall probe off",
+            Case::SteadfastNoHttp => "steadfast, HTTP probe off",
             Case::Bpftrace => "bpftrace latency histogram",
             Case::BpftraceEmpty => "bpftrace, empty programs",
         }
@@ -328,6 +331,10 @@ fn overhead(env: &Env, opts: &Opts, out: &mut String, loads: &mut Vec<f64>) -> R
                 Case::SteadfastNoSyscalls => Some(Box::new(Agent::start(
                     env,
                     "probes:\n  syscalls:\n    enabled: false\n",
+                )?)),
+                Case::SteadfastNoHttp => Some(Box::new(Agent::start(
+                    env,
+                    "probes:\n  http:\n    enabled: false\n",
                 )?)),
                 Case::Bpftrace => Some(Box::new(Bpftrace::start(env, BPFTRACE_PROG)?)),
                 Case::BpftraceEmpty => Some(Box::new(Bpftrace::start(env, BPFTRACE_EMPTY)?)),
