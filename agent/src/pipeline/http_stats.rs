@@ -441,9 +441,7 @@ impl HttpStats {
                     // Its accept or connect event was lost, or its state evicted.
                     self.insert(key, Conn::new(side, None));
                 }
-                let Some(conn) = self.conns.get_mut(&key) else {
-                    return None;
-                };
+                let conn = self.conns.get_mut(&key)?;
                 // The requester writes the request: a server reads it, a client writes it.
                 let request = (ev.kind == HTTP_EV_READ) == (conn.side == Side::Server);
                 conn.on_bytes(ev, request)
