@@ -3,10 +3,15 @@
 //! write on one of them goes to userspace as an event with its first bytes, where the
 //! per-connection state machine finds request and status lines.
 //!
-//! Only the per-syscall tracepoints of socket-capable calls are attached (`read`, `readv`,
-//! `recvfrom`, `recvmsg`, their write twins, `socket`, `connect`, `accept`, `accept4`,
-//! `close`): every other syscall pays nothing. A read or write of an untracked fd (a file, a
-//! pipe) pays one hash lookup at enter and one per-thread lookup at exit.
+//! Bytes: on kernels with `sock:sock_recv_length`/`sock_send_length` (6.3+) two BTF
+//! tracepoints that fire for socket reads and writes only; the syscall (and so the layout of
+//! its buffer), the fd and the buffer come from the task's saved user registers. On older
+//! kernels, the per-syscall tracepoints of `read`, `readv`, `recvfrom`, `recvmsg` and their
+//! write twins (the enter remembers the buffer, the exit sends the event).
+//!
+//! Connections: the per-syscall tracepoints of `socket`, `connect`, `accept`, `accept4` and
+//! `close`. Attaching any `syscalls:*` tracepoint registers the kernel's per-syscall
+//! dispatcher on every syscall: every syscall pays that check (measured in README.md).
 //!
 //! Which fds are TCP: `socket(AF_INET|AF_INET6, SOCK_STREAM)` makes the fd a candidate
 //! (role 0, no events); `connect` on a candidate makes it a client connection; `accept` makes
@@ -26,10 +31,13 @@ use agent_common::{
     loss::LOSS_HTTP_EVENTS,
 };
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
-    macros::{map, tracepoint},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated,
+    },
+    macros::{btf_tracepoint, map, tracepoint},
     maps::{LruHashMap, RingBuf},
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, TracePointContext},
     EbpfContext,
 };
 
@@ -179,6 +187,75 @@ io_programs!(
     HTTP_EV_WRITE,
     HTTP_BUF_MSGHDR
 );
+
+/// `sock_recv_length(struct sock *sk, int ret, int flags)` (6.3+): fires for socket reads
+/// only, so on kernels that have it the per-syscall read programs are not attached and reads
+/// of files and pipes pay nothing.
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn http_sock_recv(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_sock_io(&ctx, HTTP_EV_READ);
+    0
+}
+
+/// `sock_send_length(struct sock *sk, int ret, int flags)` (6.3+), the same for writes.
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn http_sock_send(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_sock_io(&ctx, HTTP_EV_WRITE);
+    0
+}
+
+/// x86_64 `struct pt_regs` offsets of the saved syscall number and first two arguments.
+const REGS_ORIG_AX: usize = 120;
+const REGS_DI: usize = 112;
+const REGS_SI: usize = 104;
+
+/// Bytes moved on a socket, from inside the syscall that moved them: which syscall, its fd
+/// and its buffer come from the task's saved user registers.
+#[inline(always)]
+fn try_sock_io(ctx: &BtfTracePointContext, kind: u32) -> Result<(), i64> {
+    let ret: i32 = ctx.arg(1);
+    if ret <= 0 {
+        return Ok(());
+    }
+    let ts = now();
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    // SAFETY: helpers without preconditions; the registers are read through the
+    // fault-handling helper.
+    let regs =
+        unsafe { generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) } as *const u8;
+    let reg = |off: usize| -> u64 {
+        // SAFETY: as above.
+        unsafe { bpf_probe_read_kernel(regs.wrapping_add(off).cast::<u64>()) }.unwrap_or(u64::MAX)
+    };
+    // x86_64 syscall numbers.
+    let layout = match (kind, reg(REGS_ORIG_AX)) {
+        (HTTP_EV_READ, 0 | 45) | (HTTP_EV_WRITE, 1 | 44) => HTTP_BUF_PLAIN,
+        (HTTP_EV_READ, 19) | (HTTP_EV_WRITE, 20) => HTTP_BUF_IOVEC,
+        (HTTP_EV_READ, 47) | (HTTP_EV_WRITE, 46) => HTTP_BUF_MSGHDR,
+        // sendfile, splice, io_uring, kernel users of sockets: not watched.
+        _ => return Ok(()),
+    };
+    let fd = reg(REGS_DI) as u32;
+    // SAFETY: the value is copied out at once.
+    let role = match unsafe { HTTP_SOCKS.get(key(tgid, fd)) } {
+        Some(&r) if r != ROLE_CANDIDATE => r,
+        _ => return Ok(()),
+    };
+    let slot = HttpIoSlot {
+        ptr: reg(REGS_SI),
+        fd,
+        kind,
+        layout,
+        role,
+    };
+    let mut ev = event(tgid, fd, kind, role);
+    ev.timestamp_ns = ts;
+    ev.len = ret as u32;
+    capture(&mut ev, &slot, ret as u64);
+    send(&ev);
+    Ok(())
+}
 
 /// `socket(family, type, protocol)`
 #[tracepoint]

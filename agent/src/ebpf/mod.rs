@@ -207,7 +207,7 @@ impl Probes {
             None
         };
         let http = if http.enabled {
-            Some(http::attach(&mut ebpf)?)
+            Some(http::attach(&mut ebpf, &btf)?)
         } else {
             None
         };
