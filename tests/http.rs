@@ -173,8 +173,25 @@ fn python_server_and_clients_match_the_mix() {
     // writes its (slow) answer into the closed connection, which is a request served.
     raw(server.port, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n", false);
     let c_slow_server = c_slow + 1;
+    // A request written one byte per write (Nagle off), its answer read one byte per read.
+    {
+        let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.set_nodelay(true).unwrap();
+        for b in b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" {
+            s.write_all(&[*b]).unwrap();
+        }
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while let Ok(1) = s.read(&mut byte) {
+            answer.push(byte[0]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    }
+    let n_bytewise = 1u32;
 
-    let server_total = f64::from(n_ok + n_fail + n_slow + c_ok + c_fail + c_slow_server + c_head);
+    let server_total =
+        f64::from(n_ok + n_fail + n_slow + c_ok + c_fail + c_slow_server + c_head + n_bytewise);
     let srv_l = [("service", srv.as_str())];
     let mut scrape = agent.scrape();
     wait_until("the server's requests", Duration::from_secs(20), || {
@@ -205,7 +222,7 @@ fn python_server_and_clients_match_the_mix() {
     ];
     assert_eq!(
         count(&s, SERVER, &get200),
-        f64::from(n_ok + n_slow + c_ok + c_slow_server),
+        f64::from(n_ok + n_slow + c_ok + c_slow_server + n_bytewise),
         "{}",
         s.0
     );
@@ -217,7 +234,7 @@ fn python_server_and_clients_match_the_mix() {
         "nothing else counted"
     );
     // The slow ones (300 ms) land in (0.25, 0.5]; every other one is faster than 250 ms.
-    let fast = f64::from(n_ok + c_ok);
+    let fast = f64::from(n_ok + c_ok + n_bytewise);
     assert_eq!(bucket(&s, SERVER, &get200, "0.25"), fast);
     assert_eq!(
         bucket(&s, SERVER, &get200, "0.5"),
@@ -257,9 +274,21 @@ fn python_server_and_clients_match_the_mix() {
     assert_eq!(count(&s, CLIENT, &crl_l("GET", "503")), f64::from(c_fail));
     assert_eq!(count(&s, CLIENT, &crl_l("HEAD", "200")), f64::from(c_head));
     // The test's own raw connections: one request, closed before its answer (its scrapes
-    // of the agents are requests answered in full).
+    // of the agents are requests answered in full), and the byte-by-byte one.
     let me = std::fs::read_to_string("/proc/self/comm").unwrap();
     let me = me.trim();
+    assert_eq!(
+        count(
+            &s,
+            CLIENT,
+            &[
+                ("service", me),
+                ("peer", peer.as_str()),
+                ("status_code", "200")
+            ]
+        ),
+        1.0
+    );
     assert_eq!(
         s.sum(
             "steadfast_http_requests_unanswered_total",
