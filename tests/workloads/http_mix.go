@@ -1,7 +1,7 @@
 // HTTP workloads with known answers for tests/http.rs, on Go's net/http.
 //
 // server PORT_FILE: listens on 127.0.0.1; /ok answers 200, /fail 503, /slow sleeps 300 ms
-// then answers 200. Writes its port to PORT_FILE once listening.
+// then answers 202 (its own series). Writes its port to PORT_FILE once listening.
 //
 // client PORT N_OK N_FAIL N_SLOW: one http.Client (keep-alive, one connection at a time)
 // sends the requests in turn, reading every body, and prints "done".
@@ -31,6 +31,7 @@ func server(portFile string) {
 	})
 	mux.HandleFunc("/slow", func(w http.ResponseWriter, r *http.Request) {
 		time.Sleep(300 * time.Millisecond)
+		w.WriteHeader(202)
 		w.Write(body)
 	})
 	port := ln.Addr().(*net.TCPAddr).Port

@@ -1,7 +1,7 @@
 """HTTP workloads with known answers for tests/http.rs.
 
 server PORT_FILE: a Python http.server on 127.0.0.1, HTTP/1.1 keep-alive, one thread per
-connection; GET /ok answers 200, /fail 503, /slow sleeps 300 ms then answers 200, HEAD /ok
+connection; GET /ok answers 200, /fail 503, /slow sleeps 300 ms then answers 202 (its own series), HEAD /ok
 answers 200 without a body. Writes its port to PORT_FILE once listening.
 
 client PORT N_OK N_FAIL N_SLOW: http.client over ONE keep-alive connection sends N_OK
@@ -29,7 +29,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             code = 503
         elif self.path == "/slow":
             time.sleep(0.3)
-            code = 200
+            code = 202
         else:
             code = 404
         payload = b"x" * 64
