@@ -7,8 +7,9 @@
 //!    `taskset -c 1`, timed by their own CPU time (user + sys of the loop only, from
 //!    `CLOCK_PROCESS_CPUTIME_ID`: what other processes do on the CPU does not count, which
 //!    matters on a shared, busy machine), bare, under steadfast (default config), under
-//!    steadfast with only its process and task probes (`probes.syscalls.enabled: false`), and
-//!    under bpftrace doing the same per-syscall latency histogram. Each round runs every case
+//!    steadfast with its syscall probe off (`probes.syscalls.enabled: false`), under
+//!    steadfast with its HTTP probe off (`probes.http.enabled: false`: the socket-call
+//!    tracepoints' share), and under bpftrace doing the same per-syscall latency histogram. Each round runs every case
 //!    in a rotating order, so slow drift of the machine hits every case alike; the report
 //!    gives medians over rounds. The agent and bpftrace are started and stopped inside each
 //!    round: their probes are attached to every process on the host, so the bare case must
