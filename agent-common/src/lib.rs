@@ -4,6 +4,7 @@
 //! agree on the bytes. With the `user` feature the types implement `aya::Pod`.
 #![no_std]
 
+pub mod http;
 pub mod process;
 pub mod syscall;
 pub mod task;
@@ -28,6 +29,7 @@ mod pod {
     unsafe impl aya::Pod for crate::uprobe::PendingAlloc {}
     unsafe impl aya::Pod for crate::uprobe::PtrKey {}
     unsafe impl aya::Pod for crate::uprobe::GoCounts {}
+    unsafe impl aya::Pod for crate::http::HttpEvent {}
 }
 
 pub mod loss {
@@ -39,6 +41,8 @@ pub mod loss {
     pub const LOSS_SYSCALL_EVENTS: u32 = 1;
     /// TCP retransmit events (`TCP_EVENTS` ring buffer).
     pub const LOSS_TCP_EVENTS: u32 = 2;
+    /// HTTP socket I/O events (`HTTP_EVENTS` ring buffer).
+    pub const LOSS_HTTP_EVENTS: u32 = 3;
     /// Number of sources (size of the array).
     pub const SOURCES: u32 = 8;
 
@@ -48,6 +52,7 @@ pub mod loss {
             LOSS_PROC_EVENTS => "process",
             LOSS_SYSCALL_EVENTS => "slow_syscall",
             LOSS_TCP_EVENTS => "tcp",
+            LOSS_HTTP_EVENTS => "http",
             _ => "unknown",
         }
     }

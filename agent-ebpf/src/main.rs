@@ -8,6 +8,7 @@ mod allocations;
 mod atomic;
 mod config;
 mod goroutines;
+mod http;
 mod loss;
 mod process;
 mod syscall_latency;

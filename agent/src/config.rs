@@ -483,6 +483,8 @@ pub struct ProbesConfig {
     pub tcp: TcpProbeConfig,
     #[serde(default)]
     pub uprobes: UprobesConfig,
+    #[serde(default)]
+    pub http: HttpProbeConfig,
     /// Ring buffers wake the agent only once this many bytes wait (0: on every event); the
     /// agent drains them every second anyway.
     #[serde(default)]
@@ -714,6 +716,51 @@ impl Default for TcpProbeConfig {
             wakeup_min_bytes: default_tcp_wakeup_min_bytes(),
             max_sockets: default_tcp_max_sockets(),
             top_peers: 0,
+        }
+    }
+}
+
+/// HTTP/1.x requests from socket syscalls (`probes.http`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbeConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Size of the socket I/O event ring buffer: a power of two, at least one page.
+    #[serde(default = "default_http_ring_buffer_bytes")]
+    pub ring_buffer_bytes: u32,
+    /// Unread bytes at which the kernel wakes the reader; below it events wait for the next
+    /// collection (at most a second). Durations are timed in the kernel either way.
+    #[serde(default = "default_tcp_wakeup_min_bytes")]
+    pub wakeup_min_bytes: u32,
+    /// Connections tracked at once (LRU in the kernel; the same bound on their states in the
+    /// agent, whose evictions are counted).
+    #[serde(default = "default_tcp_max_sockets")]
+    pub max_connections: u32,
+    /// Threads that can be in a socket read or write at once (LRU).
+    #[serde(default = "default_tcp_max_sockets")]
+    pub max_threads: u32,
+    /// Peers (`address:port`) with their own client-side series; the rest are `other`.
+    #[serde(default = "default_http_max_peers")]
+    pub max_peers: u32,
+}
+
+const fn default_http_ring_buffer_bytes() -> u32 {
+    4 << 20
+}
+const fn default_http_max_peers() -> u32 {
+    64
+}
+
+impl Default for HttpProbeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ring_buffer_bytes: default_http_ring_buffer_bytes(),
+            wakeup_min_bytes: default_tcp_wakeup_min_bytes(),
+            max_connections: default_tcp_max_sockets(),
+            max_threads: default_tcp_max_sockets(),
+            max_peers: default_http_max_peers(),
         }
     }
 }
@@ -1039,6 +1086,40 @@ impl Config {
         if tcp.top_peers > 1000 {
             bad("probes.tcp.top_peers", "must be at most 1000".into());
         }
+        let http = &self.probes.http;
+        if !http.ring_buffer_bytes.is_power_of_two() || http.ring_buffer_bytes < 4096 {
+            bad(
+                "probes.http.ring_buffer_bytes",
+                format!(
+                    "{} is not a power of two of at least 4096",
+                    http.ring_buffer_bytes
+                ),
+            );
+        }
+        if http.wakeup_min_bytes > http.ring_buffer_bytes {
+            bad(
+                "probes.http.wakeup_min_bytes",
+                format!(
+                    "{} is larger than probes.http.ring_buffer_bytes ({})",
+                    http.wakeup_min_bytes, http.ring_buffer_bytes
+                ),
+            );
+        }
+        if !(1024..=1 << 22).contains(&http.max_connections) {
+            bad(
+                "probes.http.max_connections",
+                "must be in 1024..=4194304".into(),
+            );
+        }
+        if !(1024..=1 << 22).contains(&http.max_threads) {
+            bad(
+                "probes.http.max_threads",
+                "must be in 1024..=4194304".into(),
+            );
+        }
+        if http.max_peers > 1000 {
+            bad("probes.http.max_peers", "must be at most 1000".into());
+        }
         out
     }
 }
@@ -1128,6 +1209,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("probes.tcp.ring_buffer_bytes"), "{err}");
+    }
+
+    #[test]
+    fn http_probe_keys_are_validated() {
+        let ok = Config::parse(
+            "probes:\n  http:\n    enabled: false\n    ring_buffer_bytes: 8192\n    wakeup_min_bytes: 0\n    max_connections: 2048\n    max_threads: 4096\n    max_peers: 3\n",
+            "c.yaml",
+        )
+        .unwrap();
+        assert!(!ok.probes.http.enabled);
+        assert_eq!(ok.probes.http.max_peers, 3);
+        assert_eq!(ok.probes.http.max_connections, 2048);
+        assert!(Config::default().probes.http.enabled);
+        let text = "probes:\n  http:\n    ring_buffer_bytes: 5000\n    max_connections: 1\n    max_threads: 10\n    max_peers: 5000\n";
+        assert_eq!(
+            problem_keys(text),
+            [
+                "probes.http.ring_buffer_bytes",
+                "probes.http.wakeup_min_bytes",
+                "probes.http.max_connections",
+                "probes.http.max_threads",
+                "probes.http.max_peers"
+            ]
+        );
+        let err = Config::parse("probes:\n  http:\n    max_conections: 4096\n", "c.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `max_conections`"), "{err}");
     }
 
     #[test]

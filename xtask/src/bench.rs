@@ -7,8 +7,9 @@
 //!    `taskset -c 1`, timed by their own CPU time (user + sys of the loop only, from
 //!    `CLOCK_PROCESS_CPUTIME_ID`: what other processes do on the CPU does not count, which
 //!    matters on a shared, busy machine), bare, under steadfast (default config), under
-//!    steadfast with only its process and task probes (`probes.syscalls.enabled: false`), and
-//!    under bpftrace doing the same per-syscall latency histogram. Each round runs every case
+//!    steadfast with its syscall probe off (`probes.syscalls.enabled: false`), under
+//!    steadfast with its HTTP probe off (`probes.http.enabled: false`: the socket-call
+//!    tracepoints' share), and under bpftrace doing the same per-syscall latency histogram. Each round runs every case
 //!    in a rotating order, so slow drift of the machine hits every case alike; the report
 //!    gives medians over rounds. The agent and bpftrace are started and stopped inside each
 //!    round: their probes are attached to every process on the host, so the bare case must
@@ -270,15 +271,17 @@ enum Case {
     Bare,
     Steadfast,
     SteadfastNoSyscalls,
+    SteadfastNoHttp,
     Bpftrace,
     BpftraceEmpty,
 }
 
 impl Case {
-    const ALL: [Case; 5] = [
+    const ALL: [Case; 6] = [
         Case::Bare,
         Case::Steadfast,
         Case::SteadfastNoSyscalls,
+        Case::SteadfastNoHttp,
         Case::Bpftrace,
         Case::BpftraceEmpty,
     ];
@@ -288,6 +291,7 @@ impl Case {
             Case::Bare => "bare",
             Case::Steadfast => "steadfast (default config)",
             Case::SteadfastNoSyscalls => "steadfast, syscall probe off",
+            Case::SteadfastNoHttp => "steadfast, HTTP probe off",
             Case::Bpftrace => "bpftrace latency histogram",
             Case::BpftraceEmpty => "bpftrace, empty programs",
         }
@@ -328,6 +332,10 @@ fn overhead(env: &Env, opts: &Opts, out: &mut String, loads: &mut Vec<f64>) -> R
                 Case::SteadfastNoSyscalls => Some(Box::new(Agent::start(
                     env,
                     "probes:\n  syscalls:\n    enabled: false\n",
+                )?)),
+                Case::SteadfastNoHttp => Some(Box::new(Agent::start(
+                    env,
+                    "probes:\n  http:\n    enabled: false\n",
                 )?)),
                 Case::Bpftrace => Some(Box::new(Bpftrace::start(env, BPFTRACE_PROG)?)),
                 Case::BpftraceEmpty => Some(Box::new(Bpftrace::start(env, BPFTRACE_EMPTY)?)),

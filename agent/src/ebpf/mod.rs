@@ -2,6 +2,7 @@
 //! to the kernel through BPF syscalls; everything above it sees plain Rust values.
 
 pub mod btf_offsets;
+mod http;
 mod loss;
 mod percpu_table;
 mod ring;
@@ -17,6 +18,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 
+pub use http::{HttpEvents, HttpProbe};
 pub use loss::LossCounters;
 pub use percpu_table::{PerCpuTable, SharedTable, SyscallErrorMap, SyscallHistMap, TaskCountMap};
 pub use ring::{decode, EventRing};
@@ -72,6 +74,7 @@ pub struct Probes {
     pub tcp: Option<TcpProbe>,
     /// Uprobe programs, loaded when some target opts in; attached per process by the pipeline.
     pub uprobes: Option<Uprobes>,
+    pub http: Option<HttpProbe>,
 }
 
 impl Probes {
@@ -104,6 +107,8 @@ impl Probes {
         let goroutines = config.targets.iter().any(|t| t.goroutines);
         // Maps of probe sets no target uses stay small (LRU maps need room per CPU).
         let sized = |on: bool, n: u32| if on { n } else { 256 };
+        let http = &config.probes.http;
+        let http_wakeup = u64::from(http.wakeup_min_bytes);
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("WAKEUP_MIN_BYTES", &config.probes.wakeup_min_bytes, true)
@@ -123,6 +128,17 @@ impl Probes {
             .map_max_entries(
                 "PROC_EVENTS",
                 config.probes.process_events.ring_buffer_bytes,
+            )
+            .override_global("HTTP_WAKEUP_MIN_BYTES", &http_wakeup, true)
+            .map_max_entries("HTTP_SOCKS", sized(http.enabled, http.max_connections))
+            .map_max_entries("HTTP_IO", sized(http.enabled, http.max_threads))
+            .map_max_entries(
+                "HTTP_EVENTS",
+                if http.enabled {
+                    http.ring_buffer_bytes
+                } else {
+                    4096
+                },
             )
             .load(OBJECT)?;
         let btf = Btf::from_sys_fs()?;
@@ -192,6 +208,11 @@ impl Probes {
         } else {
             None
         };
+        let http = if http.enabled {
+            Some(http::attach(&mut ebpf, &btf)?)
+        } else {
+            None
+        };
         let uprobe_maps = if allocations || goroutines {
             Some(Uprobes::load(&mut ebpf, allocations, goroutines)?)
         } else {
@@ -208,6 +229,7 @@ impl Probes {
             loss,
             tcp,
             uprobes,
+            http,
         })
     }
 }

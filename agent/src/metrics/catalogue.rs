@@ -329,6 +329,7 @@ impl Collector for PipelineCollector {
 
         encode_tcp(&p, &mut encoder)?;
         encode_uprobes(&p, &mut encoder)?;
+        encode_http(&p, &mut encoder)?;
 
         let t = &p.telemetry;
         let mut received = encoder.encode_descriptor(
@@ -516,6 +517,70 @@ fn encode_uprobes(p: &Pipeline, encoder: &mut DescriptorEncoder) -> Result<(), s
     ] {
         ConstCounter::new(n).encode(family.encode_family(&[("probe", probe)])?)?;
     }
+    Ok(())
+}
+
+/// `steadfast_http_server_request_duration_seconds`, its client twin and their companions.
+fn encode_http(p: &Pipeline, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let svc = |id| p.services.name(id);
+    let h = &p.http;
+    let mut family = encoder.encode_descriptor(
+        "http_server_request_duration",
+        "HTTP/1.x requests served, from the first byte of the request read to the status line written, by service, method and status code (plaintext TCP seen in socket syscalls).",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    for ((service, method, status), hist) in h.server() {
+        let status = status.to_string();
+        let labels = [
+            ("service", svc(*service)),
+            ("method", method.label()),
+            ("status_code", status.as_str()),
+        ];
+        family
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(hist.sum_seconds, hist.count, &hist.buckets(), None)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "http_client_request_duration",
+        "HTTP/1.x requests sent, from the first byte of the request written to the status line read, by service, peer (address:port, the first probes.http.max_peers, then other), method and status code.",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    for ((service, peer, method, status), hist) in h.client() {
+        let status = status.to_string();
+        let labels = [
+            ("service", svc(*service)),
+            ("peer", peer.as_str()),
+            ("method", method.label()),
+            ("status_code", status.as_str()),
+        ];
+        family
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(hist.sum_seconds, hist.count, &hist.buckets(), None)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "http_requests_unanswered",
+        "HTTP/1.x requests whose connection was closed (or whose process exited) before a status line, by service and side (server, client); they are not in the duration histograms.",
+        None,
+        MetricType::Counter,
+    )?;
+    for (&(service, side), &n) in h.unanswered() {
+        let labels = [("service", svc(service)), ("side", side.label())];
+        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+    }
+    ConstGauge::new(h.connections() as i64).encode(encoder.encode_descriptor(
+        "http_connections_tracked",
+        "Connections whose HTTP state the agent holds now.",
+        None,
+        MetricType::Gauge,
+    )?)?;
+    ConstCounter::new(h.evicted()).encode(encoder.encode_descriptor(
+        "http_connections_evicted",
+        "Connection states dropped because probes.http.max_connections were held (a request in flight on one is not counted).",
+        None,
+        MetricType::Counter,
+    )?)?;
     Ok(())
 }
 

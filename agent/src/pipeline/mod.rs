@@ -4,6 +4,7 @@
 
 pub mod delta;
 pub mod go_elf;
+pub mod http_stats;
 pub mod memory;
 pub mod processes;
 pub mod services;
@@ -16,18 +17,20 @@ pub mod uprobe_targets;
 use std::time::{Duration, Instant};
 
 use agent_common::{
-    loss::{LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS, LOSS_TCP_EVENTS},
+    loss::{LOSS_HTTP_EVENTS, LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS, LOSS_TCP_EVENTS},
     process::{ProcEvent, PROC_EXEC, PROC_EXIT},
 };
 
 use crate::{
     config::Config,
     ebpf::{
-        EventRing, LinkSet, LossCounters, Probes, SyscallMaps, TaskCountMap, TcpProbe, Uprobes,
+        EventRing, HttpProbe, LinkSet, LossCounters, Probes, SyscallMaps, TaskCountMap, TcpProbe,
+        Uprobes,
     },
     export::{SpanRecord, SpanSink},
     telemetry::Telemetry,
 };
+use http_stats::HttpStats;
 use memory::Memory;
 use processes::{procfs_tgids, ProcessTable};
 use services::{Naming, ServiceNames};
@@ -50,6 +53,7 @@ pub struct Sources {
     pub tcp: Option<TcpProbe>,
     pub loss: Option<LossCounters>,
     pub uprobes: Option<Uprobes>,
+    pub http: Option<HttpProbe>,
 }
 
 impl From<Probes> for (crate::ebpf::Attached, Sources) {
@@ -63,6 +67,7 @@ impl From<Probes> for (crate::ebpf::Attached, Sources) {
                 tcp: p.tcp,
                 loss: Some(p.loss),
                 uprobes: p.uprobes,
+                http: p.http,
             },
         )
     }
@@ -79,6 +84,7 @@ pub struct Pipeline {
     pub memory: Memory,
     pub allocations: AllocStats,
     pub goroutines: GoStats,
+    pub http: HttpStats,
     pub uprobe_targets: UprobeTargets<LinkSet>,
     /// Runs of the (allocation, goroutine) uprobe programs the kernel skipped.
     pub uprobe_missed: (u64, u64),
@@ -114,6 +120,10 @@ impl Pipeline {
             ),
             allocations: AllocStats::default(),
             goroutines: GoStats::default(),
+            http: HttpStats::new(
+                config.probes.http.max_connections as usize,
+                config.probes.http.max_peers as usize,
+            ),
             uprobe_targets: UprobeTargets::new(
                 config.probes.uprobes.max_attachments,
                 uprobe_targets::go_check,
@@ -241,6 +251,18 @@ impl Pipeline {
             });
             self.telemetry.add_received(LOSS_TCP_EVENTS, ok, malformed);
         }
+        if let Some(probe) = self.sources.http.as_mut() {
+            let (processes, services, naming, stats) = (
+                &mut self.processes,
+                &mut self.services,
+                &mut self.naming,
+                &mut self.http,
+            );
+            let (ok, malformed) = probe.events.drain(|ev| {
+                stats.on_event(&ev, |tgid| processes.service_of(tgid, services, naming));
+            });
+            self.telemetry.add_received(LOSS_HTTP_EVENTS, ok, malformed);
+        }
     }
 
     /// Reads the kernel maps and folds what is new into the cumulative series. Events
@@ -250,7 +272,12 @@ impl Pipeline {
         self.generation += 1;
         let generation = self.generation;
         if let Some(loss) = &self.sources.loss {
-            for source in [LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS, LOSS_TCP_EVENTS] {
+            for source in [
+                LOSS_PROC_EVENTS,
+                LOSS_SYSCALL_EVENTS,
+                LOSS_TCP_EVENTS,
+                LOSS_HTTP_EVENTS,
+            ] {
                 self.telemetry.set_kernel_lost(source, loss.lost(source));
                 self.telemetry.ring_fill[source as usize] = loss.ring_fill(source);
             }
@@ -343,6 +370,10 @@ impl Pipeline {
         }
         self.allocations.forget(tgid);
         self.goroutines.forget(tgid);
+        let (processes, services, naming) =
+            (&mut self.processes, &mut self.services, &mut self.naming);
+        self.http
+            .forget(tgid, || processes.service_of(tgid, services, naming));
         self.processes.remove(tgid);
     }
 

@@ -1,0 +1,585 @@
+//! HTTP/1.x from syscall tracepoints (no kprobes here): the sockets a process connected or
+//! accepted are tracked in `HTTP_SOCKS` (LRU, key: tgid and fd), and every successful read or
+//! write on one of them goes to userspace as an event with its first bytes, where the
+//! per-connection state machine finds request and status lines.
+//!
+//! Bytes: on kernels with `sock:sock_recv_length`/`sock_send_length` (6.3+) two BTF
+//! tracepoints that fire for socket reads and writes only; the syscall (and so the layout of
+//! its buffer), the fd and the buffer come from the task's saved user registers. On older
+//! kernels, the per-syscall tracepoints of `read`, `readv`, `recvfrom`, `recvmsg` and their
+//! write twins (the enter remembers the buffer, the exit sends the event).
+//!
+//! Connections: the per-syscall tracepoints of `socket`, `connect`, `accept`, `accept4` and
+//! `close`. Attaching any `syscalls:*` tracepoint registers the kernel's per-syscall
+//! dispatcher on every syscall: every syscall pays that check (measured in README.md).
+//!
+//! Which fds are TCP: `socket(AF_INET|AF_INET6, SOCK_STREAM)` makes the fd a candidate
+//! (role 0, no events); `connect` on a candidate makes it a client connection; `accept` makes
+//! the new fd a server connection when the peer address is IPv4/IPv6 (or, when the caller
+//! passed no address buffer, when the listener is a candidate). `close` forgets it.
+//!
+//! Context fields are read straight from the tracepoint record (offsets of
+//! `/sys/kernel/tracing/events/syscalls/*/format`: the arguments at 16 + 8 i, the return
+//! value at 16), which the verifier allows for tracepoint programs.
+
+use agent_common::{
+    http::{
+        HttpEvent, HttpIoSlot, HTTP_BUF_IOVEC, HTTP_BUF_MSGHDR, HTTP_BUF_PLAIN, HTTP_CAPTURE,
+        HTTP_EV_ACCEPT, HTTP_EV_CLOSE, HTTP_EV_CONNECT, HTTP_EV_READ, HTTP_EV_WRITE,
+        HTTP_ROLE_CLIENT, HTTP_ROLE_SERVER,
+    },
+    loss::LOSS_HTTP_EVENTS,
+};
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated,
+    },
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::{LruHashMap, RingBuf},
+    programs::{BtfTracePointContext, TracePointContext},
+    EbpfContext,
+};
+
+use aya_ebpf::bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+
+use crate::{
+    config::agent_tgid,
+    loss::{count_lost, record_fill},
+};
+
+/// A socket() call in flight (internal to this file, never sent).
+const KIND_SOCKET: u32 = 6;
+/// Role of a TCP socket that is neither connected nor accepted yet: no events.
+const ROLE_CANDIDATE: u32 = 0;
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const SOCK_STREAM: u64 = 1;
+const EINPROGRESS: i64 = 115;
+
+/// Below this many unread bytes in `HTTP_EVENTS` a submit does not wake the reader (it
+/// drains on its collection tick anyway). Written by userspace.
+#[unsafe(no_mangle)]
+static HTTP_WAKEUP_MIN_BYTES: u64 = 0;
+
+/// (tgid << 32 | fd) -> role. Sized by userspace from `probes.http.max_connections`.
+#[map]
+static HTTP_SOCKS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(65536, 0);
+
+/// Thread id -> the tracked syscall it is in, written in place (one insert per thread).
+#[map]
+static HTTP_IO: LruHashMap<u32, HttpIoSlot> = LruHashMap::with_max_entries(16384, 0);
+
+/// Sized by userspace from `probes.http.ring_buffer_bytes`.
+#[map]
+static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Argument `i` of a `sys_enter_*` record.
+#[inline(always)]
+fn arg(ctx: &TracePointContext, i: usize) -> u64 {
+    // SAFETY: the record of every sys_enter_* tracepoint has six 8-byte argument slots from
+    // offset 16; the verifier checks ctx reads against the record's bounds.
+    unsafe { *(ctx.as_ptr() as *const u8).add(16 + 8 * i).cast::<u64>() }
+}
+
+/// The return value of a `sys_exit_*` record.
+#[inline(always)]
+fn ret(ctx: &TracePointContext) -> i64 {
+    // SAFETY: `long ret` at offset 16 of every sys_exit_* record.
+    unsafe { *(ctx.as_ptr() as *const u8).add(16).cast::<i64>() }
+}
+
+#[inline(always)]
+fn key(tgid: u32, fd: u32) -> u64 {
+    ((tgid as u64) << 32) | fd as u64
+}
+
+/// Remembers the syscall this thread is in until its exit.
+#[inline(always)]
+fn arm(tid: u32, slot: HttpIoSlot) -> Result<(), i64> {
+    match HTTP_IO.get_ptr_mut(tid) {
+        Some(p) => {
+            // SAFETY: the slot belongs to this thread; only this thread writes it.
+            unsafe { *p = slot };
+            Ok(())
+        }
+        None => HTTP_IO.insert(tid, slot, 0).map_err(i64::from),
+    }
+}
+
+/// Takes (and clears) the syscall this thread armed at enter.
+#[inline(always)]
+fn disarm(tid: u32) -> Option<HttpIoSlot> {
+    let p = HTTP_IO.get_ptr_mut(tid)?;
+    // SAFETY: as above.
+    unsafe {
+        let s = *p;
+        if s.kind == 0 {
+            return None;
+        }
+        (*p).kind = 0;
+        Some(s)
+    }
+}
+
+macro_rules! io_programs {
+    ($enter:ident, $exit:ident, $kind:expr, $layout:expr) => {
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            let _ = try_io_enter(&ctx, $kind, $layout);
+            0
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            let _ = try_exit(&ctx);
+            0
+        }
+    };
+}
+
+io_programs!(
+    http_enter_read,
+    http_exit_read,
+    HTTP_EV_READ,
+    HTTP_BUF_PLAIN
+);
+io_programs!(
+    http_enter_recvfrom,
+    http_exit_recvfrom,
+    HTTP_EV_READ,
+    HTTP_BUF_PLAIN
+);
+io_programs!(
+    http_enter_readv,
+    http_exit_readv,
+    HTTP_EV_READ,
+    HTTP_BUF_IOVEC
+);
+io_programs!(
+    http_enter_recvmsg,
+    http_exit_recvmsg,
+    HTTP_EV_READ,
+    HTTP_BUF_MSGHDR
+);
+io_programs!(
+    http_enter_write,
+    http_exit_write,
+    HTTP_EV_WRITE,
+    HTTP_BUF_PLAIN
+);
+io_programs!(
+    http_enter_sendto,
+    http_exit_sendto,
+    HTTP_EV_WRITE,
+    HTTP_BUF_PLAIN
+);
+io_programs!(
+    http_enter_writev,
+    http_exit_writev,
+    HTTP_EV_WRITE,
+    HTTP_BUF_IOVEC
+);
+io_programs!(
+    http_enter_sendmsg,
+    http_exit_sendmsg,
+    HTTP_EV_WRITE,
+    HTTP_BUF_MSGHDR
+);
+
+/// `sock_recv_length(struct sock *sk, int ret, int flags)` (6.3+): fires for socket reads
+/// only, so on kernels that have it the per-syscall read programs are not attached and reads
+/// of files and pipes pay nothing.
+#[btf_tracepoint(function = "sock_recv_length")]
+pub fn http_sock_recv(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_sock_io(&ctx, HTTP_EV_READ);
+    0
+}
+
+/// `sock_send_length(struct sock *sk, int ret, int flags)` (6.3+), the same for writes.
+#[btf_tracepoint(function = "sock_send_length")]
+pub fn http_sock_send(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_sock_io(&ctx, HTTP_EV_WRITE);
+    0
+}
+
+/// x86_64 `struct pt_regs` offsets of the saved syscall number and first two arguments.
+const REGS_ORIG_AX: usize = 120;
+const REGS_DI: usize = 112;
+const REGS_SI: usize = 104;
+
+/// Bytes moved on a socket, from inside the syscall that moved them: which syscall, its fd
+/// and its buffer come from the task's saved user registers.
+#[inline(always)]
+fn try_sock_io(ctx: &BtfTracePointContext, kind: u32) -> Result<(), i64> {
+    let ret: i32 = ctx.arg(1);
+    if ret <= 0 {
+        return Ok(());
+    }
+    let ts = now();
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    // SAFETY: helpers without preconditions; the registers are read through the
+    // fault-handling helper.
+    let regs =
+        unsafe { generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) } as *const u8;
+    let reg = |off: usize| -> u64 {
+        // SAFETY: as above.
+        unsafe { bpf_probe_read_kernel(regs.wrapping_add(off).cast::<u64>()) }.unwrap_or(u64::MAX)
+    };
+    // x86_64 syscall numbers.
+    let layout = match (kind, reg(REGS_ORIG_AX)) {
+        (HTTP_EV_READ, 0 | 45) | (HTTP_EV_WRITE, 1 | 44) => HTTP_BUF_PLAIN,
+        (HTTP_EV_READ, 19) | (HTTP_EV_WRITE, 20) => HTTP_BUF_IOVEC,
+        (HTTP_EV_READ, 47) | (HTTP_EV_WRITE, 46) => HTTP_BUF_MSGHDR,
+        // sendfile, splice, io_uring, kernel users of sockets: not watched.
+        _ => return Ok(()),
+    };
+    let fd = reg(REGS_DI) as u32;
+    // SAFETY: the value is copied out at once.
+    let role = match unsafe { HTTP_SOCKS.get(key(tgid, fd)) } {
+        Some(&r) if r != ROLE_CANDIDATE => r,
+        _ => return Ok(()),
+    };
+    let slot = HttpIoSlot {
+        ptr: reg(REGS_SI),
+        fd,
+        kind,
+        layout,
+        role,
+    };
+    let mut ev = event(tgid, fd, kind, role);
+    ev.timestamp_ns = ts;
+    ev.len = ret as u32;
+    capture(&mut ev, &slot, ret as u64);
+    send(&ev);
+    Ok(())
+}
+
+/// `socket(family, type, protocol)`
+#[tracepoint]
+pub fn http_enter_socket(ctx: TracePointContext) -> u32 {
+    let _ = try_socket_enter(&ctx);
+    0
+}
+
+/// `connect(fd, uservaddr, addrlen)`
+#[tracepoint]
+pub fn http_enter_connect(ctx: TracePointContext) -> u32 {
+    let _ = try_connect_enter(&ctx);
+    0
+}
+
+/// `accept(fd, upeer_sockaddr, upeer_addrlen)` and `accept4(..., flags)`
+#[tracepoint]
+pub fn http_enter_accept(ctx: TracePointContext) -> u32 {
+    let _ = try_accept_enter(&ctx);
+    0
+}
+
+/// `close(fd)`
+#[tracepoint]
+pub fn http_enter_close(ctx: TracePointContext) -> u32 {
+    let _ = try_close(&ctx);
+    0
+}
+
+/// The exit of `socket`, `connect`, `accept` and `accept4`.
+#[tracepoint]
+pub fn http_exit_sock(ctx: TracePointContext) -> u32 {
+    let _ = try_exit(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_io_enter(ctx: &TracePointContext, kind: u32, layout: u32) -> Result<(), i64> {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    let fd = arg(ctx, 0) as u32;
+    // SAFETY: the value is copied out at once.
+    let role = match unsafe { HTTP_SOCKS.get(key(tgid, fd)) } {
+        Some(&r) if r != ROLE_CANDIDATE => r,
+        _ => return Ok(()),
+    };
+    arm(
+        id as u32,
+        HttpIoSlot {
+            ptr: arg(ctx, 1),
+            fd,
+            kind,
+            layout,
+            role,
+        },
+    )
+}
+
+#[inline(always)]
+fn try_socket_enter(ctx: &TracePointContext) -> Result<(), i64> {
+    let family = arg(ctx, 0) as u16;
+    let ty = arg(ctx, 1) & 0xf;
+    let id = bpf_get_current_pid_tgid();
+    if (family != AF_INET && family != AF_INET6) || ty != SOCK_STREAM {
+        return Ok(());
+    }
+    if (id >> 32) as u32 == agent_tgid() {
+        return Ok(());
+    }
+    arm(
+        id as u32,
+        HttpIoSlot {
+            kind: KIND_SOCKET,
+            ..HttpIoSlot::default()
+        },
+    )
+}
+
+#[inline(always)]
+fn try_connect_enter(ctx: &TracePointContext) -> Result<(), i64> {
+    let id = bpf_get_current_pid_tgid();
+    let fd = arg(ctx, 0) as u32;
+    // SAFETY: as above.
+    match unsafe { HTTP_SOCKS.get(key((id >> 32) as u32, fd)) } {
+        Some(&ROLE_CANDIDATE) => {}
+        _ => return Ok(()),
+    }
+    arm(
+        id as u32,
+        HttpIoSlot {
+            ptr: arg(ctx, 1),
+            fd,
+            kind: HTTP_EV_CONNECT,
+            layout: 0,
+            role: HTTP_ROLE_CLIENT,
+        },
+    )
+}
+
+#[inline(always)]
+fn try_accept_enter(ctx: &TracePointContext) -> Result<(), i64> {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if tgid == agent_tgid() {
+        return Ok(());
+    }
+    let listener = arg(ctx, 0) as u32;
+    // SAFETY: as above.
+    let candidate = unsafe { HTTP_SOCKS.get(key(tgid, listener)) }.is_some();
+    arm(
+        id as u32,
+        HttpIoSlot {
+            ptr: arg(ctx, 1),
+            fd: listener,
+            kind: HTTP_EV_ACCEPT,
+            // Whether the listener is known to be TCP (for callers that pass no address).
+            layout: candidate as u32,
+            role: HTTP_ROLE_SERVER,
+        },
+    )
+}
+
+#[inline(always)]
+fn try_close(ctx: &TracePointContext) -> Result<(), i64> {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    let fd = arg(ctx, 0) as u32;
+    let k = key(tgid, fd);
+    // SAFETY: as above.
+    let role = match unsafe { HTTP_SOCKS.get(k) } {
+        Some(&r) => r,
+        None => return Ok(()),
+    };
+    let _ = HTTP_SOCKS.remove(k);
+    if role != ROLE_CANDIDATE {
+        let mut ev = event(tgid, fd, HTTP_EV_CLOSE, role);
+        ev.timestamp_ns = now();
+        send(&ev);
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+fn event(tgid: u32, fd: u32, kind: u32, role: u32) -> HttpEvent {
+    HttpEvent {
+        tgid,
+        fd,
+        kind,
+        role,
+        ..HttpEvent::default()
+    }
+}
+
+#[inline(always)]
+fn send(ev: &HttpEvent) {
+    let Some(mut entry) = HTTP_EVENTS.reserve::<HttpEvent>(0) else {
+        count_lost(LOSS_HTTP_EVENTS);
+        return;
+    };
+    entry.write(*ev);
+    // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
+    let min = unsafe { core::ptr::read_volatile(&HTTP_WAKEUP_MIN_BYTES) };
+    let flags = if record_fill(&HTTP_EVENTS, LOSS_HTTP_EVENTS) >= min {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags as u64);
+}
+
+#[inline(always)]
+fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let ts = now();
+    let id = bpf_get_current_pid_tgid();
+    let Some(slot) = disarm(id as u32) else {
+        return Ok(());
+    };
+    let tgid = (id >> 32) as u32;
+    let ret = ret(ctx);
+    match slot.kind {
+        HTTP_EV_READ | HTTP_EV_WRITE => {
+            if ret <= 0 {
+                return Ok(());
+            }
+            let mut ev = event(tgid, slot.fd, slot.kind, slot.role);
+            ev.timestamp_ns = ts;
+            ev.len = if ret > u32::MAX as i64 {
+                u32::MAX
+            } else {
+                ret as u32
+            };
+            capture(&mut ev, &slot, ret as u64);
+            send(&ev);
+        }
+        KIND_SOCKET => {
+            if ret >= 0 {
+                let _ = HTTP_SOCKS.insert(key(tgid, ret as u32), ROLE_CANDIDATE, 0);
+            }
+        }
+        HTTP_EV_CONNECT => {
+            if ret != 0 && ret != -EINPROGRESS {
+                return Ok(());
+            }
+            let mut ev = event(tgid, slot.fd, HTTP_EV_CONNECT, HTTP_ROLE_CLIENT);
+            if !peer(&mut ev, slot.ptr) {
+                return Ok(());
+            }
+            ev.timestamp_ns = ts;
+            let _ = HTTP_SOCKS.insert(key(tgid, slot.fd), HTTP_ROLE_CLIENT, 0);
+            send(&ev);
+        }
+        HTTP_EV_ACCEPT => {
+            if ret < 0 {
+                return Ok(());
+            }
+            let fd = ret as u32;
+            let mut ev = event(tgid, fd, HTTP_EV_ACCEPT, HTTP_ROLE_SERVER);
+            let tcp = if slot.ptr == 0 {
+                slot.layout != 0
+            } else {
+                peer(&mut ev, slot.ptr)
+            };
+            if !tcp {
+                return Ok(());
+            }
+            ev.timestamp_ns = ts;
+            let _ = HTTP_SOCKS.insert(key(tgid, fd), HTTP_ROLE_SERVER, 0);
+            send(&ev);
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Reads an IPv4 or IPv6 `sockaddr` at `ptr` into the event; false for any other family
+/// (a Unix socket) or an unreadable address.
+#[inline(always)]
+fn peer(ev: &mut HttpEvent, ptr: u64) -> bool {
+    let base = ptr as *const u8;
+    // SAFETY: bpf_probe_read_user copies through the fault-handling helper; a bad address
+    // is an error.
+    let Ok(head) = (unsafe { bpf_probe_read_user(base.cast::<[u8; 8]>()) }) else {
+        return false;
+    };
+    let family = u16::from_ne_bytes([head[0], head[1]]);
+    ev.family = family;
+    ev.port = u16::from_be_bytes([head[2], head[3]]);
+    match family {
+        AF_INET => {
+            ev.addr[..4].copy_from_slice(&head[4..8]);
+            true
+        }
+        AF_INET6 => {
+            // SAFETY: as above; sockaddr_in6.sin6_addr is at offset 8.
+            match unsafe { bpf_probe_read_user(base.wrapping_add(8).cast::<[u8; 16]>()) } {
+                Ok(a) => {
+                    ev.addr = a;
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Copies the first bytes transferred into the event (at most [`HTTP_CAPTURE`], at most
+/// `len`, at most the first iovec's length).
+#[inline(always)]
+fn capture(ev: &mut HttpEvent, slot: &HttpIoSlot, len: u64) {
+    let (base, avail) = match slot.layout {
+        HTTP_BUF_PLAIN => (slot.ptr, len),
+        HTTP_BUF_IOVEC => match first_iov(slot.ptr) {
+            Some(v) => v,
+            None => return,
+        },
+        HTTP_BUF_MSGHDR => {
+            // struct user_msghdr: msg_iov at offset 16.
+            // SAFETY: as in `peer`.
+            let iov = unsafe {
+                bpf_probe_read_user((slot.ptr as *const u8).wrapping_add(16).cast::<u64>())
+            };
+            match iov.ok().and_then(first_iov) {
+                Some(v) => v,
+                None => return,
+            }
+        }
+        _ => return,
+    };
+    let mut n = len;
+    if avail < n {
+        n = avail;
+    }
+    if n > HTTP_CAPTURE as u64 {
+        n = HTTP_CAPTURE as u64;
+    }
+    let n = (n as u32) & (2 * HTTP_CAPTURE as u32 - 1);
+    if n == 0 || n > HTTP_CAPTURE as u32 {
+        return;
+    }
+    // SAFETY: `n` <= HTTP_CAPTURE bytes into the event's own buffer, from a user address
+    // through the fault-handling helper.
+    let r = unsafe {
+        generated::bpf_probe_read_user(
+            ev.data.as_mut_ptr().cast(),
+            n,
+            base as *const core::ffi::c_void,
+        )
+    };
+    if r == 0 {
+        ev.captured = n;
+    }
+}
+
+/// (base, length) of the first `struct iovec` at `ptr`.
+#[inline(always)]
+fn first_iov(ptr: u64) -> Option<(u64, u64)> {
+    // SAFETY: as in `peer`.
+    let v = unsafe { bpf_probe_read_user(ptr as *const [u64; 2]) }.ok()?;
+    Some((v[0], v[1]))
+}

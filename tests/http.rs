@@ -1,0 +1,443 @@
+//! HTTP/1.x request metrics against ground truth: a real Python `http.server` answers a known
+//! mix (200s, 503s, slow 202s after 300 ms, HEADs) over one keep-alive connection from
+//! Python's `http.client` and over fresh connections from curl, and garbage, an HTTP/2
+//! preface and a request cut off mid-line arrive on the same port. The server's and each
+//! client's series must equal the mix exactly, by method and status code; the slow requests
+//! must sit in the bucket that holds 300 ms; nothing else may be counted. Needs root, python3
+//! and curl.
+//!
+//! Every process is started through a symlink with a unique name, so its comm (and service)
+//! is its own: the agent sees every process on the host, other tests' included.
+
+mod support;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use support::{unique_name, wait_until, Agent, Scrape};
+
+const SERVER: &str = "steadfast_http_server_request_duration_seconds";
+const CLIENT: &str = "steadfast_http_client_request_duration_seconds";
+
+/// Builds `tests/workloads/http_mix.go` with Debian's go into `dir/http_mix`.
+fn build_go(dir: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/http_mix.go");
+    let out = dir.join("http_mix");
+    let home = dir.join("gohome");
+    let status = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&out)
+        .arg(&source)
+        .env("HOME", &home)
+        .env("GOCACHE", home.join("cache"))
+        .env("GOPATH", home.join("path"))
+        .env("GOFLAGS", "")
+        .env("GO111MODULE", "")
+        .status()
+        .expect("go (golang-go, installed by scripts/setup --test)");
+    assert!(status.success(), "go build failed on {}", source.display());
+    out
+}
+
+fn workload() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/http_mix.py")
+}
+
+/// `dir/name` -> `target`: a process started through it has comm `name`.
+fn alias(dir: &Path, target: &str, name: &str) -> PathBuf {
+    let link = dir.join(name);
+    std::os::unix::fs::symlink(target, &link).unwrap();
+    link
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cmd server PORT_FILE` and waits for its port.
+fn start_server(mut cmd: Command, dir: &Path) -> Server {
+    let port_file = dir.join("port");
+    let child = cmd
+        .arg("server")
+        .arg(&port_file)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("the server workload");
+    let mut port = 0;
+    wait_until("the server to listen", Duration::from_secs(20), || {
+        port = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        port != 0
+    });
+    Server { child, port }
+}
+
+fn count(s: &Scrape, family: &str, labels: &[(&str, &str)]) -> f64 {
+    s.sum(&format!("{family}_count"), labels)
+}
+
+fn bucket(s: &Scrape, family: &str, labels: &[(&str, &str)], le: &str) -> f64 {
+    let mut l = labels.to_vec();
+    l.push(("le", le));
+    s.sum(&format!("{family}_bucket"), &l)
+}
+
+fn curl(bin: &Path, args: &[&str]) {
+    let out = Command::new(bin)
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "curl {args:?}: {out:?}");
+}
+
+/// Sends `bytes` on a fresh connection and reads whatever comes back until the server closes.
+fn raw(port: u16, bytes: &[u8], read: bool) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(bytes).unwrap();
+    if read {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+}
+
+#[test]
+fn python_server_and_clients_match_the_mix() {
+    let agent = Agent::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let srv = unique_name("httpsrv");
+    let cli = unique_name("httpcli");
+    let crl = unique_name("httpcurl");
+    let mut cmd = Command::new(alias(dir.path(), "/usr/bin/python3", &srv));
+    cmd.arg(workload());
+    let server = start_server(cmd, dir.path());
+    let port = server.port.to_string();
+    let base = format!("http://127.0.0.1:{port}");
+
+    // Keep-alive: one connection, every request on it.
+    let (n_ok, n_fail, n_slow) = (12u32, 5u32, 3u32);
+    let out = Command::new(alias(dir.path(), "/usr/bin/python3", &cli))
+        .arg(workload())
+        .args(["client", &port])
+        .args([n_ok, n_fail, n_slow].map(|n| n.to_string()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("done"),
+        "{out:?}"
+    );
+
+    // Fresh connections: one curl process per request.
+    let curl_bin = alias(dir.path(), "/usr/bin/curl", &crl);
+    let (c_ok, c_fail, c_slow, c_head) = (4u32, 2u32, 1u32, 2u32);
+    for _ in 0..c_ok {
+        curl(&curl_bin, &[&format!("{base}/ok")]);
+    }
+    for _ in 0..c_fail {
+        curl(&curl_bin, &[&format!("{base}/fail")]);
+    }
+    for _ in 0..c_slow {
+        curl(&curl_bin, &[&format!("{base}/slow")]);
+    }
+    for _ in 0..c_head {
+        curl(&curl_bin, &["-I", &format!("{base}/ok")]);
+    }
+
+    // Not HTTP/1 requests: garbage (answered 400 by the server), binary bytes, the HTTP/2
+    // preface (answered 505).
+    raw(server.port, b"hello there, not http\r\n\r\n", true);
+    raw(
+        server.port,
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage",
+        false,
+    );
+    raw(server.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", true);
+    // A client that closes before the answer: unanswered on its side; the server still
+    // writes its (slow) answer into the closed connection, which is a request served.
+    raw(server.port, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n", false);
+    let c_slow_server = c_slow + 1;
+    // A request written one byte per write (Nagle off), its answer read one byte per read.
+    {
+        let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        s.set_nodelay(true).unwrap();
+        for b in b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" {
+            s.write_all(&[*b]).unwrap();
+        }
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut answer = Vec::new();
+        let mut byte = [0u8; 1];
+        while let Ok(1) = s.read(&mut byte) {
+            answer.push(byte[0]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    }
+    let n_bytewise = 1u32;
+
+    let server_total =
+        f64::from(n_ok + n_fail + n_slow + c_ok + c_fail + c_slow_server + c_head + n_bytewise);
+    let srv_l = [("service", srv.as_str())];
+    let mut scrape = agent.scrape();
+    wait_until("the server's requests", Duration::from_secs(20), || {
+        scrape = agent.scrape();
+        count(&scrape, SERVER, &srv_l) >= server_total
+            && count(&scrape, CLIENT, &[("service", crl.as_str())])
+                >= f64::from(c_ok + c_fail + c_slow + c_head)
+    });
+    // Give stragglers (anything wrongly counted after the expected ones) a collection.
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = agent.scrape();
+
+    // Server side, exactly the mix.
+    let get200 = [
+        ("service", srv.as_str()),
+        ("method", "GET"),
+        ("status_code", "200"),
+    ];
+    let get503 = [
+        ("service", srv.as_str()),
+        ("method", "GET"),
+        ("status_code", "503"),
+    ];
+    let head200 = [
+        ("service", srv.as_str()),
+        ("method", "HEAD"),
+        ("status_code", "200"),
+    ];
+    let get202 = [
+        ("service", srv.as_str()),
+        ("method", "GET"),
+        ("status_code", "202"),
+    ];
+    assert_eq!(
+        count(&s, SERVER, &get200),
+        f64::from(n_ok + c_ok + n_bytewise),
+        "{}",
+        s.0
+    );
+    assert_eq!(count(&s, SERVER, &get503), f64::from(n_fail + c_fail));
+    assert_eq!(count(&s, SERVER, &head200), f64::from(c_head));
+    assert_eq!(
+        count(&s, SERVER, &get202),
+        f64::from(n_slow + c_slow_server)
+    );
+    assert_eq!(
+        count(&s, SERVER, &srv_l),
+        server_total,
+        "nothing else counted"
+    );
+    // The slow ones (300 ms, answered 202) land in the bucket (0.25, 0.5].
+    assert_eq!(bucket(&s, SERVER, &get202, "0.25"), 0.0);
+    assert_eq!(
+        bucket(&s, SERVER, &get202, "0.5"),
+        f64::from(n_slow + c_slow_server)
+    );
+
+    // Client side: Python's keep-alive connection, with its peer.
+    let peer = format!("127.0.0.1:{port}");
+    let cli_get = |status| {
+        [
+            ("service", cli.as_str()),
+            ("peer", peer.as_str()),
+            ("method", "GET"),
+            ("status_code", status),
+        ]
+    };
+    assert_eq!(count(&s, CLIENT, &cli_get("200")), f64::from(n_ok));
+    assert_eq!(count(&s, CLIENT, &cli_get("202")), f64::from(n_slow));
+    assert_eq!(count(&s, CLIENT, &cli_get("503")), f64::from(n_fail));
+    assert_eq!(
+        count(&s, CLIENT, &[("service", cli.as_str())]),
+        f64::from(n_ok + n_slow + n_fail)
+    );
+    assert_eq!(bucket(&s, CLIENT, &cli_get("202"), "0.25"), 0.0);
+    assert_eq!(
+        bucket(&s, CLIENT, &cli_get("202"), "0.5"),
+        f64::from(n_slow)
+    );
+    // curl, one connection each.
+    let crl_l = |method, status| {
+        [
+            ("service", crl.as_str()),
+            ("peer", peer.as_str()),
+            ("method", method),
+            ("status_code", status),
+        ]
+    };
+    assert_eq!(count(&s, CLIENT, &crl_l("GET", "200")), f64::from(c_ok));
+    assert_eq!(count(&s, CLIENT, &crl_l("GET", "202")), f64::from(c_slow));
+    assert_eq!(count(&s, CLIENT, &crl_l("GET", "503")), f64::from(c_fail));
+    assert_eq!(count(&s, CLIENT, &crl_l("HEAD", "200")), f64::from(c_head));
+    // The test's own raw connections: one request, closed before its answer (its scrapes
+    // of the agents are requests answered in full), and the byte-by-byte one.
+    let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+    let me = me.trim();
+    assert_eq!(
+        count(
+            &s,
+            CLIENT,
+            &[
+                ("service", me),
+                ("peer", peer.as_str()),
+                ("status_code", "200")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        s.sum(
+            "steadfast_http_requests_unanswered_total",
+            &[("service", me), ("side", "client")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        s.sum("steadfast_events_lost_total", &[("source", "http")]),
+        0.0
+    );
+    drop(server);
+}
+
+/// Go's net/http on both ends: the server reads and writes with plain `read`/`write`, the
+/// client too, over one keep-alive connection.
+#[test]
+fn go_server_and_client_match_the_mix() {
+    let agent = Agent::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build_go(dir.path());
+    let srv = unique_name("gohttpsrv");
+    let cli = unique_name("gohttpcli");
+    let server = start_server(
+        Command::new(alias(dir.path(), bin.to_str().unwrap(), &srv)),
+        dir.path(),
+    );
+    let port = server.port.to_string();
+    let (n_ok, n_fail, n_slow) = (9u32, 4u32, 2u32);
+    let out = Command::new(alias(dir.path(), bin.to_str().unwrap(), &cli))
+        .args(["client", &port])
+        .args([n_ok, n_fail, n_slow].map(|n| n.to_string()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("done"),
+        "{out:?}"
+    );
+    raw(server.port, b"GARBAGE\r\n\r\n", true);
+
+    let total = f64::from(n_ok + n_fail + n_slow);
+    wait_until("the Go requests", Duration::from_secs(20), || {
+        let s = agent.scrape();
+        count(&s, SERVER, &[("service", srv.as_str())]) >= total
+            && count(&s, CLIENT, &[("service", cli.as_str())]) >= total
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = agent.scrape();
+    let get = |service: &str, status: &'static str| -> f64 {
+        count(
+            &s,
+            if service == srv { SERVER } else { CLIENT },
+            &[
+                ("service", service),
+                ("method", "GET"),
+                ("status_code", status),
+            ],
+        )
+    };
+    assert_eq!(get(&srv, "200"), f64::from(n_ok), "{}", s.0);
+    assert_eq!(get(&srv, "202"), f64::from(n_slow));
+    assert_eq!(get(&srv, "503"), f64::from(n_fail));
+    assert_eq!(count(&s, SERVER, &[("service", srv.as_str())]), total);
+    assert_eq!(get(&cli, "200"), f64::from(n_ok));
+    assert_eq!(get(&cli, "202"), f64::from(n_slow));
+    assert_eq!(get(&cli, "503"), f64::from(n_fail));
+    assert_eq!(count(&s, CLIENT, &[("service", cli.as_str())]), total);
+    let peer = format!("127.0.0.1:{port}");
+    // The slow ones (300 ms, answered 202) land in the bucket (0.25, 0.5].
+    let slow = [
+        ("service", srv.as_str()),
+        ("method", "GET"),
+        ("status_code", "202"),
+    ];
+    assert_eq!(bucket(&s, SERVER, &slow, "0.25"), 0.0);
+    assert_eq!(bucket(&s, SERVER, &slow, "0.5"), f64::from(n_slow));
+    let cslow = [
+        ("service", cli.as_str()),
+        ("peer", peer.as_str()),
+        ("status_code", "202"),
+    ];
+    assert_eq!(bucket(&s, CLIENT, &cslow, "0.25"), 0.0);
+    assert_eq!(bucket(&s, CLIENT, &cslow, "0.5"), f64::from(n_slow));
+
+    // Hostile traffic: 10,000 connections opened and dropped without a byte, then a 1 MiB
+    // header (net/http accepts up to 1 MiB + 4 KiB of header: a request like any other).
+    let mix = s;
+    for _ in 0..10_000 {
+        drop(TcpStream::connect(("127.0.0.1", server.port)).unwrap());
+    }
+    let mut big = b"GET /ok HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    big.resize(big.len() + (1 << 20), b'a');
+    big.extend_from_slice(b"\r\n\r\n");
+    let mut c = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    // The server answers (and closes) before it read it all: a failed write is expected.
+    let _ = c.write_all(&big);
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    let _ = c.read_to_end(&mut answer);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 "),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    let status = String::from_utf8_lossy(&answer[9..12]).to_string();
+    drop(c);
+    let mut s = agent.scrape();
+    wait_until(
+        "the 431 and the dropped connections",
+        Duration::from_secs(30),
+        || {
+            s = agent.scrape();
+            count(&s, SERVER, &[("service", srv.as_str())]) > total
+                && s.value("steadfast_http_connections_tracked", &[])
+                    .unwrap_or(f64::MAX)
+                    < 1000.0
+        },
+    );
+    let big = [
+        ("service", srv.as_str()),
+        ("method", "GET"),
+        ("status_code", status.as_str()),
+    ];
+    assert_eq!(
+        count(&s, SERVER, &big),
+        count(&mix, SERVER, &big) + 1.0,
+        "{}",
+        s.0
+    );
+    assert_eq!(count(&s, SERVER, &[("service", srv.as_str())]), total + 1.0);
+    assert_eq!(
+        s.sum("steadfast_http_connections_evicted_total", &[]),
+        0.0,
+        "closed connections leave, they are not evicted"
+    );
+    assert_eq!(
+        s.sum("steadfast_events_lost_total", &[("source", "http")]),
+        0.0
+    );
+    drop(server);
+}
