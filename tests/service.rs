@@ -254,21 +254,31 @@ impl Drop for UnitCgroup {
     }
 }
 
-/// Waits until the target's and the unit's services each have `n` getppid calls.
-fn counted(agent: &Agent, target: &str, unit: &str, n: u64) -> Scrape {
+/// Waits until each (service, syscall) has its expected count of calls.
+fn counted(agent: &Agent, expected: &[(&str, &str, u64)]) -> Scrape {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let s = agent.scrape();
-        let (t, u) = (
-            getppid_count(&s, &format!("{target}-svc")),
-            getppid_count(&s, unit),
-        );
-        if t == n as f64 && u == n as f64 {
+        let got: Vec<_> = expected
+            .iter()
+            .map(|(service, syscall, _)| {
+                s.value(
+                    "steadfast_syscall_duration_seconds_count",
+                    &[("syscall", syscall), ("service", service)],
+                )
+                .unwrap_or(0.0)
+            })
+            .collect();
+        if expected
+            .iter()
+            .zip(&got)
+            .all(|((_, _, n), g)| *n as f64 == *g)
+        {
             return s;
         }
         assert!(
             Instant::now() < deadline,
-            "getppid calls: target {t}, unit {u}, expected {n} each; other {}; services {:?}\n{}",
+            "getppid calls {got:?}, expected {expected:?}; other {}; services {:?}\n{}",
             getppid_count(&s, "other"),
             service_values(&s),
             agent.log()
@@ -278,26 +288,41 @@ fn counted(agent: &Agent, target: &str, unit: &str, n: u64) -> Scrape {
 }
 
 /// 1,000 one-off commands with distinct names (symlinks to `true`: the comm is the link's
-/// name), with the default cap and admission, and then a `targets` process and a process in a
-/// `*.service` cgroup: both are counted under their own service (exact getppid counts), none of
-/// the one-off names gets a series, their syscalls are under `short_lived`, and the series
-/// count grows by at most a handful.
+/// name), with the default cap and admission, between runs of two `targets` programs and two
+/// programs in `*.service` cgroups (one of each runs before and after the flood, the other only
+/// after): each is counted under its own service (exact getppid and nanosleep counts), none of
+/// the one-off names gets a series, their syscalls are under `short_lived`, and the number of `service`
+/// values grows by a few (other processes on the host) at most.
 #[test]
 fn one_off_commands_leave_targets_and_units_intact() {
     const N: u64 = 3_000;
-    let target = unique_name("sfta");
-    let unit = format!("{}.service", unique_name("sfun"));
+    let (early, late) = (unique_name("sfte"), unique_name("sftl"));
+    let units = [
+        format!("{}.service", unique_name("sfue")),
+        format!("{}.service", unique_name("sful")),
+    ];
     let agent = Agent::start(&format!(
-        "services:\n  max_services: 100\ntargets:\n  - service: {target}-svc\n    comm: {target}\n"
+        "services:\n  max_services: 100\ntargets:\n  - service: {early}-svc\n    comm: {early}\n  \
+         - service: {late}-svc\n    comm: {late}\n"
     ));
     let dir = agent.dir.path();
-    let target_bin = build_workload("getppid_loop", dir, &target);
-    let unit_bin = build_workload("getppid_loop", dir, &unique_name("sfub"));
-    let cg = UnitCgroup::new(&unit);
-    // Both run once before the flood.
-    run_to_end(&target_bin, &[&N.to_string()]);
-    cg.run(&unit_bin, &[&N.to_string()]);
-    let before = counted(&agent, &target, &unit, N);
+    let (early_bin, late_bin) = (
+        build_workload("getppid_loop", dir, &early),
+        build_workload("getppid_loop", dir, &late),
+    );
+    // A unit is known from procfs, which a process that ended before its exec event was read
+    // no longer has: the units' program lives 250 ms (5 nanosleeps of 50 ms).
+    let unit_bin = build_workload("nanosleep_mix", dir, &unique_name("sfub"));
+    let unit_args = ["0", "5", "50"];
+    let (early_cg, late_cg) = (UnitCgroup::new(&units[0]), UnitCgroup::new(&units[1]));
+    let (early_svc, late_svc) = (format!("{early}-svc"), format!("{late}-svc"));
+    let n = N.to_string();
+    run_to_end(&early_bin, &[&n]);
+    early_cg.run(&unit_bin, &unit_args);
+    let before = counted(
+        &agent,
+        &[(&early_svc, "getppid", N), (&units[0], "nanosleep", 5)],
+    );
 
     let true_bin = ["/bin/true", "/usr/bin/true"]
         .into_iter()
@@ -314,10 +339,20 @@ fn one_off_commands_leave_targets_and_units_intact() {
     }
     let flood = started.elapsed();
 
-    // After the flood: new processes of the target and of the unit.
-    run_to_end(&target_bin, &[&N.to_string()]);
-    cg.run(&unit_bin, &[&N.to_string()]);
-    let after = counted(&agent, &target, &unit, 2 * N);
+    for bin in [&early_bin, &late_bin] {
+        run_to_end(bin, &[&n]);
+    }
+    early_cg.run(&unit_bin, &unit_args);
+    late_cg.run(&unit_bin, &unit_args);
+    let after = counted(
+        &agent,
+        &[
+            (&early_svc, "getppid", 2 * N),
+            (&units[0], "nanosleep", 10),
+            (&late_svc, "getppid", N),
+            (&units[1], "nanosleep", 5),
+        ],
+    );
     let one_offs: Vec<_> = service_values(&after)
         .into_iter()
         .filter(|v| v.starts_with(&prefix))
