@@ -21,7 +21,6 @@ use std::{
 use agent_common::{
     loss::{LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS, LOSS_TCP_EVENTS},
     process::{ProcEvent, PROC_EXEC, PROC_EXIT},
-    syscall::SlowSyscallEvent,
     tcp::UNKNOWN_OWNER,
 };
 
@@ -45,10 +44,6 @@ use uprobe_targets::UprobeTargets;
 /// Every this many collections, forget processes that vanished without an exit event and
 /// discover those that appeared without an exec (forks).
 const SWEEP_EVERY: u64 = 30;
-
-/// Slow-syscall events of pending processes held until their name is decided; past this,
-/// they are counted under `short_lived` at once.
-const HELD_SLOW_EVENTS: usize = 4096;
 
 /// The kernel side the pipeline reads. Absent pieces (disabled probes) are `None`.
 #[derive(Default)]
@@ -93,8 +88,6 @@ pub struct Pipeline {
     pub uprobe_missed: (u64, u64),
     pub telemetry: Telemetry,
     generation: u64,
-    /// Slow-syscall events of processes whose name is pending.
-    held_slow: Vec<SlowSyscallEvent>,
     /// Where slow syscalls go as spans, when OTLP export is on.
     span_sink: Option<SpanSink>,
     /// Unix time minus monotonic time, to date kernel events.
@@ -138,7 +131,6 @@ impl Pipeline {
             uprobe_missed: (0, 0),
             telemetry: Telemetry::default(),
             generation: 0,
-            held_slow: Vec::new(),
             span_sink: None,
             unix_minus_monotonic_ns: crate::export::otlp::unix_now_ns()
                 .saturating_sub(crate::ebpf::monotonic_ns()),
@@ -214,21 +206,26 @@ impl Pipeline {
             }
         }
         if let Some(maps) = self.sources.syscalls.as_mut() {
-            let (processes, services, naming, stats, sink, held) = (
+            let (processes, services, naming, stats, sink) = (
                 &mut self.processes,
                 &mut self.services,
                 &mut self.naming,
                 &mut self.syscalls,
                 self.span_sink.as_ref(),
-                &mut self.held_slow,
             );
             let offset = self.unix_minus_monotonic_ns;
             let (ok, malformed) = maps.slow_events.drain(|ev| {
-                let service = processes.service_of(ev.tgid, now, services, naming);
-                if processes.is_pending(ev.tgid) && held.len() < HELD_SLOW_EVENTS {
-                    held.push(ev);
-                } else {
-                    on_slow(stats, sink, services, offset, service, ev);
+                // A slow syscall admits a pending process at once: what it did is worth a
+                // name, and none of its counts has been folded yet, so nothing splits.
+                let mut service = processes.service_of(ev.tgid, now, services, naming);
+                if let Some(admitted) = processes.admit(ev.tgid, now, services) {
+                    service = admitted;
+                }
+                stats.on_slow(service, ev);
+                if let Some(sink) = sink {
+                    sink.offer(|| {
+                        SpanRecord::slow_syscall(&ev, services.name(service), ev.start_ns + offset)
+                    });
                 }
             });
             self.telemetry
@@ -326,7 +323,6 @@ impl Pipeline {
             self.allocations.fold(&allocs, &mut service_of);
             self.goroutines.fold(&go, &mut service_of);
         }
-        self.replay_slow(&pending);
 
         // Processes whose exit was drained before this collection's snapshot: their final
         // counts have just been folded, so their kernel keys and names can go. (A straggler
@@ -409,33 +405,6 @@ impl Pipeline {
             .collect()
     }
 
-    /// Counts the held slow-syscall events of processes no longer pending.
-    fn replay_slow(&mut self, pending: &HashSet<u32>) {
-        if self.held_slow.is_empty() {
-            return;
-        }
-        let held = std::mem::take(&mut self.held_slow);
-        let offset = self.unix_minus_monotonic_ns;
-        let now = Instant::now();
-        for ev in held {
-            if pending.contains(&ev.tgid) {
-                self.held_slow.push(ev);
-                continue;
-            }
-            let service =
-                self.processes
-                    .service_of(ev.tgid, now, &mut self.services, &mut self.naming);
-            on_slow(
-                &mut self.syscalls,
-                self.span_sink.as_ref(),
-                &self.services,
-                offset,
-                service,
-                ev,
-            );
-        }
-    }
-
     /// Drops every series of a released service.
     fn release_service(&mut self, id: ServiceId) {
         self.syscalls.release(id);
@@ -482,20 +451,5 @@ impl Pipeline {
             Some(maps) => maps.thresholds.write(&config.probes.syscalls),
             None => Ok(()),
         }
-    }
-}
-
-/// Counts one slow syscall and offers it as a span.
-fn on_slow(
-    stats: &mut SyscallStats,
-    sink: Option<&SpanSink>,
-    services: &ServiceNames,
-    offset: u64,
-    service: ServiceId,
-    ev: SlowSyscallEvent,
-) {
-    stats.on_slow(service, ev);
-    if let Some(sink) = sink {
-        sink.offer(|| SpanRecord::slow_syscall(&ev, services.name(service), ev.start_ns + offset));
     }
 }

@@ -4,11 +4,12 @@
 //!
 //! Admission of comm-derived names: a process whose name is neither a kernel thread, a target,
 //! a systemd unit, nor an already admitted comm is *pending* until it has made
-//! `services.admit_after_syscalls` syscalls or lived `services.admit_after_seconds`; then its
-//! comm is admitted (a slot, within the cap). If it exits before either, it is `short_lived`.
-//! While pending its kernel counters are held where they are (the pipeline leaves its keys out
-//! of the folds) and it is in no gauge, so when the decision comes everything it did lands under
-//! one name, never split between `short_lived` and its own.
+//! `services.admit_after_syscalls` syscalls, lived `services.admit_after_seconds`, or made a
+//! slow syscall (an event: counted at once, never held); then its comm is admitted (a slot,
+//! within the cap). If it exits before any of these, it is `short_lived`. While pending its
+//! kernel counters are held where they are (the pipeline leaves its keys out of the folds) and
+//! it is in no gauge, so when the decision comes everything it did lands under one name, never
+//! split between `short_lived` and its own.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -211,6 +212,19 @@ impl ProcessTable {
         entry.service = service;
         entry.pending = None;
         Some(service)
+    }
+
+    /// Admits a pending process now (it made a slow syscall); `None` if it was not pending.
+    pub fn admit(
+        &mut self,
+        tgid: u32,
+        now: Instant,
+        names: &mut ServiceNames,
+    ) -> Option<ServiceId> {
+        let entry = self.entries.get_mut(&tgid)?;
+        let p = entry.pending.take()?;
+        entry.service = names.intern(&p.name, Origin::Comm, now);
+        Some(entry.service)
     }
 
     /// Processes that have not exited (as far as events tell) and are decided, with their
@@ -442,6 +456,18 @@ mod tests {
             super::super::services::KERNEL
         );
         assert_eq!(t.pending(), Vec::<u32>::new());
+        // A slow syscall admits at once.
+        t.on_event(
+            &ev(PROC_EXEC, 8, "fsyncer"),
+            1,
+            t0,
+            &mut names,
+            &mut comm("fsyncer"),
+        );
+        assert!(t.is_pending(8));
+        let s = t.admit(8, t0, &mut names).unwrap();
+        assert_eq!(names.name(s), "fsyncer");
+        assert_eq!(t.admit(8, t0, &mut names), None, "decided already");
     }
 
     #[test]
