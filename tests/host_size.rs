@@ -109,7 +109,8 @@ fn locked_map_memory_stays_within_the_bound_for_this_host() {
 #[test]
 fn a_workload_has_its_own_service_whatever_the_cpu_count() {
     const N: u64 = 20_000;
-    let agent = Agent::start("");
+    // `services:` given: the test agent keeps the default admission (tests/support).
+    let agent = Agent::start("services:\n  max_services: 100\n");
     let name = unique_name("sfsz");
     let bin = build_workload("getppid_loop", agent.dir.path(), &name);
     run_to_end(&bin, &[&N.to_string()]);

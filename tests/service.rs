@@ -1,15 +1,21 @@
 //! The agent as a systemd `Type=notify` service, without systemd: the test binds the unix
 //! datagram socket systemd would (`$NOTIFY_SOCKET`) and reads what the real agent sends on
-//! start-up, SIGHUP (valid and invalid config on disk), the watchdog, and SIGTERM. Needs root.
+//! start-up, SIGHUP (valid and invalid config on disk), the watchdog, and SIGTERM.
+//!
+//! And the `service` label (issue 14 item 1): one-off commands, kernel threads, targets and
+//! units, idle release and the overflow counter, against real processes. Needs root.
 
 mod support;
 
 use std::{
+    collections::BTreeSet,
     os::unix::net::UnixDatagram,
+    path::{Path, PathBuf},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use support::Agent;
+use support::{build_workload, run_to_end, unique_name, wait_for, wait_until, Agent, Scrape};
 
 /// Reads datagrams until one contains `field`, returning it (panics after `within`).
 fn expect(sock: &UnixDatagram, field: &str, within: Duration, agent: &Agent) -> String {
@@ -101,7 +107,10 @@ fn notifies_ready_reloading_watchdog_and_stopping() {
     let good = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
-        format!("{good}services:\n  max_services: 0\nprobes:\n  process_events:\n    ring_buffer_bytes: 1000\n"),
+        format!(
+            "{}probes:\n  process_events:\n    ring_buffer_bytes: 1000\n",
+            good.replace("services:\n", "services:\n  max_services: 0\n")
+        ),
     )
     .unwrap();
     agent.signal(libc::SIGHUP);
@@ -119,7 +128,11 @@ fn notifies_ready_reloading_watchdog_and_stopping() {
     }
 
     // A valid but different file: accepted; the log says what applies now and what at restart.
-    std::fs::write(&config, format!("{good}services:\n  max_services: 5\n")).unwrap();
+    std::fs::write(
+        &config,
+        good.replace("services:\n", "services:\n  max_services: 5\n"),
+    )
+    .unwrap();
     agent.signal(libc::SIGHUP);
     let ready = expect(&sock, "READY=1", Duration::from_secs(5), &agent);
     assert!(ready.contains("restart"), "{ready}");
@@ -153,4 +166,369 @@ fn now_monotonic_usec() -> u64 {
     // SAFETY: clock_gettime writes into our timespec.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
+/// Distinct values of the `service` label on a scrape.
+fn service_values(s: &Scrape) -> BTreeSet<String> {
+    s.0.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| Some(l.split("service=\"").nth(1)?.split('"').next()?.to_string()))
+        .collect()
+}
+
+/// Series (sample lines) with a `service` label.
+fn service_series(s: &Scrape) -> usize {
+    s.0.lines()
+        .filter(|l| !l.starts_with('#') && l.contains("service=\""))
+        .count()
+}
+
+fn getppid_count(s: &Scrape, service: &str) -> f64 {
+    s.value(
+        "steadfast_syscall_duration_seconds_count",
+        &[("syscall", "getppid"), ("service", service)],
+    )
+    .unwrap_or(0.0)
+}
+
+/// Where the unified (v2) cgroup hierarchy is mounted.
+fn cgroup2_root() -> PathBuf {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split_whitespace().next()? == "cgroup2")
+                .then(|| PathBuf::from(pre.split_whitespace().nth(4).unwrap()))
+        })
+        .expect("a cgroup2 mount")
+}
+
+/// A cgroup named like a systemd unit, removed at drop.
+struct UnitCgroup(PathBuf);
+
+impl UnitCgroup {
+    fn new(unit: &str) -> Self {
+        let dir = cgroup2_root().join(unit);
+        std::fs::create_dir(&dir).unwrap();
+        UnitCgroup(dir)
+    }
+
+    /// Runs `bin args` to its end inside the cgroup: the child moves itself in between fork
+    /// and exec, so everything the program does is the unit's.
+    fn run(&self, bin: &Path, args: &[&str]) {
+        use std::os::unix::process::CommandExt;
+        let procs = std::ffi::CString::new(
+            self.0
+                .join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        // SAFETY: between fork and exec only async-signal-safe calls (open, write, close) on
+        // memory allocated before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                libc::close(fd);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let status = cmd.status().unwrap();
+        assert!(status.success(), "{status}");
+    }
+}
+
+impl Drop for UnitCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Waits until each (service, syscall) has its expected count of calls.
+fn counted(agent: &Agent, expected: &[(&str, &str, u64)]) -> Scrape {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = agent.scrape();
+        let got: Vec<_> = expected
+            .iter()
+            .map(|(service, syscall, _)| {
+                s.value(
+                    "steadfast_syscall_duration_seconds_count",
+                    &[("syscall", syscall), ("service", service)],
+                )
+                .unwrap_or(0.0)
+            })
+            .collect();
+        if expected
+            .iter()
+            .zip(&got)
+            .all(|((_, _, n), g)| *n as f64 == *g)
+        {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "getppid calls {got:?}, expected {expected:?}; other {}; services {:?}\n{}",
+            getppid_count(&s, "other"),
+            service_values(&s),
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// 1,000 one-off commands with distinct names (symlinks to `true`: the comm is the link's
+/// name), with the default cap and admission, between runs of two `targets` programs and two
+/// programs in `*.service` cgroups (one of each runs before and after the flood, the other only
+/// after): each is counted under its own service (exact getppid and nanosleep counts), none of
+/// the one-off names gets a series, their syscalls are under `short_lived`, and the number of `service`
+/// values grows by a few (other processes on the host) at most.
+#[test]
+fn one_off_commands_leave_targets_and_units_intact() {
+    const N: u64 = 3_000;
+    let (early, late) = (unique_name("sfte"), unique_name("sftl"));
+    let units = [
+        format!("{}.service", unique_name("sfue")),
+        format!("{}.service", unique_name("sful")),
+    ];
+    let agent = Agent::start(&format!(
+        "services:\n  max_services: 100\ntargets:\n  - service: {early}-svc\n    comm: {early}\n  \
+         - service: {late}-svc\n    comm: {late}\n"
+    ));
+    let dir = agent.dir.path();
+    let (early_bin, late_bin) = (
+        build_workload("getppid_loop", dir, &early),
+        build_workload("getppid_loop", dir, &late),
+    );
+    // A unit is known from procfs, which a process that ended before its exec event was read
+    // no longer has: the units' program lives 250 ms (5 nanosleeps of 50 ms).
+    let unit_bin = build_workload("nanosleep_mix", dir, &unique_name("sfub"));
+    let unit_args = ["0", "5", "50"];
+    let (early_cg, late_cg) = (UnitCgroup::new(&units[0]), UnitCgroup::new(&units[1]));
+    let (early_svc, late_svc) = (format!("{early}-svc"), format!("{late}-svc"));
+    let n = N.to_string();
+    run_to_end(&early_bin, &[&n]);
+    early_cg.run(&unit_bin, &unit_args);
+    let before = counted(
+        &agent,
+        &[(&early_svc, "getppid", N), (&units[0], "nanosleep", 5)],
+    );
+
+    let true_bin = ["/bin/true", "/usr/bin/true"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap();
+    let links = tempfile::tempdir().unwrap();
+    let prefix = unique_name("sf1");
+    let started = Instant::now();
+    for i in 0..1000 {
+        let link = links.path().join(format!("{prefix}-{i}"));
+        std::os::unix::fs::symlink(true_bin, &link).unwrap();
+        let status = Command::new(&link).status().unwrap();
+        assert!(status.success());
+    }
+    let flood = started.elapsed();
+
+    for bin in [&early_bin, &late_bin] {
+        run_to_end(bin, &[&n]);
+    }
+    early_cg.run(&unit_bin, &unit_args);
+    late_cg.run(&unit_bin, &unit_args);
+    let after = counted(
+        &agent,
+        &[
+            (&early_svc, "getppid", 2 * N),
+            (&units[0], "nanosleep", 10),
+            (&late_svc, "getppid", N),
+            (&units[1], "nanosleep", 5),
+        ],
+    );
+    let one_offs: Vec<_> = service_values(&after)
+        .into_iter()
+        .filter(|v| v.starts_with(&prefix))
+        .collect();
+    let short_lived: f64 = after.sum(
+        "steadfast_syscall_duration_seconds_count",
+        &[("service", "short_lived")],
+    );
+    let (series_before, series_after) = (service_series(&before), service_series(&after));
+    println!(
+        "1000 one-off commands in {flood:?}: series with a service label {series_before} -> \
+         {series_after}; {} one-off names on /metrics; {short_lived} syscalls under short_lived; \
+         overflow {:?}",
+        one_offs.len(),
+        after.value("steadfast_services_overflow_total", &[])
+    );
+    assert!(
+        one_offs.is_empty(),
+        "one-off names got series: {one_offs:?}"
+    );
+    // /bin/true makes about 29 syscalls (strace -c); the exec itself may count elsewhere.
+    assert!(
+        short_lived >= 1000.0 * 20.0,
+        "{short_lived} syscalls under short_lived"
+    );
+    // Other processes on the host (builds) come and go meanwhile: a few values, not hundreds.
+    let (values_before, values_after) =
+        (service_values(&before).len(), service_values(&after).len());
+    println!("service values {values_before} -> {values_after}");
+    assert!(
+        values_after <= values_before + 10,
+        "service values {values_before} -> {values_after}: {:?}",
+        service_values(&after)
+    );
+    assert_eq!(
+        after.value("steadfast_services_overflow_total", &[]),
+        Some(0.0)
+    );
+}
+
+/// A service whose processes have all exited keeps its series for
+/// `services.idle_release_seconds`, then they disappear from /metrics; when it runs again its
+/// counters start from 0.
+#[test]
+fn an_exited_service_is_released_after_the_idle_time() {
+    const N: u64 = 5_000;
+    const IDLE_SECS: u64 = 3;
+    let agent = Agent::start(&format!("services:\n  idle_release_seconds: {IDLE_SECS}\n"));
+    let name = unique_name("sfid");
+    let bin = build_workload("getppid_loop", agent.dir.path(), &name);
+    run_to_end(&bin, &[&N.to_string()]);
+    let exited = Instant::now();
+    let s = wait_for(10, "the workload's series", || {
+        let s = agent.scrape();
+        (getppid_count(&s, &name) == N as f64).then_some(s)
+    });
+    let series =
+        s.0.lines()
+            .filter(|l| l.contains(&format!("service=\"{name}\"")))
+            .count();
+    assert!(series > 5, "{series} series of {name}");
+    wait_until(
+        "the exited service's series to disappear",
+        Duration::from_secs(IDLE_SECS + 10),
+        || !agent.scrape().has_label_value("service", &name),
+    );
+    // The scrape that no longer had them started after the release.
+    let lasted = exited.elapsed();
+    println!("{series} series of an exited service, gone {lasted:?} after its exit");
+    assert!(
+        lasted >= Duration::from_secs(IDLE_SECS),
+        "released after {lasted:?}, before the idle time"
+    );
+    let released = agent
+        .scrape()
+        .value("steadfast_services_released_total", &[]);
+    assert!(released >= Some(1.0), "{released:?}");
+
+    // It comes back from 0: N calls, not 2N.
+    run_to_end(&bin, &[&N.to_string()]);
+    wait_until("the new series", Duration::from_secs(10), || {
+        getppid_count(&agent.scrape(), &name) == N as f64
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(getppid_count(&agent.scrape(), &name), N as f64);
+}
+
+/// Kernel threads are one service, `kernel`: no per-CPU names (`ksoftirqd/0`, `kworker/0:1`,
+/// `migration/0`, `cpuhp/0`) on /metrics, and the `kernel` task gauge counts at least the
+/// kernel threads procfs shows now (PF_KTHREAD in /proc/<pid>/stat; kworkers come and go).
+#[test]
+fn kernel_threads_are_the_kernel_service() {
+    let agent = Agent::start("services:\n  max_services: 100\n");
+    let kthreads = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|t| {
+                    let after = &t[t.rfind(')')? + 1..];
+                    after.split_whitespace().nth(6)?.parse::<u64>().ok()
+                })
+                .is_some_and(|flags| flags & 0x0020_0000 != 0)
+        })
+        .count();
+    assert!(kthreads > 0, "no kernel threads visible in /proc");
+    let s = wait_for(10, "the kernel service's task gauge", || {
+        let s = agent.scrape();
+        s.value("steadfast_process_tasks", &[("service", "kernel")])
+            .is_some()
+            .then_some(s)
+    });
+    let gauge = s
+        .value("steadfast_process_tasks", &[("service", "kernel")])
+        .unwrap();
+    let per_cpu: Vec<_> = service_values(&s)
+        .into_iter()
+        .filter(|v| {
+            v.contains('/')
+                || [
+                    "ksoftirqd",
+                    "kworker",
+                    "migration",
+                    "cpuhp",
+                    "rcu_",
+                    "kthreadd",
+                ]
+                .iter()
+                .any(|k| v.starts_with(k))
+        })
+        .collect();
+    println!(
+        "{kthreads} kernel threads in /proc; steadfast_process_tasks{{service=\"kernel\"}} {gauge}; \
+         {} service values",
+        service_values(&s).len()
+    );
+    assert!(
+        per_cpu.is_empty(),
+        "kernel thread names as services: {per_cpu:?}"
+    );
+    assert!(
+        gauge >= (kthreads as f64 * 0.8).floor(),
+        "kernel gauge {gauge} for {kthreads} kernel threads"
+    );
+}
+
+/// With a cap of 2 comm-derived names (filled at start by the host's own processes), a new
+/// name is `other`: `steadfast_services_overflow_total` counts it and the log says so once.
+#[test]
+fn overflow_is_counted_and_logged_once() {
+    const N: u64 = 2_000;
+    let agent = Agent::start("services:\n  max_services: 2\n  admit_after_syscalls: 0\n");
+    let overflow = |s: &Scrape| s.value("steadfast_services_overflow_total", &[]);
+    let start = overflow(&agent.scrape()).expect("steadfast_services_overflow_total");
+    let names: Vec<_> = (0..3).map(|_| unique_name("sfov")).collect();
+    for name in &names {
+        let bin = build_workload("getppid_loop", agent.dir.path(), name);
+        run_to_end(&bin, &[&N.to_string()]);
+    }
+    let s = wait_for(10, "three overflows counted", || {
+        let s = agent.scrape();
+        (overflow(&s)? >= start + 3.0).then_some(s)
+    });
+    println!("overflow {start} at start -> {:?}", overflow(&s));
+    for name in &names {
+        assert!(
+            !s.has_label_value("service", name),
+            "{name} has its own service"
+        );
+    }
+    assert!(getppid_count(&s, "other") >= 3.0 * N as f64);
+    let log = agent.log();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("services.max_services comm-derived names are in use"))
+        .count();
+    assert_eq!(lines, 1, "{log}");
 }

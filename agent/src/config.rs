@@ -454,16 +454,41 @@ pub struct ServicesConfig {
     /// Distinct `service` label values; processes beyond the cap are reported as `other`.
     #[serde(default = "default_max_services")]
     pub max_services: usize,
+    /// A service with no live process for this long is released: its series go, and come back
+    /// from 0 if it runs again.
+    #[serde(default = "default_idle_release_seconds")]
+    pub idle_release_seconds: u64,
+    /// A comm-derived name is admitted once its process made this many syscalls or lived
+    /// `admit_after_seconds`; one that exits before is `short_lived`. 0: at once.
+    #[serde(default = "default_admit_after_syscalls")]
+    pub admit_after_syscalls: u64,
+    #[serde(default = "default_admit_after_seconds")]
+    pub admit_after_seconds: u64,
 }
 
 const fn default_max_services() -> usize {
     100
 }
 
+const fn default_idle_release_seconds() -> u64 {
+    600
+}
+
+const fn default_admit_after_syscalls() -> u64 {
+    1000
+}
+
+const fn default_admit_after_seconds() -> u64 {
+    10
+}
+
 impl Default for ServicesConfig {
     fn default() -> Self {
         Self {
             max_services: default_max_services(),
+            idle_release_seconds: default_idle_release_seconds(),
+            admit_after_syscalls: default_admit_after_syscalls(),
+            admit_after_seconds: default_admit_after_seconds(),
         }
     }
 }
@@ -866,6 +891,12 @@ impl Config {
         }
         if self.services.max_services == 0 {
             bad("services.max_services", "must be at least 1".into());
+        }
+        if self.services.idle_release_seconds == 0 {
+            bad(
+                "services.idle_release_seconds",
+                "must be at least 1 (a series must live to be scraped)".into(),
+            );
         }
         let s = &self.probes.syscalls;
         if !(1024..=1 << 22).contains(&s.max_threads) {

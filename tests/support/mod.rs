@@ -83,6 +83,13 @@ impl Agent {
                     "rules:\n  directory: {d}/rules.d\n  state_dir: {d}/state\n"
                 ));
             }
+            // Test workloads are one-off commands (milliseconds, tens of syscalls) that the
+            // default admission would count as `short_lived`: name them at once, as before,
+            // unless the test configures `services:` itself (tests/service.rs checks the
+            // defaults).
+            if !(extra.contains("\nservices:") || extra.starts_with("services:")) {
+                control.push_str("services:\n  admit_after_syscalls: 0\n");
+            }
             let mut extra = extra.replace("@AGENT_DIR@", &dir.path().display().to_string());
             // A test's own `control:` section keeps its state page in the agent's directory
             // too, unless it names one: never the host's /run/steadfast/state.page.

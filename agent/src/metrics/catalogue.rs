@@ -377,6 +377,18 @@ impl Collector for PipelineCollector {
             None,
             MetricType::Gauge,
         )?)?;
+        ConstCounter::new(p.services.overflow()).encode(encoder.encode_descriptor(
+            "services_overflow",
+            "Processes reported as service=\"other\" because services.max_services comm-derived names were in use.",
+            None,
+            MetricType::Counter,
+        )?)?;
+        ConstCounter::new(p.services.released()).encode(encoder.encode_descriptor(
+            "services_released",
+            "Service names released after services.idle_release_seconds without a live process (their series went with them).",
+            None,
+            MetricType::Counter,
+        )?)?;
         Ok(())
     }
 }

@@ -51,6 +51,11 @@ impl Memory {
         }
     }
 
+    /// Drops the series of a released service.
+    pub fn release(&mut self, service: ServiceId) {
+        self.resident.remove(&service);
+    }
+
     /// Resident bytes per service, as of the last refresh.
     pub fn resident(&self) -> &BTreeMap<ServiceId, u64> {
         &self.resident

@@ -14,11 +14,15 @@ pub mod tcp_stats;
 pub mod uprobe_stats;
 pub mod uprobe_targets;
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
 
 use agent_common::{
     loss::{LOSS_HTTP_EVENTS, LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS, LOSS_TCP_EVENTS},
     process::{ProcEvent, PROC_EXEC, PROC_EXIT},
+    tcp::UNKNOWN_OWNER,
 };
 
 use crate::{
@@ -32,8 +36,8 @@ use crate::{
 };
 use http_stats::HttpStats;
 use memory::Memory;
-use processes::{procfs_tgids, ProcessTable};
-use services::{Naming, ServiceNames};
+use processes::{procfs_tgids, Admission, ProcessTable};
+use services::{Naming, ServiceId, ServiceNames};
 use syscall_stats::SyscallStats;
 use task_stats::{procfs_threads, TaskStats};
 use tcp_stats::TcpStats;
@@ -109,8 +113,14 @@ impl Pipeline {
         let mut p = Self {
             sources,
             naming: Naming::new(config.targets.clone()),
-            services: ServiceNames::new(config.services.max_services),
-            processes: ProcessTable::default(),
+            services: ServiceNames::new(
+                config.services.max_services,
+                Duration::from_secs(config.services.idle_release_seconds),
+            ),
+            processes: ProcessTable::new(Admission {
+                after_syscalls: config.services.admit_after_syscalls,
+                after: Duration::from_secs(config.services.admit_after_seconds),
+            }),
             syscalls: SyscallStats::default(),
             tasks: TaskStats::default(),
             tcp: TcpStats::new(config.probes.tcp.top_peers as usize),
@@ -166,9 +176,10 @@ impl Pipeline {
     /// probes leave it out too).
     fn discover(&mut self) {
         let me = std::process::id();
+        let now = Instant::now();
         for tgid in procfs_tgids().into_iter().filter(|&t| t != me) {
             self.processes
-                .service_of(tgid, &mut self.services, &mut self.naming);
+                .service_of(tgid, now, &mut self.services, &mut self.naming);
             self.consider_uprobes(tgid);
         }
     }
@@ -177,13 +188,14 @@ impl Pipeline {
     /// events find their process named).
     pub fn drain_events(&mut self) {
         let generation = self.generation;
+        let now = Instant::now();
         let mut lifecycle = Vec::new();
         if let Some(ring) = self.sources.process_events.as_mut() {
             let (processes, services, naming) =
                 (&mut self.processes, &mut self.services, &mut self.naming);
             let watch = self.sources.uprobes.is_some();
             let (ok, malformed) = ring.drain(|ev| {
-                processes.on_event(&ev, generation, services, naming);
+                processes.on_event(&ev, generation, now, services, naming);
                 if watch {
                     lifecycle.push((ev.kind, ev.tgid));
                 }
@@ -213,7 +225,12 @@ impl Pipeline {
             );
             let offset = self.unix_minus_monotonic_ns;
             let (ok, malformed) = maps.slow_events.drain(|ev| {
-                let service = processes.service_of(ev.tgid, services, naming);
+                // A slow syscall admits a pending process at once: what it did is worth a
+                // name, and none of its counts has been folded yet, so nothing splits.
+                let mut service = processes.service_of(ev.tgid, now, services, naming);
+                if let Some(admitted) = processes.admit(ev.tgid, now, services) {
+                    service = admitted;
+                }
                 stats.on_slow(service, ev);
                 if let Some(sink) = sink {
                     sink.offer(|| {
@@ -239,7 +256,7 @@ impl Pipeline {
                     // The owner is looked up (maybe in /proc) only for a span that is kept.
                     sink.offer(|| {
                         let service = tcp_stats::owner_service(ev.tgid, |tgid| {
-                            processes.service_of(tgid, services, naming)
+                            processes.service_of(tgid, now, services, naming)
                         });
                         SpanRecord::tcp_retransmit(
                             &ev,
@@ -282,35 +299,56 @@ impl Pipeline {
                 self.telemetry.ring_fill[source as usize] = loss.ring_fill(source);
             }
         }
+        // Every kernel key first, then name what they belong to: processes whose comm-derived
+        // name is pending are decided from what they did (syscalls) and how long they lived,
+        // and the keys of those still pending stay out of this fold (held in the kernel).
+        let mut hist = Vec::new();
+        let mut errors = Vec::new();
+        if let Some(maps) = self.sources.syscalls.as_ref() {
+            maps.hist.snapshot(&mut hist);
+            maps.errors.snapshot(&mut errors);
+        }
+        let mut counts = Vec::new();
+        if let Some(map) = self.sources.tasks.as_ref() {
+            map.snapshot(&mut counts);
+        }
+        let mut tcp = Vec::new();
+        if let Some(probe) = self.sources.tcp.as_ref() {
+            probe.counts.snapshot(&mut tcp);
+        }
+        let (mut allocs, mut go) = (Vec::new(), Vec::new());
+        if let Some(u) = self.sources.uprobes.as_ref() {
+            u.alloc_counts.snapshot(&mut allocs);
+            u.go_counts.snapshot(&mut go);
+            self.uprobe_missed = u.missed();
+        }
+        let now = Instant::now();
+        let pending = self.decide_pending(&hist, &errors, &counts, &tcp, &allocs, &go, now);
+        let hist_keys = hist.len();
+        let held = |tgid: &u32| pending.contains(tgid);
+        hist.retain(|(k, _)| !held(&k.tgid));
+        errors.retain(|(k, _)| !held(&k.tgid));
+        counts.retain(|(k, _)| !held(k));
+        tcp.retain(|(k, _)| !held(k));
+        allocs.retain(|(k, _)| !held(k));
+        go.retain(|(k, _)| !held(k));
+
         let (processes, services, naming) =
             (&mut self.processes, &mut self.services, &mut self.naming);
-        let mut service_of = |tgid| processes.service_of(tgid, services, naming);
-        if let Some(maps) = self.sources.syscalls.as_ref() {
-            let mut hist = Vec::new();
-            maps.hist.snapshot(&mut hist);
+        let mut service_of = |tgid| processes.service_of(tgid, now, services, naming);
+        if self.sources.syscalls.is_some() {
             self.syscalls.fold_latency(&hist, &mut service_of);
-            let mut errors = Vec::new();
-            maps.errors.snapshot(&mut errors);
             self.syscalls.fold_errors(&errors, &mut service_of);
         }
-        if let Some(map) = self.sources.tasks.as_ref() {
-            let mut counts = Vec::new();
-            map.snapshot(&mut counts);
+        if self.sources.tasks.is_some() {
             self.tasks.fold(&counts, &mut service_of);
         }
-        if let Some(probe) = self.sources.tcp.as_ref() {
-            let mut counts = Vec::new();
-            probe.counts.snapshot(&mut counts);
-            self.tcp.fold(&counts, &mut service_of);
+        if self.sources.tcp.is_some() {
+            self.tcp.fold(&tcp, &mut service_of);
         }
-        if let Some(u) = self.sources.uprobes.as_ref() {
-            let mut allocs = Vec::new();
-            u.alloc_counts.snapshot(&mut allocs);
+        if self.sources.uprobes.is_some() {
             self.allocations.fold(&allocs, &mut service_of);
-            let mut go = Vec::new();
-            u.go_counts.snapshot(&mut go);
             self.goroutines.fold(&go, &mut service_of);
-            self.uprobe_missed = u.missed();
         }
 
         // Processes whose exit was drained before this collection's snapshot: their final
@@ -338,9 +376,70 @@ impl Pipeline {
             self.goroutines.update_live(self.processes.live());
         }
 
+        // Names with no process left for the idle time: their series go first, then the name
+        // (ids are never reused).
+        let in_use = self.processes.services_in_use();
+        for id in self.services.release_idle(&in_use, now) {
+            self.release_service(id);
+        }
+
         self.telemetry.tracked_processes = self.processes.len() as u64;
-        self.telemetry.syscall_hist_keys = self.syscalls.hist.len() as u64;
+        self.telemetry.syscall_hist_keys = hist_keys as u64;
         self.telemetry.syscall_hist_evicted = self.syscalls.hist.vanished();
+    }
+
+    /// Names every process with a kernel key, then decides the pending ones; returns the
+    /// processes still pending.
+    #[allow(clippy::too_many_arguments)]
+    fn decide_pending(
+        &mut self,
+        hist: &[(agent_common::syscall::HistKey, agent_common::syscall::Hist)],
+        errors: &[(agent_common::syscall::ErrKey, u64)],
+        counts: &[(u32, agent_common::task::TaskCounts)],
+        tcp: &[(u32, agent_common::tcp::TcpCounts)],
+        allocs: &[(u32, agent_common::uprobe::AllocCounts)],
+        go: &[(u32, agent_common::uprobe::GoCounts)],
+        now: Instant,
+    ) -> HashSet<u32> {
+        let tgids = hist
+            .iter()
+            .map(|(k, _)| k.tgid)
+            .chain(errors.iter().map(|(k, _)| k.tgid))
+            .chain(counts.iter().map(|(k, _)| *k))
+            .chain(tcp.iter().map(|(k, _)| *k).filter(|&t| t != UNKNOWN_OWNER))
+            .chain(allocs.iter().map(|(k, _)| *k))
+            .chain(go.iter().map(|(k, _)| *k));
+        for tgid in tgids {
+            self.processes
+                .service_of(tgid, now, &mut self.services, &mut self.naming);
+        }
+        let pending = self.processes.pending();
+        if pending.is_empty() {
+            return HashSet::new();
+        }
+        let mut syscalls: HashMap<u32, u64> = HashMap::new();
+        for (k, h) in hist {
+            *syscalls.entry(k.tgid).or_default() += h.buckets.iter().sum::<u64>();
+        }
+        pending
+            .into_iter()
+            .filter(|&tgid| {
+                let work = syscalls.get(&tgid).copied().unwrap_or(0);
+                self.processes
+                    .decide(tgid, work, now, &mut self.services)
+                    .is_none()
+            })
+            .collect()
+    }
+
+    /// Drops every series of a released service.
+    fn release_service(&mut self, id: ServiceId) {
+        self.syscalls.release(id);
+        self.tasks.release(id);
+        self.tcp.release(id);
+        self.memory.release(id);
+        self.allocations.release(id);
+        self.goroutines.release(id);
     }
 
     fn forget_process(&mut self, tgid: u32) {

@@ -1,60 +1,195 @@
-//! Service names: the systemd unit when a process runs in a `*.service` cgroup, else its comm;
-//! a bounded set of distinct names, the rest reported as `other`.
+//! Service names: the `kernel` for kernel threads, the first matching `targets` entry, the
+//! systemd unit when a process runs in a `*.service` cgroup, else its comm.
+//!
+//! How the `service` label stays bounded (README, "Services"):
+//! - four built-in values never take a slot: `other` (past the cap), `unknown` (gone before
+//!   anything named it), `kernel` (every kernel thread) and `short_lived` (processes whose
+//!   comm was not admitted, see `ProcessTable`);
+//! - `targets` services and systemd units always get their own value and do not count against
+//!   `services.max_services`: the cap is for comm-derived names only; past it, processes are
+//!   `other`, counted by `steadfast_services_overflow_total`, and logged once;
+//! - a name with no live process for `services.idle_release_seconds` is released: the pipeline
+//!   drops every series of its id first, and ids are never reused, so no series can carry an
+//!   old meaning; if the name comes back it gets a new id and its counters start from 0.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use crate::config::Target;
 
-/// Index of a service name in [`ServiceNames`].
+/// Index of a service name in [`ServiceNames`]. Never reused for another name.
 pub type ServiceId = u32;
 
-/// Label for processes past the cap.
+/// Label for comm-derived names past the cap.
 pub const OTHER: ServiceId = 0;
 /// Label for processes that were gone before anything named them.
 pub const UNKNOWN: ServiceId = 1;
+/// Label for every kernel thread.
+pub const KERNEL: ServiceId = 2;
+/// Label for processes whose comm-derived name was not admitted (they exited before they had
+/// lived or worked enough).
+pub const SHORT_LIVED: ServiceId = 3;
 
-/// Interned service names with a cap on distinct values. Names are never forgotten, so
-/// cumulative series keep their labels for the life of the agent.
+const BUILTIN: [&str; 4] = ["other", "unknown", "kernel", "short_lived"];
+
+/// Where a name came from: only comm-derived names count against the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Kernel,
+    Target,
+    Unit,
+    Comm,
+}
+
+/// A process's name and what decides how it is admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    pub name: String,
+    pub origin: Origin,
+    /// How long the process has lived, when procfs told.
+    pub age: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    name: Arc<str>,
+    origin: Origin,
+    /// When a live process last had this name.
+    last_live: Instant,
+}
+
+/// Interned service names: built-ins, then admitted names, each until it is idle long enough.
 #[derive(Debug)]
 pub struct ServiceNames {
     cap: usize,
+    idle_release: Duration,
     ids: HashMap<Arc<str>, ServiceId>,
-    names: Vec<Arc<str>>,
+    slots: HashMap<ServiceId, Slot>,
+    next: ServiceId,
+    /// Comm-derived names admitted now.
+    comm_names: usize,
+    overflow: u64,
+    released: u64,
+    warned: bool,
 }
 
 impl ServiceNames {
-    pub fn new(cap: usize) -> Self {
+    /// `cap` comm-derived names at once; a name is released after `idle_release` without a
+    /// live process.
+    pub fn new(cap: usize, idle_release: Duration) -> Self {
         let mut s = Self {
             cap,
+            idle_release,
             ids: HashMap::new(),
-            names: Vec::new(),
+            slots: HashMap::new(),
+            next: BUILTIN.len() as ServiceId,
+            comm_names: 0,
+            overflow: 0,
+            released: 0,
+            warned: false,
         };
-        for reserved in ["other", "unknown"] {
-            let name: Arc<str> = reserved.into();
-            s.ids.insert(name.clone(), s.names.len() as ServiceId);
-            s.names.push(name);
+        for (id, name) in BUILTIN.iter().enumerate() {
+            s.ids.insert((*name).into(), id as ServiceId);
         }
         s
     }
 
-    /// The id of `name`, admitting it if the cap allows, else [`OTHER`].
-    pub fn intern(&mut self, name: &str) -> ServiceId {
-        if let Some(&id) = self.ids.get(name) {
+    /// The id of an admitted (or built-in) name.
+    pub fn lookup(&self, name: &str) -> Option<ServiceId> {
+        self.ids.get(name).copied()
+    }
+
+    /// The id of `name`, admitting it; a comm-derived name past the cap is [`OTHER`] (counted
+    /// and logged once). `kernel` is always [`KERNEL`].
+    pub fn intern(&mut self, name: &str, origin: Origin, now: Instant) -> ServiceId {
+        if origin == Origin::Kernel {
+            return KERNEL;
+        }
+        if let Some(id) = self.lookup(name) {
             return id;
         }
-        // The two reserved names do not count against the cap.
-        if self.names.len() - 2 >= self.cap {
+        if origin == Origin::Comm && self.comm_names >= self.cap {
+            self.overflow += 1;
+            if !self.warned {
+                self.warned = true;
+                tracing::warn!(
+                    cap = self.cap,
+                    first = name,
+                    "services.max_services comm-derived names are in use: processes with new \
+                     names are reported as service=\"other\" until names are released \
+                     (steadfast_services_overflow_total counts them; this is logged once)"
+                );
+            }
             return OTHER;
         }
-        let id = self.names.len() as ServiceId;
+        let id = self.next;
+        self.next = self.next.checked_add(1).expect("2^32 service names");
         let name: Arc<str> = name.into();
         self.ids.insert(name.clone(), id);
-        self.names.push(name);
+        self.slots.insert(
+            id,
+            Slot {
+                name,
+                origin,
+                last_live: now,
+            },
+        );
+        if origin == Origin::Comm {
+            self.comm_names += 1;
+        }
         id
     }
 
     pub fn name(&self, id: ServiceId) -> &str {
-        self.names.get(id as usize).map_or("unknown", |n| n)
+        match BUILTIN.get(id as usize) {
+            Some(n) => n,
+            None => self.slots.get(&id).map_or("unknown", |s| &s.name),
+        }
+    }
+
+    /// Releases the names that had no live process (none in `live`) for the idle time, and
+    /// returns their ids: the caller drops their series.
+    pub fn release_idle(&mut self, live: &HashSet<ServiceId>, now: Instant) -> Vec<ServiceId> {
+        let mut gone = Vec::new();
+        for (&id, slot) in &mut self.slots {
+            if live.contains(&id) {
+                slot.last_live = now;
+            } else if now.saturating_duration_since(slot.last_live) >= self.idle_release {
+                gone.push(id);
+            }
+        }
+        for id in &gone {
+            if let Some(slot) = self.slots.remove(id) {
+                self.ids.remove(&slot.name);
+                if slot.origin == Origin::Comm {
+                    self.comm_names -= 1;
+                }
+                self.released += 1;
+            }
+        }
+        gone
+    }
+
+    /// Processes reported as `other` because the cap was full.
+    pub fn overflow(&self) -> u64 {
+        self.overflow
+    }
+
+    /// Names released after their idle time.
+    pub fn released(&self) -> u64 {
+        self.released
+    }
+
+    /// Names admitted now (built-ins excluded).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
     }
 }
 
@@ -89,6 +224,45 @@ pub struct ProcessFacts {
     pub exe: Option<String>,
     /// Cgroup v2 path (or the v1 `name=systemd` one).
     pub cgroup: Option<String>,
+    /// `PF_KTHREAD` in `/proc/<pid>/stat`'s flags.
+    pub kernel_thread: bool,
+    /// Time since the process started, from `/proc/<pid>/stat`.
+    pub age: Option<Duration>,
+}
+
+/// `PF_KTHREAD` (include/linux/sched.h): the task is a kernel thread. Stable since 2.6.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// (kernel thread, start time in clock ticks since boot) from a `/proc/<pid>/stat` line. The
+/// comm (field 2) may hold spaces and parentheses: fields are counted after its last `)`.
+pub fn parse_stat(text: &str) -> Option<(bool, u64)> {
+    let after = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Field 3 (state) is fields[0]: flags is field 9, starttime field 22.
+    let flags: u64 = fields.get(6)?.parse().ok()?;
+    let start: u64 = fields.get(19)?.parse().ok()?;
+    Some((flags & PF_KTHREAD != 0, start))
+}
+
+/// Time since boot (CLOCK_BOOTTIME, the clock of `/proc/<pid>/stat`'s start time).
+fn since_boot() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own; CLOCK_BOOTTIME exists since 2.6.39.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
 }
 
 impl ProcessFacts {
@@ -101,10 +275,22 @@ impl ProcessFacts {
         let exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
             .ok()
             .map(|p| p.to_string_lossy().into_owned());
+        let stat = std::fs::read_to_string(format!("/proc/{tgid}/stat"))
+            .ok()
+            .and_then(|t| parse_stat(&t));
+        let age = stat.map(|(_, start)| {
+            let ticks = clock_ticks();
+            let started = Duration::from_secs(start / ticks)
+                + Duration::from_nanos((start % ticks) * 1_000_000_000 / ticks);
+            since_boot().saturating_sub(started)
+        });
         Some(Self {
             comm: comm.trim_end_matches('\n').to_string(),
             exe,
             cgroup,
+            // kthreadd (pid 2) and its children; the flag says it for all of them.
+            kernel_thread: stat.is_some_and(|(k, _)| k) || tgid == 2,
+            age,
         })
     }
 
@@ -136,11 +322,26 @@ impl Naming {
         &self.targets
     }
 
-    pub fn name(&self, facts: &ProcessFacts) -> String {
-        if let Some(t) = self.targets.iter().find(|t| matches(t, facts)) {
-            return t.service.clone();
+    /// Kernel threads are `kernel` (before targets: a target's `cgroup: /` would match them);
+    /// a process known only by its comm is a kernel thread if the comm has a `/` (`kworker/0:1`,
+    /// `ksoftirqd/3`): a program's comm is a file name, which cannot.
+    pub fn name(&self, facts: &ProcessFacts) -> Named {
+        let known_only_by_comm = facts.exe.is_none() && facts.cgroup.is_none();
+        let (name, origin) =
+            if facts.kernel_thread || (known_only_by_comm && facts.comm.contains('/')) {
+                ("kernel".to_string(), Origin::Kernel)
+            } else if let Some(t) = self.targets.iter().find(|t| matches(t, facts)) {
+                (t.service.clone(), Origin::Target)
+            } else if let Some(unit) = facts.unit() {
+                (unit.to_string(), Origin::Unit)
+            } else {
+                (facts.comm.clone(), Origin::Comm)
+            };
+        Named {
+            name,
+            origin,
+            age: facts.age,
         }
-        facts.unit().unwrap_or(&facts.comm).to_string()
     }
 }
 
@@ -161,16 +362,90 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cap_sends_the_rest_to_other() {
-        let mut s = ServiceNames::new(2);
-        let a = s.intern("a");
-        let b = s.intern("b");
+    fn cap_counts_comm_names_only_and_sends_the_rest_to_other() {
+        let now = Instant::now();
+        let mut s = ServiceNames::new(2, Duration::from_secs(60));
+        let a = s.intern("a", Origin::Comm, now);
+        let b = s.intern("b", Origin::Comm, now);
         assert_ne!(a, b);
-        assert_eq!(s.intern("c"), OTHER);
-        assert_eq!(s.intern("a"), a);
+        assert_eq!(s.intern("c", Origin::Comm, now), OTHER);
+        assert_eq!(s.intern("d", Origin::Comm, now), OTHER);
+        assert_eq!(s.overflow(), 2);
+        let unit = s.intern("db.service", Origin::Unit, now);
+        let target = s.intern("api", Origin::Target, now);
+        assert!(![OTHER, a, b].contains(&unit) && ![OTHER, a, b, unit].contains(&target));
+        assert_eq!(s.intern("ksoftirqd/0", Origin::Kernel, now), KERNEL);
+        assert_eq!(s.intern("a", Origin::Comm, now), a);
         assert_eq!(s.name(a), "a");
-        assert_eq!(s.name(OTHER), "other");
-        assert_eq!(s.name(UNKNOWN), "unknown");
+        assert_eq!(s.name(unit), "db.service");
+        for (id, name) in [
+            (OTHER, "other"),
+            (UNKNOWN, "unknown"),
+            (KERNEL, "kernel"),
+            (SHORT_LIVED, "short_lived"),
+        ] {
+            assert_eq!(s.name(id), name);
+        }
+    }
+
+    #[test]
+    fn idle_names_are_released_and_ids_never_reused() {
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(10);
+        let mut s = ServiceNames::new(1, idle);
+        let a = s.intern("a", Origin::Comm, t0);
+        let u = s.intern("u.service", Origin::Unit, t0);
+        let live: HashSet<_> = [u].into();
+        assert!(s.release_idle(&live, t0 + idle / 2).is_empty());
+        assert_eq!(s.release_idle(&live, t0 + idle), vec![a]);
+        assert_eq!(s.released(), 1);
+        assert_eq!(s.lookup("a"), None);
+        // The slot is free again, under a new id.
+        let b = s.intern("b", Origin::Comm, t0 + idle);
+        assert!(b != a && b != u && b != OTHER);
+        assert_eq!(s.name(a), "unknown", "a released id names nothing");
+        // The unit was live until t0 + idle: released one idle time later.
+        assert!(s
+            .release_idle(&HashSet::new(), t0 + idle * 2 - Duration::from_millis(1))
+            .is_empty());
+        let mut gone = s.release_idle(&HashSet::new(), t0 + idle * 2);
+        gone.sort();
+        assert_eq!(gone, vec![u, b]);
+        assert!(s.is_empty());
+        for id in BUILTIN.iter().filter_map(|n| s.lookup(n)) {
+            assert_eq!(
+                s.name(id),
+                BUILTIN[id as usize],
+                "built-ins are never released"
+            );
+        }
+    }
+
+    #[test]
+    fn stat_flags_and_start_time() {
+        // A comm with a space and a parenthesis, then the fields of a kernel thread.
+        let line = "7 (a b) c) S 2 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 42 0 0";
+        assert_eq!(parse_stat(line), Some((true, 42)));
+        let me = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let (kthread, start) = parse_stat(&me).unwrap();
+        assert!(!kthread && start > 0);
+        let f = ProcessFacts::from_procfs(std::process::id()).unwrap();
+        assert!(!f.kernel_thread);
+        assert!(f.age.unwrap() < Duration::from_secs(3600));
+        let kthreadd = ProcessFacts::from_procfs(2).unwrap();
+        assert!(kthreadd.kernel_thread, "{kthreadd:?}");
+        let naming = Naming::default();
+        assert_eq!(naming.name(&kthreadd).origin, Origin::Kernel);
+        let by_comm = |comm: &str| {
+            naming
+                .name(&ProcessFacts {
+                    comm: comm.into(),
+                    ..Default::default()
+                })
+                .origin
+        };
+        assert_eq!(by_comm("kworker/0:1"), Origin::Kernel);
+        assert_eq!(by_comm("date"), Origin::Comm);
     }
 
     #[test]
@@ -183,7 +458,7 @@ mod tests {
                 cgroup: cgroup.map(Into::into),
                 ..Target::named(service)
             };
-        let naming = Naming::new(vec![
+        let naming_ = Naming::new(vec![
             target("api", Some("api-bin"), Some("/usr/bin/api-bin"), None),
             target("batch", None, None, Some("/system.slice/batch")),
         ]);
@@ -191,26 +466,41 @@ mod tests {
             comm: comm.into(),
             exe: exe.map(Into::into),
             cgroup: cgroup.map(Into::into),
+            ..Default::default()
+        };
+        let naming = |n: &Naming, f: &ProcessFacts| {
+            let named = n.name(f);
+            assert_eq!(named.age, None);
+            named.name
         };
         assert_eq!(
-            naming.name(&facts("api-bin", Some("/usr/bin/api-bin"), None)),
+            naming(&naming_, &facts("api-bin", Some("/usr/bin/api-bin"), None)),
             "api"
         );
         assert_eq!(
-            naming.name(&facts("api-bin", Some("/opt/api-bin"), None)),
+            naming(&naming_, &facts("api-bin", Some("/opt/api-bin"), None)),
             "api-bin",
             "every given criterion must match"
         );
         assert_eq!(
-            naming.name(&facts("x", None, Some("/system.slice/batch/job.service"))),
+            naming(
+                &naming_,
+                &facts("x", None, Some("/system.slice/batch/job.service"))
+            ),
             "batch"
         );
         assert_eq!(
-            naming.name(&facts("x", None, Some("/system.slice/batchy.service"))),
+            naming(
+                &naming_,
+                &facts("x", None, Some("/system.slice/batchy.service"))
+            ),
             "batchy.service",
             "a prefix matches whole path components only"
         );
-        assert_eq!(naming.name(&facts("sh", None, Some("/user.slice"))), "sh");
+        assert_eq!(
+            naming(&naming_, &facts("sh", None, Some("/user.slice"))),
+            "sh"
+        );
     }
 
     #[test]

@@ -75,6 +75,14 @@ impl SyscallStats {
         )
     }
 
+    /// Drops every series of a released service.
+    pub fn release(&mut self, service: ServiceId) {
+        self.latency.retain(|k, _| k.0 != service);
+        self.failures.retain(|k, _| k.0 != service);
+        self.slow.retain(|k, _| k.0 != service);
+        self.recent.retain(|e| e.service != service);
+    }
+
     pub fn latency(&self) -> &BTreeMap<(ServiceId, u32), Hist> {
         &self.latency
     }

@@ -83,6 +83,13 @@ impl TaskStats {
         self.anchors.remove(&tgid);
     }
 
+    /// Drops every series of a released service.
+    pub fn release(&mut self, service: ServiceId) {
+        self.created.remove(&service);
+        self.exited.remove(&service);
+        self.live.remove(&service);
+    }
+
     pub fn created(&self) -> &BTreeMap<ServiceId, u64> {
         &self.created
     }

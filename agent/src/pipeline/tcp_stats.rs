@@ -80,6 +80,12 @@ impl TcpStats {
         had
     }
 
+    /// Drops every series of a released service.
+    pub fn release(&mut self, service: ServiceId) {
+        self.totals.retain(|k, _| k.0 != service);
+        self.failures.remove(&service);
+    }
+
     pub fn on_event(&mut self, ev: &TcpEvent) {
         if ev.err != 0 {
             tracing::debug!(

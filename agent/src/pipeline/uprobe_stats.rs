@@ -90,6 +90,14 @@ impl AllocStats {
         self.counts.forget(&tgid);
     }
 
+    /// Drops every series of a released service.
+    pub fn release(&mut self, service: ServiceId) {
+        self.calls.retain(|k, _| k.0 != service);
+        self.bytes.remove(&service);
+        self.untracked_frees.remove(&service);
+        self.outstanding.remove(&service);
+    }
+
     /// Calls by (service, kind).
     pub fn calls(&self) -> &BTreeMap<(ServiceId, u32), u64> {
         &self.calls
@@ -138,6 +146,12 @@ impl GoStats {
 
     pub fn forget(&mut self, tgid: u32) {
         self.counts.forget(&tgid);
+    }
+
+    /// Drops every series of a released service.
+    pub fn release(&mut self, service: ServiceId) {
+        self.created.remove(&service);
+        self.live.remove(&service);
     }
 
     pub fn created(&self) -> &BTreeMap<ServiceId, u64> {

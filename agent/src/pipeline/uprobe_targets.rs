@@ -357,6 +357,7 @@ mod tests {
             comm: "x".into(),
             exe: Some(exe.into()),
             cgroup: None,
+            ..Default::default()
         }
     }
 
