@@ -526,6 +526,13 @@ impl HttpStats {
         }
     }
 
+    /// Drops every series of a released service (its ids are never reused).
+    pub fn release(&mut self, service: ServiceId) {
+        self.server.retain(|k, _| k.0 != service);
+        self.client.retain(|k, _| k.0 != service);
+        self.unanswered.retain(|k, _| k.0 != service);
+    }
+
     pub fn server(&self) -> &BTreeMap<(ServiceId, Method, u16), Histogram> {
         &self.server
     }

@@ -276,7 +276,12 @@ impl Pipeline {
                 &mut self.http,
             );
             let (ok, malformed) = probe.events.drain(|ev| {
-                stats.on_event(&ev, |tgid| processes.service_of(tgid, services, naming));
+                // HTTP traffic is work worth a name: it admits a pending process at once
+                // (else a new server's first requests would land under `short_lived`).
+                stats.on_event(&ev, |tgid| {
+                    let service = processes.service_of(tgid, now, services, naming);
+                    processes.admit(tgid, now, services).unwrap_or(service)
+                });
             });
             self.telemetry.add_received(LOSS_HTTP_EVENTS, ok, malformed);
         }
@@ -440,6 +445,7 @@ impl Pipeline {
         self.memory.release(id);
         self.allocations.release(id);
         self.goroutines.release(id);
+        self.http.release(id);
     }
 
     fn forget_process(&mut self, tgid: u32) {
@@ -471,8 +477,9 @@ impl Pipeline {
         self.goroutines.forget(tgid);
         let (processes, services, naming) =
             (&mut self.processes, &mut self.services, &mut self.naming);
+        let now = Instant::now();
         self.http
-            .forget(tgid, || processes.service_of(tgid, services, naming));
+            .forget(tgid, || processes.service_of(tgid, now, services, naming));
         self.processes.remove(tgid);
     }
 
