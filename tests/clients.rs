@@ -913,7 +913,9 @@ fn a_group_member_uses_the_page_and_both_clients_and_an_outsider_cannot() {
     let (ok, out, err) = users.run_as(
         &users.member,
         &go,
-        &["watch", "-n", "1", "-socket", sock_s],
+        // The page named too: the default one may exist, unreadable, from an agent run
+        // outside the tests (`scripts/run`).
+        &["watch", "-n", "1", "-socket", sock_s, "-page", page_s],
         &[],
     );
     assert!(ok && out.contains(" b=shed/0/open/"), "{out}{err}");

@@ -103,7 +103,7 @@ fn receiver_outage_backs_off_drops_bounded_and_recovers() {
     let agent = Agent::start(&otlp_config(
         &format!("http://{addr}"),
         "grpc",
-        &format!("  queue_size: 32\n  batch_size: 8\n  retry_initial_backoff_ms: 50\n  retry_max_backoff_secs: 1\n  timeout_secs: 1\nlog:\n  format: json\n{SMALL_CATALOGUE}"),
+        &format!("  queue_size: 32\n  batch_size: 8\n  retry_initial_backoff_ms: 50\n  retry_max_backoff_secs: 1\n  timeout_secs: 1\nlog:\n  format: json\n  level: \"info,steadfast::export::otlp=debug\"\n{SMALL_CATALOGUE}"),
     ));
     let name = unique_name("sfou");
     let bin = build_workload("nanosleep_mix", agent.dir.path(), &name);
@@ -115,7 +115,7 @@ fn receiver_outage_backs_off_drops_bounded_and_recovers() {
         .log()
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["signal"] == "traces")
+        .filter(|v| v["signal"] == "traces" && v["ceiling_ms"].is_u64())
         .map(|v| {
             (
                 v["ceiling_ms"].as_u64().unwrap(),

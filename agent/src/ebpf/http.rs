@@ -2,10 +2,7 @@
 //! create, move bytes on and close sockets, and the ring buffer of their events.
 
 use agent_common::http::HttpEvent;
-use aya::{
-    programs::{BtfTracePoint, TracePoint},
-    Btf, Ebpf,
-};
+use aya::{programs::TracePoint, Btf, Ebpf};
 
 use super::{take_map, EventRing, ProbeError};
 
@@ -84,17 +81,7 @@ pub(super) fn attach(ebpf: &mut Ebpf, btf: &Btf) -> Result<HttpProbe, ProbeError
 
 fn attach_sock_io(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ProbeError> {
     for &(name, tracepoint) in SOCK_IO {
-        let err = |source| ProbeError::Program { name, source };
-        let program: &mut BtfTracePoint = ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::Program {
-                name,
-                source: aya::programs::ProgramError::NotLoaded,
-            })?
-            .try_into()
-            .map_err(err)?;
-        program.load(tracepoint, btf).map_err(err)?;
-        program.attach().map_err(err)?;
+        super::attach_btf(ebpf, btf, name, tracepoint)?;
     }
     Ok(())
 }

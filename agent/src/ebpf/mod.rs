@@ -208,8 +208,20 @@ impl Probes {
         } else {
             None
         };
+        // The HTTP probe needs tracefs (per-syscall tracepoints): where it cannot attach, the
+        // agent runs without it and says so, instead of not running at all.
         let http = if http.enabled {
-            Some(http::attach(&mut ebpf, &btf)?)
+            match http::attach(&mut ebpf, &btf) {
+                Ok(probe) => Some(probe),
+                Err(error) => {
+                    tracing::error!(
+                        %error,
+                        "HTTP probe off: it could not attach (the other probes run); mount tracefs \
+                         at /sys/kernel/tracing, or set probes.http.enabled: false"
+                    );
+                    None
+                }
+            }
         } else {
             None
         };
