@@ -572,10 +572,13 @@ fn connections_older_than_the_agent_count_as_unknown_or_their_owner() {
         "older connection: TcpRetransSegs delta {kernel} | client {owner} | unknown {unknown}"
     );
     assert!(kernel >= 10, "only {kernel} retransmits in the namespace");
-    assert_eq!(
-        owner + unknown,
-        kernel as f64,
-        "agent log:\n{}",
+    // `unknown` is host-wide, not the namespace's: a retransmit of an older connection
+    // elsewhere on the host in the same seconds lands there too (seen once: 754 for 753).
+    // None of the namespace's may be missing, and at most a few may come from elsewhere.
+    let seen = owner + unknown;
+    assert!(
+        seen >= kernel as f64 && seen <= kernel as f64 + 3.0,
+        "{seen} retransmits seen for {kernel} in the namespace; agent log:\n{}",
         agent.log()
     );
 }

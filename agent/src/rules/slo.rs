@@ -475,10 +475,11 @@ impl SloRuntime {
         self.budget.remaining(self.def.objective)
     }
 
-    /// The budget policy's signal, when the budget is spent.
+    /// The budget policy's signal, when the budget is spent over at least `min_events` events
+    /// (as for the alerts: a handful of calls, one of them failed, is not a spent budget).
     pub fn raised_signal(&self) -> Option<&str> {
         let (_, n) = self.budget.totals();
-        (n > 0.0 && self.budget_remaining() <= 0.0)
+        (n > 0.0 && n >= self.def.min_events && self.budget_remaining() <= 0.0)
             .then_some(self.def.budget_signal.as_deref())
             .flatten()
     }
@@ -566,6 +567,39 @@ mod tests {
         let mut s = Store::new(StoreLimits::default());
         s.configure(StoreLimits::default(), slo.selectors());
         s
+    }
+
+    /// Issue 17: the budget signal went up after about 21 calls despite `min_events: 100`.
+    #[test]
+    fn the_budget_signal_waits_for_min_events() {
+        let mut slo = SloRuntime::new(def(events_sli(), 100.0), Budget::default());
+        let mut store = store_for(&slo);
+        // 1 call/s, every second one failing: the budget is spent from the start.
+        let mut t = 0;
+        let mut step = |slo: &mut SloRuntime, i: i64| {
+            t = i * 1000;
+            store.ingest(
+                t,
+                [
+                    (l("req_total", &[]), i as f64),
+                    (l("req_errors_total", &[]), (i / 2) as f64),
+                ],
+            );
+            slo.evaluate(&store, t, None, &mut unlimited());
+        };
+        for i in 0..=60 {
+            step(&mut slo, i);
+        }
+        let (_, n) = slo.budget.totals();
+        assert!(n > 20.0 && n < 100.0, "{n} events");
+        assert!(slo.budget_remaining() <= 0.0);
+        assert_eq!(slo.raised_signal(), None, "{n} events < min_events 100");
+        for i in 61..=200 {
+            step(&mut slo, i);
+        }
+        let (_, n) = slo.budget.totals();
+        assert!(n >= 100.0, "{n} events");
+        assert_eq!(slo.raised_signal(), Some("change-freeze"));
     }
 
     #[test]
