@@ -143,6 +143,11 @@ fn help_texts_and_build_info() {
         text.lines().any(|l| l == expected),
         "no {expected} in:\n{text}"
     );
+    // Every probe of the default config is attached on this host.
+    for probe in ["syscalls", "tasks", "tcp", "http"] {
+        let line = format!("steadfast_probe_attached{{probe=\"{probe}\"}} 1");
+        assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
+    }
     // The agent's stderr here is a file, not a terminal: text logs without colour codes.
     let log = agent.log();
     assert!(log.contains("serving /metrics"), "{log}");

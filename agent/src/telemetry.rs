@@ -15,6 +15,9 @@ pub struct Telemetry {
     pub tracked_processes: u64,
     pub syscall_hist_keys: u64,
     pub syscall_hist_evicted: u64,
+    /// Each probe the config turns on, and whether it is attached: the TCP and HTTP probes
+    /// turn themselves off on a kernel that cannot run them instead of stopping the agent.
+    pub probes_attached: Vec<(&'static str, bool)>,
 }
 
 impl Telemetry {

@@ -371,6 +371,16 @@ impl Collector for PipelineCollector {
             None,
             MetricType::Gauge,
         )?)?;
+        let mut probes = encoder.encode_descriptor(
+            "probe_attached",
+            "1 for each probe the config turns on that is attached, 0 for one that could not attach on this host (its reason is in the log).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for &(probe, attached) in &t.probes_attached {
+            ConstGauge::new(i64::from(attached))
+                .encode(probes.encode_family(&[("probe", probe)])?)?;
+        }
         ConstGauge::new(t.tracked_processes as i64).encode(encoder.encode_descriptor(
             "tracked_processes",
             "Processes the agent currently holds a name for.",

@@ -145,6 +145,21 @@ impl Pipeline {
             unix_minus_monotonic_ns: crate::export::otlp::unix_now_ns()
                 .saturating_sub(crate::ebpf::monotonic_ns()),
         };
+        let probes = &config.probes;
+        p.telemetry.probes_attached = [
+            (
+                "syscalls",
+                probes.syscalls.enabled,
+                p.sources.syscalls.is_some(),
+            ),
+            ("tasks", probes.tasks.enabled, p.sources.tasks.is_some()),
+            ("tcp", probes.tcp.enabled, p.sources.tcp.is_some()),
+            ("http", probes.http.enabled, p.sources.http.is_some()),
+        ]
+        .into_iter()
+        .filter(|&(_, enabled, _)| enabled)
+        .map(|(name, _, attached)| (name, attached))
+        .collect();
         if let Some(u) = p.sources.uprobes.as_mut() {
             p.uprobe_targets.start(p.naming.targets(), u);
         }
