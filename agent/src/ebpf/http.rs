@@ -90,14 +90,7 @@ fn attach_syscalls(ebpf: &mut Ebpf, programs: &[(&'static str, &str)]) -> Result
     let mut loaded: Vec<&str> = Vec::new();
     for &(name, tracepoint) in programs {
         let err = |source| ProbeError::Program { name, source };
-        let program: &mut TracePoint = ebpf
-            .program_mut(name)
-            .ok_or(ProbeError::Program {
-                name,
-                source: aya::programs::ProgramError::NotLoaded,
-            })?
-            .try_into()
-            .map_err(err)?;
+        let program: &mut TracePoint = super::program(ebpf, name)?;
         if !loaded.contains(&name) {
             program.load().map_err(err)?;
             loaded.push(name);

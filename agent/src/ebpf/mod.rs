@@ -286,17 +286,24 @@ fn attach_btf(
     tracepoint: &str,
 ) -> Result<(), ProbeError> {
     let err = |source| ProbeError::Program { name, source };
-    let program: &mut BtfTracePoint = ebpf
-        .program_mut(name)
+    let program: &mut BtfTracePoint = program(ebpf, name)?;
+    program.load(tracepoint, btf).map_err(err)?;
+    program.attach().map_err(err)?;
+    Ok(())
+}
+
+/// Program `name` of the object, as its kind `T`.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, ProbeError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
         .ok_or(ProbeError::Program {
             name,
             source: aya::programs::ProgramError::NotLoaded,
         })?
         .try_into()
-        .map_err(err)?;
-    program.load(tracepoint, btf).map_err(err)?;
-    program.attach().map_err(err)?;
-    Ok(())
+        .map_err(|source| ProbeError::Program { name, source })
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; newer ones use memcg and ignore it.
