@@ -768,6 +768,13 @@ pub struct HttpProbeConfig {
     /// Peers (`address:port`) with their own client-side series; the rest are `other`.
     #[serde(default = "default_http_max_peers")]
     pub max_peers: u32,
+    /// Requests at least this slow go out as OTLP spans (0: every request), through
+    /// `otlp.spans`' sampling and rate limit.
+    #[serde(default = "default_http_slow_ms")]
+    pub slow_ms: u64,
+    /// Requests answered with a 5xx go out as spans too, however fast.
+    #[serde(default = "yes")]
+    pub spans_for_5xx: bool,
 }
 
 const fn default_http_ring_buffer_bytes() -> u32 {
@@ -775,6 +782,9 @@ const fn default_http_ring_buffer_bytes() -> u32 {
 }
 const fn default_http_max_peers() -> u32 {
     64
+}
+const fn default_http_slow_ms() -> u64 {
+    500
 }
 
 impl Default for HttpProbeConfig {
@@ -786,6 +796,8 @@ impl Default for HttpProbeConfig {
             max_connections: default_tcp_max_sockets(),
             max_threads: default_tcp_max_sockets(),
             max_peers: default_http_max_peers(),
+            slow_ms: default_http_slow_ms(),
+            spans_for_5xx: true,
         }
     }
 }
@@ -1150,6 +1162,12 @@ impl Config {
         }
         if http.max_peers > 1000 {
             bad("probes.http.max_peers", "must be at most 1000".into());
+        }
+        if http.slow_ms > MAX_SLOW_MS {
+            bad(
+                "probes.http.slow_ms",
+                format!("must be at most {MAX_SLOW_MS} (a day)"),
+            );
         }
         out
     }

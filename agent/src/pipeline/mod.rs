@@ -98,6 +98,23 @@ pub struct Pipeline {
     span_sink: Option<SpanSink>,
     /// Unix time minus monotonic time, to date kernel events.
     unix_minus_monotonic_ns: u64,
+    /// Which HTTP requests become spans.
+    http_spans: HttpSpans,
+}
+
+/// Which finished HTTP requests are offered as spans (`probes.http.slow_ms`,
+/// `probes.http.spans_for_5xx`).
+#[derive(Debug, Clone, Copy)]
+struct HttpSpans {
+    slow_ns: u64,
+    server_errors: bool,
+}
+
+impl HttpSpans {
+    fn wants(self, done: &http_stats::Done) -> bool {
+        done.end_ns.saturating_sub(done.start_ns) >= self.slow_ns
+            || (self.server_errors && (500..600).contains(&done.status))
+    }
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -144,6 +161,10 @@ impl Pipeline {
             span_sink: None,
             unix_minus_monotonic_ns: crate::export::otlp::unix_now_ns()
                 .saturating_sub(crate::ebpf::monotonic_ns()),
+            http_spans: HttpSpans {
+                slow_ns: config.probes.http.slow_ms.saturating_mul(1_000_000),
+                server_errors: config.probes.http.spans_for_5xx,
+            },
         };
         let probes = &config.probes;
         p.telemetry.probes_attached = [
@@ -284,19 +305,34 @@ impl Pipeline {
             self.telemetry.add_received(LOSS_TCP_EVENTS, ok, malformed);
         }
         if let Some(probe) = self.sources.http.as_mut() {
-            let (processes, services, naming, stats) = (
+            let (processes, services, naming, stats, sink, policy) = (
                 &mut self.processes,
                 &mut self.services,
                 &mut self.naming,
                 &mut self.http,
+                self.span_sink.as_ref(),
+                self.http_spans,
             );
+            let offset = self.unix_minus_monotonic_ns;
             let (ok, malformed) = probe.events.drain(|ev| {
                 // HTTP traffic is work worth a name: it admits a pending process at once
                 // (else a new server's first requests would land under `short_lived`).
-                stats.on_event(&ev, |tgid| {
+                let done = stats.on_event(&ev, |tgid| {
                     let service = processes.service_of(tgid, now, services, naming);
                     processes.admit(tgid, now, services).unwrap_or(service)
                 });
+                if let (Some(sink), Some((done, service))) = (sink, done) {
+                    if policy.wants(&done) {
+                        sink.offer(|| {
+                            SpanRecord::http_request(
+                                &done,
+                                services.name(service),
+                                ev.tgid,
+                                done.start_ns + offset,
+                            )
+                        });
+                    }
+                }
             });
             self.telemetry.add_received(LOSS_HTTP_EVENTS, ok, malformed);
         }
