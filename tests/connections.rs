@@ -548,3 +548,44 @@ fn the_port_allow_list_leaves_other_ports_out() {
         "port 5702 is not in the allow-list"
     );
 }
+
+/// 10,000 connects to a closed port as fast as one client makes them (~20 µs each), with the
+/// default ring buffer and with a one-page one (39 events; the reader is woken only when it is
+/// full). Nothing may be counted that did not happen, and every connect is either counted
+/// `refused` or lost and counted as lost (the lost counter is host-wide: other connections'
+/// losses add to it).
+#[test]
+fn ten_thousand_refused_connects_are_counted_or_counted_lost() {
+    let _serial = serial();
+    for (config, tiny) in [
+        ("", false),
+        (
+            "probes:\n  connections:\n    ring_buffer_bytes: 4096\n    wakeup_min_bytes: 4096\n",
+            true,
+        ),
+    ] {
+        let b = Bench::new(config);
+        const N: u32 = 10_000;
+        let addr = b.ns.ip_b.clone();
+        let before = b.agent.scrape();
+        b.client(&addr, 5801, N, "refused", 0).finish();
+        let p = peer(&addr, 5801);
+        let n = f64::from(N);
+        let mut s = b.agent.scrape();
+        wait_until("every event read", Duration::from_secs(15), || {
+            s = b.agent.scrape();
+            b.count(&s, &b.client, "outbound", Some(&p), "refused") + lost(&s) - lost(&before) >= n
+        });
+        let refused = b.count(&s, &b.client, "outbound", Some(&p), "refused");
+        let lost = lost(&s) - lost(&before);
+        eprintln!("{N} refused connects (tiny ring: {tiny}): counted {refused}, lost {lost}");
+        assert!(refused <= n, "{refused} refused counted for {N}");
+        assert!(refused > 0.0);
+        if tiny {
+            assert!(lost > 0.0, "a one-page ring lost nothing");
+        }
+        for o in ["established", "timeout", "reset", "closed"] {
+            assert_eq!(b.count(&s, &b.client, "outbound", None, o), 0.0, "{o}");
+        }
+    }
+}
