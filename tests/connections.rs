@@ -527,11 +527,12 @@ fn connect_duration_through_a_delay_lands_in_its_bucket() {
     assert!(sum > n && sum < n * 1.5, "sum of durations {sum}");
 }
 
-/// `probes.connections.ports`: only connections to listed ports count.
+/// `probes.connections.ports`: only connections to listed ports count. The retransmit probe
+/// is off here: the connection probe runs on its own (same program, its own switch).
 #[test]
 fn the_port_allow_list_leaves_other_ports_out() {
     let _serial = serial();
-    let b = Bench::new("probes:\n  connections:\n    ports: [5701]\n");
+    let b = Bench::new("probes:\n  tcp:\n    enabled: false\n  connections:\n    ports: [5701]\n");
     let addr = b.ns.ip_b.clone();
     b.client(&addr, 5702, 5, "refused", 0).finish();
     b.client(&addr, 5701, 5, "refused", 0).finish();
@@ -547,6 +548,11 @@ fn the_port_allow_list_leaves_other_ports_out() {
         5.0,
         "port 5702 is not in the allow-list"
     );
+    assert!(s
+        .0
+        .lines()
+        .any(|l| l == "steadfast_probe_attached{probe=\"connections\"} 1"));
+    assert!(!s.0.contains("steadfast_probe_attached{probe=\"tcp\"}"));
 }
 
 /// 10,000 connects to a closed port as fast as one client makes them (~20 µs each), with the
