@@ -556,7 +556,7 @@ fn the_port_allow_list_leaves_other_ports_out() {
 }
 
 /// 10,000 connects to a closed port as fast as one client makes them (~20 µs each), with the
-/// default ring buffer and with a one-page one (39 events; the reader is woken only when it is
+/// default ring buffer and with a one-page one (46 events; the reader is woken only when it is
 /// full). Nothing may be counted that did not happen, and every connect is either counted
 /// `refused` or lost and counted as lost (the lost counter is host-wide: other connections'
 /// losses add to it).

@@ -164,9 +164,8 @@ pub struct ConnSock {
     pub direction: u16,
     /// 1 once `ESTABLISHED` was reached (and its event sent).
     pub established: u16,
-    pub comm: [u8; COMM_LEN],
 }
-const _: () = assert!(core::mem::size_of::<ConnSock>() == 32);
+const _: () = assert!(core::mem::size_of::<ConnSock>() == 16);
 
 /// One connection transition, sent through the `CONN_EVENTS` ring buffer.
 #[repr(C)]
@@ -198,7 +197,5 @@ pub struct ConnEvent {
     pub saddr: [u8; 16],
     /// Remote address, same encoding.
     pub daddr: [u8; 16],
-    /// Owner's comm, empty if unknown.
-    pub comm: [u8; COMM_LEN],
 }
-const _: () = assert!(core::mem::size_of::<ConnEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<ConnEvent>() == 80);

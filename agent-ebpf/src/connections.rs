@@ -22,21 +22,21 @@
 use agent_common::{
     loss::LOSS_CONN_EVENTS,
     tcp::{
-        ConnEvent, ConnSock, TcpOffsets, TcpOwner, CONN_CLOSED, CONN_ESTABLISHED, CONN_INBOUND,
+        ConnEvent, ConnSock, TcpOffsets, CONN_CLOSED, CONN_ESTABLISHED, CONN_INBOUND,
         CONN_OUTBOUND, CONN_REFUSED, CONN_RESET, CONN_TIMEOUT, TCP_CLOSE, TCP_ESTABLISHED,
         TCP_SYN_RECV, TCP_SYN_SENT,
     },
 };
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
     maps::{LruHashMap, RingBuf},
 };
 
 use crate::{
     loss::{count_lost, record_fill},
-    tcp_retransmit::{current_owner, listener_owner, read},
+    tcp_retransmit::{listener_owner, read},
 };
 
 /// 1 when `probes.connections` is on. Written by userspace.
@@ -70,10 +70,15 @@ pub fn enabled() -> bool {
 pub fn on_set_state(sk: *const u8, common: *const u8, new: u32, o: &TcpOffsets) {
     let key = sk as u64;
     match new {
-        TCP_SYN_SENT => start(key, CONN_OUTBOUND, current_owner()),
+        TCP_SYN_SENT => start(
+            key,
+            CONN_OUTBOUND,
+            (bpf_get_current_pid_tgid() >> 32) as u32,
+        ),
         TCP_SYN_RECV => {
+            // Unknown listener (opened before the agent started): tgid 0, `unknown`.
             let owner = listener_owner(common, o).unwrap_or_default();
-            start(key, CONN_INBOUND, owner);
+            start(key, CONN_INBOUND, owner.tgid);
         }
         TCP_ESTABLISHED => {
             let Some(conn) = CONN_SOCKS.get_ptr_mut(key) else {
@@ -117,14 +122,13 @@ pub fn on_set_state(sk: *const u8, common: *const u8, new: u32, o: &TcpOffsets) 
 }
 
 #[inline(always)]
-fn start(key: u64, direction: u16, owner: TcpOwner) {
+fn start(key: u64, direction: u16, tgid: u32) {
     let conn = ConnSock {
         // SAFETY: helper without preconditions.
         start_ns: unsafe { bpf_ktime_get_ns() },
-        tgid: owner.tgid,
+        tgid,
         direction,
         established: 0,
-        comm: owner.comm,
     };
     let _ = CONN_SOCKS.insert(key, conn, 0);
 }
@@ -165,7 +169,6 @@ fn emit(sock: u64, c: &ConnSock, outcome: u16, err: i32, common: *const u8, o: &
         _pad: [0; 3],
         saddr,
         daddr,
-        comm: c.comm,
     });
     // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
     let min = unsafe { core::ptr::read_volatile(&CONN_WAKEUP_MIN_BYTES) };

@@ -130,7 +130,7 @@ pub(crate) fn read<T: Copy + Default>(base: *const u8, off: u32) -> T {
 }
 
 #[inline(always)]
-pub(crate) fn current_owner() -> TcpOwner {
+fn current_owner() -> TcpOwner {
     TcpOwner {
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
         _pad: 0,
