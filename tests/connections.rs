@@ -595,3 +595,68 @@ fn ten_thousand_refused_connects_are_counted_or_counted_lost() {
         }
     }
 }
+
+/// Connections made before the agent started: their first state was not seen, so their end is
+/// not counted either, and the open gauge does not go below zero; a connection made after
+/// the agent started, by the same processes, counts as usual.
+#[test]
+fn connections_older_than_the_agent_are_not_counted() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let ns = Netns::new();
+    let client = unique_name("sfco");
+    let server = unique_name("sfso");
+    let client_bin = build_workload("conn_mix", dir.path(), &client);
+    let server_bin = build_workload("conn_mix", dir.path(), &server);
+    const N: u32 = 5;
+    let (port, n) = ("5901".to_string(), N.to_string());
+    let mut srv = ns.spawn(&ns.b, &server_bin, &["server", &port, &n, "hold"]);
+    srv.expect("ready");
+    let mut cli = ns.spawn(&ns.a, &client_bin, &["client", &ns.ip_b, &port, &n, "hold"]);
+    cli.expect("held");
+    srv.expect("held");
+    let agent = Agent::start("");
+    cli.go();
+    srv.go();
+    cli.finish();
+    srv.finish();
+    // Then one new connection from a new client process under the same name.
+    let mut srv = ns.spawn(&ns.b, &server_bin, &["server", "5902", "1", "close"]);
+    srv.expect("ready");
+    ns.spawn(
+        &ns.a,
+        &client_bin,
+        &["client", &ns.ip_b, "5902", "1", "close"],
+    )
+    .finish();
+    srv.finish();
+    let p = peer(&ns.ip_b, 5902);
+    let mut s = agent.scrape();
+    wait_until("the new connection's end", Duration::from_secs(15), || {
+        s = agent.scrape();
+        s.sum(
+            CONNS,
+            &[("service", &client), ("peer", &p), ("outcome", "closed")],
+        ) >= 1.0
+    });
+    let old = peer(&ns.ip_b, 5901);
+    for svc in [&client, &server] {
+        assert_eq!(
+            s.sum(CONNS, &[("service", svc), ("peer", &old)]),
+            0.0,
+            "{svc}: a connection older than the agent was counted"
+        );
+        assert_eq!(s.sum(OPEN, &[("service", svc)]), 0.0, "{svc} open");
+    }
+    for (svc, dir) in [(&client, "outbound"), (&server, "inbound")] {
+        for o in ["established", "closed"] {
+            let l = [
+                ("service", svc.as_str()),
+                ("direction", dir),
+                ("peer", &p),
+                ("outcome", o),
+            ];
+            assert_eq!(s.sum(CONNS, &l), 1.0, "{svc} {dir} {o}");
+        }
+    }
+}
