@@ -88,6 +88,7 @@ const TESTS: &[(&str, &[&str])] = &[
             "a_reset_by_the_peer_counts_reset",
             "open_connections_gauge_follows_held_connections",
             "connect_duration_through_a_delay_lands_in_its_bucket",
+            "connections_older_than_the_agent_are_not_counted",
         ],
     ),
     (
