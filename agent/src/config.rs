@@ -6,7 +6,10 @@ use std::{collections::BTreeMap, fmt, net::SocketAddr, path::Path};
 
 use serde::Deserialize;
 
+mod connections;
 mod otel_env;
+
+pub use connections::ConnectionsProbeConfig;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -510,6 +513,8 @@ pub struct ProbesConfig {
     pub uprobes: UprobesConfig,
     #[serde(default)]
     pub http: HttpProbeConfig,
+    #[serde(default)]
+    pub connections: ConnectionsProbeConfig,
     /// Ring buffers wake the agent only once this many bytes wait (0: on every event); the
     /// agent drains them every second anyway.
     #[serde(default)]
@@ -1169,6 +1174,7 @@ impl Config {
                 format!("must be at most {MAX_SLOW_MS} (a day)"),
             );
         }
+        out.extend(self.probes.connections.problems());
         out
     }
 }
