@@ -409,8 +409,6 @@ fn dependency_breaker_opens_within_a_second_of_its_condition_and_closes_through_
         }
         std::thread::sleep(pace);
     }
-    *stop.lock().unwrap() = true;
-    watcher.join().unwrap();
     let states: Vec<(String, f64)> = seen
         .lock()
         .unwrap()
@@ -435,5 +433,35 @@ fn dependency_breaker_opens_within_a_second_of_its_condition_and_closes_through_
             &[("peer", peer.as_str()), ("status_code", "503")]
         ) >= 20.0,
         "the failures were seen by the kernel probe"
+    );
+
+    // The dependency goes away: its connections are refused (TCP level, no HTTP answer at
+    // all), and that opens the breaker again. Fresh connections, 40 a second.
+    drop(client);
+    drop(server);
+    let gone = Instant::now();
+    let mut refused = 0;
+    while current(&seen).0 == "admit" {
+        assert!(
+            gone.elapsed() < Duration::from_secs(20),
+            "refused connections did not open the breaker ({refused} refused)\n{}",
+            agent.log()
+        );
+        let e = TcpStream::connect(peer.as_str()).expect_err("the dependency is gone");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+        refused += 1;
+        std::thread::sleep(pace);
+    }
+    eprintln!(
+        "refused connections opened the breaker after {:.2} s ({refused} refused)",
+        gone.elapsed().as_secs_f64()
+    );
+    *stop.lock().unwrap() = true;
+    watcher.join().unwrap();
+    assert!(
+        agent.scrape().sum(
+            "steadfast_tcp_connections_total",
+            &[("peer", peer.as_str()), ("outcome", "refused")]
+        ) >= 20.0
     );
 }

@@ -460,10 +460,12 @@ pub const SMALL_CATALOGUE: &str = "services:\n  max_services: 3\n";
 
 /// Agent config: nanosleep calls of 10 ms or more become spans, exported to `endpoint` over
 /// `protocol` with the metrics every second, plus `extra` (more `otlp:` keys, indented, and
-/// then other sections).
+/// then other sections). The HTTP probe is off: its spans (slow or failed requests of any
+/// process on the host, other tests' included) would share the bounded queues these tests
+/// measure.
 pub fn otlp_config(endpoint: &str, protocol: &str, extra: &str) -> String {
     format!(
-        "probes:\n  syscalls:\n    slow_ms:\n      nanosleep: 10\notlp:\n  endpoint: {endpoint}\n  protocol: {protocol}\n  metrics_interval_secs: 1\n{extra}"
+        "probes:\n  http:\n    enabled: false\n  syscalls:\n    slow_ms:\n      nanosleep: 10\notlp:\n  endpoint: {endpoint}\n  protocol: {protocol}\n  metrics_interval_secs: 1\n{extra}"
     )
 }
 
