@@ -78,7 +78,7 @@ fn start_server(mut cmd: Command, dir: &Path) -> Server {
         .spawn()
         .expect("the server workload");
     let mut port = 0;
-    wait_until("the server to listen", Duration::from_secs(20), || {
+    wait_until("the server to listen", Duration::from_secs(120), || {
         port = std::fs::read_to_string(&port_file)
             .ok()
             .and_then(|s| s.trim().parse().ok())
@@ -194,7 +194,7 @@ fn python_server_and_clients_match_the_mix() {
         f64::from(n_ok + n_fail + n_slow + c_ok + c_fail + c_slow_server + c_head + n_bytewise);
     let srv_l = [("service", srv.as_str())];
     let mut scrape = agent.scrape();
-    wait_until("the server's requests", Duration::from_secs(20), || {
+    wait_until("the server's requests", Duration::from_secs(60), || {
         scrape = agent.scrape();
         count(&scrape, SERVER, &srv_l) >= server_total
             && count(&scrape, CLIENT, &[("service", crl.as_str())])
@@ -341,7 +341,7 @@ fn go_server_and_client_match_the_mix() {
     raw(server.port, b"GARBAGE\r\n\r\n", true);
 
     let total = f64::from(n_ok + n_fail + n_slow);
-    wait_until("the Go requests", Duration::from_secs(20), || {
+    wait_until("the Go requests", Duration::from_secs(60), || {
         let s = agent.scrape();
         count(&s, SERVER, &[("service", srv.as_str())]) >= total
             && count(&s, CLIENT, &[("service", cli.as_str())]) >= total
@@ -435,6 +435,188 @@ fn go_server_and_client_match_the_mix() {
         0.0,
         "closed connections leave, they are not evicted"
     );
+    assert_eq!(
+        s.sum("steadfast_events_lost_total", &[("source", "http")]),
+        0.0
+    );
+    drop(server);
+}
+
+fn edge_workload() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/http_edge.py")
+}
+
+/// Runs `http_edge.py MODE PORT ARGS...` as process `name`; returns the N of its "done N".
+fn edge_client(dir: &Path, name: &str, mode: &str, port: u16, args: &[&str]) -> u32 {
+    let out = Command::new(alias(dir, "/usr/bin/python3", name))
+        .arg(edge_workload())
+        .arg(mode)
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{mode}: {out:?}");
+    stdout
+        .trim()
+        .strip_prefix("done ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{mode}: {stdout}"))
+}
+
+/// The shapes a byte-level probe gets wrong, against real clients and a real server
+/// (`tests/workloads/http_edge.py`): pipelined requests (five in one write), writev/readv and
+/// sendmsg/recvmsg on both ends, a body sent by sendfile, chunked bodies (one with a status
+/// line inside), an answer written one byte per write, `100 Continue` before the final status,
+/// and a request cut off mid-headers whose connection closes (client side: the cutting
+/// client; server side: the test itself accepts it and closes without answering). Each series
+/// must equal what the processes did, exactly.
+#[test]
+fn edge_cases_match_exactly() {
+    let agent = Agent::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let srv = unique_name("edgesrv");
+    let mut cmd = Command::new(alias(dir.path(), "/usr/bin/python3", &srv));
+    cmd.arg(edge_workload());
+    let server = start_server(cmd, dir.path());
+    let port = server.port;
+    let base = format!("http://127.0.0.1:{port}");
+
+    let (pipe, vec, msg, cut, crl) = (
+        unique_name("edgepipe"),
+        unique_name("edgevec"),
+        unique_name("edgemsg"),
+        unique_name("edgecut"),
+        unique_name("edgecurl"),
+    );
+    let n_pipe = 5u32;
+    assert_eq!(
+        edge_client(dir.path(), &pipe, "pipeline", port, &[&n_pipe.to_string()]),
+        n_pipe
+    );
+    let n_vec = 4u32;
+    assert_eq!(
+        edge_client(dir.path(), &vec, "vectored", port, &[&n_vec.to_string()]),
+        n_vec
+    );
+    assert_eq!(
+        edge_client(dir.path(), &msg, "msg", port, &[&n_vec.to_string()]),
+        n_vec
+    );
+    // curl, a fresh connection each: chunked, sendfile, byte-per-write and one-sendmsg
+    // answers, and uploads that wait for `100 Continue`.
+    let curl_bin = alias(dir.path(), "/usr/bin/curl", &crl);
+    let paths = ["/chunked", "/file", "/bytes", "/vec"];
+    let per_path = 2u32;
+    for path in paths {
+        for _ in 0..per_path {
+            curl(&curl_bin, &[&format!("{base}{path}")]);
+        }
+    }
+    let body = dir.path().join("body");
+    std::fs::write(&body, vec![b'b'; 3000]).unwrap();
+    let n_upload = 2u32;
+    for _ in 0..n_upload {
+        curl(
+            &curl_bin,
+            &[
+                "-H",
+                "Expect: 100-continue",
+                "--data-binary",
+                &format!("@{}", body.display()),
+                &format!("{base}/upload"),
+            ],
+        );
+    }
+    // A request cut off mid-headers: the test accepts it, reads it and closes unanswered.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cut_port = listener.local_addr().unwrap().port();
+    let cutter = std::thread::spawn({
+        let dir = dir.path().to_path_buf();
+        let cut = cut.clone();
+        move || edge_client(&dir, &cut, "cut", cut_port, &[])
+    });
+    {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"GET /ok HTTP/1.1\r\nHo");
+    }
+    assert_eq!(cutter.join().unwrap(), 0);
+
+    let get200 = n_pipe + 2 * n_vec + per_path * paths.len() as u32;
+    let server_total = f64::from(get200 + n_upload);
+    let srv_l = [("service", srv.as_str())];
+    let me = std::fs::read_to_string("/proc/self/comm").unwrap();
+    let me = me.trim().to_string();
+    let unanswered = |s: &Scrape, service: &str, side: &str| {
+        s.sum(
+            "steadfast_http_requests_unanswered_total",
+            &[("service", service), ("side", side)],
+        )
+    };
+    let mut s = agent.scrape();
+    wait_until("the edge requests", Duration::from_secs(60), || {
+        s = agent.scrape();
+        count(&s, SERVER, &srv_l) >= server_total
+            && count(&s, CLIENT, &[("service", crl.as_str())])
+                >= f64::from(per_path * paths.len() as u32 + n_upload)
+            && unanswered(&s, &me, "server") >= 1.0
+    });
+    // Give stragglers (anything wrongly counted after the expected ones) a collection.
+    std::thread::sleep(Duration::from_millis(1500));
+    let s = agent.scrape();
+
+    let series = |service: &str, method: &'static str, status: &'static str| {
+        let family = if service == srv { SERVER } else { CLIENT };
+        count(
+            &s,
+            family,
+            &[
+                ("service", service),
+                ("method", method),
+                ("status_code", status),
+            ],
+        )
+    };
+    // Server: one request per answer, the pipelined ones included; no 100.
+    assert_eq!(series(&srv, "GET", "200"), f64::from(get200), "{}", s.0);
+    assert_eq!(series(&srv, "POST", "201"), f64::from(n_upload));
+    assert_eq!(series(&srv, "POST", "100"), 0.0);
+    assert_eq!(count(&s, SERVER, &srv_l), server_total, "nothing else");
+    assert_eq!(unanswered(&s, &srv, "server"), 0.0);
+    // Clients: writev/readv and sendmsg/recvmsg exactly; curl by method.
+    assert_eq!(series(&vec, "GET", "200"), f64::from(n_vec));
+    assert_eq!(
+        count(&s, CLIENT, &[("service", vec.as_str())]),
+        f64::from(n_vec)
+    );
+    assert_eq!(series(&msg, "GET", "200"), f64::from(n_vec));
+    assert_eq!(
+        count(&s, CLIENT, &[("service", msg.as_str())]),
+        f64::from(n_vec)
+    );
+    assert_eq!(
+        series(&crl, "GET", "200"),
+        f64::from(per_path * paths.len() as u32)
+    );
+    assert_eq!(series(&crl, "POST", "201"), f64::from(n_upload));
+    assert_eq!(
+        count(&s, CLIENT, &[("service", crl.as_str())]),
+        f64::from(per_path * paths.len() as u32 + n_upload)
+    );
+    // The pipelining client reads several answers per read: only those whose status line
+    // starts a read are seen (documented); never more than it sent.
+    let piped = count(&s, CLIENT, &[("service", pipe.as_str())]);
+    assert!(
+        (1.0..=f64::from(n_pipe)).contains(&piped),
+        "pipelining client counted {piped}"
+    );
+    // The cut request: unanswered on both ends, counted as a request on neither.
+    assert_eq!(unanswered(&s, &cut, "client"), 1.0);
+    assert_eq!(count(&s, CLIENT, &[("service", cut.as_str())]), 0.0);
+    assert_eq!(unanswered(&s, &me, "server"), 1.0);
+    assert_eq!(count(&s, SERVER, &[("service", me.as_str())]), 0.0);
     assert_eq!(
         s.sum("steadfast_events_lost_total", &[("source", "http")]),
         0.0
