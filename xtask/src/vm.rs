@@ -103,6 +103,7 @@ const TESTS: &[(&str, &[&str])] = &[
             "python_server_and_clients_match_the_mix",
             "go_server_and_client_match_the_mix",
             "edge_cases_match_exactly",
+            "http_without_the_syscall_probe_and_without_syscall_tracepoints",
         ],
     ),
 ];
