@@ -53,6 +53,17 @@ fn syscall_probe_on() -> bool {
 const REGS_DI: usize = 112;
 const REGS_SI: usize = 104;
 const REGS_ORIG_AX: usize = 120;
+/// The saved code segment (the low 16 bits; FRED keeps flags above them).
+const REGS_CS: usize = 136;
+/// x86_64 `__USER_CS`: a 64-bit task's syscall. A 32-bit one (`__USER32_CS`) passes i386
+/// numbers (41 is `dup` there), which the HTTP part must not take for its own.
+const USER_CS: u64 = 0x33;
+
+/// Whether the HTTP part wants this syscall: one of its numbers, from 64-bit code.
+#[inline(always)]
+fn http_wants(ctx: &BtfTracePointContext, nr: u32) -> bool {
+    http::wants(nr) && reg(ctx, REGS_CS) & 0xffff == USER_CS
+}
 
 /// A field of the `struct pt_regs` the raw syscall tracepoints pass (a BTF pointer: a plain
 /// load, which the verifier checks against the struct's layout).
@@ -127,7 +138,7 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), i64> {
     }
     let nr = ctx.arg::<i64>(1) as u32;
     // Before the start time is taken: the HTTP work is not part of the latency.
-    if http::wants(nr) {
+    if http_wants(ctx, nr) {
         http::sys_enter_http(id, nr, reg(ctx, REGS_DI), reg(ctx, REGS_SI));
     }
     if !syscall_probe_on() {
@@ -175,7 +186,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         record_exit(now, id, ctx.arg(1));
     }
     let nr = reg(ctx, REGS_ORIG_AX) as u32;
-    if http::wants(nr) {
+    if http_wants(ctx, nr) {
         http::sys_exit_http(id, ctx.arg(1));
     }
     Ok(())
