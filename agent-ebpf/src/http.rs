@@ -1,26 +1,28 @@
-//! HTTP/1.x from syscall tracepoints (no kprobes here): the sockets a process connected or
-//! accepted are tracked in `HTTP_SOCKS` (LRU, key: tgid and fd), and every successful read or
-//! write on one of them goes to userspace as an event with its first bytes, where the
-//! per-connection state machine finds request and status lines.
+//! HTTP/1.x from syscall events: the sockets a process connected or accepted are tracked in
+//! `HTTP_SOCKS` (LRU, key: tgid and fd), and every successful read or write on one of them goes
+//! to userspace as an event with its first bytes, where the per-connection state machine finds
+//! request and status lines.
+//!
+//! No `syscalls:*` tracepoint is attached: attaching any of them registers the kernel's
+//! per-syscall perf dispatcher, which every syscall on the host then pays (40-77 ns, see
+//! docs/benchmarks.md). The syscall programs of `syscall_latency.rs` (raw `sys_enter` and
+//! `sys_exit`, one program each for every syscall) call [`sys_enter_http`] and
+//! [`sys_exit_http`] for the few syscall numbers this file watches ([`wants`]); every other
+//! syscall pays a compare.
 //!
 //! Bytes: on kernels with `sock:sock_recv_length`/`sock_send_length` (6.3+) two BTF
 //! tracepoints that fire for socket reads and writes only; the syscall (and so the layout of
 //! its buffer), the fd and the buffer come from the task's saved user registers. On older
-//! kernels, the per-syscall tracepoints of `read`, `readv`, `recvfrom`, `recvmsg` and their
-//! write twins (the enter remembers the buffer, the exit sends the event).
+//! kernels ([`HTTP_SYSCALL_IO`]), `read`, `readv`, `recvfrom`, `recvmsg` and their write twins
+//! by number in the raw syscall programs (the enter remembers the buffer, the exit sends the
+//! event).
 //!
-//! Connections: the per-syscall tracepoints of `socket`, `connect`, `accept`, `accept4` and
-//! `close`. Attaching any `syscalls:*` tracepoint registers the kernel's per-syscall
-//! dispatcher on every syscall: every syscall pays that check (measured in README.md).
+//! Connections: `socket`, `connect`, `accept`, `accept4` and `close`, by number.
 //!
 //! Which fds are TCP: `socket(AF_INET|AF_INET6, SOCK_STREAM)` makes the fd a candidate
 //! (role 0, no events); `connect` on a candidate makes it a client connection; `accept` makes
 //! the new fd a server connection when the peer address is IPv4/IPv6 (or, when the caller
 //! passed no address buffer, when the listener is a candidate). `close` forgets it.
-//!
-//! Context fields are read straight from the tracepoint record (offsets of
-//! `/sys/kernel/tracing/events/syscalls/*/format`: the arguments at 16 + 8 i, the return
-//! value at 16), which the verifier allows for tracepoint programs.
 
 use agent_common::{
     http::{
@@ -35,18 +37,14 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         generated,
     },
-    macros::{btf_tracepoint, map, tracepoint},
+    macros::{btf_tracepoint, map},
     maps::{LruHashMap, RingBuf},
-    programs::{BtfTracePointContext, TracePointContext},
-    EbpfContext,
+    programs::BtfTracePointContext,
 };
 
 use aya_ebpf::bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 
-use crate::{
-    config::agent_tgid,
-    loss::{count_lost, record_fill},
-};
+use crate::loss::{count_lost, record_fill};
 
 /// A socket() call in flight (internal to this file, never sent).
 const KIND_SOCKET: u32 = 6;
@@ -57,6 +55,43 @@ const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
 const SOCK_STREAM: u64 = 1;
 const EINPROGRESS: i64 = 115;
+
+/// x86_64 syscall numbers.
+const NR_READ: u32 = 0;
+const NR_WRITE: u32 = 1;
+const NR_CLOSE: u32 = 3;
+const NR_READV: u32 = 19;
+const NR_WRITEV: u32 = 20;
+const NR_SOCKET: u32 = 41;
+const NR_CONNECT: u32 = 42;
+const NR_ACCEPT: u32 = 43;
+const NR_SENDTO: u32 = 44;
+const NR_RECVFROM: u32 = 45;
+const NR_SENDMSG: u32 = 46;
+const NR_RECVMSG: u32 = 47;
+const NR_ACCEPT4: u32 = 288;
+
+/// Bit `nr` set for the connection syscalls below 64 (`accept4` is checked apart).
+const LIFECYCLE_MASK: u64 = 1 << NR_CLOSE | 1 << NR_SOCKET | 1 << NR_CONNECT | 1 << NR_ACCEPT;
+/// Bit `nr` set for the reads and writes watched by number ([`HTTP_SYSCALL_IO`]).
+const IO_MASK: u64 = 1 << NR_READ
+    | 1 << NR_WRITE
+    | 1 << NR_READV
+    | 1 << NR_WRITEV
+    | 1 << NR_SENDTO
+    | 1 << NR_RECVFROM
+    | 1 << NR_SENDMSG
+    | 1 << NR_RECVMSG;
+
+/// 1 when `probes.http.enabled`: the raw syscall programs run the HTTP part. Load-time
+/// constant (`.rodata`), so with 0 the verifier drops the HTTP part.
+#[unsafe(no_mangle)]
+static HTTP_PROBE_ON: u32 = 0;
+
+/// 1 on kernels without `sock_recv_length`/`sock_send_length`: reads and writes are watched
+/// by number in the raw syscall programs. Load-time constant.
+#[unsafe(no_mangle)]
+static HTTP_SYSCALL_IO: u32 = 0;
 
 /// Below this many unread bytes in `HTTP_EVENTS` a submit does not wake the reader (it
 /// drains on its collection tick anyway). Written by userspace.
@@ -75,19 +110,28 @@ static HTTP_IO: LruHashMap<u32, HttpIoSlot> = LruHashMap::with_max_entries(16384
 #[map]
 static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
-/// Argument `i` of a `sys_enter_*` record.
 #[inline(always)]
-fn arg(ctx: &TracePointContext, i: usize) -> u64 {
-    // SAFETY: the record of every sys_enter_* tracepoint has six 8-byte argument slots from
-    // offset 16; the verifier checks ctx reads against the record's bounds.
-    unsafe { *(ctx.as_ptr() as *const u8).add(16 + 8 * i).cast::<u64>() }
+fn flag(v: &u32) -> bool {
+    // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
+    unsafe { core::ptr::read_volatile(v) != 0 }
 }
 
-/// The return value of a `sys_exit_*` record.
+/// Whether syscall `nr` is one the HTTP probe watches (always false with the probe off).
 #[inline(always)]
-fn ret(ctx: &TracePointContext) -> i64 {
-    // SAFETY: `long ret` at offset 16 of every sys_exit_* record.
-    unsafe { *(ctx.as_ptr() as *const u8).add(16).cast::<i64>() }
+pub fn wants(nr: u32) -> bool {
+    if !flag(&HTTP_PROBE_ON) {
+        return false;
+    }
+    if nr < 64 {
+        let mask = if flag(&HTTP_SYSCALL_IO) {
+            LIFECYCLE_MASK | IO_MASK
+        } else {
+            LIFECYCLE_MASK
+        };
+        (mask >> nr) & 1 != 0
+    } else {
+        nr == NR_ACCEPT4
+    }
 }
 
 #[inline(always)]
@@ -123,70 +167,31 @@ fn disarm(tid: u32) -> Option<HttpIoSlot> {
     }
 }
 
-macro_rules! io_programs {
-    ($enter:ident, $exit:ident, $kind:expr, $layout:expr) => {
-        #[tracepoint]
-        pub fn $enter(ctx: TracePointContext) -> u32 {
-            let _ = try_io_enter(&ctx, $kind, $layout);
-            0
-        }
-
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            let _ = try_exit(&ctx);
-            0
-        }
+/// The enter of a watched syscall (`nr` passed [`wants`]): `a0`, `a1` are its first two
+/// arguments. A BPF-to-BPF call, so the syscall programs stay small for the verifier.
+#[inline(never)]
+pub fn sys_enter_http(pid_tgid: u64, nr: u32, a0: u64, a1: u64) -> i32 {
+    let r = match nr {
+        NR_SOCKET => socket_enter(pid_tgid, a0, a1),
+        NR_CONNECT => connect_enter(pid_tgid, a0, a1),
+        NR_ACCEPT | NR_ACCEPT4 => accept_enter(pid_tgid, a0, a1),
+        NR_CLOSE => close(pid_tgid, a0),
+        NR_READ | NR_RECVFROM => io_enter(pid_tgid, a0, a1, HTTP_EV_READ, HTTP_BUF_PLAIN),
+        NR_READV => io_enter(pid_tgid, a0, a1, HTTP_EV_READ, HTTP_BUF_IOVEC),
+        NR_RECVMSG => io_enter(pid_tgid, a0, a1, HTTP_EV_READ, HTTP_BUF_MSGHDR),
+        NR_WRITE | NR_SENDTO => io_enter(pid_tgid, a0, a1, HTTP_EV_WRITE, HTTP_BUF_PLAIN),
+        NR_WRITEV => io_enter(pid_tgid, a0, a1, HTTP_EV_WRITE, HTTP_BUF_IOVEC),
+        NR_SENDMSG => io_enter(pid_tgid, a0, a1, HTTP_EV_WRITE, HTTP_BUF_MSGHDR),
+        _ => Ok(()),
     };
+    r.is_err() as i32
 }
 
-io_programs!(
-    http_enter_read,
-    http_exit_read,
-    HTTP_EV_READ,
-    HTTP_BUF_PLAIN
-);
-io_programs!(
-    http_enter_recvfrom,
-    http_exit_recvfrom,
-    HTTP_EV_READ,
-    HTTP_BUF_PLAIN
-);
-io_programs!(
-    http_enter_readv,
-    http_exit_readv,
-    HTTP_EV_READ,
-    HTTP_BUF_IOVEC
-);
-io_programs!(
-    http_enter_recvmsg,
-    http_exit_recvmsg,
-    HTTP_EV_READ,
-    HTTP_BUF_MSGHDR
-);
-io_programs!(
-    http_enter_write,
-    http_exit_write,
-    HTTP_EV_WRITE,
-    HTTP_BUF_PLAIN
-);
-io_programs!(
-    http_enter_sendto,
-    http_exit_sendto,
-    HTTP_EV_WRITE,
-    HTTP_BUF_PLAIN
-);
-io_programs!(
-    http_enter_writev,
-    http_exit_writev,
-    HTTP_EV_WRITE,
-    HTTP_BUF_IOVEC
-);
-io_programs!(
-    http_enter_sendmsg,
-    http_exit_sendmsg,
-    HTTP_EV_WRITE,
-    HTTP_BUF_MSGHDR
-);
+/// The exit of a watched syscall with its return value.
+#[inline(never)]
+pub fn sys_exit_http(pid_tgid: u64, ret: i64) -> i32 {
+    try_exit(pid_tgid, ret).is_err() as i32
+}
 
 /// `sock_recv_length(struct sock *sk, int ret, int flags)` (6.3+): fires for socket reads
 /// only, so on kernels that have it the per-syscall read programs are not attached and reads
@@ -257,46 +262,10 @@ fn try_sock_io(ctx: &BtfTracePointContext, kind: u32) -> Result<(), i64> {
     Ok(())
 }
 
-/// `socket(family, type, protocol)`
-#[tracepoint]
-pub fn http_enter_socket(ctx: TracePointContext) -> u32 {
-    let _ = try_socket_enter(&ctx);
-    0
-}
-
-/// `connect(fd, uservaddr, addrlen)`
-#[tracepoint]
-pub fn http_enter_connect(ctx: TracePointContext) -> u32 {
-    let _ = try_connect_enter(&ctx);
-    0
-}
-
-/// `accept(fd, upeer_sockaddr, upeer_addrlen)` and `accept4(..., flags)`
-#[tracepoint]
-pub fn http_enter_accept(ctx: TracePointContext) -> u32 {
-    let _ = try_accept_enter(&ctx);
-    0
-}
-
-/// `close(fd)`
-#[tracepoint]
-pub fn http_enter_close(ctx: TracePointContext) -> u32 {
-    let _ = try_close(&ctx);
-    0
-}
-
-/// The exit of `socket`, `connect`, `accept` and `accept4`.
-#[tracepoint]
-pub fn http_exit_sock(ctx: TracePointContext) -> u32 {
-    let _ = try_exit(&ctx);
-    0
-}
-
 #[inline(always)]
-fn try_io_enter(ctx: &TracePointContext, kind: u32, layout: u32) -> Result<(), i64> {
-    let id = bpf_get_current_pid_tgid();
+fn io_enter(id: u64, fd: u64, ptr: u64, kind: u32, layout: u32) -> Result<(), i64> {
     let tgid = (id >> 32) as u32;
-    let fd = arg(ctx, 0) as u32;
+    let fd = fd as u32;
     // SAFETY: the value is copied out at once.
     let role = match unsafe { HTTP_SOCKS.get(key(tgid, fd)) } {
         Some(&r) if r != ROLE_CANDIDATE => r,
@@ -305,7 +274,7 @@ fn try_io_enter(ctx: &TracePointContext, kind: u32, layout: u32) -> Result<(), i
     arm(
         id as u32,
         HttpIoSlot {
-            ptr: arg(ctx, 1),
+            ptr,
             fd,
             kind,
             layout,
@@ -314,15 +283,12 @@ fn try_io_enter(ctx: &TracePointContext, kind: u32, layout: u32) -> Result<(), i
     )
 }
 
+/// `socket(family, type, protocol)`
 #[inline(always)]
-fn try_socket_enter(ctx: &TracePointContext) -> Result<(), i64> {
-    let family = arg(ctx, 0) as u16;
-    let ty = arg(ctx, 1) & 0xf;
-    let id = bpf_get_current_pid_tgid();
+fn socket_enter(id: u64, family: u64, ty: u64) -> Result<(), i64> {
+    let family = family as u16;
+    let ty = ty & 0xf;
     if (family != AF_INET && family != AF_INET6) || ty != SOCK_STREAM {
-        return Ok(());
-    }
-    if (id >> 32) as u32 == agent_tgid() {
         return Ok(());
     }
     arm(
@@ -334,10 +300,10 @@ fn try_socket_enter(ctx: &TracePointContext) -> Result<(), i64> {
     )
 }
 
+/// `connect(fd, uservaddr, addrlen)`
 #[inline(always)]
-fn try_connect_enter(ctx: &TracePointContext) -> Result<(), i64> {
-    let id = bpf_get_current_pid_tgid();
-    let fd = arg(ctx, 0) as u32;
+fn connect_enter(id: u64, fd: u64, addr: u64) -> Result<(), i64> {
+    let fd = fd as u32;
     // SAFETY: as above.
     match unsafe { HTTP_SOCKS.get(key((id >> 32) as u32, fd)) } {
         Some(&ROLE_CANDIDATE) => {}
@@ -346,7 +312,7 @@ fn try_connect_enter(ctx: &TracePointContext) -> Result<(), i64> {
     arm(
         id as u32,
         HttpIoSlot {
-            ptr: arg(ctx, 1),
+            ptr: addr,
             fd,
             kind: HTTP_EV_CONNECT,
             layout: 0,
@@ -355,20 +321,17 @@ fn try_connect_enter(ctx: &TracePointContext) -> Result<(), i64> {
     )
 }
 
+/// `accept(fd, upeer_sockaddr, upeer_addrlen)` and `accept4(..., flags)`
 #[inline(always)]
-fn try_accept_enter(ctx: &TracePointContext) -> Result<(), i64> {
-    let id = bpf_get_current_pid_tgid();
+fn accept_enter(id: u64, listener: u64, addr: u64) -> Result<(), i64> {
     let tgid = (id >> 32) as u32;
-    if tgid == agent_tgid() {
-        return Ok(());
-    }
-    let listener = arg(ctx, 0) as u32;
+    let listener = listener as u32;
     // SAFETY: as above.
     let candidate = unsafe { HTTP_SOCKS.get(key(tgid, listener)) }.is_some();
     arm(
         id as u32,
         HttpIoSlot {
-            ptr: arg(ctx, 1),
+            ptr: addr,
             fd: listener,
             kind: HTTP_EV_ACCEPT,
             // Whether the listener is known to be TCP (for callers that pass no address).
@@ -378,11 +341,11 @@ fn try_accept_enter(ctx: &TracePointContext) -> Result<(), i64> {
     )
 }
 
+/// `close(fd)`
 #[inline(always)]
-fn try_close(ctx: &TracePointContext) -> Result<(), i64> {
-    let id = bpf_get_current_pid_tgid();
+fn close(id: u64, fd: u64) -> Result<(), i64> {
     let tgid = (id >> 32) as u32;
-    let fd = arg(ctx, 0) as u32;
+    let fd = fd as u32;
     let k = key(tgid, fd);
     // SAFETY: as above.
     let role = match unsafe { HTTP_SOCKS.get(k) } {
@@ -433,14 +396,12 @@ fn send(ev: &HttpEvent) {
 }
 
 #[inline(always)]
-fn try_exit(ctx: &TracePointContext) -> Result<(), i64> {
+fn try_exit(id: u64, ret: i64) -> Result<(), i64> {
     let ts = now();
-    let id = bpf_get_current_pid_tgid();
     let Some(slot) = disarm(id as u32) else {
         return Ok(());
     };
     let tgid = (id >> 32) as u32;
-    let ret = ret(ctx);
     match slot.kind {
         HTTP_EV_READ | HTTP_EV_WRITE => {
             if ret <= 0 {

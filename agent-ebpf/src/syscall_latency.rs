@@ -10,6 +10,11 @@
 //! histograms alone took 4.3 MB per CPU, about 280 MB on a 64-CPU host). An atomic add costs
 //! little while one process's calls of one syscall stay on one CPU at a time; what it costs
 //! when many CPUs hit the same (process, syscall) at once is measured in docs/benchmarks.md.
+//!
+//! The same two programs carry the HTTP probe's syscall part (`http.rs`: the connection
+//! syscalls, and reads and writes on kernels before 6.3), by syscall number, so that no
+//! per-syscall `syscalls:*` tracepoint is attached. Each part is behind a load-time flag:
+//! with the syscall probe off and the HTTP probe on, the programs do the HTTP part only.
 
 use agent_common::{
     loss::LOSS_SYSCALL_EVENTS,
@@ -29,8 +34,46 @@ use aya_ebpf::{
 use crate::{
     atomic,
     config::agent_tgid,
+    http,
     loss::{count_lost, submit_flags},
 };
+
+/// 1 when `probes.syscalls.enabled`: the latency histograms, error counters and slow events.
+/// Load-time constant (`.rodata`), so with 0 the verifier drops that part.
+#[unsafe(no_mangle)]
+static SYSCALL_PROBE_ON: u32 = 1;
+
+#[inline(always)]
+fn syscall_probe_on() -> bool {
+    // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
+    unsafe { core::ptr::read_volatile(&SYSCALL_PROBE_ON) != 0 }
+}
+
+/// x86_64 `struct pt_regs` offsets: the first two syscall arguments and the syscall number.
+const REGS_DI: usize = 112;
+const REGS_SI: usize = 104;
+const REGS_ORIG_AX: usize = 120;
+/// The saved code segment (the low 16 bits; FRED keeps flags above them).
+const REGS_CS: usize = 136;
+/// x86_64 `__USER_CS`: a 64-bit task's syscall. A 32-bit one (`__USER32_CS`) passes i386
+/// numbers (41 is `dup` there), which the HTTP part must not take for its own.
+const USER_CS: u64 = 0x33;
+
+/// Whether the HTTP part wants this syscall: one of its numbers, from 64-bit code.
+#[inline(always)]
+fn http_wants(ctx: &BtfTracePointContext, nr: u32) -> bool {
+    http::wants(nr) && reg(ctx, REGS_CS) & 0xffff == USER_CS
+}
+
+/// A field of the `struct pt_regs` the raw syscall tracepoints pass (a BTF pointer: a plain
+/// load, which the verifier checks against the struct's layout).
+#[inline(always)]
+fn reg(ctx: &BtfTracePointContext, off: usize) -> u64 {
+    let regs: *const u8 = ctx.arg(0);
+    // SAFETY: `off` is a u64 field of struct pt_regs; loads through a BTF pointer are
+    // checked by the verifier and cannot fault.
+    unsafe { core::ptr::read_volatile(regs.wrapping_add(off).cast::<u64>()) }
+}
 
 /// Thread id -> syscall in flight. A thread's slot is deleted when it exits
 /// (`syscall_thread_exit`): otherwise a thread that reuses the id would read the dead one's
@@ -93,8 +136,15 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if (id >> 32) as u32 == agent_tgid() {
         return Ok(());
     }
-    let tid = id as u32;
     let nr = ctx.arg::<i64>(1) as u32;
+    // Before the start time is taken: the HTTP work is not part of the latency.
+    if http_wants(ctx, nr) {
+        http::sys_enter_http(id, nr, reg(ctx, REGS_DI), reg(ctx, REGS_SI));
+    }
+    if !syscall_probe_on() {
+        return Ok(());
+    }
+    let tid = id as u32;
     match SYSCALL_THREADS.get_ptr_mut(tid) {
         Some(slot) => {
             // SAFETY: helper without preconditions. Read last: the lookup is not latency.
@@ -124,13 +174,34 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), i64> {
 
 #[inline(always)]
 fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let on = syscall_probe_on();
     // SAFETY: helper without preconditions. Read first: the lookups below are not latency.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = if on { unsafe { bpf_ktime_get_ns() } } else { 0 };
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
     if tgid == agent_tgid() {
         return Ok(());
     }
+    if on {
+        record_exit(now, id, ctx.arg(1));
+    }
+    let nr = reg(ctx, REGS_ORIG_AX) as u32;
+    if http_wants(ctx, nr) {
+        http::sys_exit_http(id, ctx.arg(1));
+    }
+    Ok(())
+}
+
+/// The syscall probe's part of `sys_exit`: a BPF-to-BPF call, so that its stack (the first
+/// histogram of a key is built there) and the HTTP part's are not added up by the verifier.
+#[inline(never)]
+fn record_exit(now: u64, id: u64, ret: i64) -> i32 {
+    try_record_exit(now, id, ret).is_err() as i32
+}
+
+#[inline(always)]
+fn try_record_exit(now: u64, id: u64, ret: i64) -> Result<(), i64> {
+    let tgid = (id >> 32) as u32;
     let slot = SYSCALL_THREADS.get_ptr_mut(id as u32).ok_or(0i64)?;
     // SAFETY: the slot belongs to this thread; only this thread writes it.
     let (start_ns, nr) = unsafe {
@@ -163,7 +234,6 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         }
     }
 
-    let ret: i64 = ctx.arg(1);
     if (-4095..0).contains(&ret) {
         count_error(tgid, nr, (-ret) as u32);
     }

@@ -27,6 +27,8 @@
 //!    state page.
 //! 6. Client cost (`bench_clients.rs`, section 6): `Allow` in the Go and Rust clients, with 1
 //!    and 1,000 breakers on the page.
+//! 7. HTTP keep-alive (`bench_http.rs`, section 7): `ab -k` against a Go net/http server,
+//!    bare against the agent with its HTTP probe on and off; requests/s and agent CPU.
 //!
 //! Other tests on the machine may load probes at the same time: before and after every
 //! overhead sample the bench looks for other processes holding BPF programs or links
@@ -119,7 +121,7 @@ impl Opts {
                 _ => bail!(
                     "unknown option {a:?}; options: --quick --rounds N --calls N --idle-secs N \
                      --load-secs N --event-secs S --rates R1,R2,..(0 = flat out) \
-                     --short-lived N --live N --only overhead,agent,events,scale,decision,clients"
+                     --short-lived N --live N --only overhead,agent,events,scale,decision,clients,http"
                 ),
             }
         }
@@ -238,6 +240,10 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         }
         if opts.wants("clients") {
             crate::bench_clients::clients(root, &mut out)?;
+            loads.push(loadavg1());
+        }
+        if opts.wants("http") {
+            crate::bench_http::keepalive(&env, root, opts.rounds, &mut out)?;
             loads.push(loadavg1());
         }
         Ok(())
@@ -770,14 +776,14 @@ pub(crate) fn status_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-struct CpuWindow {
+pub(crate) struct CpuWindow {
     ticks: u64,
     sched_ns: u64,
     at: Instant,
 }
 
 impl CpuWindow {
-    fn open(pid: u32) -> Result<CpuWindow> {
+    pub(crate) fn open(pid: u32) -> Result<CpuWindow> {
         Ok(CpuWindow {
             ticks: cpu_ticks(pid)?,
             sched_ns: schedstat_ns(pid),
@@ -786,7 +792,7 @@ impl CpuWindow {
     }
 
     /// (% of one core from ticks, % of one core from schedstat, seconds).
-    fn close(self, pid: u32) -> Result<(f64, f64, f64)> {
+    pub(crate) fn close(self, pid: u32) -> Result<(f64, f64, f64)> {
         let secs = self.at.elapsed().as_secs_f64();
         let ticks = cpu_ticks(pid)? - self.ticks;
         let sched = schedstat_ns(pid).saturating_sub(self.sched_ns);

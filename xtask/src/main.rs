@@ -17,6 +17,7 @@
 mod bench;
 mod bench_clients;
 mod bench_decision;
+mod bench_http;
 mod coverage;
 mod fuzz;
 mod k8s;

@@ -109,6 +109,15 @@ const TESTS: &[(&str, &[&str])] = &[
             "a_workload_has_its_own_service_whatever_the_cpu_count",
         ],
     ),
+    (
+        "http",
+        &[
+            "python_server_and_clients_match_the_mix",
+            "go_server_and_client_match_the_mix",
+            "edge_cases_match_exactly",
+            "http_without_the_syscall_probe_and_without_syscall_tracepoints",
+        ],
+    ),
 ];
 
 const HOST: &str = "host";

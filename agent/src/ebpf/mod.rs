@@ -115,6 +115,13 @@ impl Probes {
         let sized = |on: bool, n: u32| if on { n } else { 256 };
         let http = &config.probes.http;
         let http_wakeup = u64::from(http.wakeup_min_bytes);
+        let btf = Btf::from_sys_fs()?;
+        // Socket reads and writes through `sock_recv_length`/`sock_send_length` (6.3+), else
+        // by number in the raw syscall programs.
+        let http_sock_io = http::has_sock_tracepoints(&btf);
+        let syscall_probe_on = u32::from(syscalls.enabled);
+        let http_probe_on = u32::from(http.enabled);
+        let http_syscall_io = u32::from(!http_sock_io);
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("WAKEUP_MIN_BYTES", &config.probes.wakeup_min_bytes, true)
@@ -146,6 +153,9 @@ impl Probes {
                 "PROC_EVENTS",
                 config.probes.process_events.ring_buffer_bytes,
             )
+            .override_global("SYSCALL_PROBE_ON", &syscall_probe_on, true)
+            .override_global("HTTP_PROBE_ON", &http_probe_on, true)
+            .override_global("HTTP_SYSCALL_IO", &http_syscall_io, true)
             .override_global("HTTP_WAKEUP_MIN_BYTES", &http_wakeup, true)
             .map_max_entries("HTTP_SOCKS", sized(http.enabled, http.max_connections))
             .map_max_entries("HTTP_IO", sized(http.enabled, http.max_threads))
@@ -158,7 +168,6 @@ impl Probes {
                 },
             )
             .load(OBJECT)?;
-        let btf = Btf::from_sys_fs()?;
 
         // Process names first, so the first samples of other probes already have a service.
         attach_btf(&mut ebpf, &btf, "sched_process_exec", "sched_process_exec")?;
@@ -195,8 +204,6 @@ impl Probes {
             };
             // Before the syscall programs: no thread gets a slot that its exit does not free.
             attach_btf(&mut ebpf, &btf, "syscall_thread_exit", "sched_process_exit")?;
-            attach_btf(&mut ebpf, &btf, "sys_enter", "sys_enter")?;
-            attach_btf(&mut ebpf, &btf, "sys_exit", "sys_exit")?;
             Some(maps)
         } else {
             None
@@ -235,16 +242,16 @@ impl Probes {
         } else {
             None
         };
-        // The HTTP probe needs tracefs (per-syscall tracepoints): where it cannot attach, the
-        // agent runs without it and says so, instead of not running at all.
+        // The HTTP probe's ring and socket tracepoints: where they cannot attach, the agent
+        // runs without them and says so, instead of not running at all.
         let http = if http.enabled {
-            match http::attach(&mut ebpf, &btf) {
+            match http::attach(&mut ebpf, &btf, http_sock_io) {
                 Ok(probe) => Some(probe),
                 Err(error) => {
                     tracing::error!(
                         %error,
-                        "HTTP probe off: it could not attach (the other probes run); mount tracefs \
-                         at /sys/kernel/tracing, or set probes.http.enabled: false"
+                        "HTTP probe off: it could not attach (the other probes run); set \
+                         probes.http.enabled: false to silence this"
                     );
                     None
                 }
@@ -252,6 +259,13 @@ impl Probes {
         } else {
             None
         };
+        // The raw syscall programs carry the syscall probe and the HTTP probe's syscall part
+        // (each behind its load-time flag): attached when either is on. The exit first: an
+        // enter that armed something always meets its exit.
+        if syscalls.enabled || http_probe_on != 0 {
+            attach_btf(&mut ebpf, &btf, "sys_exit", "sys_exit")?;
+            attach_btf(&mut ebpf, &btf, "sys_enter", "sys_enter")?;
+        }
         let uprobe_maps = if allocations || goroutines {
             Some(Uprobes::load(&mut ebpf, allocations, goroutines)?)
         } else {

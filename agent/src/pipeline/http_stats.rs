@@ -14,8 +14,15 @@
 //!   a space, then `/` or `*`) are not a request, and whatever answers them is not counted;
 //! - a request whose connection is closed (or whose process exits) before a status line is
 //!   counted in `unanswered`, not as a request;
-//! - pipelined requests (several in one read) count as one; bodies are not parsed, so a body
-//!   that is read after the response was written and starts like a request would count.
+//! - pipelined requests (several in one read): the server writes one final status line per
+//!   request, each at the start of a write, so after a request is answered every further final
+//!   status line the server writes before its next request is read counts as one more request
+//!   of that read, with that read's first method and start (the kernel captures the start of
+//!   each read only, so the later request lines themselves are not seen). On the client side,
+//!   responses that arrive in the middle of a read are not seen: a client that pipelines counts
+//!   the requests whose status line starts a read;
+//! - bodies are not parsed, so a body that is read after the response was written and starts
+//!   like a request would count.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -229,6 +236,13 @@ enum State {
         /// The request line's first bytes (its target, for spans).
         line: Prefix,
     },
+    /// The last request was answered; the read it came in may have held more (pipelined)
+    /// requests, each answered by one more final status line from the responder.
+    Answered {
+        start_ns: u64,
+        method: Method,
+        prefix: Prefix,
+    },
     /// Bytes that are not a request: ignore until the other side speaks.
     Skip,
     /// HTTP/2 or an upgraded connection: ignored from now on.
@@ -337,6 +351,59 @@ impl Conn {
         let (next, out) = match (state, request) {
             (State::Ignored, _) => (State::Ignored, Outcome::Nothing),
             (State::Idle, true) => self.decide_request(ev.timestamp_ns, Prefix::start(ev)),
+            // A new request (bytes that are not one are skipped, as on an idle connection:
+            // the rest of a pipelined batch larger than the server's read is not told from
+            // garbage).
+            (State::Answered { .. }, true) => {
+                self.decide_request(ev.timestamp_ns, Prefix::start(ev))
+            }
+            // The responder again: the next pipelined request's status line, or more of the
+            // last answer (its body).
+            (
+                State::Answered {
+                    start_ns,
+                    method,
+                    mut prefix,
+                },
+                false,
+            ) => {
+                if prefix.bytes.is_empty() || prefix.open {
+                    prefix.push(ev);
+                    // A pipelined request's own line was not told apart: no target.
+                    let line = Prefix::default();
+                    match self.decide_status(start_ns, method, prefix, line, ev.timestamp_ns) {
+                        // Not a status line: a body; the next write may start one.
+                        (State::Skip, out) => (
+                            State::Answered {
+                                start_ns,
+                                method,
+                                prefix: Prefix::default(),
+                            },
+                            out,
+                        ),
+                        // A status line still undecided (kept), or an interim answer (the
+                        // next request's `100 Continue`, prefix empty).
+                        (State::Pending { prefix, .. }, out) => (
+                            State::Answered {
+                                start_ns,
+                                method,
+                                prefix,
+                            },
+                            out,
+                        ),
+                        other => other,
+                    }
+                } else {
+                    (
+                        State::Answered {
+                            start_ns,
+                            method,
+                            prefix: Prefix::default(),
+                        },
+                        Outcome::Nothing,
+                    )
+                }
+            }
             (
                 State::Request {
                     start_ns,
@@ -447,7 +514,11 @@ impl Conn {
                 let next = if status == 101 {
                     State::Ignored
                 } else {
-                    State::Idle
+                    State::Answered {
+                        start_ns,
+                        method,
+                        prefix: Prefix::default(),
+                    }
                 };
                 (next, Outcome::Request(done))
             }
@@ -809,6 +880,48 @@ mod tests {
         }
         let peers: Vec<_> = s.client().keys().map(|k| k.1.clone()).collect();
         assert_eq!(peers, vec!["127.0.0.1:8080".to_string(), "other".into()]);
+    }
+
+    #[test]
+    fn pipelined_requests_count_one_per_final_status_line() {
+        let mut s = HttpStats::new(16, 4);
+        let svc = |_| 1;
+        // Three requests in one read; three answers, each a status line then a body.
+        s.on_event(
+            &server_read(
+                100,
+                b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\n",
+            ),
+            svc,
+        );
+        for (i, status) in [
+            &b"HTTP/1.1 200 OK\r\n"[..],
+            b"HTTP/1.1 200 OK\r\n",
+            b"HTTP/1.1 503 X\r\n",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let t = 200 + 10 * i as u64;
+            s.on_event(&server_write(t, status), svc);
+            s.on_event(&server_write(t + 1, b"xxxxxxxx"), svc);
+        }
+        assert_eq!(count(&s, Method::Get, 200), 2);
+        assert_eq!(count(&s, Method::Get, 503), 1);
+        // Timed from the read that brought them all.
+        let h = &s.server()[&(1, Method::Get, 503)];
+        assert!((h.sum_seconds - 120e-9).abs() < 1e-12, "{}", h.sum_seconds);
+        // Garbage after an answered request is not a request, and its 400 is not counted.
+        s.on_event(&server_read(300, b"hello\r\n\r\n"), svc);
+        s.on_event(&server_write(301, b"HTTP/1.1 400 Bad Request\r\n"), svc);
+        assert_eq!(s.server().values().map(|h| h.count).sum::<u64>(), 3);
+        // A next request on the same connection, its status line one byte per write.
+        s.on_event(&server_read(400, b"HEAD / HTTP/1.1\r\n\r\n"), svc);
+        for (i, b) in b"HTTP/1.1 204 No Content\r\n".iter().enumerate() {
+            s.on_event(&server_write(500 + i as u64, &[*b]), svc);
+        }
+        assert_eq!(count(&s, Method::Head, 204), 1);
+        assert_eq!(s.server().values().map(|h| h.count).sum::<u64>(), 4);
     }
 
     #[test]
