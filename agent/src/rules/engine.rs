@@ -87,20 +87,64 @@ struct GroupRt {
 /// What an evaluation decided for local control, handed to `control::Control`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ControlInput {
-    Breaker(String, crate::control::breaker::Observation),
+    /// A breaker's inputs, and why they are unknown (None: known).
+    Breaker(String, crate::control::breaker::Observation, Option<String>),
     /// A degrade signal's level in [0, 1].
     Signal(String, f64),
+    /// A degrade signal whose expression gave no number, and why: its level is held.
+    SignalUnknown(String, String),
 }
 
 /// One number from an evaluation: a scalar, or a vector of exactly one sample. Anything
-/// else (no data, several series, NaN) is unknown.
-fn one_number(q: &Query, store: &Store, t: i64) -> Option<f64> {
-    let v = match expr::eval(&q.expr, store, t).ok()?.value {
+/// else is unknown, and the error says why (no series matched, several series, NaN, ...).
+pub fn one_number(q: &Query, store: &Store, t: i64) -> Result<f64, String> {
+    let ev = expr::eval(&q.expr, store, t).map_err(|e| format!("evaluation failed: {e}"))?;
+    let v = match ev.value {
         Value::Scalar(s) => s,
         Value::Vector(v) if v.len() == 1 => v[0].value,
-        Value::Vector(_) => return None,
+        Value::Vector(v) if v.is_empty() && ev.missing => {
+            return Err("no series matched (no data, or stale)".into())
+        }
+        Value::Vector(v) if v.is_empty() => return Err("an empty result".into()),
+        Value::Vector(v) => return Err(format!("{} series, one expected", v.len())),
     };
-    v.is_finite().then_some(v)
+    if v.is_nan() {
+        Err("not a number (0/0: no calls?)".into())
+    } else if v.is_infinite() {
+        Err("infinite (x/0)".into())
+    } else {
+        Ok(v)
+    }
+}
+
+/// A breaker's observation at `t`, and why its inputs are unknown (None: known). Inputs are
+/// unknown when the volume has no value, or when it reaches `min_volume` and a ratio the
+/// breaker judges has none (below `min_volume` the ratios are not needed: too few calls is a
+/// verdict of its own).
+pub fn breaker_inputs(
+    b: &BreakerDef,
+    store: &Store,
+    t: i64,
+) -> (crate::control::breaker::Observation, Option<String>) {
+    let volume = one_number(&b.volume, store, t);
+    let failure = b.failure_ratio.as_ref().map(|q| one_number(q, store, t));
+    let slow = b.slow_ratio.as_ref().map(|q| one_number(q, store, t));
+    let obs = crate::control::breaker::Observation {
+        failure_ratio: failure.as_ref().and_then(|r| r.as_ref().ok().copied()),
+        slow_ratio: slow.as_ref().and_then(|r| r.as_ref().ok().copied()),
+        volume: volume.as_ref().ok().copied(),
+    };
+    let unknown = match &volume {
+        Err(e) => Some(format!("volume: {e}")),
+        Ok(v) if *v < b.spec.min_volume => None,
+        Ok(_) => [("failure_ratio", &failure), ("slow_ratio", &slow)]
+            .into_iter()
+            .find_map(|(name, r)| match r {
+                Some(Err(e)) => Some(format!("{name}: {e}")),
+                _ => None,
+            }),
+    };
+    (obs, unknown)
 }
 
 #[derive(Debug)]
@@ -417,6 +461,14 @@ impl Engine {
             .collect()
     }
 
+    /// Names of the degrade signals defined by `signals:` entries (an expression each).
+    pub fn expr_signal_names(&self) -> BTreeSet<String> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.signals.iter().map(|s| s.name.clone()))
+            .collect()
+    }
+
     /// Names of the degrade signals the loaded rules define or may raise.
     pub fn signal_names(&self) -> BTreeSet<String> {
         let mut out: BTreeSet<String> = self
@@ -527,26 +579,17 @@ impl Engine {
                     s.evaluate(&self.store, t, self.opts.state_dir.as_deref(), &mut room);
             }
             for b in &g.breakers {
-                let obs = crate::control::breaker::Observation {
-                    failure_ratio: b
-                        .failure_ratio
-                        .as_ref()
-                        .and_then(|q| one_number(q, &self.store, t)),
-                    slow_ratio: b
-                        .slow_ratio
-                        .as_ref()
-                        .and_then(|q| one_number(q, &self.store, t)),
-                    volume: one_number(&b.volume, &self.store, t),
-                };
+                let (obs, unknown) = breaker_inputs(b, &self.store, t);
                 self.control
-                    .push(ControlInput::Breaker(b.name.clone(), obs));
+                    .push(ControlInput::Breaker(b.name.clone(), obs, unknown));
             }
             for s in &g.signals {
                 // Unknown pressure holds the signal's last level.
-                if let Some(p) = one_number(&s.expr, &self.store, t) {
-                    self.control
-                        .push(ControlInput::Signal(s.name.clone(), s.scaled.level(p)));
-                }
+                self.control
+                    .push(match one_number(&s.expr, &self.store, t) {
+                        Ok(p) => ControlInput::Signal(s.name.clone(), s.scaled.level(p)),
+                        Err(e) => ControlInput::SignalUnknown(s.name.clone(), format!("expr: {e}")),
+                    });
             }
         }
         // Bounded: a consumer that stopped taking them must not grow this.

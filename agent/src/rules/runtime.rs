@@ -44,6 +44,8 @@ pub struct RulesRuntime {
     control: Option<Arc<Mutex<Control>>>,
     /// Signal names the loaded rules define or may raise (to lower ones that went away).
     signal_names: Mutex<std::collections::BTreeSet<String>>,
+    /// Of those, the ones `signals:` entries define (set from their expression only).
+    expr_signals: Mutex<std::collections::BTreeSet<String>>,
     dir: PathBuf,
     eval_interval: Duration,
     notifier: Option<Notifier>,
@@ -122,6 +124,7 @@ pub fn setup(
         engine: Arc::new(Mutex::new(Engine::new(opts))),
         control,
         signal_names: Mutex::new(Default::default()),
+        expr_signals: Mutex::new(Default::default()),
         dir: config.rules.directory.clone(),
         eval_interval: Duration::from_millis(config.rules.evaluation_interval_ms),
         notifier,
@@ -231,6 +234,7 @@ impl RulesRuntime {
             c.remove_signal(gone);
         }
         *old = names;
+        *self.expr_signals.lock().unwrap_or_else(|p| p.into_inner()) = engine.expr_signal_names();
     }
 
     /// Hands an evaluation's breaker observations and signal levels to the control layer;
@@ -243,15 +247,30 @@ impl RulesRuntime {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        // Signals that `signals:` entries define are set from their expression only, when
+        // their group is evaluated (a raise by an alert aside).
+        let from_exprs = self
+            .expr_signals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut c = control.lock().unwrap_or_else(|p| p.into_inner());
-        let mut from_exprs = std::collections::BTreeSet::new();
         for input in inputs {
             match input {
-                ControlInput::Breaker(name, obs) => c.observe(&name, obs, now),
+                ControlInput::Breaker(name, obs, unknown) => {
+                    c.observe(&name, obs, now);
+                    c.set_breaker_inputs(&name, unknown);
+                }
                 ControlInput::Signal(name, level) => {
                     let level = if raised.contains(&name) { 1.0 } else { level };
                     c.set_signal(&name, level, "rules");
-                    from_exprs.insert(name);
+                }
+                ControlInput::SignalUnknown(name, reason) => {
+                    if raised.contains(&name) {
+                        c.set_signal(&name, 1.0, "rules");
+                    } else {
+                        c.set_signal_unknown(&name, &reason, "rules");
+                    }
                 }
             }
         }
