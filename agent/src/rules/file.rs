@@ -116,6 +116,10 @@ impl std::fmt::Display for RuleCounts {
 pub struct Group {
     pub name: String,
     pub interval: Option<Duration>,
+    /// Where the group and its `interval` are, and each SLO (line, column), for warnings.
+    pub at: Position,
+    pub interval_at: Option<Position>,
+    pub slos_at: Vec<Position>,
     pub rules: Vec<AlertRule>,
     pub slos: Vec<SloDef>,
     pub breakers: Vec<BreakerDef>,
@@ -150,11 +154,16 @@ fn valid_control_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
+/// A place in a rule file: line and column (1-based).
+pub type Position = (usize, usize);
+
 /// A parsed expression with its source text.
 #[derive(Debug, Clone)]
 pub struct Query {
     pub text: String,
     pub expr: Expr,
+    /// Where the expression is in its file.
+    pub at: Position,
 }
 
 #[derive(Debug, Clone)]
@@ -416,6 +425,10 @@ fn scalar_text(node: &MarkedYamlOwned) -> Option<String> {
     }
 }
 
+fn position(node: &MarkedYamlOwned) -> Position {
+    (node.span.start.line(), node.span.start.col() + 1)
+}
+
 impl<'a> Cx<'a> {
     fn err(&mut self, node: &MarkedYamlOwned, message: String) {
         self.problems.push(Problem {
@@ -540,7 +553,11 @@ impl<'a> Cx<'a> {
                     }
                     return None;
                 }
-                Some(Query { text, expr })
+                Some(Query {
+                    text,
+                    expr,
+                    at: position(node),
+                })
             }
             Err(e) => {
                 self.err(node, format!("{what}: bad expression: {e}"));
@@ -623,12 +640,26 @@ impl<'a> Cx<'a> {
             }
         }
         let rules = self.rules_of(&f, "rules", Self::rule);
-        let slos = self.rules_of(&f, "slos", Self::slo);
+        let mut slos_at = Vec::new();
+        let slos = self.rules_of(&f, "slos", |cx, node| {
+            let slo = Self::slo(cx, node)?;
+            Some((slo, position(node)))
+        });
+        let slos = slos
+            .into_iter()
+            .map(|(slo, at)| {
+                slos_at.push(at);
+                slo
+            })
+            .collect();
         let breakers = self.rules_of(&f, "breakers", Self::breaker);
         let signals = self.rules_of(&f, "signals", Self::signal);
         Some(Group {
             name: name?,
             interval,
+            at: position(node),
+            interval_at: f.get("interval").map(position),
+            slos_at,
             rules,
             slos,
             breakers,

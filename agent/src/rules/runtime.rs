@@ -195,6 +195,17 @@ impl RulesRuntime {
         match result {
             Ok(files) => {
                 let n = files.len();
+                let eval_ms = self.eval_interval.as_millis() as u64;
+                for f in super::lint::lint(&files, super::lint::Catalogue::agent(), eval_ms) {
+                    match f.severity {
+                        super::lint::Severity::Warning => {
+                            tracing::warn!(reason, finding = %f, "rules loaded with a warning (see `steadfast check rules`)")
+                        }
+                        super::lint::Severity::Note => {
+                            tracing::info!(reason, finding = %f, "rules")
+                        }
+                    }
+                }
                 engine.load(files);
                 self.configure_control(&engine);
                 engine.stats.last_reload_successful = true;
