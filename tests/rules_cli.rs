@@ -87,7 +87,34 @@ fn test_rules_passes_and_fails_the_right_examples() {
     let (code, out, _) = steadfast(&["test", "rules"], &[repo("tests/rules/failing_test.yaml")]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("FAILED: expects firing too early"), "{out}");
-    assert!(out.contains("got: []"), "{out}");
+    // Expected and got, as promtool prints them (not Rust debug output).
+    assert!(
+        out.contains("alertname: SyscallIOErrors, time: 3m,\n      exp: [\n        {service=\"db\", severity=\"ticket\", syscall=\"write\"}\n      ]\n      got: []"),
+        "{out}"
+    );
+    assert!(!out.contains("Some("), "{out}");
+}
+
+/// `breaker_test`, `signal_test` and `promql_expr_test` cases run against the same engine and
+/// breaker state machine as the agent; failing ones say what was expected and what came.
+#[test]
+fn test_rules_runs_breaker_and_signal_tests() {
+    let (code, out, err) = steadfast(&["test", "rules"], &[repo("tests/rules/control_test.yaml")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.matches("PASS:").count(), 2, "{out}");
+    let (code, out, _) = steadfast(
+        &["test", "rules"],
+        &[repo("tests/rules/control_failing_test.yaml")],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("breaker: db-writes, time: 12s,\n      exp: state: shed, admit_ratio: 0\n      got: state: admit, admit_ratio: 1, inputs_unknown: false, reason: configured"),
+        "{out}"
+    );
+    assert!(
+        out.contains("signal: io-errors, time: 12s,\n      exp: level: 1\n      got: level: 0.5, inputs_unknown: false"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -181,15 +208,20 @@ fn every_documented_example_passes_check_rules_strict() {
         .count();
     assert!(readme >= 1, "the README's rule example: {files:?}");
     assert!(
+        files.iter().any(|f| f.to_string_lossy().contains("rules-")),
+        "docs/rules.md's example: {files:?}"
+    );
+    assert!(
         files
             .iter()
             .any(|f| f.ends_with("packaging/rules.d/host.yaml")),
         "{files:?}"
     );
-    let (code, out, err) = steadfast(&["check", "rules", "--strict"], &files);
-    assert_eq!(code, 0, "{out}\n{err}");
-    assert!(!err.contains("warning"), "{err}");
+    // Each example on its own: they are independent (two may name the same SLO).
     for f in &files {
+        let (code, out, err) = steadfast(&["check", "rules", "--strict"], std::slice::from_ref(f));
+        assert_eq!(code, 0, "{f:?}:\n{out}\n{err}");
+        assert!(!err.contains("warning"), "{f:?}: {err}");
         assert!(
             out.contains(&format!("{}: ok (", f.display())),
             "{f:?} not checked: {out}"

@@ -105,7 +105,7 @@ pub fn one_number(q: &Query, store: &Store, t: i64) -> Result<f64, String> {
         Value::Vector(v) if v.is_empty() && ev.missing => {
             return Err("no series matched (no data, or stale)".into())
         }
-        Value::Vector(v) if v.is_empty() => return Err("an empty result".into()),
+        Value::Vector(v) if v.is_empty() => return Err("an empty result (a filter dropped every sample, or a range held fewer than two samples)".into()),
         Value::Vector(v) => return Err(format!("{} series, one expected", v.len())),
     };
     if v.is_nan() {

@@ -252,43 +252,25 @@ impl RulesRuntime {
     /// signals raised by alerts and spent SLO budgets read 1 while raised, else 0.
     fn feed_control(&self, inputs: Vec<ControlInput>, raised: std::collections::BTreeSet<String>) {
         let Some(control) = &self.control else { return };
-        let now = tokio::time::Instant::now();
         let names = self
             .signal_names
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        // Signals that `signals:` entries define are set from their expression only, when
-        // their group is evaluated (a raise by an alert aside).
         let from_exprs = self
             .expr_signals
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut c = control.lock().unwrap_or_else(|p| p.into_inner());
-        for input in inputs {
-            match input {
-                ControlInput::Breaker(name, obs, unknown) => {
-                    c.observe(&name, obs, now);
-                    c.set_breaker_inputs(&name, unknown);
-                }
-                ControlInput::Signal(name, level) => {
-                    let level = if raised.contains(&name) { 1.0 } else { level };
-                    c.set_signal(&name, level, "rules");
-                }
-                ControlInput::SignalUnknown(name, reason) => {
-                    if raised.contains(&name) {
-                        c.set_signal(&name, 1.0, "rules");
-                    } else {
-                        c.set_signal_unknown(&name, &reason, "rules");
-                    }
-                }
-            }
-        }
-        for name in names.difference(&from_exprs) {
-            let level = if raised.contains(name) { 1.0 } else { 0.0 };
-            c.set_signal(name, level, "rules");
-        }
+        feed(
+            &mut c,
+            inputs,
+            &raised,
+            &names,
+            &from_exprs,
+            tokio::time::Instant::now(),
+        );
     }
 
     /// Reloads only when a file's name or content changed since the last attempt.
@@ -307,6 +289,44 @@ impl RulesRuntime {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .persist_all(now_ms());
+    }
+}
+
+/// Hands an evaluation's breaker observations and signal levels to `c` (the daemon, and
+/// `steadfast test rules`): `names` are every signal the rules define or may raise,
+/// `from_exprs` those `signals:` entries define (set from their expression only, when their
+/// group is evaluated); the others read 1 while `raised` (by a firing alert or a spent SLO
+/// budget), else 0.
+pub fn feed(
+    c: &mut Control,
+    inputs: Vec<ControlInput>,
+    raised: &std::collections::BTreeSet<String>,
+    names: &std::collections::BTreeSet<String>,
+    from_exprs: &std::collections::BTreeSet<String>,
+    now: tokio::time::Instant,
+) {
+    for input in inputs {
+        match input {
+            ControlInput::Breaker(name, obs, unknown) => {
+                c.observe(&name, obs, now);
+                c.set_breaker_inputs(&name, unknown);
+            }
+            ControlInput::Signal(name, level) => {
+                let level = if raised.contains(&name) { 1.0 } else { level };
+                c.set_signal(&name, level, "rules");
+            }
+            ControlInput::SignalUnknown(name, reason) => {
+                if raised.contains(&name) {
+                    c.set_signal(&name, 1.0, "rules");
+                } else {
+                    c.set_signal_unknown(&name, &reason, "rules");
+                }
+            }
+        }
+    }
+    for name in names.difference(from_exprs) {
+        let level = if raised.contains(name) { 1.0 } else { 0.0 };
+        c.set_signal(name, level, "rules");
     }
 }
 
