@@ -244,8 +244,14 @@ impl Engine {
         let Some(path) = self.alerts_path() else {
             return;
         };
-        // No alerting rules and no file yet: nothing to keep, and no directory to create.
-        if self.groups.iter().all(|g| g.rules.is_empty()) && !path.exists() {
+        // No alerting rules, no SLOs and no file yet: nothing to keep, and no directory to
+        // create.
+        if self
+            .groups
+            .iter()
+            .all(|g| g.rules.is_empty() && g.slos.is_empty())
+            && !path.exists()
+        {
             return;
         }
         let mut file = AlertsFile {
@@ -923,6 +929,70 @@ groups:
         load(&mut e3, &text.replace("for: 60s", "for: 90s"));
         assert_eq!(state(&e3, "Slow"), None);
         assert_eq!(state(&e3, "Fast"), Some((State::Firing, 0)));
+    }
+
+    /// Issue 17: with only an SLO loaded no alerts.json was written, so its firing alert was
+    /// lost by a restart; and a long window must hold data for most of its length.
+    #[test]
+    fn an_slo_alert_waits_for_its_window_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        // Page windows scaled to 36 s and 3 s; 50% errors against a 1% budget: burn rate 50.
+        let text = "groups:\n  - name: g\n    slos:\n      - name: api\n        objective: 99\n        period: 30d\n        window_scale: 0.01\n        sli:\n          events:\n            error_query: sum(rate(err_total[{{.window}}]))\n            total_query: sum(rate(req_total[{{.window}}]))\n";
+        let mut e = Engine::new(opts(Some(dir.path().into())));
+        load(&mut e, text);
+        let page = |e: &Engine| {
+            e.alerts()
+                .into_iter()
+                .find(|a| a.labels.get("severity").map(String::as_str) == Some("page"))
+                .map(|a| a.state)
+        };
+        let mut fired_at = None;
+        for i in 0..=60 {
+            e.ingest_text(
+                i * 1000,
+                &format!("err_total {}\nreq_total {}\n", i * 10, i * 20),
+            )
+            .unwrap();
+            e.evaluate(i * 1000);
+            if fired_at.is_none() && page(&e) == Some(State::Firing) {
+                fired_at = Some(i);
+            }
+        }
+        // Data from 1 s on (the first known rate); 90% of 36 s is 32.4 s.
+        let fired_at = fired_at.expect("the page alert fired");
+        assert!((33..=35).contains(&fired_at), "fired at {fired_at} s");
+        e.persist_all(60_000);
+        assert!(
+            dir.path().join("alerts.json").exists(),
+            "written with only an SLO"
+        );
+
+        let mut e2 = Engine::new(opts(Some(dir.path().into())));
+        load(&mut e2, text);
+        assert_eq!(page(&e2), Some(State::Firing), "restored");
+        // A new store has no data: unknown, so the alert holds until the window is covered.
+        e2.evaluate(61_000);
+        assert_eq!(page(&e2), Some(State::Firing));
+        for i in 62..=80 {
+            e2.ingest_text(i * 1000, &format!("err_total 0\nreq_total {}\n", i * 20))
+                .unwrap();
+            e2.evaluate(i * 1000);
+        }
+        assert_eq!(
+            page(&e2),
+            Some(State::Firing),
+            "18 s of data cover no 36 s window"
+        );
+        for i in 81..=120 {
+            e2.ingest_text(i * 1000, &format!("err_total 0\nreq_total {}\n", i * 20))
+                .unwrap();
+            e2.evaluate(i * 1000);
+        }
+        assert_ne!(
+            page(&e2),
+            Some(State::Firing),
+            "resolved once covered and healthy"
+        );
     }
 
     #[test]
