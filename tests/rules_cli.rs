@@ -66,7 +66,7 @@ fn check_rules_accepts_the_packaged_rules_and_reports_every_file() {
     let (code, _, err) = steadfast(&["check", "rules"], &[f]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("b.yaml:4:9: breaker: give `failure_ratio`, `slow_ratio` or both"),
+        err.contains("b.yaml:4:9: breaker: give `failure_ratio`, `slow_ratio` (or `latency`) or both"),
         "{err}"
     );
     assert!(

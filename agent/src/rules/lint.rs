@@ -875,6 +875,85 @@ mod tests {
     }
 
     #[test]
+    fn a_breaker_names_its_latency_threshold_in_seconds() {
+        let b = |latency: &str, extra: &str| {
+            format!("groups:\n  - name: g\n    breakers:\n      - name: b\n        latency: {latency}\n{extra}")
+        };
+        let f = file::parse(
+            &b("{histogram: 'steadfast_syscall_duration_seconds{syscall=\"fsync\"}', threshold_seconds: 0.05}", ""),
+            "r.yaml",
+        )
+        .unwrap();
+        let d = &f.groups[0].breakers[0];
+        assert_eq!(
+            d.slow_ratio.as_ref().unwrap().text,
+            "1 - sum(increase(steadfast_syscall_duration_seconds_bucket{syscall=\"fsync\",le=\"0.033554432\"}[10s])) / sum(increase(steadfast_syscall_duration_seconds_count{syscall=\"fsync\"}[10s]))"
+        );
+        assert_eq!(
+            d.volume.text,
+            "sum(increase(steadfast_syscall_duration_seconds_count{syscall=\"fsync\"}[10s]))"
+        );
+        assert_eq!(d.spec.open_slow_ratio, Some(0.5));
+        let f = file::parse(
+            &b("{histogram: steadfast_http_server_request_duration_seconds, threshold_seconds: 0.3, window: 1m}", ""),
+            "r.yaml",
+        )
+        .unwrap();
+        assert!(f.groups[0].breakers[0]
+            .volume
+            .text
+            .ends_with("_count{}[1m]))"));
+        assert!(f.groups[0].breakers[0]
+            .slow_ratio
+            .as_ref()
+            .unwrap()
+            .text
+            .contains("{le=\"0.25\"}"));
+        let err = |text: &str| file::parse(text, "r.yaml").unwrap_err().to_string();
+        let e = err(&b(
+            "{histogram: steadfast_syscall_duration_seconds, threshold_seconds: 0.0000001}",
+            "",
+        ));
+        assert!(e.contains("0.0000001 is below the smallest bucket bound of steadfast_syscall_duration_seconds (0.000000512)"), "{e}");
+        let e = err(&b(
+            "{histogram: steadfast_syscall_duration_seconds_bucket, threshold_seconds: 1}",
+            "",
+        ));
+        assert!(e.contains("is not a histogram this agent serves"), "{e}");
+        let e = err(&b(
+            "{histogram: steadfast_syscall_duration_seconds, threshold_seconds: 1}",
+            "        volume: vector(1)\n",
+        ));
+        assert!(
+            e.contains("`volume` and `latency` exclude each other"),
+            "{e}"
+        );
+    }
+
+    /// docs/metrics.md lists every histogram's bounds as `check rules` and `latency:` know them.
+    #[test]
+    fn the_reference_lists_the_bucket_bounds() {
+        let c = Catalogue::agent();
+        let section = &METRICS_MD[METRICS_MD
+            .find("## Bucket bounds")
+            .expect("a bounds section")..];
+        for (family, bounds) in &c.bounds {
+            let row = section
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{family}` |")))
+                .unwrap_or_else(|| panic!("{family} has no row"));
+            let listed: Vec<f64> = row
+                .split('|')
+                .nth(2)
+                .unwrap()
+                .split(',')
+                .map(|v| v.trim().trim_matches('`').parse().unwrap())
+                .collect();
+            assert_eq!(&listed, bounds, "{family}");
+        }
+    }
+
+    #[test]
     fn group_intervals_the_engine_cannot_keep_are_warned_about() {
         let g = |i: &str| {
             format!("groups:\n  - name: g\n    interval: {i}\n    rules:\n      - alert: A\n        expr: vector(1)\n")
