@@ -144,7 +144,7 @@ fn help_texts_and_build_info() {
         "no {expected} in:\n{text}"
     );
     // Every probe of the default config is attached on this host.
-    for probe in ["syscalls", "tasks", "tcp", "http"] {
+    for probe in ["syscalls", "tasks", "tcp", "http", "connections"] {
         let line = format!("steadfast_probe_attached{{probe=\"{probe}\"}} 1");
         assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
     }

@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use support::{
     build_workload, free_port,
     otlp_receiver::{
@@ -308,4 +309,120 @@ fn configured_by_environment_over_grpc() {
 #[test]
 fn configured_by_environment_over_http() {
     configured_by_environment("http_protobuf", "http/protobuf");
+}
+
+/// HTTP requests slower than `probes.http.slow_ms`, and every 5xx, arrive as spans of the
+/// right kind with the semantic-convention attributes, on both sides; fast 2xx requests do
+/// not; the duration histograms arrive under their semantic-convention names. Ground truth:
+/// a Python `http.server` (tests/workloads/http_mix.py: `/slow` answers 202 after 300 ms,
+/// `/fail` 503) and curl, each on fresh connections.
+#[test]
+fn slow_and_failed_http_requests_arrive_as_spans() {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let receiver = Receiver::start("grpc", addr, Answer::Accept);
+    let agent = Agent::start(&format!(
+        "probes:\n  http:\n    slow_ms: 200\notlp:\n  endpoint: http://{addr}\n  protocol: grpc\n  metrics_interval_secs: 1\n"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let srv = unique_name("spansrv");
+    let crl = unique_name("spancurl");
+    let link = |target: &str, name: &str| {
+        let p = dir.path().join(name);
+        std::os::unix::fs::symlink(target, &p).unwrap();
+        p
+    };
+    let port_file = dir.path().join("port");
+    let mut server = std::process::Command::new(link("/usr/bin/python3", &srv))
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/http_mix.py"),
+        )
+        .arg("server")
+        .arg(&port_file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut port = 0u16;
+    wait_until("the server to listen", Duration::from_secs(20), || {
+        port = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        port != 0
+    });
+    let curl = link("/usr/bin/curl", &crl);
+    let (n_ok, n_fail, n_slow) = (5, 2, 3);
+    for (path, n) in [("/ok", n_ok), ("/fail", n_fail), ("/slow", n_slow)] {
+        for _ in 0..n {
+            let out = std::process::Command::new(&curl)
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    &format!("http://127.0.0.1:{port}{path}"),
+                ])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        }
+    }
+    let r = &receiver;
+    let want = n_fail + n_slow;
+    wait_until("the spans of both sides", Duration::from_secs(20), || {
+        r.spans_of(&srv).len() >= want && r.spans_of(&crl).len() >= want
+    });
+    // One more export interval: nothing else may come.
+    std::thread::sleep(Duration::from_millis(2500));
+    for (service, kind, peer_key) in [
+        (&srv, SpanKind::Server, "client.address"),
+        (&crl, SpanKind::Client, "server.address"),
+    ] {
+        let spans = r.spans_of(service);
+        assert_eq!(spans.len(), want, "{service}: {spans:#?}\n{}", agent.log());
+        let mut by_status = BTreeMap::new();
+        for s in &spans {
+            assert_eq!(s.kind, kind as i32, "{s:?}");
+            assert_eq!(s.name, "GET");
+            assert_eq!(
+                attr(&s.attributes, "http.request.method"),
+                Some(Attr::Str("GET".into()))
+            );
+            assert_eq!(
+                attr(&s.attributes, peer_key),
+                Some(Attr::Str("127.0.0.1".into())),
+                "{s:?}"
+            );
+            let Some(Attr::Int(status)) = attr(&s.attributes, "http.response.status_code") else {
+                panic!("no status: {s:?}");
+            };
+            let Some(Attr::Str(path)) = attr(&s.attributes, "url.path") else {
+                panic!("no path: {s:?}");
+            };
+            let dur = s.end_time_unix_nano - s.start_time_unix_nano;
+            match status {
+                503 => {
+                    assert_eq!(path, "/fail");
+                    assert_eq!(s.status.as_ref().map(|st| st.code), Some(2), "error: {s:?}");
+                }
+                202 => {
+                    assert_eq!(path, "/slow");
+                    assert!((300_000_000..2_000_000_000).contains(&dur), "{dur} ns");
+                }
+                other => panic!("a {other} request became a span: {s:?}"),
+            }
+            *by_status.entry(status).or_insert(0) += 1;
+        }
+        assert_eq!(by_status, BTreeMap::from([(202, n_slow), (503, n_fail)]));
+    }
+    if let Some(Attr::Int(p)) = attr(&r.spans_of(&crl)[0].attributes, "server.port") {
+        assert_eq!(p, i64::from(port));
+    } else {
+        panic!("no server.port");
+    }
+    wait_until("the semconv metric names", Duration::from_secs(10), || {
+        let names = r.metric_names();
+        names.iter().any(|n| n == "http.server.request.duration")
+            && names.iter().any(|n| n == "http.client.request.duration")
+    });
+    let _ = server.kill();
+    let _ = server.wait();
 }

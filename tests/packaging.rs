@@ -612,6 +612,7 @@ fn service_runs_for_real_in_a_systemd_container() {
         "steadfast_probe_attached{probe=\"syscalls\"} 1",
         "steadfast_probe_attached{probe=\"tasks\"} 1",
         "steadfast_probe_attached{probe=\"tcp\"} 1",
+        "steadfast_probe_attached{probe=\"connections\"} 1",
         "steadfast_probe_attached{probe=\"http\"} 0",
     ] {
         assert!(

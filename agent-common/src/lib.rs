@@ -25,6 +25,8 @@ mod pod {
     unsafe impl aya::Pod for crate::tcp::TcpOffsets {}
     unsafe impl aya::Pod for crate::tcp::TcpCounts {}
     unsafe impl aya::Pod for crate::tcp::TcpEvent {}
+    unsafe impl aya::Pod for crate::tcp::ConnEvent {}
+    unsafe impl aya::Pod for crate::tcp::ConnSock {}
     unsafe impl aya::Pod for crate::uprobe::AllocCounts {}
     unsafe impl aya::Pod for crate::uprobe::PendingAlloc {}
     unsafe impl aya::Pod for crate::uprobe::PtrKey {}
@@ -43,6 +45,8 @@ pub mod loss {
     pub const LOSS_TCP_EVENTS: u32 = 2;
     /// HTTP socket I/O events (`HTTP_EVENTS` ring buffer).
     pub const LOSS_HTTP_EVENTS: u32 = 3;
+    /// TCP connection events (`CONN_EVENTS` ring buffer).
+    pub const LOSS_CONN_EVENTS: u32 = 5;
     /// Number of sources (size of the array).
     pub const SOURCES: u32 = 8;
 
@@ -53,6 +57,7 @@ pub mod loss {
             LOSS_SYSCALL_EVENTS => "slow_syscall",
             LOSS_TCP_EVENTS => "tcp",
             LOSS_HTTP_EVENTS => "http",
+            LOSS_CONN_EVENTS => "connections",
             _ => "unknown",
         }
     }

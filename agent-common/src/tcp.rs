@@ -45,8 +45,11 @@ pub struct TcpOffsets {
     /// 1 if the `tcp_retransmit_skb` tracepoint has the `int err` argument (6.14+), which
     /// makes it fire for failed attempts too; before, it fired only for successful ones.
     pub retransmit_has_err: u32,
+    /// `struct sock.sk_err` (the error a connection ended with: refused, reset, timed out).
+    pub sk_err: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<TcpOffsets>() == 56);
+const _: () = assert!(core::mem::size_of::<TcpOffsets>() == 64);
 
 /// Who owns a socket: the process that connected or listened on it, or that held the socket
 /// lock during a state change or retransmit. Value of the `TCP_OWNERS` LRU map (key: sock
@@ -126,3 +129,73 @@ impl TcpEvent {
         &self.comm[..end]
     }
 }
+
+// Connections (`probes.connections`): one event per established connection and one per end.
+
+/// [`ConnEvent::direction`]: the process called `connect()`.
+pub const CONN_OUTBOUND: u16 = 1;
+/// [`ConnEvent::direction`]: a listener of the process accepted it (in the kernel; whether
+/// the application ever called `accept()` is not seen).
+pub const CONN_INBOUND: u16 = 2;
+
+/// [`ConnEvent::outcome`]: the handshake completed.
+pub const CONN_ESTABLISHED: u16 = 1;
+/// An outbound connect ended before it was established with `ECONNREFUSED` (a RST, or an ICMP
+/// port unreachable, answered the SYN).
+pub const CONN_REFUSED: u16 = 2;
+/// An outbound connect ended before it was established for any other reason: the SYN retries
+/// ran out (`ETIMEDOUT`), an ICMP error ended it, or the application gave up (closed the
+/// socket while it was still in `SYN_SENT`).
+pub const CONN_TIMEOUT: u16 = 3;
+/// An established connection ended with a socket error: reset by the peer (`ECONNRESET`,
+/// `EPIPE`) or timed out (retransmissions or keepalives, `ETIMEDOUT`).
+pub const CONN_RESET: u16 = 4;
+/// An established connection ended without an error.
+pub const CONN_CLOSED: u16 = 5;
+
+/// A connection the probe follows from its first state (`SYN_SENT` or `SYN_RECV`) to
+/// `TCP_CLOSE`. Value of the `CONN_SOCKS` LRU map (key: sock pointer).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnSock {
+    /// `bpf_ktime_get_ns` when it entered `SYN_SENT` / `SYN_RECV`.
+    pub start_ns: u64,
+    pub tgid: u32,
+    pub direction: u16,
+    /// 1 once `ESTABLISHED` was reached (and its event sent).
+    pub established: u16,
+}
+const _: () = assert!(core::mem::size_of::<ConnSock>() == 16);
+
+/// One connection transition, sent through the `CONN_EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnEvent {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at the transition.
+    pub timestamp_ns: u64,
+    /// From `SYN_SENT` / `SYN_RECV` to this transition.
+    pub duration_ns: u64,
+    /// The sock pointer: names the connection from its `established` event to its end (a
+    /// pointer may be reused by a later connection once this one ended).
+    pub sock: u64,
+    /// Owner's thread group id (the listener's for inbound), [`UNKNOWN_OWNER`] if unknown.
+    pub tgid: u32,
+    /// `sk_err` at the transition (positive errno, 0 if none).
+    pub err: i32,
+    /// `AF_INET` (2) or `AF_INET6` (10).
+    pub family: u16,
+    /// [`CONN_ESTABLISHED`] .. [`CONN_CLOSED`].
+    pub outcome: u16,
+    /// [`CONN_OUTBOUND`] or [`CONN_INBOUND`].
+    pub direction: u16,
+    /// Local port, host byte order.
+    pub sport: u16,
+    /// Remote port, host byte order.
+    pub dport: u16,
+    pub _pad: [u16; 3],
+    /// Local address: IPv4 in the first 4 bytes (network order), or IPv6.
+    pub saddr: [u8; 16],
+    /// Remote address, same encoding.
+    pub daddr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<ConnEvent>() == 80);

@@ -7,6 +7,7 @@
 mod allocations;
 mod atomic;
 mod config;
+mod connections;
 mod goroutines;
 mod http;
 mod loss;

@@ -20,6 +20,9 @@
 //! Sockets whose owner was never seen (created before the agent started and never touched in
 //! process context since) are counted under tgid 0: service `unknown`.
 //!
+//! The same `inet_sock_set_state` program follows connections for `probes.connections`
+//! (`connections.rs`), with the same owners.
+//!
 //! Struct fields are read with `bpf_probe_read_kernel` at offsets userspace computes from the
 //! kernel's BTF (`TCP_OFFSETS`), since aya-ebpf has no CO-RE relocations.
 
@@ -59,6 +62,8 @@ static TCP_OFFSETS: TcpOffsets = TcpOffsets {
     v6_rcv_saddr: 0,
     net: 0,
     retransmit_has_err: 0,
+    sk_err: 0,
+    _pad: 0,
 };
 
 /// Below this many unread bytes in `TCP_EVENTS` a submit does not wake the reader (it drains
@@ -116,7 +121,7 @@ fn offsets() -> TcpOffsets {
 
 /// Reads a `T` at `base + off` in kernel memory; zero if the read faults.
 #[inline(always)]
-fn read<T: Copy + Default>(base: *const u8, off: u32) -> T {
+pub(crate) fn read<T: Copy + Default>(base: *const u8, off: u32) -> T {
     // SAFETY: bpf_probe_read_kernel copies through the fault-handling helper; any address is
     // allowed and a bad one yields an error, mapped to the default.
     unsafe {
@@ -256,6 +261,9 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let common = sk.wrapping_add(o.sock_common as usize);
     let key = sk as u64;
     let (old, new) = (old as u32, new as u32);
+    if crate::connections::enabled() {
+        crate::connections::on_set_state(sk, common, new, &o);
+    }
     if new == TCP_CLOSE {
         let _ = TCP_OWNERS.remove(key);
         if old == TCP_LISTEN {
@@ -265,9 +273,7 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), i64> {
     }
     if new == TCP_SYN_RECV {
         // A connection created by a listener, in softirq: `current` is unrelated.
-        // SAFETY: the value is copied out at once.
-        if let Some(owner) = unsafe { TCP_LISTENERS.get(listen_key(common, &o)) } {
-            let owner = *owner;
+        if let Some(owner) = listener_owner(common, &o) {
             let _ = TCP_OWNERS.insert(key, owner, 0);
         }
         return Ok(());
@@ -281,6 +287,13 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), i64> {
         }
     }
     Ok(())
+}
+
+/// The owner of the listener on the local port of `common`'s socket, if known.
+#[inline(always)]
+pub(crate) fn listener_owner(common: *const u8, o: &TcpOffsets) -> Option<TcpOwner> {
+    // SAFETY: the value is copied out at once.
+    unsafe { TCP_LISTENERS.get(listen_key(common, o)) }.copied()
 }
 
 #[inline(always)]

@@ -6,7 +6,10 @@ use std::{collections::BTreeMap, fmt, net::SocketAddr, path::Path};
 
 use serde::Deserialize;
 
+mod connections;
 mod otel_env;
+
+pub use connections::ConnectionsProbeConfig;
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -510,6 +513,8 @@ pub struct ProbesConfig {
     pub uprobes: UprobesConfig,
     #[serde(default)]
     pub http: HttpProbeConfig,
+    #[serde(default)]
+    pub connections: ConnectionsProbeConfig,
     /// Ring buffers wake the agent only once this many bytes wait (0: on every event); the
     /// agent drains them every second anyway.
     #[serde(default)]
@@ -768,6 +773,13 @@ pub struct HttpProbeConfig {
     /// Peers (`address:port`) with their own client-side series; the rest are `other`.
     #[serde(default = "default_http_max_peers")]
     pub max_peers: u32,
+    /// Requests at least this slow go out as OTLP spans (0: every request), through
+    /// `otlp.spans`' sampling and rate limit.
+    #[serde(default = "default_http_slow_ms")]
+    pub slow_ms: u64,
+    /// Requests answered with a 5xx go out as spans too, however fast.
+    #[serde(default = "yes")]
+    pub spans_for_5xx: bool,
 }
 
 const fn default_http_ring_buffer_bytes() -> u32 {
@@ -775,6 +787,9 @@ const fn default_http_ring_buffer_bytes() -> u32 {
 }
 const fn default_http_max_peers() -> u32 {
     64
+}
+const fn default_http_slow_ms() -> u64 {
+    500
 }
 
 impl Default for HttpProbeConfig {
@@ -786,6 +801,8 @@ impl Default for HttpProbeConfig {
             max_connections: default_tcp_max_sockets(),
             max_threads: default_tcp_max_sockets(),
             max_peers: default_http_max_peers(),
+            slow_ms: default_http_slow_ms(),
+            spans_for_5xx: true,
         }
     }
 }
@@ -1151,6 +1168,13 @@ impl Config {
         if http.max_peers > 1000 {
             bad("probes.http.max_peers", "must be at most 1000".into());
         }
+        if http.slow_ms > MAX_SLOW_MS {
+            bad(
+                "probes.http.slow_ms",
+                format!("must be at most {MAX_SLOW_MS} (a day)"),
+            );
+        }
+        out.extend(self.probes.connections.problems());
         out
     }
 }

@@ -86,6 +86,9 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     if let Some(http) = &sources.http {
         wakeups.push(http.events.readiness().map_err(DaemonError::Epoll)?);
     }
+    if let Some(conn) = &sources.connections {
+        wakeups.push(conn.events.readiness().map_err(DaemonError::Epoll)?);
+    }
     let pipeline = Arc::new(Mutex::new(Pipeline::new(sources, &config)));
 
     let mut tasks = tokio::task::JoinSet::new();

@@ -2,6 +2,7 @@
 //! its own comm is recognisable), scrape it, build and run C workloads with known behaviour.
 #![allow(dead_code)]
 
+pub mod alertmanager;
 pub mod otlp_receiver;
 
 use std::{

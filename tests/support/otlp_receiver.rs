@@ -166,7 +166,9 @@ impl Receiver {
                     .iter()
                     .map(|kv| match attr(&a, &kv.key) {
                         Some(Attr::Str(v)) => (kv.key.clone(), v),
-                        other => panic!("a metric attribute that is not a string: {other:?}"),
+                        // The semantic conventions' integers (`http.response.status_code`).
+                        Some(Attr::Int(v)) => (kv.key.clone(), v.to_string()),
+                        None => panic!("a metric attribute of another type: {kv:?}"),
                     })
                     .collect();
                 points.push((m.name.clone(), labels));

@@ -47,7 +47,7 @@ use crate::cargo;
 
 /// The tests that load probes, by test binary (`agent/Cargo.toml`'s `[[test]]` names) and exact
 /// test name: syscall counts, errors, slow-call events, tasks, resident memory, naming, TCP
-/// retransmits against `TcpRetransSegs`, uprobes (malloc, goroutines), the breaker end to end,
+/// retransmits against `TcpRetransSegs`, TCP connection outcomes, uprobes (malloc, goroutines), the breaker end to end,
 /// and what grows with the CPU count. Left out: `nanosleep_latency_lands_around_20ms`, whose
 /// bucket bounds assume a 20 ms sleep ends within 33.6 ms (under software emulation on a busy
 /// host 3 of 10 did not; bucket placement does not depend on the kernel).
@@ -77,6 +77,18 @@ const TESTS: &[(&str, &[&str])] = &[
             "server_retransmits_match_tcp_retrans_segs",
             "synack_retransmits_count_for_the_listener",
             "ipv6_retransmits_match_tcp_retrans_segs",
+        ],
+    ),
+    (
+        "connections",
+        &[
+            "established_and_closed_connections_count_exactly_both_ways",
+            "connects_to_a_closed_port_are_refused",
+            "black_holed_connects_time_out",
+            "a_reset_by_the_peer_counts_reset",
+            "open_connections_gauge_follows_held_connections",
+            "connect_duration_through_a_delay_lands_in_its_bucket",
+            "connections_older_than_the_agent_are_not_counted",
         ],
     ),
     (

@@ -374,6 +374,8 @@ impl KernelOffsets {
             retransmit_has_err: u32::from(
                 b.func_proto_params("btf_trace_tcp_retransmit_skb")? >= 4,
             ),
+            sk_err: b.offset_of("sock", "sk_err")?,
+            _pad: 0,
         })
     }
 }
@@ -644,6 +646,7 @@ mod tests {
         assert_eq!(o.state, 18);
         assert!(o.v6_daddr >= 24 && o.v6_rcv_saddr > o.v6_daddr);
         assert!(o.lock_owned > 0);
+        assert!(o.sk_err > o.sock_common && o.sk_err != o.lock_owned);
         // 6.14+ passes the retransmit's error (this machine runs 6.18).
         assert_eq!(o.retransmit_has_err, 1);
         assert_eq!(

@@ -22,7 +22,7 @@ pub use http::{HttpEvents, HttpProbe};
 pub use loss::LossCounters;
 pub use percpu_table::{PerCpuTable, SharedTable, SyscallErrorMap, SyscallHistMap, TaskCountMap};
 pub use ring::{decode, EventRing};
-pub use tcp_events::{TcpCountsMap, TcpEvents, TcpProbe};
+pub use tcp_events::{ConnEvents, ConnProbe, TcpCountsMap, TcpEvents, TcpProbe};
 pub use uprobes::{libc_in_maps, AllocCountMap, AttachError, GoCountMap, LinkSet, Uprobes};
 
 use crate::config::{Config, SyscallProbeConfig};
@@ -72,6 +72,8 @@ pub struct Probes {
     pub process_events: EventRing<ProcEvent>,
     pub loss: LossCounters,
     pub tcp: Option<TcpProbe>,
+    /// TCP connections (`probes.connections`), on the retransmit probe's state-change program.
+    pub connections: Option<ConnProbe>,
     /// Uprobe programs, loaded when some target opts in; attached per process by the pipeline.
     pub uprobes: Option<Uprobes>,
     pub http: Option<HttpProbe>,
@@ -85,20 +87,24 @@ impl Probes {
         let agent_tgid = std::process::id();
         let syscalls = &config.probes.syscalls;
         let tcp = &config.probes.tcp;
-        // Offsets of the kernel fields the TCP probe reads. A kernel whose layout we do not
-        // understand loses this probe, not the agent.
-        let tcp_offsets = if tcp.enabled {
+        let conn = &config.probes.connections;
+        // Offsets of the kernel fields the TCP probes read. A kernel whose layout we do not
+        // understand loses these probes, not the agent.
+        let tcp_offsets = if tcp.enabled || conn.enabled {
             match btf_offsets::KernelOffsets::from_sys_fs().and_then(|k| k.tcp()) {
                 Ok(offsets) => Some(offsets),
                 Err(error) => {
-                    tracing::warn!(%error, "TCP retransmit probe disabled");
+                    tracing::warn!(%error, "TCP retransmit and connection probes disabled");
                     None
                 }
             }
         } else {
             None
         };
-        let tcp_enabled = tcp_offsets.is_some();
+        let tcp_enabled = tcp.enabled && tcp_offsets.is_some();
+        let conn_enabled = conn.enabled && tcp_offsets.is_some();
+        let conn_on = u32::from(conn_enabled);
+        let conn_wakeup = u64::from(conn.wakeup_min_bytes);
         // Zeros when the probe is off: its programs are then neither loaded nor attached.
         let tcp_offsets = tcp_offsets.unwrap_or_default();
         let tcp_wakeup = u64::from(tcp.wakeup_min_bytes);
@@ -116,6 +122,17 @@ impl Probes {
             .override_global("TCP_WAKEUP_MIN_BYTES", &tcp_wakeup, true)
             .map_max_entries("TCP_EVENTS", tcp.ring_buffer_bytes)
             .map_max_entries("TCP_OWNERS", tcp.max_sockets)
+            .override_global("CONN_ENABLED", &conn_on, true)
+            .override_global("CONN_WAKEUP_MIN_BYTES", &conn_wakeup, true)
+            .map_max_entries(
+                "CONN_EVENTS",
+                if conn_enabled {
+                    conn.ring_buffer_bytes
+                } else {
+                    4096
+                },
+            )
+            .map_max_entries("CONN_SOCKS", sized(conn_enabled, conn.max_connections))
             .map_max_entries("SYSCALL_THREADS", syscalls.max_threads)
             .map_max_entries("SYSCALL_HIST", syscalls.max_histogram_keys)
             .map_max_entries("SYSCALL_ERRORS", syscalls.max_error_keys)
@@ -185,18 +202,28 @@ impl Probes {
             None
         };
 
-        let tcp = if tcp_enabled {
-            let probe = TcpProbe {
-                events: TcpEvents::new(take_map(&mut ebpf, "TCP_EVENTS")?, "TCP_EVENTS")?,
-                counts: TcpCountsMap::new(take_map(&mut ebpf, "TCP_COUNTS")?, "TCP_COUNTS")?,
-            };
-            // Owners first, so sockets connected from now on are attributed.
+        let connections = if conn_enabled {
+            Some(ConnProbe {
+                events: ConnEvents::new(take_map(&mut ebpf, "CONN_EVENTS")?, "CONN_EVENTS")?,
+            })
+        } else {
+            None
+        };
+        if tcp_enabled || conn_enabled {
+            // Owners first, so sockets connected from now on are attributed. The same
+            // program follows connections when `probes.connections` is on.
             attach_btf(
                 &mut ebpf,
                 &btf,
                 "inet_sock_set_state",
                 "inet_sock_set_state",
             )?;
+        }
+        let tcp = if tcp_enabled {
+            let probe = TcpProbe {
+                events: TcpEvents::new(take_map(&mut ebpf, "TCP_EVENTS")?, "TCP_EVENTS")?,
+                counts: TcpCountsMap::new(take_map(&mut ebpf, "TCP_COUNTS")?, "TCP_COUNTS")?,
+            };
             attach_btf(&mut ebpf, &btf, "tcp_retransmit_skb", "tcp_retransmit_skb")?;
             attach_btf(
                 &mut ebpf,
@@ -240,6 +267,7 @@ impl Probes {
             process_events,
             loss,
             tcp,
+            connections,
             uprobes,
             http,
         })

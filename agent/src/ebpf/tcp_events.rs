@@ -1,8 +1,8 @@
-//! Readers of the TCP retransmit probe: the event ring buffer (`TCP_EVENTS`) and the
+//! Readers of the TCP probes. Retransmits: the event ring buffer (`TCP_EVENTS`) and the
 //! in-kernel per-owner counts (`TCP_COUNTS`). Counts are the source of truth for the metric;
 //! events carry the details (4-tuple, state, owner) and may be lost when the ring is full.
 
-use agent_common::tcp::{TcpCounts, TcpEvent};
+use agent_common::tcp::{ConnEvent, TcpCounts, TcpEvent};
 
 use super::{percpu_table::PerCpuSum, EventRing, PerCpuTable};
 
@@ -21,4 +21,12 @@ impl PerCpuSum for TcpCounts {
 pub struct TcpProbe {
     pub events: TcpEvents,
     pub counts: TcpCountsMap,
+}
+
+pub type ConnEvents = EventRing<ConnEvent>;
+
+/// What the connection probe (`probes.connections`) hands to the pipeline: its events are
+/// the only source of its counts (losses are counted as `source="connections"`).
+pub struct ConnProbe {
+    pub events: ConnEvents,
 }

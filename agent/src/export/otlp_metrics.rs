@@ -180,15 +180,58 @@ fn unit(name: &str) -> &'static str {
     }
 }
 
-fn attributes(s: &Sample) -> Vec<KeyValue> {
-    s.point_labels()
-        .map(|(k, v)| key_value(k, Value::Str(v.clone())))
-        .collect()
+/// Families exported under their OpenTelemetry semantic-convention names, with the
+/// conventions' attribute names (`method` is `http.request.method`, `status_code` an integer
+/// `http.response.status_code`, `peer` is split into `server.address` and `server.port`).
+const SEMCONV: &[(&str, &str)] = &[
+    (
+        "steadfast_http_server_request_duration_seconds",
+        "http.server.request.duration",
+    ),
+    (
+        "steadfast_http_client_request_duration_seconds",
+        "http.client.request.duration",
+    ),
+];
+
+fn semconv_name(family: &str) -> Option<&'static str> {
+    SEMCONV.iter().find(|(f, _)| *f == family).map(|(_, n)| *n)
+}
+
+fn attributes(s: &Sample, semconv: bool) -> Vec<KeyValue> {
+    let mut out = Vec::new();
+    for (k, v) in s.point_labels() {
+        if !semconv {
+            out.push(key_value(k, Value::Str(v.clone())));
+            continue;
+        }
+        match k.as_str() {
+            "method" => out.push(key_value("http.request.method", Value::Str(v.clone()))),
+            "status_code" => out.push(key_value(
+                "http.response.status_code",
+                v.parse().map_or_else(|_| Value::Str(v.clone()), Value::Int),
+            )),
+            "peer" => match v.rsplit_once(':') {
+                Some((host, port)) if port.parse::<u16>().is_ok() => {
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    out.push(key_value("server.address", Value::Str(host.to_string())));
+                    out.push(key_value(
+                        "server.port",
+                        Value::Int(port.parse().unwrap_or_default()),
+                    ));
+                }
+                // `other` and `unknown`: no address to split.
+                _ => out.push(key_value("server.address", Value::Str(v.clone()))),
+            },
+            _ => out.push(key_value(k, Value::Str(v.clone()))),
+        }
+    }
+    out
 }
 
 fn number(s: &Sample, start_ns: u64, now_ns: u64) -> NumberDataPoint {
     NumberDataPoint {
-        attributes: attributes(s),
+        attributes: attributes(s, false),
         start_time_unix_nano: start_ns,
         time_unix_nano: now_ns,
         value: Some(number_data_point::Value::AsDouble(s.value)),
@@ -197,7 +240,11 @@ fn number(s: &Sample, start_ns: u64, now_ns: u64) -> NumberDataPoint {
 }
 
 fn convert(f: &Header, samples: &[Sample], start_ns: u64, now_ns: u64) -> Metric {
-    let name = f.name.strip_suffix("_total").unwrap_or(&f.name).to_string();
+    let semconv = semconv_name(&f.name);
+    let name = semconv.map_or_else(
+        || f.name.strip_suffix("_total").unwrap_or(&f.name).to_string(),
+        str::to_string,
+    );
     let data = match f.kind {
         Kind::Counter => Data::Sum(Sum {
             data_points: samples
@@ -208,7 +255,7 @@ fn convert(f: &Header, samples: &[Sample], start_ns: u64, now_ns: u64) -> Metric
             is_monotonic: true,
         }),
         Kind::Histogram => Data::Histogram(Histogram {
-            data_points: histogram_points(samples, start_ns, now_ns),
+            data_points: histogram_points(samples, start_ns, now_ns, semconv.is_some()),
             aggregation_temporality: AggregationTemporality::Cumulative as i32,
         }),
         Kind::Gauge | Kind::Untyped => Data::Gauge(Gauge {
@@ -219,7 +266,7 @@ fn convert(f: &Header, samples: &[Sample], start_ns: u64, now_ns: u64) -> Metric
         }),
     };
     Metric {
-        unit: unit(&name).to_string(),
+        unit: unit(&f.name).to_string(),
         name,
         description: f.help.clone(),
         data: Some(data),
@@ -230,12 +277,17 @@ fn convert(f: &Header, samples: &[Sample], start_ns: u64, now_ns: u64) -> Metric
 /// Turns `_bucket`/`_sum`/`_count` samples into points with per-bucket (not cumulative)
 /// counts. A point's lines are consecutive, as the encoder writes them (and as
 /// [`next_request`] counts points).
-fn histogram_points(samples: &[Sample], start_ns: u64, now_ns: u64) -> Vec<HistogramDataPoint> {
+fn histogram_points(
+    samples: &[Sample],
+    start_ns: u64,
+    now_ns: u64,
+    semconv: bool,
+) -> Vec<HistogramDataPoint> {
     samples
         .chunk_by(same_point)
         .map(|lines| {
             let mut point = HistogramDataPoint {
-                attributes: attributes(&lines[0]),
+                attributes: attributes(&lines[0], semconv),
                 start_time_unix_nano: start_ns,
                 time_unix_nano: now_ns,
                 ..Default::default()
@@ -324,6 +376,34 @@ steadfast_lost_total{source=\"p\"} 4\n# HELP steadfast_keys K.\n# TYPE steadfast
         let names: Vec<_> = req[0].iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["a", "b"]);
         assert!(matches!(req[0][1].data, Some(Data::Gauge(_))));
+    }
+
+    #[test]
+    fn http_durations_go_out_under_their_semantic_convention_names() {
+        let f = "steadfast_http_client_request_duration_seconds";
+        let text = format!(
+            "# HELP {f} D.\n# TYPE {f} histogram\n\
+{f}_bucket{{service=\"s\",peer=\"[::1]:8080\",method=\"GET\",status_code=\"503\",le=\"+Inf\"}} 2\n\
+{f}_sum{{service=\"s\",peer=\"[::1]:8080\",method=\"GET\",status_code=\"503\"}} 0.5\n\
+{f}_count{{service=\"s\",peer=\"[::1]:8080\",method=\"GET\",status_code=\"503\"}} 2\n"
+        );
+        let m = &requests(&text, 100)[0][0];
+        assert_eq!(m.name, "http.client.request.duration");
+        assert_eq!(m.unit, "s");
+        let Some(Data::Histogram(h)) = &m.data else {
+            panic!("{m:?}")
+        };
+        assert_eq!(
+            h.data_points[0].attributes,
+            [
+                key_value("service", Value::Str("s".into())),
+                key_value("server.address", Value::Str("::1".into())),
+                key_value("server.port", Value::Int(8080)),
+                key_value("http.request.method", Value::Str("GET".into())),
+                key_value("http.response.status_code", Value::Int(503)),
+            ]
+        );
+        assert_eq!(h.data_points[0].count, 2);
     }
 
     /// A large catalogue goes out in requests of at most `max` points; families are split

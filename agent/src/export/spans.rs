@@ -10,7 +10,14 @@ use opentelemetry_proto::tonic::{
 
 use agent_common::tcp::{TcpEvent, TCP_RETRANS_SYNACK, UNKNOWN_OWNER};
 
-use crate::{errno, pipeline::tcp_stats, syscalls};
+use crate::{
+    errno,
+    pipeline::{
+        http_stats::{Done, Side},
+        tcp_stats,
+    },
+    syscalls,
+};
 
 /// An attribute value.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +35,8 @@ pub struct SpanRecord {
     pub attributes: Vec<(&'static str, Value)>,
     /// `Some(description)` marks the span as failed.
     pub error: Option<String>,
+    /// OTLP span kind: what the process was in the exchange.
+    pub kind: SpanKind,
 }
 
 impl SpanRecord {
@@ -70,6 +79,7 @@ impl SpanRecord {
             end_unix_ns: start_unix_ns.saturating_add(ev.latency_ns),
             attributes,
             error,
+            kind: SpanKind::Internal,
         }
     }
 
@@ -119,6 +129,56 @@ impl SpanRecord {
             end_unix_ns: at_unix_ns,
             attributes,
             error,
+            kind: SpanKind::Internal,
+        }
+    }
+
+    /// An HTTP/1.x request the process served (`SERVER`) or made (`CLIENT`), timed as its
+    /// histogram is; `start_unix_ns` is its first byte in wall-clock time. A 5xx marks the
+    /// span as failed on either side (the semantic conventions leave 4xx unset on servers).
+    pub fn http_request(done: &Done, service: &str, pid: u32, start_unix_ns: u64) -> Self {
+        let method = done.method.label();
+        let mut attributes = vec![
+            ("process.pid", Value::Int(pid.into())),
+            ("steadfast.service", Value::Str(service.to_string())),
+            ("http.request.method", Value::Str(method.into())),
+            ("http.response.status_code", Value::Int(done.status.into())),
+            ("network.protocol.name", Value::Str("http".into())),
+            ("network.transport", Value::Str("tcp".into())),
+        ];
+        if let Some(path) = done.target.path() {
+            attributes.push(("url.path", Value::Str(path)));
+        }
+        if let Some(peer) = done.peer {
+            match done.side {
+                Side::Client => {
+                    attributes.push(("server.address", Value::Str(peer.ip().to_string())));
+                    attributes.push(("server.port", Value::Int(peer.port().into())));
+                }
+                Side::Server => {
+                    attributes.push(("client.address", Value::Str(peer.ip().to_string())));
+                    attributes.push(("client.port", Value::Int(peer.port().into())));
+                }
+            }
+            attributes.push(("network.peer.address", Value::Str(peer.ip().to_string())));
+            attributes.push(("network.peer.port", Value::Int(peer.port().into())));
+        }
+        let error = (500..600).contains(&done.status).then(|| {
+            let code = done.status.to_string();
+            attributes.push(("error.type", Value::Str(code.clone())));
+            code
+        });
+        Self {
+            // Without a route, the conventions name the span by its method alone.
+            name: method.to_string(),
+            start_unix_ns,
+            end_unix_ns: start_unix_ns.saturating_add(done.end_ns.saturating_sub(done.start_ns)),
+            attributes,
+            error,
+            kind: match done.side {
+                Side::Server => SpanKind::Server,
+                Side::Client => SpanKind::Client,
+            },
         }
     }
 
@@ -127,7 +187,7 @@ impl SpanRecord {
             trace_id: ids.bytes(16),
             span_id: ids.bytes(8),
             name: self.name.clone(),
-            kind: SpanKind::Internal as i32,
+            kind: self.kind as i32,
             start_time_unix_nano: self.start_unix_ns,
             end_time_unix_nano: self.end_unix_ns,
             attributes: self
@@ -349,5 +409,60 @@ mod tests {
         let s = SpanRecord::tcp_retransmit(&ev, "unknown", 7);
         assert!(!s.attributes.iter().any(|(k, _)| *k == "process.pid"));
         assert_eq!(s.error.as_deref(), Some("ENOBUFS"));
+    }
+
+    #[test]
+    fn http_spans_carry_the_semantic_attributes_of_their_side() {
+        use crate::pipeline::http_stats::{Method, Target};
+        let done = Done {
+            side: Side::Client,
+            method: Method::Post,
+            status: 503,
+            start_ns: 1_000,
+            end_ns: 301_000_000,
+            target: Target::of_line(b"POST /pay?card=4111 HTTP/1.1"),
+            peer: Some("10.1.2.3:8080".parse().unwrap()),
+        };
+        let s = SpanRecord::http_request(&done, "checkout", 42, 5_000);
+        assert_eq!(s.name, "POST");
+        assert_eq!(s.kind, SpanKind::Client);
+        assert_eq!(s.end_unix_ns - s.start_unix_ns, 300_999_000);
+        for (k, v) in [
+            ("process.pid", Value::Int(42)),
+            ("steadfast.service", Value::Str("checkout".into())),
+            ("http.request.method", Value::Str("POST".into())),
+            ("http.response.status_code", Value::Int(503)),
+            ("url.path", Value::Str("/pay".into())),
+            ("server.address", Value::Str("10.1.2.3".into())),
+            ("server.port", Value::Int(8080)),
+            ("network.peer.address", Value::Str("10.1.2.3".into())),
+            ("error.type", Value::Str("503".into())),
+        ] {
+            assert!(
+                s.attributes.contains(&(k, v.clone())),
+                "{k}: {:?}",
+                s.attributes
+            );
+        }
+        assert_eq!(s.error.as_deref(), Some("503"));
+        let server = SpanRecord::http_request(
+            &Done {
+                side: Side::Server,
+                status: 200,
+                ..done
+            },
+            "checkout",
+            42,
+            5_000,
+        );
+        assert_eq!(server.kind, SpanKind::Server);
+        assert_eq!(server.error, None);
+        assert!(server
+            .attributes
+            .contains(&("client.address", Value::Str("10.1.2.3".into()))));
+        assert!(!server
+            .attributes
+            .iter()
+            .any(|(k, _)| *k == "server.address"));
     }
 }

@@ -353,6 +353,7 @@ impl Collector for PipelineCollector {
         encode_tcp(&p, &mut encoder)?;
         encode_uprobes(&p, &mut encoder)?;
         encode_http(&p, &mut encoder)?;
+        encode_connections(&p, &mut encoder)?;
 
         let t = &p.telemetry;
         let mut received = encoder.encode_descriptor(
@@ -623,6 +624,59 @@ fn encode_http(p: &Pipeline, encoder: &mut DescriptorEncoder) -> Result<(), std:
     ConstCounter::new(h.evicted()).encode(encoder.encode_descriptor(
         "http_connections_evicted",
         "Connection states dropped because probes.http.max_connections were held (a request in flight on one is not counted).",
+        None,
+        MetricType::Counter,
+    )?)?;
+    Ok(())
+}
+
+/// `steadfast_tcp_connections_total`, the connect durations and the open connections.
+fn encode_connections(
+    p: &Pipeline,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let svc = |id| p.services.name(id);
+    let c = &p.connections;
+    let mut family = encoder.encode_descriptor(
+        "tcp_connections",
+        "TCP connections by service, direction (outbound: connect; inbound: accepted by a listener), peer (outbound: remote address:port; inbound: local address:port; the first probes.connections.max_peers, then other) and outcome: established when the handshake completes, then closed or reset when an established one ends; refused or timeout for a connect that never got established.",
+        None,
+        MetricType::Counter,
+    )?;
+    for ((service, direction, peer, outcome), &n) in c.totals() {
+        let labels = [
+            ("service", svc(*service)),
+            ("direction", direction.label()),
+            ("peer", peer.as_str()),
+            ("outcome", outcome.label()),
+        ];
+        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "tcp_connect_duration",
+        "Outbound TCP connects that got established, from SYN_SENT to ESTABLISHED, by service and peer.",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    for ((service, peer), hist) in c.durations() {
+        let labels = [("service", svc(*service)), ("peer", peer.as_str())];
+        family
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(hist.sum_seconds, hist.count, &hist.buckets(), None)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "tcp_open_connections",
+        "TCP connections established while the agent ran and not yet ended, by service and direction.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (&(service, direction), &n) in c.open() {
+        let labels = [("service", svc(service)), ("direction", direction.label())];
+        ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
+    }
+    ConstCounter::new(c.untracked()).encode(encoder.encode_descriptor(
+        "tcp_connections_untracked",
+        "Established TCP connections the agent did not hold because probes.connections.max_connections were open: missing from steadfast_tcp_open_connections.",
         None,
         MetricType::Counter,
     )?)?;

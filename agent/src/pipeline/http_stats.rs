@@ -30,9 +30,10 @@ use agent_common::http::{
 use super::services::ServiceId;
 
 /// Upper bounds (seconds) of the duration buckets: OpenTelemetry's recommendation for
-/// `http.server.request.duration` and `http.client.request.duration`.
-pub const BUCKETS: [f64; 14] = [
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+/// `http.server.request.duration` and `http.client.request.duration`, plus 0.2 so that the
+/// most common latency objective ("under 200 ms") is a bucket bound a rule can name.
+pub const BUCKETS: [f64; 15] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
 /// `method` label values: the nine standard methods, or `_OTHER`.
@@ -225,6 +226,8 @@ enum State {
         start_ns: u64,
         method: Method,
         prefix: Prefix,
+        /// The request line's first bytes (its target, for spans).
+        line: Prefix,
     },
     /// Bytes that are not a request: ignore until the other side speaks.
     Skip,
@@ -247,6 +250,63 @@ pub struct Done {
     pub status: u16,
     pub start_ns: u64,
     pub end_ns: u64,
+    /// What the kernel captured of the request target (spans only; never a label).
+    pub target: Target,
+    /// The remote end, when the agent saw the connect (or an accept that asked for it).
+    pub peer: Option<SocketAddr>,
+}
+
+/// The start of a request's target, as far as the captured bytes hold it: at most
+/// [`HTTP_CAPTURE`] bytes of the request line, less the method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    bytes: [u8; HTTP_CAPTURE],
+    len: u8,
+    /// The target went on past the captured bytes.
+    cut: bool,
+}
+
+impl Target {
+    /// The target of a request line's first bytes: after the method and its space, up to a
+    /// space, a line end or the bytes' end.
+    pub fn of_line(line: &[u8]) -> Target {
+        let mut t = Target {
+            bytes: [0; HTTP_CAPTURE],
+            len: 0,
+            cut: false,
+        };
+        let Some(space) = line.iter().position(|&c| c == b' ') else {
+            return t;
+        };
+        let rest = &line[space + 1..];
+        let end = rest
+            .iter()
+            .position(|&c| matches!(c, b' ' | b'\r' | b'\n'))
+            .unwrap_or(rest.len());
+        t.cut = end == rest.len();
+        let n = end.min(HTTP_CAPTURE);
+        t.bytes[..n].copy_from_slice(&rest[..n]);
+        t.len = n as u8;
+        t
+    }
+
+    /// The path: the target without its query, as text (`None` when none was captured).
+    /// A path the capture cut short ends in `...`.
+    pub fn path(&self) -> Option<String> {
+        let b = &self.bytes[..usize::from(self.len)];
+        let (b, cut) = match b.iter().position(|&c| c == b'?') {
+            Some(q) => (&b[..q], false),
+            None => (b, self.cut),
+        };
+        if b.is_empty() {
+            return None;
+        }
+        let mut s = String::from_utf8_lossy(b).into_owned();
+        if cut {
+            s.push_str("...");
+        }
+        Some(s)
+    }
 }
 
 /// What one event did to its connection.
@@ -291,8 +351,30 @@ impl Conn {
                     (State::Skip, Outcome::Nothing)
                 }
             }
-            // More of the request (its body) or more garbage.
-            (s @ (State::Pending { .. } | State::Skip), true) => (s, Outcome::Nothing),
+            // More of the request line (kept for its target), its body, or more garbage.
+            (
+                State::Pending {
+                    start_ns,
+                    method,
+                    prefix,
+                    mut line,
+                },
+                true,
+            ) => {
+                if line.open {
+                    line.push(ev);
+                }
+                (
+                    State::Pending {
+                        start_ns,
+                        method,
+                        prefix,
+                        line,
+                    },
+                    Outcome::Nothing,
+                )
+            }
+            (State::Skip, true) => (State::Skip, Outcome::Nothing),
             // The other side spoke before a request was recognised: start again.
             (State::Idle | State::Request { .. } | State::Skip, false) => {
                 (State::Idle, Outcome::Nothing)
@@ -302,12 +384,13 @@ impl Conn {
                     start_ns,
                     method,
                     mut prefix,
+                    line,
                 },
                 false,
             ) => {
                 if prefix.bytes.is_empty() || prefix.open {
                     prefix.push(ev);
-                    self.decide_status(start_ns, method, prefix, ev.timestamp_ns)
+                    self.decide_status(start_ns, method, prefix, line, ev.timestamp_ns)
                 } else {
                     (State::Skip, Outcome::Nothing)
                 }
@@ -323,6 +406,7 @@ impl Conn {
                 start_ns,
                 method,
                 prefix: Prefix::default(),
+                line: prefix,
             },
             Verdict::Is(RequestStart::Http2Preface) => State::Ignored,
             Verdict::Undecided if prefix.open => State::Request { start_ns, prefix },
@@ -336,6 +420,7 @@ impl Conn {
         start_ns: u64,
         method: Method,
         prefix: Prefix,
+        line: Prefix,
         now_ns: u64,
     ) -> (State, Outcome) {
         match status_start(&prefix.bytes) {
@@ -345,6 +430,7 @@ impl Conn {
                     start_ns,
                     method,
                     prefix: Prefix::default(),
+                    line,
                 },
                 Outcome::Nothing,
             ),
@@ -355,6 +441,8 @@ impl Conn {
                     status,
                     start_ns,
                     end_ns: now_ns,
+                    target: Target::of_line(&line.bytes),
+                    peer: self.peer,
                 };
                 let next = if status == 101 {
                     State::Ignored
@@ -368,6 +456,7 @@ impl Conn {
                     start_ns,
                     method,
                     prefix,
+                    line,
                 },
                 Outcome::Nothing,
             ),
@@ -424,7 +513,9 @@ impl HttpStats {
         };
         let outcome = match ev.kind {
             HTTP_EV_CONNECT | HTTP_EV_ACCEPT => {
-                let peer = (ev.kind == HTTP_EV_CONNECT).then(|| peer_of(ev));
+                // The remote end: the server for a client, the client for a server (when
+                // the accept asked for its address).
+                let peer = peer_of(ev);
                 let old = self.conns.remove(&key);
                 self.insert(key, Conn::new(side, peer));
                 match old {
@@ -554,17 +645,20 @@ impl HttpStats {
     }
 }
 
-fn peer_of(ev: &HttpEvent) -> SocketAddr {
+fn peer_of(ev: &HttpEvent) -> Option<SocketAddr> {
+    const AF_INET: u16 = 2;
     const AF_INET6: u16 = 10;
-    let ip = if ev.family == AF_INET6 {
-        let v6 = Ipv6Addr::from(ev.addr);
-        v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
-    } else {
-        IpAddr::V4(Ipv4Addr::new(
+    let ip = match ev.family {
+        AF_INET6 => {
+            let v6 = Ipv6Addr::from(ev.addr);
+            v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        }
+        AF_INET => IpAddr::V4(Ipv4Addr::new(
             ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3],
-        ))
+        )),
+        _ => return None,
     };
-    SocketAddr::new(ip, ev.port)
+    Some(SocketAddr::new(ip, ev.port))
 }
 
 #[cfg(test)]
@@ -621,7 +715,7 @@ mod tests {
         assert!((h.sum_seconds - 0.010).abs() < 1e-9);
         assert_eq!(h.counts[0], 5, "2 ms is in the first bucket");
         let h = &s.server()[&(1, Method::Post, 503)];
-        assert_eq!(h.buckets()[7], (0.5, 1), "400 ms is in (0.25, 0.5]");
+        assert_eq!(h.buckets()[8], (0.5, 1), "400 ms is in (0.25, 0.5]");
     }
 
     #[test]
@@ -631,13 +725,33 @@ mod tests {
         for (i, b) in b"DELETE /a HTTP/1.1\r\n\r\n".iter().enumerate() {
             s.on_event(&server_read(100 + i as u64, &[*b]), svc);
         }
+        let mut done = None;
         for (i, b) in b"HTTP/1.1 204 No Content\r\n".iter().enumerate() {
-            s.on_event(&server_write(1000 + i as u64, &[*b]), svc);
+            done = done.or(s.on_event(&server_write(1000 + i as u64, &[*b]), svc));
         }
         assert_eq!(count(&s, Method::Delete, 204), 1);
+        let (done, _) = done.expect("the request ended");
+        assert_eq!(done.target.path().as_deref(), Some("/a"));
         let h = &s.server()[&(1, Method::Delete, 204)];
         // From the first byte read (100) to the byte completing "HTTP/1.1 204" (1011).
         assert!((h.sum_seconds - 911e-9).abs() < 1e-12, "{}", h.sum_seconds);
+    }
+
+    #[test]
+    fn targets_lose_their_query_and_say_when_cut() {
+        let path = |line: &[u8]| Target::of_line(line).path();
+        assert_eq!(path(b"GET /a/b?secret=1 HTTP/1.1\r\n"), Some("/a/b".into()));
+        assert_eq!(path(b"POST /x HTTP/1.1"), Some("/x".into()));
+        assert_eq!(
+            path(b"GET /a-very-long-path-that-goes-"),
+            Some("/a-very-long-path-that-goes-...".into())
+        );
+        assert_eq!(
+            path(b"GET /long?query-cut-by-the-captu"),
+            Some("/long".into())
+        );
+        assert_eq!(path(b"OPTIONS * HTTP/1.1"), Some("*".into()));
+        assert_eq!(path(b"GET "), None);
     }
 
     #[test]

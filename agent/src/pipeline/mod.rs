@@ -2,6 +2,7 @@
 //! per-service series. One `Pipeline` owns the map readers; `collect` runs on every scrape and
 //! once a second.
 
+pub mod conn_stats;
 pub mod delta;
 pub mod go_elf;
 pub mod http_stats;
@@ -20,7 +21,9 @@ use std::{
 };
 
 use agent_common::{
-    loss::{LOSS_HTTP_EVENTS, LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS, LOSS_TCP_EVENTS},
+    loss::{
+        LOSS_CONN_EVENTS, LOSS_HTTP_EVENTS, LOSS_PROC_EVENTS, LOSS_SYSCALL_EVENTS, LOSS_TCP_EVENTS,
+    },
     process::{ProcEvent, PROC_EXEC, PROC_EXIT},
     tcp::UNKNOWN_OWNER,
 };
@@ -28,12 +31,13 @@ use agent_common::{
 use crate::{
     config::Config,
     ebpf::{
-        EventRing, HttpProbe, LinkSet, LossCounters, Probes, SyscallMaps, TaskCountMap, TcpProbe,
-        Uprobes,
+        ConnProbe, EventRing, HttpProbe, LinkSet, LossCounters, Probes, SyscallMaps, TaskCountMap,
+        TcpProbe, Uprobes,
     },
     export::{SpanRecord, SpanSink},
     telemetry::Telemetry,
 };
+use conn_stats::ConnStats;
 use http_stats::HttpStats;
 use memory::Memory;
 use processes::{procfs_tgids, Admission, ProcessTable};
@@ -58,6 +62,7 @@ pub struct Sources {
     pub loss: Option<LossCounters>,
     pub uprobes: Option<Uprobes>,
     pub http: Option<HttpProbe>,
+    pub connections: Option<ConnProbe>,
 }
 
 impl From<Probes> for (crate::ebpf::Attached, Sources) {
@@ -72,6 +77,7 @@ impl From<Probes> for (crate::ebpf::Attached, Sources) {
                 loss: Some(p.loss),
                 uprobes: p.uprobes,
                 http: p.http,
+                connections: p.connections,
             },
         )
     }
@@ -89,6 +95,7 @@ pub struct Pipeline {
     pub allocations: AllocStats,
     pub goroutines: GoStats,
     pub http: HttpStats,
+    pub connections: ConnStats,
     pub uprobe_targets: UprobeTargets<LinkSet>,
     /// Runs of the (allocation, goroutine) uprobe programs the kernel skipped.
     pub uprobe_missed: (u64, u64),
@@ -98,6 +105,23 @@ pub struct Pipeline {
     span_sink: Option<SpanSink>,
     /// Unix time minus monotonic time, to date kernel events.
     unix_minus_monotonic_ns: u64,
+    /// Which HTTP requests become spans.
+    http_spans: HttpSpans,
+}
+
+/// Which finished HTTP requests are offered as spans (`probes.http.slow_ms`,
+/// `probes.http.spans_for_5xx`).
+#[derive(Debug, Clone, Copy)]
+struct HttpSpans {
+    slow_ns: u64,
+    server_errors: bool,
+}
+
+impl HttpSpans {
+    fn wants(self, done: &http_stats::Done) -> bool {
+        done.end_ns.saturating_sub(done.start_ns) >= self.slow_ns
+            || (self.server_errors && (500..600).contains(&done.status))
+    }
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -134,6 +158,11 @@ impl Pipeline {
                 config.probes.http.max_connections as usize,
                 config.probes.http.max_peers as usize,
             ),
+            connections: ConnStats::new(
+                config.probes.connections.max_peers as usize,
+                config.probes.connections.ports.clone(),
+                config.probes.connections.max_connections as usize,
+            ),
             uprobe_targets: UprobeTargets::new(
                 config.probes.uprobes.max_attachments,
                 uprobe_targets::go_check,
@@ -144,6 +173,10 @@ impl Pipeline {
             span_sink: None,
             unix_minus_monotonic_ns: crate::export::otlp::unix_now_ns()
                 .saturating_sub(crate::ebpf::monotonic_ns()),
+            http_spans: HttpSpans {
+                slow_ns: config.probes.http.slow_ms.saturating_mul(1_000_000),
+                server_errors: config.probes.http.spans_for_5xx,
+            },
         };
         let probes = &config.probes;
         p.telemetry.probes_attached = [
@@ -155,6 +188,11 @@ impl Pipeline {
             ("tasks", probes.tasks.enabled, p.sources.tasks.is_some()),
             ("tcp", probes.tcp.enabled, p.sources.tcp.is_some()),
             ("http", probes.http.enabled, p.sources.http.is_some()),
+            (
+                "connections",
+                probes.connections.enabled,
+                p.sources.connections.is_some(),
+            ),
         ]
         .into_iter()
         .filter(|&(_, enabled, _)| enabled)
@@ -284,21 +322,52 @@ impl Pipeline {
             self.telemetry.add_received(LOSS_TCP_EVENTS, ok, malformed);
         }
         if let Some(probe) = self.sources.http.as_mut() {
-            let (processes, services, naming, stats) = (
+            let (processes, services, naming, stats, sink, policy) = (
                 &mut self.processes,
                 &mut self.services,
                 &mut self.naming,
                 &mut self.http,
+                self.span_sink.as_ref(),
+                self.http_spans,
             );
+            let offset = self.unix_minus_monotonic_ns;
             let (ok, malformed) = probe.events.drain(|ev| {
                 // HTTP traffic is work worth a name: it admits a pending process at once
                 // (else a new server's first requests would land under `short_lived`).
+                let done = stats.on_event(&ev, |tgid| {
+                    let service = processes.service_of(tgid, now, services, naming);
+                    processes.admit(tgid, now, services).unwrap_or(service)
+                });
+                if let (Some(sink), Some((done, service))) = (sink, done) {
+                    if policy.wants(&done) {
+                        sink.offer(|| {
+                            SpanRecord::http_request(
+                                &done,
+                                services.name(service),
+                                ev.tgid,
+                                done.start_ns + offset,
+                            )
+                        });
+                    }
+                }
+            });
+            self.telemetry.add_received(LOSS_HTTP_EVENTS, ok, malformed);
+        }
+        if let Some(probe) = self.sources.connections.as_mut() {
+            let (processes, services, naming, stats) = (
+                &mut self.processes,
+                &mut self.services,
+                &mut self.naming,
+                &mut self.connections,
+            );
+            let (ok, malformed) = probe.events.drain(|ev| {
+                // Like HTTP traffic, a connection admits a pending process at once.
                 stats.on_event(&ev, |tgid| {
                     let service = processes.service_of(tgid, now, services, naming);
                     processes.admit(tgid, now, services).unwrap_or(service)
                 });
             });
-            self.telemetry.add_received(LOSS_HTTP_EVENTS, ok, malformed);
+            self.telemetry.add_received(LOSS_CONN_EVENTS, ok, malformed);
         }
     }
 
@@ -314,6 +383,7 @@ impl Pipeline {
                 LOSS_SYSCALL_EVENTS,
                 LOSS_TCP_EVENTS,
                 LOSS_HTTP_EVENTS,
+                LOSS_CONN_EVENTS,
             ] {
                 self.telemetry.set_kernel_lost(source, loss.lost(source));
                 self.telemetry.ring_fill[source as usize] = loss.ring_fill(source);
@@ -461,6 +531,7 @@ impl Pipeline {
         self.allocations.release(id);
         self.goroutines.release(id);
         self.http.release(id);
+        self.connections.release(id);
     }
 
     fn forget_process(&mut self, tgid: u32) {

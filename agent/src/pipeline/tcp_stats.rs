@@ -182,7 +182,7 @@ pub fn local_address(ev: &TcpEvent) -> IpAddr {
 }
 
 /// IPv4 in the first 4 bytes, or IPv6 (an IPv4-mapped one shown as IPv4).
-fn address(family: u16, bytes: [u8; 16]) -> IpAddr {
+pub fn address(family: u16, bytes: [u8; 16]) -> IpAddr {
     const AF_INET6: u16 = 10;
     if family == AF_INET6 {
         let v6 = Ipv6Addr::from(bytes);
