@@ -66,7 +66,9 @@ fn check_rules_accepts_the_packaged_rules_and_reports_every_file() {
     let (code, _, err) = steadfast(&["check", "rules"], &[f]);
     assert_eq!(code, 1);
     assert!(
-        err.contains("b.yaml:4:9: breaker: give `failure_ratio`, `slow_ratio` (or `latency`) or both"),
+        err.contains(
+            "b.yaml:4:9: breaker: give `failure_ratio`, `slow_ratio` (or `latency`) or both"
+        ),
         "{err}"
     );
     assert!(
@@ -160,7 +162,8 @@ fn rules_and_alertmanager_config_is_validated() {
 }
 
 /// The rule files the documentation shows: every YAML code block holding `groups:` in the
-/// README and docs/*.md, and every file of packaging/rules.d (whatever is added there).
+/// README and docs/*.md, and every rule file of packaging/rules.d and packaging/examples
+/// (whatever is added there).
 fn documented_examples(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut pages = vec![repo("README.md")];
@@ -188,10 +191,18 @@ fn documented_examples(dir: &std::path::Path) -> Vec<PathBuf> {
             rest = &body[end + 3..];
         }
     }
-    let mut packaged: Vec<PathBuf> = std::fs::read_dir(repo("packaging/rules.d"))
-        .unwrap()
+    let mut packaged: Vec<PathBuf> = ["packaging/rules.d", "packaging/examples"]
+        .into_iter()
+        .filter_map(|d| std::fs::read_dir(repo(d)).ok())
+        .flatten()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .filter(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .any(|l| l.starts_with("groups:"))
+        })
         .collect();
     packaged.sort();
     out.extend(packaged);
