@@ -251,3 +251,164 @@ fn kill_nine_keeps_overrides_whole() {
         drop(agent);
     }
 }
+
+/// A breaker (and a signal) whose selectors match no series shows `inputs_unknown` with the
+/// reason in the API, `steadfast_breaker_inputs_present` 0, bit 0 of its state-page flags
+/// set, and one log line, within one evaluation interval; a breaker and a signal on series
+/// that exist show known inputs. The unknown breaker keeps its decision (Admit).
+#[test]
+fn a_breaker_without_matching_series_shows_unknown_within_one_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules.d")).unwrap();
+    // `ghost` reads a syscall of a service that does not exist; `here` and `present` read
+    // the agent's own build info, which always exists.
+    let ghost =
+        r#"steadfast_syscall_duration_seconds_count{service="nobody-here",syscall="fsync"}"#;
+    std::fs::write(
+        dir.path().join("rules.d/u.yaml"),
+        format!(
+            r#"groups:
+  - name: u
+    breakers:
+      - name: ghost
+        failure_ratio: sum(rate({ghost}[10s])) * 0
+        volume: sum(increase({ghost}[10s]))
+      - name: here
+        failure_ratio: count(steadfast_build_info) * 0
+        volume: count(steadfast_build_info) * 100
+    signals:
+      - name: ghost-pressure
+        expr: sum(rate({ghost}[10s]))
+        scaling: 1
+        saturation: 2
+      - name: present-pressure
+        expr: count(steadfast_build_info)
+        scaling: 0
+        saturation: 2
+"#
+        ),
+    )
+    .unwrap();
+    let interval = Duration::from_millis(1000);
+    let agent = Agent::start(&format!(
+        "rules:\n  directory: {}\n  evaluation_interval_ms: {}\n  state_dir: {}\n",
+        dir.path().join("rules.d").display(),
+        interval.as_millis(),
+        dir.path().join("state").display()
+    ));
+    let api = Endpoint::Unix(agent.api_socket());
+    let started = Instant::now();
+    let get = |path: &str| -> serde_json::Value {
+        let (status, body) = request(&api, "GET", path, b"").unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    // The agent answers on its socket once the rules are loaded; from then on, the first
+    // evaluation must say why `ghost` is unknown within one interval.
+    let mut index = 0;
+    let seen = loop {
+        let v = get(&format!("/v1/breakers?index={index}&wait=2s"));
+        index = v["index"].as_u64().unwrap();
+        let reason = v["breakers"]["ghost"]["unknown_reason"]
+            .as_str()
+            .unwrap_or("");
+        if reason.starts_with("volume: no series matched") {
+            break Instant::now();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{v}\n{}",
+            agent.log()
+        );
+    };
+    let took = seen - started;
+    eprintln!("unknown shown {took:?} after the agent answered (interval {interval:?})");
+    assert!(took <= interval, "took {took:?}");
+    let v = get("/v1/breakers/ghost");
+    assert_eq!(v["breaker"]["inputs_unknown"], true, "{v}");
+    assert_eq!(v["breaker"]["state"], "admit", "the decision is held: {v}");
+    let v = get("/v1/breakers");
+    assert_eq!(v["breakers"]["here"]["inputs_unknown"], false, "{v}");
+    assert_eq!(
+        v["breakers"]["here"]["unknown_reason"],
+        serde_json::Value::Null
+    );
+    // The same evaluation sets the signals, published one change at a time.
+    let mut v = get("/v1/signals");
+    while v["signals"]["present-pressure"]["inputs_unknown"] != false {
+        assert!(started.elapsed() < Duration::from_secs(10), "{v}");
+        v = get(&format!("/v1/signals?index={}&wait=2s", v["index"]));
+    }
+    assert_eq!(
+        v["signals"]["ghost-pressure"]["inputs_unknown"], true,
+        "{v}"
+    );
+    assert_eq!(
+        v["signals"]["ghost-pressure"]["unknown_reason"],
+        "expr: no series matched (no data, or stale)",
+        "{v}"
+    );
+    assert_eq!(v["signals"]["present-pressure"]["inputs_unknown"], false);
+    assert_eq!(v["signals"]["present-pressure"]["level"], 0.5);
+
+    let s = agent.scrape();
+    let present = |family: &str, label: &str, name: &str| s.value(family, &[(label, name)]);
+    assert_eq!(
+        present("steadfast_breaker_inputs_present", "breaker", "ghost"),
+        Some(0.0)
+    );
+    assert_eq!(
+        present("steadfast_breaker_inputs_present", "breaker", "here"),
+        Some(1.0)
+    );
+    assert_eq!(
+        present(
+            "steadfast_signal_inputs_present",
+            "signal",
+            "ghost-pressure"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        present(
+            "steadfast_signal_inputs_present",
+            "signal",
+            "present-pressure"
+        ),
+        Some(1.0)
+    );
+
+    // The state page says the same (bit 0 of the slot's flags), read by the Rust client.
+    let client = steadfast_client::Client::open(steadfast_client::Options {
+        page_path: agent.state_page(),
+        api_socket: agent.api_socket(),
+        ..Default::default()
+    })
+    .unwrap();
+    let b = client.breaker("ghost").expect("ghost on the page");
+    assert!(b.inputs_unknown);
+    assert!(!client.breaker("here").unwrap().inputs_unknown);
+    assert!(client.allow("ghost"), "unknown inputs hold Admit");
+    let snap = client.snapshot().unwrap();
+    assert!(snap.signals["ghost-pressure"].inputs_unknown);
+    assert!(!snap.signals["present-pressure"].inputs_unknown);
+
+    // Said once in the log, with the reason, however many evaluations since.
+    std::thread::sleep(2 * interval);
+    let log = agent.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("inputs unknown") && l.contains("ghost"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "one for the breaker, one for the signal:\n{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("volume: no series matched")),
+        "{log}"
+    );
+}

@@ -570,6 +570,13 @@ fn a_restart_answers_held_queries_at_once_and_the_index_never_goes_back() {
     let config = restart_config(dir.path());
     let api = Endpoint::Unix(dir.path().join("api.sock"));
     let a = Agent::start(&config);
+    // The first evaluation says why b's inputs are unknown (a change of its own): after it,
+    // only the force below changes the snapshot.
+    wait_until("b evaluated", Duration::from_secs(5), || {
+        get(&api, "/v1/breakers/b")["breaker"]["unknown_reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("volume: no series matched"))
+    });
     let n = post(&api, "/v1/breakers/b/force-open")["index"]
         .as_u64()
         .unwrap();
@@ -648,6 +655,13 @@ fn a_restart_answers_held_queries_at_once_and_the_index_never_goes_back() {
     wait_until("the new page mapped", Duration::from_secs(5), || {
         page.healthy() && !page.allow("b")
     });
+    // The new agent's first evaluation of b is a change of its own (its inputs' reason).
+    wait_until("b evaluated again", Duration::from_secs(5), || {
+        get(&api, "/v1/breakers/b")["breaker"]["unknown_reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("volume: no series matched"))
+    });
+    let m = get(&api, "/v1/snapshot")["index"].as_u64().unwrap();
 
     // The next change reaches a held query, the Go watch and the page.
     let held_api = api.clone();

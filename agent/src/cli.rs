@@ -67,7 +67,18 @@ pub enum Check {
         file: PathBuf,
     },
     /// Parse and validate rule files; exit 0 if all are valid, 1 with every problem if not.
+    /// Selectors that cannot match anything this agent exports (unknown metric or label
+    /// names, `le` values that are not bucket bounds, syscall and errno names not in its
+    /// tables or glibc wrapper names) and group intervals the engine cannot keep are warned
+    /// about.
     Rules {
+        /// Fail (exit 1) on warnings too.
+        #[arg(long)]
+        strict: bool,
+        /// The agent's configuration, for `rules.evaluation_interval_ms` (default 1000 ms
+        /// when not given).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Rule files (YAML), or directories of them.
         #[arg(required = true)]
         files: Vec<PathBuf>,

@@ -40,23 +40,28 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_BAD_CONFIG)
             }
         },
-        Command::Check(Check::Rules { files }) => {
+        Command::Check(Check::Rules {
+            files,
+            strict,
+            config,
+        }) => {
             let Some(paths) = rule_paths(files, true) else {
                 return ExitCode::FAILURE;
             };
-            match steadfast::rules::file::load_files(&paths) {
-                Ok(loaded) => {
-                    for (file, f) in loaded {
-                        let counts = steadfast::rules::file::RuleCounts::of(&f.groups);
-                        println!("{file}: ok ({counts})");
-                    }
-                    ExitCode::SUCCESS
+            let eval_interval_ms = match config.as_deref().map(Config::load).transpose() {
+                Ok(c) => c.map_or_else(
+                    || steadfast::config::RulesConfig::default().evaluation_interval_ms,
+                    |c| c.rules.evaluation_interval_ms,
+                ),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(EXIT_BAD_CONFIG);
                 }
-                Err(problems) => {
-                    eprintln!("{problems}");
-                    eprintln!("{} problem(s)", problems.0.len());
-                    ExitCode::FAILURE
-                }
+            };
+            if steadfast::rules::lint::check_command(&paths, strict, eval_interval_ms) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
         }
         Command::Rules(RulesCmd::Export { format: _, files }) => {

@@ -387,6 +387,11 @@ pub fn label(nr: u32) -> std::borrow::Cow<'static, str> {
     }
 }
 
+/// Every name in the table, in number order.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    NAMES.iter().map(|&(_, n)| n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -75,6 +75,8 @@ type BreakerState struct {
 	Since time.Time
 	// InputsUnknown: the rule engine could not evaluate the breaker's inputs (state held).
 	InputsUnknown bool
+	// UnknownReason says why, e.g. "volume: no series matched (no data, or stale)" (API only).
+	UnknownReason string
 	// Reason says why it is in this state (API only; empty from the page).
 	Reason string
 }
@@ -82,10 +84,13 @@ type BreakerState struct {
 // SignalState is a degrade signal as the page (or the API) shows it.
 type SignalState struct {
 	// Level is in [0, 1]: 0 all is well, 1 shed everything optional.
-	Level         float64
-	ChangedIndex  uint64
-	Since         time.Time
+	Level        float64
+	ChangedIndex uint64
+	Since        time.Time
+	// InputsUnknown: the rule engine could not evaluate the signal's expression (level held).
 	InputsUnknown bool
+	// UnknownReason says why (API only).
+	UnknownReason string
 	// Source says what set it (API only; empty from the page).
 	Source string
 }

@@ -22,11 +22,13 @@ type apiSnapshot struct {
 		SinceUnixMs   int64   `json:"since_unix_ms"`
 		Reason        string  `json:"reason"`
 		InputsUnknown bool    `json:"inputs_unknown"`
+		UnknownReason *string `json:"unknown_reason"`
 	} `json:"breakers"`
 	Signals map[string]struct {
 		Level         float64 `json:"level"`
 		Source        string  `json:"source"`
 		InputsUnknown bool    `json:"inputs_unknown"`
+		UnknownReason *string `json:"unknown_reason"`
 	} `json:"signals"`
 }
 
@@ -40,11 +42,12 @@ func (s *apiSnapshot) snapshot() Snapshot {
 		out.Breakers[name] = BreakerState{
 			State: b.State, AdmitRatio: b.AdmitRatio, Index: s.Index, Forced: forced,
 			Openings: b.Openings, Since: time.UnixMilli(b.SinceUnixMs), Reason: b.Reason,
-			InputsUnknown: b.InputsUnknown,
+			InputsUnknown: b.InputsUnknown, UnknownReason: deref(b.UnknownReason),
 		}
 	}
 	for name, v := range s.Signals {
-		out.Signals[name] = SignalState{Level: v.Level, Source: v.Source, InputsUnknown: v.InputsUnknown}
+		out.Signals[name] = SignalState{Level: v.Level, Source: v.Source, InputsUnknown: v.InputsUnknown,
+			UnknownReason: deref(v.UnknownReason)}
 	}
 	return out
 }
@@ -131,4 +134,11 @@ func (c *Client) Watch(ctx context.Context) <-chan Snapshot {
 		}
 	}()
 	return ch
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }

@@ -123,6 +123,8 @@ mod tests {
             openings: 0,
             since_unix_ms: 0,
             reason: reason.into(),
+            inputs_unknown: false,
+            unknown_reason: None,
         };
         s.breakers
             .insert("db".into(), b(BreakerState::Shed, "failure ratio 0.9"));
@@ -133,6 +135,8 @@ mod tests {
             SignalView {
                 level: 0.6,
                 source: "cpu_pressure".into(),
+                inputs_unknown: false,
+                unknown_reason: None,
             },
         );
         s

@@ -95,6 +95,8 @@ mod tests {
             SignalView {
                 level: 1.0,
                 source: "slo".into(),
+                inputs_unknown: false,
+                unknown_reason: None,
             },
         );
         new.breakers.insert(
@@ -106,6 +108,8 @@ mod tests {
                 openings: 1,
                 since_unix_ms: 0,
                 reason: String::new(),
+                inputs_unknown: false,
+                unknown_reason: None,
             },
         );
         files.write_changes(&Snapshot::default(), &new);

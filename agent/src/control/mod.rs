@@ -38,6 +38,11 @@ pub struct BreakerView {
     /// Unix milliseconds of the last state change.
     pub since_unix_ms: u64,
     pub reason: String,
+    /// The rule engine could not evaluate the inputs at the last evaluation (no data, stale
+    /// data, several series, not a number): the state is held, as it was decided last.
+    pub inputs_unknown: bool,
+    /// Why the inputs are unknown (e.g. `volume: no series matched`); null when known.
+    pub unknown_reason: Option<String>,
 }
 
 /// A degrade signal as applications see it.
@@ -47,6 +52,11 @@ pub struct SignalView {
     pub level: f64,
     /// What set it (e.g. `cpu_pressure`, an alert name, an SLO budget policy).
     pub source: String,
+    /// The rule engine could not evaluate the signal's expression at the last evaluation:
+    /// the level is held, as it was last set.
+    pub inputs_unknown: bool,
+    /// Why the inputs are unknown; null when known.
+    pub unknown_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -63,8 +73,19 @@ pub enum ControlError {
     UnknownBreaker(String),
 }
 
+/// A configured breaker: its state machine, why it is in its state, and why its inputs are
+/// unknown (None: known).
+struct Entry {
+    breaker: Breaker,
+    reason: String,
+    unknown: Option<String>,
+}
+
+/// Before the first evaluation of a rule-file breaker.
+pub const NOT_EVALUATED: &str = "not evaluated yet";
+
 pub struct Control {
-    breakers: BTreeMap<String, (Breaker, String)>,
+    breakers: BTreeMap<String, Entry>,
     signals: BTreeMap<String, SignalView>,
     tx: watch::Sender<Snapshot>,
     files: Option<SignalFiles>,
@@ -78,6 +99,25 @@ pub struct Control {
     index_file: Option<(PathBuf, u64)>,
     /// Shut down: nothing is published any more.
     stopped: bool,
+}
+
+/// Logs a change of a breaker's or signal's inputs between known (None) and unknown (why).
+/// The first evaluation of a new breaker is not news: it is not logged when its inputs are known.
+fn log_inputs(kind: &str, name: &str, was: Option<&str>, now: Option<&str>) {
+    match now {
+        Some(reason) => {
+            tracing::warn!(
+                kind,
+                name,
+                reason,
+                "inputs unknown: the last decision is held"
+            )
+        }
+        None if was != Some(NOT_EVALUATED) => {
+            tracing::info!(kind, name, "inputs known again")
+        }
+        None => {}
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -209,15 +249,25 @@ impl Control {
         for (name, spec) in specs {
             let mut b = Breaker::new(spec, now);
             match old.remove(&name) {
-                Some((prev, reason)) => {
-                    b.inherit(prev);
-                    self.breakers.insert(name, (b, reason));
+                Some(prev) => {
+                    b.inherit(prev.breaker);
+                    let entry = Entry {
+                        breaker: b,
+                        reason: prev.reason,
+                        unknown: prev.unknown,
+                    };
+                    self.breakers.insert(name, entry);
                 }
                 None => {
                     if let Some(f) = persisted.get(&name) {
                         b.set_force(Some(*f), now);
                     }
-                    self.breakers.insert(name, (b, "configured".into()));
+                    let entry = Entry {
+                        breaker: b,
+                        reason: "configured".into(),
+                        unknown: Some(NOT_EVALUATED.into()),
+                    };
+                    self.breakers.insert(name, entry);
                 }
             }
         }
@@ -230,7 +280,10 @@ impl Control {
 
     /// Feeds one evaluation of breaker `name`.
     pub fn observe(&mut self, name: &str, obs: Observation, now: Instant) {
-        let Some((b, reason)) = self.breakers.get_mut(name) else {
+        let Some(Entry {
+            breaker: b, reason, ..
+        }) = self.breakers.get_mut(name)
+        else {
             return;
         };
         if let Some(t) = b.observe(now, obs) {
@@ -241,6 +294,25 @@ impl Control {
                 .or_default() += 1;
             *reason = t.reason;
         }
+        self.publish();
+    }
+
+    /// Records whether the rule engine could evaluate breaker `name`'s inputs (`None`: it
+    /// could; else why not). A change is logged once and published; the state is untouched.
+    pub fn set_breaker_inputs(&mut self, name: &str, unknown: Option<String>) {
+        let Some(entry) = self.breakers.get_mut(name) else {
+            return;
+        };
+        if entry.unknown == unknown {
+            return;
+        }
+        log_inputs(
+            "breaker",
+            name,
+            entry.unknown.as_deref(),
+            unknown.as_deref(),
+        );
+        entry.unknown = unknown;
         self.publish();
     }
 
@@ -258,7 +330,9 @@ impl Control {
         force: Option<Force>,
         now: Instant,
     ) -> Result<(), ControlError> {
-        let (b, reason) = self
+        let Entry {
+            breaker: b, reason, ..
+        } = self
             .breakers
             .get_mut(name)
             .ok_or_else(|| ControlError::UnknownBreaker(name.to_string()))?;
@@ -281,15 +355,48 @@ impl Control {
         Ok(())
     }
 
-    /// Sets a degrade signal's level (clamped to [0, 1], rounded to 0.01).
+    /// Sets a degrade signal's level (clamped to [0, 1], rounded to 0.01); its inputs are
+    /// known.
     pub fn set_signal(&mut self, name: &str, level: f64, source: &str) {
+        let was = self
+            .signals
+            .get(name)
+            .and_then(|s| s.unknown_reason.clone());
+        if was.is_some() {
+            log_inputs("signal", name, was.as_deref(), None);
+        }
         self.signals.insert(
             name.to_string(),
             SignalView {
                 level: signal::publishable(level),
                 source: source.to_string(),
+                inputs_unknown: false,
+                unknown_reason: None,
             },
         );
+        self.publish();
+    }
+
+    /// Marks a signal's inputs unknown (`reason`): its level stays as it was (0 for a signal
+    /// that never had one). A change is logged once.
+    pub fn set_signal_unknown(&mut self, name: &str, reason: &str, source: &str) {
+        let entry = self.signals.entry(name.to_string()).or_insert(SignalView {
+            level: 0.0,
+            source: source.to_string(),
+            inputs_unknown: false,
+            unknown_reason: None,
+        });
+        if entry.unknown_reason.as_deref() == Some(reason) {
+            return;
+        }
+        log_inputs(
+            "signal",
+            name,
+            entry.unknown_reason.as_deref(),
+            Some(reason),
+        );
+        entry.inputs_unknown = true;
+        entry.unknown_reason = Some(reason.to_string());
         self.publish();
     }
 
@@ -307,7 +414,8 @@ impl Control {
         let breakers: BTreeMap<String, BreakerView> = self
             .breakers
             .iter()
-            .map(|(name, (b, reason))| {
+            .map(|(name, e)| {
+                let b = &e.breaker;
                 (
                     name.clone(),
                     BreakerView {
@@ -316,7 +424,9 @@ impl Control {
                         forced: b.force(),
                         openings: b.openings(),
                         since_unix_ms: self.wall_ms(b.since()),
-                        reason: reason.clone(),
+                        reason: e.reason.clone(),
+                        inputs_unknown: e.unknown.is_some(),
+                        unknown_reason: e.unknown.clone(),
                     },
                 )
             })
@@ -358,7 +468,7 @@ impl Control {
         let forces: BTreeMap<&str, Force> = self
             .breakers
             .iter()
-            .filter_map(|(n, (b, _))| b.force().map(|f| (n.as_str(), f)))
+            .filter_map(|(n, e)| e.breaker.force().map(|f| (n.as_str(), f)))
             .collect();
         let json = serde_json::to_vec_pretty(&forces).unwrap_or_default();
         if let Err(e) = persist::write_atomic(path, &json) {
@@ -425,6 +535,57 @@ mod tests {
         let mut again = Control::new(None, Some(overrides));
         again.configure_breakers(vec![("db".into(), spec())], now + Duration::from_secs(1));
         assert_eq!(again.snapshot().breakers["db"].forced, Some(Force::Close));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_inputs_are_published_and_hold_the_decision() {
+        let now = Instant::now();
+        let mut c = Control::new(None, None);
+        c.configure_breakers(vec![("db".into(), spec())], now);
+        let b = &c.snapshot().breakers["db"];
+        assert!(b.inputs_unknown, "not evaluated yet");
+        assert_eq!(b.unknown_reason.as_deref(), Some(NOT_EVALUATED));
+        let trip = Observation {
+            failure_ratio: Some(0.9),
+            slow_ratio: None,
+            volume: Some(100.0),
+        };
+        c.observe("db", trip, now);
+        c.set_breaker_inputs("db", None);
+        let i = c.snapshot().index;
+        assert!(!c.snapshot().breakers["db"].inputs_unknown);
+        // No data: unknown with the reason, the Shed decision held; the same reason again
+        // changes nothing.
+        c.observe("db", Observation::default(), now);
+        c.set_breaker_inputs("db", Some("volume: no series matched".into()));
+        let s = c.snapshot();
+        assert_eq!(s.index, i + 1);
+        assert_eq!(s.breakers["db"].state, State::Shed);
+        assert_eq!(
+            s.breakers["db"].unknown_reason.as_deref(),
+            Some("volume: no series matched")
+        );
+        c.set_breaker_inputs("db", Some("volume: no series matched".into()));
+        assert_eq!(c.snapshot().index, i + 1);
+        // A reload of the same breaker keeps what is known about its inputs.
+        c.configure_breakers(vec![("db".into(), spec())], now);
+        assert!(c.snapshot().breakers["db"].inputs_unknown);
+
+        // A signal: unknown keeps its level; a known level clears it.
+        c.set_signal("io", 0.4, "rules");
+        c.set_signal_unknown("io", "expr: no series matched", "rules");
+        let v = &c.snapshot().signals["io"];
+        assert_eq!((v.level, v.inputs_unknown), (0.4, true));
+        c.set_signal("io", 0.2, "rules");
+        let v = &c.snapshot().signals["io"];
+        assert_eq!(
+            (v.level, v.inputs_unknown, v.unknown_reason.as_deref()),
+            (0.2, false, None)
+        );
+        // A signal never known shows up as unknown at level 0.
+        c.set_signal_unknown("new", "expr: 2 series, one expected", "rules");
+        assert!(c.snapshot().signals["new"].inputs_unknown);
+        assert_eq!(c.snapshot().signals["new"].level, 0.0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -262,6 +262,10 @@ impl StatePage {
                     Some(Force::Open) => FLAG_FORCED_OPEN,
                     Some(Force::Close) => FLAG_FORCED_CLOSE,
                     None => 0,
+                } | if b.inputs_unknown {
+                    FLAG_INPUTS_UNKNOWN
+                } else {
+                    0
                 },
                 value: b.admit_ratio,
                 since_unix_ns: b.since_unix_ms.saturating_mul(1_000_000),
@@ -283,8 +287,11 @@ impl StatePage {
                 };
                 SlotValue {
                     state: 0,
-                    // Reserved for "inputs unknown" (bit 0) once the snapshot carries it.
-                    flags: 0,
+                    flags: if s.inputs_unknown {
+                        FLAG_INPUTS_UNKNOWN
+                    } else {
+                        0
+                    },
                     value: s.level,
                     since_unix_ns: since,
                     openings: 0,
@@ -509,6 +516,8 @@ mod tests {
                     openings: 3,
                     since_unix_ms: 1_700_000_000_000,
                     reason: String::new(),
+                    inputs_unknown: *state == State::Probe,
+                    unknown_reason: None,
                 },
             );
         }
@@ -518,6 +527,8 @@ mod tests {
                 SignalView {
                     level: *level,
                     source: "test".into(),
+                    inputs_unknown: *level == 0.5,
+                    unknown_reason: None,
                 },
             );
         }
@@ -617,6 +628,10 @@ mod tests {
         assert_eq!((d3.slots[0].1, d3.slots[0].3, d3.slots[0].4), (1, 0.25, 7));
         assert_eq!(d3.slots[1].4, 6, "db's last change carried over");
         assert_eq!((d3.slots[2].3, d3.slots[2].4), (0.5, 7));
+        // Inputs unknown (the probe breaker and the 0.5 signal here) set bit 0 of the flags.
+        assert_eq!(d3.slots[0].2, FLAG_INPUTS_UNKNOWN);
+        assert_eq!(d3.slots[1].2, FLAG_FORCED_OPEN);
+        assert_eq!(d3.slots[2].2, FLAG_INPUTS_UNKNOWN);
         let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
             .unwrap()
             .map(|e| e.unwrap().file_name())

@@ -32,13 +32,16 @@ pub fn export_buckets(h: &Hist) -> Vec<(f64, u64)> {
     out
 }
 
+/// Upper bounds of `steadfast_scrape_duration_seconds`, in seconds.
+pub const SCRAPE_BUCKETS: [f64; 9] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
 /// The registry with every family, reading the shared pipeline at encode time, and the
 /// histogram of `/metrics` handling times (observed by the HTTP handler).
 pub fn registry(pipeline: Arc<Mutex<Pipeline>>) -> (Registry, Histogram) {
     let mut registry = Registry::with_prefix("steadfast");
     registry.register_collector(Box::new(PipelineCollector { pipeline }));
     registry.register_collector(Box::new(AgentCollector));
-    let scrape = Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]);
+    let scrape = Histogram::new(SCRAPE_BUCKETS);
     registry.register_with_unit(
         "scrape_duration",
         // The client library ends HELP with a full stop itself.
@@ -157,6 +160,26 @@ impl Collector for ControlCollector {
         )?;
         for (name, s) in &snap.signals {
             ConstGauge::new(s.level).encode(level.encode_family(&[("signal", name.as_str())])?)?;
+        }
+        let mut present = encoder.encode_descriptor(
+            "breaker_inputs_present",
+            "1 if the rule engine could evaluate the breaker's inputs at its last evaluation, 0 if not (no data, stale, several series, not a number: the state is held; the reason is in the API and the log).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, b) in &snap.breakers {
+            ConstGauge::new(i64::from(!b.inputs_unknown))
+                .encode(present.encode_family(&[("breaker", name.as_str())])?)?;
+        }
+        let mut present = encoder.encode_descriptor(
+            "signal_inputs_present",
+            "1 if the signal's level comes from inputs evaluated at its last evaluation, 0 if its expression gave no number (the level is held).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, s) in &snap.signals {
+            ConstGauge::new(i64::from(!s.inputs_unknown))
+                .encode(present.encode_family(&[("signal", name.as_str())])?)?;
         }
         ConstGauge::new(snap.index as i64).encode(encoder.encode_descriptor(
             "control_snapshot_index",

@@ -5,4 +5,6 @@ mod catalogue;
 pub mod exposition;
 pub mod server;
 
-pub use catalogue::{export_buckets, register_control, register_export_stats, registry};
+pub use catalogue::{
+    export_buckets, register_control, register_export_stats, registry, SCRAPE_BUCKETS,
+};

@@ -87,20 +87,64 @@ struct GroupRt {
 /// What an evaluation decided for local control, handed to `control::Control`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ControlInput {
-    Breaker(String, crate::control::breaker::Observation),
+    /// A breaker's inputs, and why they are unknown (None: known).
+    Breaker(String, crate::control::breaker::Observation, Option<String>),
     /// A degrade signal's level in [0, 1].
     Signal(String, f64),
+    /// A degrade signal whose expression gave no number, and why: its level is held.
+    SignalUnknown(String, String),
 }
 
 /// One number from an evaluation: a scalar, or a vector of exactly one sample. Anything
-/// else (no data, several series, NaN) is unknown.
-fn one_number(q: &Query, store: &Store, t: i64) -> Option<f64> {
-    let v = match expr::eval(&q.expr, store, t).ok()?.value {
+/// else is unknown, and the error says why (no series matched, several series, NaN, ...).
+pub fn one_number(q: &Query, store: &Store, t: i64) -> Result<f64, String> {
+    let ev = expr::eval(&q.expr, store, t).map_err(|e| format!("evaluation failed: {e}"))?;
+    let v = match ev.value {
         Value::Scalar(s) => s,
         Value::Vector(v) if v.len() == 1 => v[0].value,
-        Value::Vector(_) => return None,
+        Value::Vector(v) if v.is_empty() && ev.missing => {
+            return Err("no series matched (no data, or stale)".into())
+        }
+        Value::Vector(v) if v.is_empty() => return Err("an empty result (a filter dropped every sample, or a range held fewer than two samples)".into()),
+        Value::Vector(v) => return Err(format!("{} series, one expected", v.len())),
     };
-    v.is_finite().then_some(v)
+    if v.is_nan() {
+        Err("not a number (0/0: no calls?)".into())
+    } else if v.is_infinite() {
+        Err("infinite (x/0)".into())
+    } else {
+        Ok(v)
+    }
+}
+
+/// A breaker's observation at `t`, and why its inputs are unknown (None: known). Inputs are
+/// unknown when the volume has no value, or when it reaches `min_volume` and a ratio the
+/// breaker judges has none (below `min_volume` the ratios are not needed: too few calls is a
+/// verdict of its own).
+pub fn breaker_inputs(
+    b: &BreakerDef,
+    store: &Store,
+    t: i64,
+) -> (crate::control::breaker::Observation, Option<String>) {
+    let volume = one_number(&b.volume, store, t);
+    let failure = b.failure_ratio.as_ref().map(|q| one_number(q, store, t));
+    let slow = b.slow_ratio.as_ref().map(|q| one_number(q, store, t));
+    let obs = crate::control::breaker::Observation {
+        failure_ratio: failure.as_ref().and_then(|r| r.as_ref().ok().copied()),
+        slow_ratio: slow.as_ref().and_then(|r| r.as_ref().ok().copied()),
+        volume: volume.as_ref().ok().copied(),
+    };
+    let unknown = match &volume {
+        Err(e) => Some(format!("volume: {e}")),
+        Ok(v) if *v < b.spec.min_volume => None,
+        Ok(_) => [("failure_ratio", &failure), ("slow_ratio", &slow)]
+            .into_iter()
+            .find_map(|(name, r)| match r {
+                Some(Err(e)) => Some(format!("{name}: {e}")),
+                _ => None,
+            }),
+    };
+    (obs, unknown)
 }
 
 #[derive(Debug)]
@@ -200,8 +244,14 @@ impl Engine {
         let Some(path) = self.alerts_path() else {
             return;
         };
-        // No alerting rules and no file yet: nothing to keep, and no directory to create.
-        if self.groups.iter().all(|g| g.rules.is_empty()) && !path.exists() {
+        // No alerting rules, no SLOs and no file yet: nothing to keep, and no directory to
+        // create.
+        if self
+            .groups
+            .iter()
+            .all(|g| g.rules.is_empty() && g.slos.is_empty())
+            && !path.exists()
+        {
             return;
         }
         let mut file = AlertsFile {
@@ -417,6 +467,14 @@ impl Engine {
             .collect()
     }
 
+    /// Names of the degrade signals defined by `signals:` entries (an expression each).
+    pub fn expr_signal_names(&self) -> BTreeSet<String> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.signals.iter().map(|s| s.name.clone()))
+            .collect()
+    }
+
     /// Names of the degrade signals the loaded rules define or may raise.
     pub fn signal_names(&self) -> BTreeSet<String> {
         let mut out: BTreeSet<String> = self
@@ -527,26 +585,17 @@ impl Engine {
                     s.evaluate(&self.store, t, self.opts.state_dir.as_deref(), &mut room);
             }
             for b in &g.breakers {
-                let obs = crate::control::breaker::Observation {
-                    failure_ratio: b
-                        .failure_ratio
-                        .as_ref()
-                        .and_then(|q| one_number(q, &self.store, t)),
-                    slow_ratio: b
-                        .slow_ratio
-                        .as_ref()
-                        .and_then(|q| one_number(q, &self.store, t)),
-                    volume: one_number(&b.volume, &self.store, t),
-                };
+                let (obs, unknown) = breaker_inputs(b, &self.store, t);
                 self.control
-                    .push(ControlInput::Breaker(b.name.clone(), obs));
+                    .push(ControlInput::Breaker(b.name.clone(), obs, unknown));
             }
             for s in &g.signals {
                 // Unknown pressure holds the signal's last level.
-                if let Some(p) = one_number(&s.expr, &self.store, t) {
-                    self.control
-                        .push(ControlInput::Signal(s.name.clone(), s.scaled.level(p)));
-                }
+                self.control
+                    .push(match one_number(&s.expr, &self.store, t) {
+                        Ok(p) => ControlInput::Signal(s.name.clone(), s.scaled.level(p)),
+                        Err(e) => ControlInput::SignalUnknown(s.name.clone(), format!("expr: {e}")),
+                    });
             }
         }
         // Bounded: a consumer that stopped taking them must not grow this.
@@ -880,6 +929,70 @@ groups:
         load(&mut e3, &text.replace("for: 60s", "for: 90s"));
         assert_eq!(state(&e3, "Slow"), None);
         assert_eq!(state(&e3, "Fast"), Some((State::Firing, 0)));
+    }
+
+    /// Issue 17: with only an SLO loaded no alerts.json was written, so its firing alert was
+    /// lost by a restart; and a long window must hold data for most of its length.
+    #[test]
+    fn an_slo_alert_waits_for_its_window_and_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        // Page windows scaled to 36 s and 3 s; 50% errors against a 1% budget: burn rate 50.
+        let text = "groups:\n  - name: g\n    slos:\n      - name: api\n        objective: 99\n        period: 30d\n        window_scale: 0.01\n        sli:\n          events:\n            error_query: sum(rate(err_total[{{.window}}]))\n            total_query: sum(rate(req_total[{{.window}}]))\n";
+        let mut e = Engine::new(opts(Some(dir.path().into())));
+        load(&mut e, text);
+        let page = |e: &Engine| {
+            e.alerts()
+                .into_iter()
+                .find(|a| a.labels.get("severity").map(String::as_str) == Some("page"))
+                .map(|a| a.state)
+        };
+        let mut fired_at = None;
+        for i in 0..=60 {
+            e.ingest_text(
+                i * 1000,
+                &format!("err_total {}\nreq_total {}\n", i * 10, i * 20),
+            )
+            .unwrap();
+            e.evaluate(i * 1000);
+            if fired_at.is_none() && page(&e) == Some(State::Firing) {
+                fired_at = Some(i);
+            }
+        }
+        // Data from 1 s on (the first known rate); 90% of 36 s is 32.4 s.
+        let fired_at = fired_at.expect("the page alert fired");
+        assert!((33..=35).contains(&fired_at), "fired at {fired_at} s");
+        e.persist_all(60_000);
+        assert!(
+            dir.path().join("alerts.json").exists(),
+            "written with only an SLO"
+        );
+
+        let mut e2 = Engine::new(opts(Some(dir.path().into())));
+        load(&mut e2, text);
+        assert_eq!(page(&e2), Some(State::Firing), "restored");
+        // A new store has no data: unknown, so the alert holds until the window is covered.
+        e2.evaluate(61_000);
+        assert_eq!(page(&e2), Some(State::Firing));
+        for i in 62..=80 {
+            e2.ingest_text(i * 1000, &format!("err_total 0\nreq_total {}\n", i * 20))
+                .unwrap();
+            e2.evaluate(i * 1000);
+        }
+        assert_eq!(
+            page(&e2),
+            Some(State::Firing),
+            "18 s of data cover no 36 s window"
+        );
+        for i in 81..=120 {
+            e2.ingest_text(i * 1000, &format!("err_total 0\nreq_total {}\n", i * 20))
+                .unwrap();
+            e2.evaluate(i * 1000);
+        }
+        assert_ne!(
+            page(&e2),
+            Some(State::Firing),
+            "resolved once covered and healthy"
+        );
     }
 
     #[test]

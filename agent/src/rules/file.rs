@@ -116,6 +116,10 @@ impl std::fmt::Display for RuleCounts {
 pub struct Group {
     pub name: String,
     pub interval: Option<Duration>,
+    /// Where the group and its `interval` are, and each SLO (line, column), for warnings.
+    pub at: Position,
+    pub interval_at: Option<Position>,
+    pub slos_at: Vec<Position>,
     pub rules: Vec<AlertRule>,
     pub slos: Vec<SloDef>,
     pub breakers: Vec<BreakerDef>,
@@ -150,11 +154,16 @@ fn valid_control_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
+/// A place in a rule file: line and column (1-based).
+pub type Position = (usize, usize);
+
 /// A parsed expression with its source text.
 #[derive(Debug, Clone)]
 pub struct Query {
     pub text: String,
     pub expr: Expr,
+    /// Where the expression is in its file.
+    pub at: Position,
 }
 
 #[derive(Debug, Clone)]
@@ -416,6 +425,10 @@ fn scalar_text(node: &MarkedYamlOwned) -> Option<String> {
     }
 }
 
+fn position(node: &MarkedYamlOwned) -> Position {
+    (node.span.start.line(), node.span.start.col() + 1)
+}
+
 impl<'a> Cx<'a> {
     fn err(&mut self, node: &MarkedYamlOwned, message: String) {
         self.problems.push(Problem {
@@ -527,6 +540,11 @@ impl<'a> Cx<'a> {
 
     fn query(&mut self, node: &MarkedYamlOwned, what: &str) -> Option<Query> {
         let text = self.expr_text(node, what)?;
+        self.query_of(text, node, what)
+    }
+
+    /// Parses `text` (written at `node`) as an expression.
+    fn query_of(&mut self, text: String, node: &MarkedYamlOwned, what: &str) -> Option<Query> {
         if self.budget.nodes > MAX_EXPR_NODES {
             return None; // said once already; parsing the rest would only take time
         }
@@ -540,7 +558,11 @@ impl<'a> Cx<'a> {
                     }
                     return None;
                 }
-                Some(Query { text, expr })
+                Some(Query {
+                    text,
+                    expr,
+                    at: position(node),
+                })
             }
             Err(e) => {
                 self.err(node, format!("{what}: bad expression: {e}"));
@@ -623,12 +645,26 @@ impl<'a> Cx<'a> {
             }
         }
         let rules = self.rules_of(&f, "rules", Self::rule);
-        let slos = self.rules_of(&f, "slos", Self::slo);
+        let mut slos_at = Vec::new();
+        let slos = self.rules_of(&f, "slos", |cx, node| {
+            let slo = Self::slo(cx, node)?;
+            Some((slo, position(node)))
+        });
+        let slos = slos
+            .into_iter()
+            .map(|(slo, at)| {
+                slos_at.push(at);
+                slo
+            })
+            .collect();
         let breakers = self.rules_of(&f, "breakers", Self::breaker);
         let signals = self.rules_of(&f, "signals", Self::signal);
         Some(Group {
             name: name?,
             interval,
+            at: position(node),
+            interval_at: f.get("interval").map(position),
+            slos_at,
             rules,
             slos,
             breakers,
@@ -682,24 +718,42 @@ impl<'a> Cx<'a> {
                 "ramp",
                 "step",
                 "probe_timeout",
+                "latency",
             ],
         )?;
         let name = self.control_name(&f, "breaker");
+        // `latency:` writes `slow_ratio` and `volume` from a histogram and a threshold.
+        let latency = f.get("latency").and_then(|n| self.breaker_latency(n));
+        if let Some(n) = f.get("latency") {
+            for key in ["slow_ratio", "volume"] {
+                if let Some(k) = f.get(key) {
+                    self.err(k, format!("breaker: `{key}` and `latency` exclude each other (`latency` writes both)"));
+                }
+            }
+            if latency.is_none() && self.problems.is_empty() {
+                self.err(n, "breaker: bad `latency`".into());
+            }
+        }
+        let has_slow = f.get("slow_ratio").is_some() || f.get("latency").is_some();
         let failure_ratio = f
             .get("failure_ratio")
             .and_then(|n| self.query(n, "failure_ratio"));
-        let slow_ratio = f
-            .get("slow_ratio")
-            .and_then(|n| self.query(n, "slow_ratio"));
-        if f.get("failure_ratio").is_none() && f.get("slow_ratio").is_none() {
+        let (slow_ratio, volume) = match latency {
+            Some((slow, volume)) => (Some(slow), Some(volume)),
+            None if f.get("latency").is_some() => (None, None),
+            None => (
+                f.get("slow_ratio")
+                    .and_then(|n| self.query(n, "slow_ratio")),
+                self.required(&f, "volume", "breaker")
+                    .and_then(|n| self.query(n, "volume")),
+            ),
+        };
+        if f.get("failure_ratio").is_none() && !has_slow {
             self.err(
                 f.at,
-                "breaker: give `failure_ratio`, `slow_ratio` or both".into(),
+                "breaker: give `failure_ratio`, `slow_ratio` (or `latency`) or both".into(),
             );
         }
-        let volume = self
-            .required(&f, "volume", "breaker")
-            .and_then(|n| self.query(n, "volume"));
         let d = Spec::default();
         let mut spec = Spec {
             open_failure_ratio: None,
@@ -718,7 +772,7 @@ impl<'a> Cx<'a> {
                 &mut spec.close_failure_ratio,
             ),
             (
-                f.get("slow_ratio").is_some(),
+                has_slow,
                 "open_slow_ratio",
                 "close_slow_ratio",
                 &mut spec.open_slow_ratio,
@@ -830,6 +884,59 @@ impl<'a> Cx<'a> {
             volume: volume?,
             spec,
         })
+    }
+
+    /// `latency: {histogram, threshold_seconds, window}` of a breaker: its slow ratio (the
+    /// share of calls above the largest bucket bound at or under the threshold) and volume
+    /// (calls) over `window` (default 10s).
+    fn breaker_latency(&mut self, node: &MarkedYamlOwned) -> Option<(Query, Query)> {
+        let f = self.mapping(
+            node,
+            "latency",
+            &["histogram", "threshold_seconds", "window"],
+        )?;
+        let histogram = self
+            .required(&f, "histogram", "latency")
+            .and_then(|n| self.expr_text(n, "histogram"))?;
+        let threshold = self
+            .required(&f, "threshold_seconds", "latency")
+            .and_then(|n| self.number(n, "threshold_seconds"))?;
+        let window = match f.get("window") {
+            Some(n) => self.duration(n, "window")?,
+            None => Duration::from_secs(10),
+        };
+        let at = f.get("histogram").unwrap_or(node);
+        let (name, rest) = match histogram.find('{') {
+            Some(i) => (histogram[..i].trim(), histogram[i..].trim()),
+            None => (histogram.trim(), ""),
+        };
+        let catalogue = super::lint::Catalogue::agent();
+        let Some(bounds) = catalogue.bounds(name) else {
+            self.err(at, format!("latency.histogram: {name} is not a histogram this agent serves with known bounds (give the family's name, without _bucket)"));
+            return None;
+        };
+        let Some(bound) = bounds
+            .iter()
+            .copied()
+            .rfind(|b| *b <= threshold * (1.0 + 1e-9))
+        else {
+            let smallest = bounds.first().copied().unwrap_or(0.0);
+            self.err(
+                f.get("threshold_seconds").unwrap_or(node),
+                format!("latency.threshold_seconds: {threshold} is below the smallest bucket bound of {name} ({smallest})"),
+            );
+            return None;
+        };
+        let inner = rest.trim_start_matches('{').trim_end_matches('}').trim();
+        let sep = if inner.is_empty() { "" } else { "," };
+        let w = super::slo::fmt_ms(window.as_millis() as i64);
+        let count = format!("sum(increase({name}_count{{{inner}}}[{w}]))");
+        let slow = format!(
+            "1 - sum(increase({name}_bucket{{{inner}{sep}le=\"{bound}\"}}[{w}])) / {count}"
+        );
+        let slow = self.query_of(slow, at, "latency")?;
+        let volume = self.query_of(count, at, "latency")?;
+        Some((slow, volume))
     }
 
     fn signal(&mut self, node: &MarkedYamlOwned) -> Option<SignalDef> {

@@ -9,6 +9,8 @@
 //!   carrying state over, the notifications to send;
 //! - `alertmanager`: the API v2 sender; `metrics`: the engine's metric families;
 //! - `runtime`: the daemon side (wall clock, SIGHUP, `POST /-/reload`, directory watch);
+//! - `lint`: what `check rules` says beyond the syntax (selectors that cannot match the
+//!   agent's catalogue, group intervals the engine cannot keep);
 //! - `unittest`: `steadfast test rules`; `prom_export`: `steadfast rules export` (Prometheus
 //!   rule groups for fleet-wide evaluation).
 //!
@@ -19,6 +21,7 @@ pub mod alertmanager;
 pub mod engine;
 pub mod expr;
 pub mod file;
+pub mod lint;
 pub mod metrics;
 pub mod prom_export;
 pub mod runtime;

@@ -44,6 +44,8 @@ pub struct RulesRuntime {
     control: Option<Arc<Mutex<Control>>>,
     /// Signal names the loaded rules define or may raise (to lower ones that went away).
     signal_names: Mutex<std::collections::BTreeSet<String>>,
+    /// Of those, the ones `signals:` entries define (set from their expression only).
+    expr_signals: Mutex<std::collections::BTreeSet<String>>,
     dir: PathBuf,
     eval_interval: Duration,
     notifier: Option<Notifier>,
@@ -122,6 +124,7 @@ pub fn setup(
         engine: Arc::new(Mutex::new(Engine::new(opts))),
         control,
         signal_names: Mutex::new(Default::default()),
+        expr_signals: Mutex::new(Default::default()),
         dir: config.rules.directory.clone(),
         eval_interval: Duration::from_millis(config.rules.evaluation_interval_ms),
         notifier,
@@ -192,6 +195,17 @@ impl RulesRuntime {
         match result {
             Ok(files) => {
                 let n = files.len();
+                let eval_ms = self.eval_interval.as_millis() as u64;
+                for f in super::lint::lint(&files, super::lint::Catalogue::agent(), eval_ms) {
+                    match f.severity {
+                        super::lint::Severity::Warning => {
+                            tracing::warn!(reason, finding = %f, "rules loaded with a warning (see `steadfast check rules`)")
+                        }
+                        super::lint::Severity::Note => {
+                            tracing::info!(reason, finding = %f, "rules")
+                        }
+                    }
+                }
                 engine.load(files);
                 self.configure_control(&engine);
                 engine.stats.last_reload_successful = true;
@@ -231,34 +245,32 @@ impl RulesRuntime {
             c.remove_signal(gone);
         }
         *old = names;
+        *self.expr_signals.lock().unwrap_or_else(|p| p.into_inner()) = engine.expr_signal_names();
     }
 
     /// Hands an evaluation's breaker observations and signal levels to the control layer;
     /// signals raised by alerts and spent SLO budgets read 1 while raised, else 0.
     fn feed_control(&self, inputs: Vec<ControlInput>, raised: std::collections::BTreeSet<String>) {
         let Some(control) = &self.control else { return };
-        let now = tokio::time::Instant::now();
         let names = self
             .signal_names
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        let from_exprs = self
+            .expr_signals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut c = control.lock().unwrap_or_else(|p| p.into_inner());
-        let mut from_exprs = std::collections::BTreeSet::new();
-        for input in inputs {
-            match input {
-                ControlInput::Breaker(name, obs) => c.observe(&name, obs, now),
-                ControlInput::Signal(name, level) => {
-                    let level = if raised.contains(&name) { 1.0 } else { level };
-                    c.set_signal(&name, level, "rules");
-                    from_exprs.insert(name);
-                }
-            }
-        }
-        for name in names.difference(&from_exprs) {
-            let level = if raised.contains(name) { 1.0 } else { 0.0 };
-            c.set_signal(name, level, "rules");
-        }
+        feed(
+            &mut c,
+            inputs,
+            &raised,
+            &names,
+            &from_exprs,
+            tokio::time::Instant::now(),
+        );
     }
 
     /// Reloads only when a file's name or content changed since the last attempt.
@@ -277,6 +289,44 @@ impl RulesRuntime {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .persist_all(now_ms());
+    }
+}
+
+/// Hands an evaluation's breaker observations and signal levels to `c` (the daemon, and
+/// `steadfast test rules`): `names` are every signal the rules define or may raise,
+/// `from_exprs` those `signals:` entries define (set from their expression only, when their
+/// group is evaluated); the others read 1 while `raised` (by a firing alert or a spent SLO
+/// budget), else 0.
+pub fn feed(
+    c: &mut Control,
+    inputs: Vec<ControlInput>,
+    raised: &std::collections::BTreeSet<String>,
+    names: &std::collections::BTreeSet<String>,
+    from_exprs: &std::collections::BTreeSet<String>,
+    now: tokio::time::Instant,
+) {
+    for input in inputs {
+        match input {
+            ControlInput::Breaker(name, obs, unknown) => {
+                c.observe(&name, obs, now);
+                c.set_breaker_inputs(&name, unknown);
+            }
+            ControlInput::Signal(name, level) => {
+                let level = if raised.contains(&name) { 1.0 } else { level };
+                c.set_signal(&name, level, "rules");
+            }
+            ControlInput::SignalUnknown(name, reason) => {
+                if raised.contains(&name) {
+                    c.set_signal(&name, 1.0, "rules");
+                } else {
+                    c.set_signal_unknown(&name, &reason, "rules");
+                }
+            }
+        }
+    }
+    for name in names.difference(from_exprs) {
+        let level = if raised.contains(name) { 1.0 } else { 0.0 };
+        c.set_signal(name, level, "rules");
     }
 }
 

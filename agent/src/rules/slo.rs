@@ -20,6 +20,14 @@
 //! their state. No traffic (total rate 0) is not unknown: the burn rate is NaN and no alert
 //! condition holds. A long window with fewer than `min_events` events never alerts.
 //!
+//! A long window is a long window: the store holds only what the agent has seen since it
+//! started, so a window pair counts only once the SLO's data covers at least
+//! [`MIN_COVERAGE`] of its long window (from the first evaluation at which the SLO's event
+//! rate was known, since this agent started). Only covered pairs fire or resolve an alert;
+//! with no pair covered the alert is unknown and holds, so a firing alert restored after a
+//! restart keeps firing until its shortest pair can judge it, and no new one fires on minutes
+//! of data called an hour.
+//!
 //! Error budget: every evaluation adds `rate[1m] * seconds since the last evaluation` of
 //! errors and of events (at most 60 s, so a gap is not extrapolated) into 10 minute buckets
 //! covering the period; remaining = 1 - (errors / events) / (1 - objective), 1 with no events,
@@ -40,6 +48,9 @@ use super::{
     file::{Sli, SloDef},
 };
 use crate::store::{Labels, Store};
+
+/// Share of a long window the SLO's data must cover before its window pair can alert.
+pub const MIN_COVERAGE: f64 = 0.9;
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -227,6 +238,9 @@ pub struct SloRuntime {
     last_persist: Option<i64>,
     /// The bucket bound a latency SLI is judged at, once seen.
     pub latency_bound: Option<String>,
+    /// The first evaluation (since this agent started) at which the SLO's event rate over
+    /// the shortest window was known: how far back its windows hold data.
+    pub data_since: Option<i64>,
 }
 
 fn spec(def: &SloDef, page: bool) -> AlertSpec {
@@ -266,6 +280,7 @@ impl SloRuntime {
             last_account: None,
             last_persist: None,
             latency_bound: None,
+            data_since: None,
         }
     }
 
@@ -279,6 +294,8 @@ impl SloRuntime {
         }
         self.budget = old.budget;
         self.last_persist = old.last_persist;
+        // The store (and the data in it) outlives a reload.
+        self.data_since = old.data_since;
     }
 
     pub fn period_ms(&self) -> i64 {
@@ -411,9 +428,18 @@ impl SloRuntime {
             events.insert(len, r.map(|(_, n)| n * len as f64 / 1000.0));
             self.burn.insert(len, burn);
         }
+        if self.data_since.is_none() && events.first_key_value().is_some_and(|(_, e)| e.is_some()) {
+            self.data_since = Some(t);
+        }
+        let covered = |long_ms: i64| {
+            self.data_since
+                .is_some_and(|since| (t - since) as f64 >= MIN_COVERAGE * long_ms as f64)
+        };
         let mut refused = 0;
         for page in [true, false] {
             let mut unknown = false;
+            // Pairs whose long window holds enough data: only they fire or resolve.
+            let mut any_covered = false;
             let mut hit = None;
             for w in self.windows().into_iter().filter(|w| w.page == page) {
                 let (Some(long), Some(short)) = (self.burn[&w.long_ms], self.burn[&w.short_ms])
@@ -421,6 +447,10 @@ impl SloRuntime {
                     unknown = true;
                     continue;
                 };
+                if !covered(w.long_ms) {
+                    continue;
+                }
+                any_covered = true;
                 let enough = events[&w.long_ms].unwrap_or(0.0) >= self.def.min_events;
                 if enough && long > w.factor && short > w.factor && hit.is_none() {
                     hit = Some(long);
@@ -431,7 +461,7 @@ impl SloRuntime {
                     labels: Labels::new(),
                     value: v,
                 }]),
-                None if unknown => Outcome::Unknown,
+                None if unknown || !any_covered => Outcome::Unknown,
                 None => Outcome::Known(vec![]),
             };
             refused += if page {
@@ -645,10 +675,11 @@ mod tests {
         let mut errs = 0.0;
         let mut reqs = 0.0;
         let mut fired_at = None;
-        for i in 0..=600i64 {
+        for i in 0..=900i64 {
             let t = i * 1000;
             reqs += 10.0;
-            if (100..300).contains(&i) {
+            // Errors once both long windows (60 s, 360 s) are covered (90%: 324 s).
+            if (400..600).contains(&i) {
                 errs += 5.0; // 50% errors: burn 50 > 14.4
             }
             store.ingest(
@@ -663,11 +694,11 @@ mod tests {
             if firing && fired_at.is_none() {
                 fired_at = Some(i);
             }
-            if i == 320 {
+            if i == 620 {
                 // the 30 s short window (scaled 30m) of the second pair still sees errors
                 assert!(firing);
             }
-            if i == 340 {
+            if i == 640 {
                 // both short windows (5 s, 30 s) have seen no error for 40 s: resolved
                 assert!(!firing);
             }
@@ -676,7 +707,7 @@ mod tests {
         // 5(k+1) errors over 600 requests k seconds after the errors start, k ~ 16; the
         // 5 s window is at burn 50 from the first erroring second.
         let f = fired_at.expect("page fired");
-        assert!((110..=118).contains(&f), "fired at {f}");
+        assert!((410..=418).contains(&f), "fired at {f}");
         let a = &slo.page.alerts()[0];
         assert_eq!(a.labels["severity"], "page");
         assert_eq!(a.labels["slo"], "api");

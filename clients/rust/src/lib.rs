@@ -151,6 +151,9 @@ pub struct BreakerState {
     pub since_unix_ns: u64,
     /// The rule engine could not evaluate the breaker's inputs (its state is held).
     pub inputs_unknown: bool,
+    /// Why the inputs are unknown, e.g. `volume: no series matched (no data, or stale)`
+    /// (API only; empty from the page and when known).
+    pub unknown_reason: String,
     /// Why it is in this state (API only; empty from the page).
     pub reason: String,
 }
@@ -162,7 +165,10 @@ pub struct SignalState {
     pub level: f64,
     pub changed_index: u64,
     pub since_unix_ns: u64,
+    /// The rule engine could not evaluate the signal's expression (its level is held).
     pub inputs_unknown: bool,
+    /// Why (API only; empty from the page and when known).
+    pub unknown_reason: String,
     /// What set it (API only; empty from the page).
     pub source: String,
 }
@@ -195,6 +201,7 @@ fn breaker_from(raw: page::RawSlot, index: u64) -> BreakerState {
         openings: raw.openings,
         since_unix_ns: raw.since_unix_ns,
         inputs_unknown: raw.flags & FLAG_INPUTS_UNKNOWN != 0,
+        unknown_reason: String::new(),
         reason: String::new(),
     }
 }
@@ -205,6 +212,7 @@ fn signal_from(raw: page::RawSlot) -> SignalState {
         changed_index: raw.changed_index,
         since_unix_ns: raw.since_unix_ns,
         inputs_unknown: raw.flags & FLAG_INPUTS_UNKNOWN != 0,
+        unknown_reason: String::new(),
         source: String::new(),
     }
 }

@@ -38,6 +38,8 @@ struct ApiBreaker {
     reason: String,
     #[serde(default)]
     inputs_unknown: bool,
+    #[serde(default)]
+    unknown_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -47,6 +49,8 @@ struct ApiSignal {
     source: String,
     #[serde(default)]
     inputs_unknown: bool,
+    #[serde(default)]
+    unknown_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +82,7 @@ impl From<ApiSnapshot> for Snapshot {
                             openings: b.openings,
                             since_unix_ns: b.since_unix_ms.saturating_mul(1_000_000),
                             inputs_unknown: b.inputs_unknown,
+                            unknown_reason: b.unknown_reason.unwrap_or_default(),
                             reason: b.reason,
                         },
                     )
@@ -94,6 +99,7 @@ impl From<ApiSnapshot> for Snapshot {
                             changed_index: 0,
                             since_unix_ns: 0,
                             inputs_unknown: v.inputs_unknown,
+                            unknown_reason: v.unknown_reason.unwrap_or_default(),
                             source: v.source,
                         },
                     )
