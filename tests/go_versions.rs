@@ -1,7 +1,7 @@
-//! Goroutine counting for every installed Go toolchain (Debian's golang-go 1.19 and the
-//! backports' 1.21, 1.22, 1.23, installed by `scripts/setup --test`), each build of
-//! `tests/workloads/goroutines.go` unstripped, stripped (`-ldflags=-s -w`: no symbol table,
-//! the probes are placed through the Go function table), stripped PIE and stripped cgo
+//! Goroutine counting for every installed Go toolchain (Debian's golang-go 1.19, the
+//! backports' 1.21, 1.22, 1.23 and trixie's 1.24, installed by `scripts/setup --test`), each
+//! build of `tests/workloads/goroutines.go` unstripped, stripped (`-ldflags=-s -w`: no symbol
+//! table, the probes are placed through the Go function table), stripped PIE and stripped cgo
 //! (externally linked). Needs root.
 
 mod support;
