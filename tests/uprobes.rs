@@ -334,13 +334,40 @@ fn goroutines_of_a_go_program_matched_at_run_time() {
     });
 }
 
-/// A stripped Go binary (`-ldflags=-s`: no symbol table) cannot be probed: the failure is
-/// counted and logged, and the agent carries on serving.
+/// The file offset of an ELF section's contents, by `readelf -SW` (binutils).
+fn section_offset(bin: &Path, section: &str) -> u64 {
+    let out = Command::new("readelf")
+        .args(["-SW"])
+        .arg(bin)
+        .output()
+        .expect("readelf (binutils)");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let line = text
+        .lines()
+        .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest))
+        .find(|rest| rest.split_whitespace().next() == Some(section))
+        .unwrap_or_else(|| panic!("no {section} in {}", bin.display()));
+    u64::from_str_radix(line.split_whitespace().nth(3).unwrap(), 16).unwrap()
+}
+
+/// A stripped Go binary (`-ldflags=-s -w`: no symbol table) whose Go function table is of a
+/// version the agent does not know (its magic set to Go 1.16's, 0xfffffffa) cannot be probed:
+/// neither by symbol nor through the table. The failure is counted and logged with both
+/// reasons, no gauge appears (never a wrong number), and the agent carries on serving.
 #[test]
 fn attach_failures_are_counted_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
     let name = unique_name("sfst");
     let bin = build_go_with("goroutines", dir.path(), &name, &["-ldflags=-s -w"]);
+    let at = section_offset(&bin, ".gopclntab");
+    let mut bytes = std::fs::read(&bin).unwrap();
+    assert_eq!(
+        bytes[at as usize..at as usize + 4],
+        0xffff_fff0_u32.to_le_bytes(),
+        "Debian's Go 1.19 table"
+    );
+    bytes[at as usize..at as usize + 4].copy_from_slice(&0xffff_fffa_u32.to_le_bytes());
+    std::fs::write(&bin, bytes).unwrap();
     let agent = Agent::start(&format!(
         "targets:\n  - service: stripped\n    exe: {}\n",
         bin.display()
@@ -362,10 +389,11 @@ fn attach_failures_are_counted_not_fatal() {
         ),
         Some(0.0)
     );
+    let log = agent.log();
+    assert!(log.contains("cannot attach uprobes"), "{log}");
+    assert!(log.contains("unsupported Go version"), "{log}");
     assert!(
-        agent.log().contains("cannot attach uprobes"),
-        "{}",
-        agent.log()
+        !agent.scrape().has_label_value("service", "stripped"),
+        "no series for it"
     );
-    agent.scrape();
 }

@@ -22,7 +22,7 @@ use std::{
 use agent_common::uprobe::{AllocCounts, GoCounts};
 use aya::{
     programs::{
-        uprobe::{UProbeLink, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeLink, UProbeScope},
         UProbe,
     },
     Ebpf,
@@ -91,6 +91,12 @@ pub enum AttachError {
     Maps { pid: u32, source: std::io::Error },
     #[error("pid 0 is not a process")]
     BadPid,
+    #[error("{path}: Go functions not found by symbol ({source}) nor in the Go function table ({table})")]
+    GoFunctions {
+        path: String,
+        table: crate::pipeline::go_pclntab::PclntabError,
+        source: Box<AttachError>,
+    },
     #[error("attaching {program} to {function} in {path}: {source}")]
     Attach {
         program: &'static str,
@@ -183,7 +189,9 @@ impl Uprobes {
     }
 
     /// Attaches the goroutine probes to a Go executable: for every process running it
-    /// (`pid` None), or for one process.
+    /// (`pid` None), or for one process. The functions are found through the Go runtime's
+    /// function table (`pipeline::go_pclntab`), which stripped binaries keep too; where it
+    /// cannot be read (a Go older than 1.18), by symbol name.
     pub fn attach_goroutines(
         &mut self,
         exe: &Path,
@@ -196,7 +204,22 @@ impl Uprobes {
             None => UProbeScope::AllProcesses,
             Some(p) => UProbeScope::OneProcess(NonZeroU32::new(p).ok_or(AttachError::BadPid)?),
         };
-        self.attach_all(&GO_POINTS, exe, scope)
+        match crate::pipeline::go_pclntab::function_offsets(exe, &GO_POINTS.map(|(_, f)| f)) {
+            Ok(offsets) => {
+                let mut at = [0u64; GO_POINTS.len()];
+                at.copy_from_slice(&offsets);
+                self.attach_all_at(&GO_POINTS, |i| at[i].into(), exe, scope)
+            }
+            Err(table) => {
+                tracing::debug!(path = %exe.display(), error = %table, "no Go function table: attaching by symbol");
+                self.attach_all(&GO_POINTS, exe, scope)
+                    .map_err(|e| AttachError::GoFunctions {
+                        path: exe.display().to_string(),
+                        table,
+                        source: Box::new(e),
+                    })
+            }
+        }
     }
 
     /// Runs of the (allocation, goroutine) programs the kernel skipped since load.
@@ -242,13 +265,24 @@ impl Uprobes {
         path: &Path,
         scope: UProbeScope,
     ) -> Result<LinkSet, AttachError> {
+        self.attach_all_at(points, |i| points[i].1.into(), path, scope)
+    }
+
+    /// Attaches program `points[i].0` at `location(i)` (a symbol or a file offset).
+    fn attach_all_at<'a>(
+        &mut self,
+        points: &[(&'static str, &'static str)],
+        location: impl Fn(usize) -> UProbeAttachLocation<'a>,
+        path: &Path,
+        scope: UProbeScope,
+    ) -> Result<LinkSet, AttachError> {
         let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
         let mut links = Vec::with_capacity(points.len());
-        for &(name, function) in points {
+        for (i, &(name, function)) in points.iter().enumerate() {
             let attached = program(&mut ebpf, name)
                 .ok_or(aya::programs::ProgramError::NotLoaded)
                 .and_then(|p| {
-                    let id = p.attach(function, path, scope)?;
+                    let id = p.attach(location(i), path, scope)?;
                     p.take_link(id)
                 })
                 .map_err(|source| AttachError::Attach {

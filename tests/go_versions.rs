@@ -1,0 +1,190 @@
+//! Goroutine counting for every installed Go toolchain (Debian's golang-go 1.19, the
+//! backports' 1.21, 1.22, 1.23 and trixie's 1.24, installed by `scripts/setup --test`), each
+//! build of `tests/workloads/goroutines.go` unstripped, stripped (`-ldflags=-s -w`: no symbol
+//! table, the probes are placed through the Go function table), stripped PIE and stripped cgo
+//! (externally linked). Needs root.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use support::{promtool_check, unique_name, Agent, Interactive, Scrape};
+
+/// Every Go toolchain installed: (version label, path of `go`).
+fn toolchains() -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    for go in std::iter::once(PathBuf::from("/usr/lib/go/bin/go"))
+        .chain((21..=30).map(|v| PathBuf::from(format!("/usr/lib/go-1.{v}/bin/go"))))
+    {
+        let Ok(o) = Command::new(&go).arg("version").output() else {
+            continue;
+        };
+        // "go version go1.22.6 linux/amd64"
+        let v = String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or("?")
+            .to_string();
+        out.push((v, go));
+    }
+    out
+}
+
+/// The builds of each toolchain: (label, cgo, flags).
+const VARIANTS: [(&str, bool, &[&str]); 4] = [
+    ("plain", false, &[]),
+    ("stripped", false, &["-ldflags=-s -w"]),
+    ("stripped-pie", false, &["-buildmode=pie", "-ldflags=-s -w"]),
+    ("stripped-cgo", true, &["-ldflags=-s -w -linkmode=external"]),
+];
+
+fn source_of() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/goroutines.go")
+}
+
+fn build(go: &Path, dir: &Path, name: &str, cgo: bool, flags: &[&str]) -> PathBuf {
+    let mut files = vec![source_of()];
+    if cgo {
+        // The same program, made a cgo program by one more file of the package (named files
+        // must share a directory).
+        let src = dir.join(format!("{name}_src"));
+        std::fs::create_dir_all(&src).unwrap();
+        files[0] = src.join("goroutines.go");
+        std::fs::copy(source_of(), &files[0]).unwrap();
+        let extra = src.join("cgo.go");
+        std::fs::write(
+            &extra,
+            "package main\n\n// int one(void) { return 1; }\nimport \"C\"\n\nvar _ = C.one()\n",
+        )
+        .unwrap();
+        files.push(extra);
+    }
+    let out = dir.join(name);
+    let home = dir.join("gohome");
+    let o = Command::new(go)
+        .arg("build")
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .args(&files)
+        .env("HOME", &home)
+        .env(
+            "GOCACHE",
+            home.join(format!("cache-{}", go.display()).replace('/', "_")),
+        )
+        .env("GOPATH", home.join("path"))
+        .env("GOFLAGS", "")
+        .env("GO111MODULE", "")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", if cgo { "1" } else { "0" })
+        .output()
+        .expect("go");
+    assert!(
+        o.status.success(),
+        "{} build {flags:?}: {}",
+        go.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// One build of every variant for every toolchain, each its own target (by `exe`) of one
+/// agent. For each: the program holds G = 1000 goroutines; the gauge must read exactly
+/// NumGoroutine() - 1 + R (NumGoroutine counts the main goroutine and the G; R = the main
+/// goroutine + the runtime's forcegchelper, bgsweep, bgscavenge, finalizer goroutine and one
+/// GC mark worker per P, as in tests/uprobes.rs), created must read the same, and once the
+/// G goroutines have ended the gauge must read exactly R.
+#[test]
+fn goroutines_are_counted_for_every_go_version_stripped_or_not() {
+    const G: f64 = 1000.0;
+    let gos = toolchains();
+    assert!(
+        gos.len() >= 2,
+        "Go toolchains (scripts/setup --test): {gos:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut bins = Vec::new();
+    for (v, go) in &gos {
+        for (label, cgo, flags) in VARIANTS {
+            let name = unique_name("sfgv");
+            let bin = build(go, dir.path(), &name, cgo, flags);
+            bins.push((format!("{v} {label}"), format!("{name}-svc"), bin));
+        }
+    }
+    let config: String = std::iter::once("targets:\n".to_string())
+        .chain(bins.iter().map(|(_, service, bin)| {
+            format!("  - service: {service}\n    exe: {}\n", bin.display())
+        }))
+        .collect();
+    let agent = Agent::start(&config);
+    let s = agent.scrape();
+    assert_eq!(
+        s.value(
+            "steadfast_uprobe_attachments",
+            &[("probe", "goroutines"), ("scope", "file")]
+        ),
+        Some(bins.len() as f64),
+        "every build probed: {}",
+        agent.log()
+    );
+    assert_eq!(
+        s.value(
+            "steadfast_uprobe_attach_failures_total",
+            &[("probe", "goroutines")]
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "{}",
+        agent.log()
+    );
+
+    let mut report = Vec::new();
+    for (what, service, bin) in &bins {
+        let gauge = |s: &Scrape| s.value("steadfast_go_goroutines", &[("service", service)]);
+        let created = |s: &Scrape| {
+            s.value(
+                "steadfast_go_goroutines_created_total",
+                &[("service", service)],
+            )
+        };
+        let mut w = Interactive::spawn(bin, &["1000"]);
+        let ready = w.read_line();
+        let fields: Vec<&str> = ready.split(' ').collect();
+        assert_eq!(fields[0], "ready", "{what}: {ready}");
+        let num_goroutine: f64 = fields[1].parse().unwrap();
+        let gomaxprocs: f64 = fields[2].parse().unwrap();
+        assert_eq!(num_goroutine, G + 1.0, "{what}");
+        let r = 1.0 + 4.0 + gomaxprocs;
+        let s = agent.scrape();
+        let (at_ready, created_ready) = (gauge(&s), created(&s));
+        w.step();
+        assert_eq!(w.read_line(), "done 1", "{what}");
+        let s = agent.scrape();
+        let (at_done, created_done) = (gauge(&s), created(&s));
+        w.finish();
+        let line = format!(
+            "{what}: NumGoroutine {num_goroutine}, gauge {at_ready:?} (want {}), after the G end {at_done:?} (want {r}), created {created_ready:?} then {created_done:?}",
+            num_goroutine - 1.0 + r
+        );
+        eprintln!("{line}");
+        report.push(line);
+        assert_eq!(
+            at_ready,
+            Some(num_goroutine - 1.0 + r),
+            "{}",
+            report.join("\n")
+        );
+        assert_eq!(created_ready, Some(G + r), "{}", report.join("\n"));
+        assert_eq!(at_done, Some(r), "{}", report.join("\n"));
+        assert_eq!(created_done, Some(G + r), "{}", report.join("\n"));
+    }
+    promtool_check(&agent.scrape());
+    eprintln!(
+        "{} builds over {} Go toolchains exact",
+        bins.len(),
+        gos.len()
+    );
+}
