@@ -78,23 +78,31 @@ fn assert_healthy(agent: &mut Agent) {
     assert!(!agent.log().contains("panicked"), "{}", agent.log());
 }
 
-/// `steadfast <args>` with a deadline: exit code, stdout and stderr, and how long it took.
+/// `steadfast <args>` with a deadline: exit code, stdout and stderr, and how long it took. The
+/// output is read while the command runs (a full pipe would stall it: thousands of warnings
+/// are more than a pipe holds).
 fn steadfast(args: &[&str]) -> (i32, String, Duration) {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_steadfast"))
+    let child = Command::new(env!("CARGO_BIN_EXE_steadfast"))
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: kill(2) on the child's pid, which is not reaped before the thread's
+            // wait returns.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             panic!("steadfast {args:?} still running after 20 s");
         }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+    };
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
