@@ -38,6 +38,17 @@ const FILES: &[(&str, &str, u32)] = &[
         "etc/steadfast/rules.d/host.yaml",
         0o644,
     ),
+    (
+        "packaging/rules.d/http.yaml",
+        "etc/steadfast/rules.d/http.yaml",
+        0o644,
+    ),
+    (
+        "packaging/examples/dependency-breaker.yaml",
+        "usr/share/doc/steadfast/examples/dependency-breaker.yaml",
+        0o644,
+    ),
+    ("docs/rules.md", "usr/share/doc/steadfast/rules.md", 0o644),
     ("README.md", "usr/share/doc/steadfast/README.md", 0o644),
     (
         "docs/operations.md",
@@ -71,6 +82,7 @@ const FILES: &[(&str, &str, u32)] = &[
 const CONFFILES: &[&str] = &[
     "/etc/steadfast/steadfast.yaml",
     "/etc/steadfast/rules.d/host.yaml",
+    "/etc/steadfast/rules.d/http.yaml",
 ];
 
 /// Maintainer scripts under packaging/debian/.
