@@ -29,7 +29,11 @@ use agent_common::tcp::{
     ConnEvent, CONN_CLOSED, CONN_ESTABLISHED, CONN_INBOUND, CONN_REFUSED, CONN_RESET, CONN_TIMEOUT,
 };
 
-use super::{services::ServiceId, tcp_stats};
+use super::{
+    histogram::{self, Bounds},
+    services::ServiceId,
+    tcp_stats,
+};
 
 /// Upper bounds (seconds) of the connect duration buckets: from loopback (tens of µs) to the
 /// SYN retransmits (1 s, 3 s, 7 s after the first SYN).
@@ -88,35 +92,16 @@ impl Outcome {
     }
 }
 
-/// A cumulative histogram over [`CONNECT_BUCKETS`] (non-cumulative counts, then `+Inf`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ConnectHistogram {
-    pub counts: [u64; CONNECT_BUCKETS.len() + 1],
-    pub sum_seconds: f64,
-    pub count: u64,
+/// The connect duration buckets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectBounds;
+
+impl Bounds for ConnectBounds {
+    const BOUNDS: &'static [f64] = &CONNECT_BUCKETS;
 }
 
-impl ConnectHistogram {
-    pub fn observe(&mut self, seconds: f64) {
-        let i = CONNECT_BUCKETS
-            .iter()
-            .position(|&b| seconds <= b)
-            .unwrap_or(CONNECT_BUCKETS.len());
-        self.counts[i] += 1;
-        self.sum_seconds += seconds;
-        self.count += 1;
-    }
-
-    /// `(upper bound, count)` pairs, non-cumulative, last one `+Inf`.
-    pub fn buckets(&self) -> Vec<(f64, u64)> {
-        CONNECT_BUCKETS
-            .iter()
-            .copied()
-            .chain([f64::INFINITY])
-            .zip(self.counts.iter().copied())
-            .collect()
-    }
-}
+/// A connect duration histogram over [`CONNECT_BUCKETS`].
+pub type ConnectHistogram = histogram::Histogram<ConnectBounds>;
 
 /// An established connection, by sock pointer.
 #[derive(Debug, Clone)]

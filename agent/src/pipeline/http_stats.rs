@@ -34,7 +34,10 @@ use agent_common::http::{
     HTTP_EV_WRITE, HTTP_ROLE_CLIENT,
 };
 
-use super::services::ServiceId;
+use super::{
+    histogram::{self, Bounds},
+    services::ServiceId,
+};
 
 /// Upper bounds (seconds) of the duration buckets: OpenTelemetry's recommendation for
 /// `http.server.request.duration` and `http.client.request.duration`, plus 0.2 so that the
@@ -103,35 +106,16 @@ impl Side {
     }
 }
 
-/// A cumulative histogram over [`BUCKETS`] (non-cumulative counts per bucket, then `+Inf`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Histogram {
-    pub counts: [u64; BUCKETS.len() + 1],
-    pub sum_seconds: f64,
-    pub count: u64,
+/// The HTTP duration buckets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpBounds;
+
+impl Bounds for HttpBounds {
+    const BOUNDS: &'static [f64] = &BUCKETS;
 }
 
-impl Histogram {
-    pub fn observe(&mut self, seconds: f64) {
-        let i = BUCKETS
-            .iter()
-            .position(|&b| seconds <= b)
-            .unwrap_or(BUCKETS.len());
-        self.counts[i] += 1;
-        self.sum_seconds += seconds;
-        self.count += 1;
-    }
-
-    /// `(upper bound, count)` pairs, non-cumulative, last one `+Inf`.
-    pub fn buckets(&self) -> Vec<(f64, u64)> {
-        BUCKETS
-            .iter()
-            .copied()
-            .chain([f64::INFINITY])
-            .zip(self.counts.iter().copied())
-            .collect()
-    }
-}
+/// An HTTP request duration histogram over [`BUCKETS`].
+pub type Histogram = histogram::Histogram<HttpBounds>;
 
 /// What a prefix of bytes is, as far as it can be told yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

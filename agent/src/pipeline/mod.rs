@@ -6,6 +6,7 @@ pub mod conn_stats;
 pub mod delta;
 pub mod go_elf;
 pub mod go_pclntab;
+pub mod histogram;
 pub mod http_stats;
 pub mod memory;
 pub mod processes;
