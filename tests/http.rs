@@ -18,11 +18,14 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
-use support::{unique_name, wait_until, Agent, Scrape};
+use support::{
+    http_server::{alias, start_server},
+    unique_name, wait_until, Agent, Scrape,
+};
 
 const SERVER: &str = "steadfast_http_server_request_duration_seconds";
 const CLIENT: &str = "steadfast_http_client_request_duration_seconds";
@@ -50,45 +53,6 @@ fn build_go(dir: &Path) -> PathBuf {
 
 fn workload() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/http_mix.py")
-}
-
-/// `dir/name` -> `target`: a process started through it has comm `name`.
-fn alias(dir: &Path, target: &str, name: &str) -> PathBuf {
-    let link = dir.join(name);
-    std::os::unix::fs::symlink(target, &link).unwrap();
-    link
-}
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `cmd server PORT_FILE` and waits for its port.
-fn start_server(mut cmd: Command, dir: &Path) -> Server {
-    let port_file = dir.join("port");
-    let child = cmd
-        .arg("server")
-        .arg(&port_file)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("the server workload");
-    let mut port = 0;
-    wait_until("the server to listen", Duration::from_secs(120), || {
-        port = std::fs::read_to_string(&port_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        port != 0
-    });
-    Server { child, port }
 }
 
 fn count(s: &Scrape, family: &str, labels: &[(&str, &str)]) -> f64 {

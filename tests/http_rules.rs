@@ -18,13 +18,14 @@ use std::{
     io::{Read, Write},
     net::TcpStream,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use support::{
     alertmanager::{is_active, Alertmanager},
+    http_server::{alias, start_server, Server},
     request, unique_name, wait_for, wait_until, Agent, Endpoint,
 };
 
@@ -86,40 +87,12 @@ fn shipped_http_rules_mean_the_same_in_steadfast_and_promtool() {
     assert!(!ours && !theirs, "both must fail:\n{out}");
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// tests/workloads/http_mix.py's server (`/ok` 200, `/fail` 503), its comm `name`.
 fn python_server(dir: &Path, name: &str) -> Server {
     std::fs::create_dir_all(dir).unwrap();
-    let link = dir.join(name);
-    std::os::unix::fs::symlink("/usr/bin/python3", &link).unwrap();
-    let port_file = dir.join("port");
-    let child = Command::new(&link)
-        .arg(repo("tests/workloads/http_mix.py"))
-        .arg("server")
-        .arg(&port_file)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let mut port = 0;
-    wait_until("the server to listen", Duration::from_secs(20), || {
-        port = std::fs::read_to_string(&port_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        port != 0
-    });
-    Server { child, port }
+    let mut cmd = Command::new(alias(dir, "/usr/bin/python3", name));
+    cmd.arg(repo("tests/workloads/http_mix.py"));
+    start_server(cmd, dir)
 }
 
 /// One keep-alive HTTP/1.1 connection from this process.

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod alertmanager;
+pub mod http_server;
 pub mod otlp_receiver;
 
 use std::{
