@@ -31,6 +31,7 @@ use agent_common::tcp::{
 
 use super::{
     histogram::{self, Bounds},
+    peers::PeerLabels,
     services::ServiceId,
     tcp_stats,
 };
@@ -42,8 +43,7 @@ pub const CONNECT_BUCKETS: [f64; 19] = [
     1.0, 2.5, 5.0, 7.5, 10.0,
 ];
 
-/// `peer` label of peers beyond `probes.connections.max_peers`.
-pub const OTHER_PEER: &str = "other";
+pub use super::peers::OTHER_PEER;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Direction {
@@ -119,15 +119,14 @@ pub struct ConnStats {
     conns: HashMap<u64, Open>,
     max_connections: usize,
     untracked: u64,
-    peers: HashMap<SocketAddr, String>,
-    max_peers: usize,
+    peers: PeerLabels,
     ports: Vec<u16>,
 }
 
 impl ConnStats {
     pub fn new(max_peers: usize, ports: Vec<u16>, max_connections: usize) -> Self {
         Self {
-            max_peers,
+            peers: PeerLabels::new(max_peers),
             ports,
             max_connections,
             ..Self::default()
@@ -164,12 +163,12 @@ impl ConnStats {
                 // Its `established` was lost, or it was not held.
                 _ => (
                     tcp_stats::owner_service(ev.tgid, service_of),
-                    self.peer_label(addr),
+                    self.peers.label(addr),
                 ),
             },
             _ => (
                 tcp_stats::owner_service(ev.tgid, service_of),
-                self.peer_label(addr),
+                self.peers.label(addr),
             ),
         };
         if outcome == Outcome::Established {
@@ -207,18 +206,6 @@ impl ConnStats {
     /// owner, and they are missing from the open gauge).
     pub fn untracked(&self) -> u64 {
         self.untracked
-    }
-
-    fn peer_label(&mut self, peer: SocketAddr) -> String {
-        if let Some(l) = self.peers.get(&peer) {
-            return l.clone();
-        }
-        if self.peers.len() < self.max_peers {
-            let l = peer.to_string();
-            self.peers.insert(peer, l.clone());
-            return l;
-        }
-        OTHER_PEER.into()
     }
 
     /// Drops every series of a released service (its ids are never reused).

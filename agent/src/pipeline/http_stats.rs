@@ -36,6 +36,7 @@ use agent_common::http::{
 
 use super::{
     histogram::{self, Bounds},
+    peers::PeerLabels,
     services::ServiceId,
 };
 
@@ -529,15 +530,13 @@ pub struct HttpStats {
     server: BTreeMap<(ServiceId, Method, u16), Histogram>,
     client: BTreeMap<(ServiceId, String, Method, u16), Histogram>,
     unanswered: BTreeMap<(ServiceId, Side), u64>,
-    peers: HashMap<SocketAddr, String>,
-    max_peers: usize,
+    peers: PeerLabels,
     evicted: u64,
 }
 
 /// `peer` label of requests on connections whose connect the agent did not see.
 pub const UNKNOWN_PEER: &str = "unknown";
-/// `peer` label of peers beyond `probes.http.max_peers`.
-pub const OTHER_PEER: &str = "other";
+pub use super::peers::OTHER_PEER;
 
 impl HttpStats {
     pub fn new(max_connections: usize, max_peers: usize) -> Self {
@@ -547,8 +546,7 @@ impl HttpStats {
             server: BTreeMap::new(),
             client: BTreeMap::new(),
             unanswered: BTreeMap::new(),
-            peers: HashMap::new(),
-            max_peers,
+            peers: PeerLabels::new(max_peers),
             evicted: 0,
         }
     }
@@ -640,15 +638,7 @@ impl HttpStats {
         let Some(peer) = peer else {
             return UNKNOWN_PEER.into();
         };
-        if let Some(l) = self.peers.get(&peer) {
-            return l.clone();
-        }
-        if self.peers.len() < self.max_peers {
-            let l = peer.to_string();
-            self.peers.insert(peer, l.clone());
-            return l;
-        }
-        OTHER_PEER.into()
+        self.peers.label(peer)
     }
 
     /// The process exited: its connections end (requests in flight are unanswered).

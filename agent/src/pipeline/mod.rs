@@ -9,6 +9,7 @@ pub mod go_pclntab;
 pub mod histogram;
 pub mod http_stats;
 pub mod memory;
+pub mod peers;
 pub mod processes;
 pub mod services;
 pub mod syscall_stats;
