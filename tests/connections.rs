@@ -88,23 +88,9 @@ impl Netns {
         ns
     }
 
-    /// Adds `rule` to the input hook of `ns`.
+    /// Adds `rule` to the input hook of `ns` (table `inet sfconn`).
     fn input_rule(&self, ns: &str, rule: &str) {
-        let rules = format!(
-            "table inet sfconn {{\n chain input {{\n  type filter hook input priority 0;\n  \
-             {rule}\n }}\n}}\n"
-        );
-        let mut nft = Command::new("ip")
-            .args(["netns", "exec", ns, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("nft (nftables)");
-        nft.stdin
-            .take()
-            .unwrap()
-            .write_all(rules.as_bytes())
-            .unwrap();
-        assert!(nft.wait().unwrap().success(), "nft rejected {rules}");
+        support::nft_input_rule(ns, "sfconn", rule);
     }
 
     fn sysctl(&self, ns: &str, setting: &str) {

@@ -118,22 +118,7 @@ impl Netns {
 
     /// Adds `rule` to the input hook of `ns` (table `inet sfloss`).
     fn input_rule(&self, ns: &str, rule: &str) {
-        let rules = format!(
-            "table inet sfloss {{\n chain input {{\n  type filter hook input priority 0;\n  \
-             {rule}\n }}\n}}\n"
-        );
-        let mut nft = Command::new("ip")
-            .args(["netns", "exec", ns, "nft", "-f", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("nft (nftables)");
-        use std::io::Write;
-        nft.stdin
-            .take()
-            .unwrap()
-            .write_all(rules.as_bytes())
-            .unwrap();
-        assert!(nft.wait().unwrap().success(), "nft rejected {rules}");
+        support::nft_input_rule(ns, "sfloss", rule);
     }
 
     /// `TcpRetransSegs` of `ns`, from its own `/proc/net/snmp`.

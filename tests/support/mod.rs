@@ -522,3 +522,24 @@ pub fn kernel_map_of(pid: u32, name: &str) -> Option<aya::maps::Map> {
         aya::maps::Map::from_map_data(data).ok()
     })
 }
+
+/// Loads an nftables table `inet <table>` whose input hook holds `rule`, inside network
+/// namespace `ns` (nftables, installed by scripts/setup --test).
+pub fn nft_input_rule(ns: &str, table: &str, rule: &str) {
+    use std::io::Write;
+    let rules = format!(
+        "table inet {table} {{\n chain input {{\n  type filter hook input priority 0;\n  \
+         {rule}\n }}\n}}\n"
+    );
+    let mut nft = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("nft (nftables)");
+    nft.stdin
+        .take()
+        .unwrap()
+        .write_all(rules.as_bytes())
+        .unwrap();
+    assert!(nft.wait().unwrap().success(), "nft rejected {rules}");
+}
