@@ -108,6 +108,7 @@ impl Netns {
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let out = BufReader::new(child.stdout.take().unwrap());
@@ -161,8 +162,13 @@ impl Proc {
             }
         }
         let status = self.child.wait().unwrap();
-        assert!(status.success(), "workload failed: {status}");
-        assert_eq!(rest, "done");
+        // A few lines at most (perror, or where it was stuck): read after the exit.
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        assert!(status.success(), "workload failed: {status}: {err}");
+        assert_eq!(rest, "done", "workload stderr: {err}");
     }
 }
 

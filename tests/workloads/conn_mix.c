@@ -15,13 +15,15 @@
  *               returns ECONNRESET when the RST came first), close
  *       hold    connect N, print "held", wait for a line (or EOF) on stdin, close them,
  *               shutting down writing first and reading to EOF
- * Prints "done" at the end; exits 1 on anything unexpected.
+ * Prints "done" at the end; exits 1 on anything unexpected, and 3 when it is still running after
+ * 120 s (a hung handshake or a missing RST must fail the test, not hang it).
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +32,9 @@
 #include <unistd.h>
 
 #define MAX_N 4096
+
+/* What the process is doing, for the message of a hung run (read by the SIGALRM handler). */
+static const char *volatile stage = "start";
 
 static int die(const char *what) {
     perror(what);
@@ -99,6 +104,7 @@ static int server(int port, int n, const char *mode, int v6) {
     printf("ready\n");
     fflush(stdout);
     static int held[MAX_N];
+    stage = "server: accept";
     for (int i = 0; i < n; i++) {
         int c = accept(l, NULL, NULL);
         if (c < 0)
@@ -218,8 +224,10 @@ static int client(const char *host, int port, int n, const char *mode, int timeo
             /* The RST may arrive before connect() returns (seen under emulation): the
              * connection was established (a RST in SYN_SENT would be ECONNREFUSED) and reset,
              * and connect() reports ECONNRESET. */
+            stage = "client reset: connect";
             if (connect(s, (struct sockaddr *)&ss, len) == 0) {
                 char b;
+                stage = "client reset: read, waiting for the peer's RST";
                 if (read(s, &b, 1) >= 0 || errno != ECONNRESET)
                     die("read (expected ECONNRESET)");
             } else if (errno != ECONNRESET) {
@@ -247,7 +255,19 @@ static int client(const char *host, int port, int n, const char *mode, int timeo
     return 0;
 }
 
+static void stuck(int sig) {
+    (void)sig;
+    static const char what[] = "conn_mix: still running after 120 s, in ";
+    ssize_t ignored = write(2, what, sizeof what - 1);
+    ignored = write(2, stage, strlen(stage));
+    ignored = write(2, "\n", 1);
+    (void)ignored;
+    _exit(3);
+}
+
 int main(int argc, char **argv) {
+    signal(SIGALRM, stuck);
+    alarm(120);
     if (argc >= 5 && !strcmp(argv[1], "server"))
         return server(atoi(argv[2]), atoi(argv[3]), argv[4], argc > 5 && !strcmp(argv[5], "6"));
     if (argc >= 6 && !strcmp(argv[1], "client"))

@@ -222,6 +222,11 @@ struct Outcome {
     locked_bytes: Option<u64>,
     possible_cpus: Option<u64>,
     own_service: Option<bool>,
+    /// What each failed test printed (its panic, or what was running when it timed out), for
+    /// the log of a run whose folder is gone (CI).
+    excerpts: Vec<(String, String)>,
+    /// Tests that failed, then passed when run once more.
+    flaky: Vec<String>,
 }
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
@@ -311,6 +316,20 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
                 }
             );
             outcomes.push(o);
+        }
+    }
+    for o in &outcomes {
+        for (test, text) in &o.excerpts {
+            eprintln!(
+                "vm-test: {} ({} vCPUs): {test} failed{}:\n{text}\n",
+                o.kernel,
+                o.cpus,
+                if o.flaky.contains(test) {
+                    " (then passed when run once more)"
+                } else {
+                    ""
+                }
+            );
         }
     }
     let report = report(&outcomes);
@@ -527,15 +546,28 @@ fn collect(dir: &Path, plan: &BTreeMap<&str, Vec<&str>>, finished: bool) -> Outc
         let out = fs::read_to_string(dir.join(format!("{bin}.out"))).unwrap_or_default();
         let rc = fs::read_to_string(dir.join(format!("{bin}.rc"))).ok();
         for test in tests {
-            let result = out.lines().find_map(|l| {
-                let rest = l.strip_prefix("test ")?.strip_prefix(*test)?;
-                let verdict = rest.strip_prefix(" ... ")?;
-                Some(verdict.starts_with("ok"))
-            });
+            // Every verdict of the test, in order (a failed test runs once more).
+            let verdicts: Vec<bool> = out
+                .lines()
+                .filter_map(|l| {
+                    let rest = l.strip_prefix("test ")?.strip_prefix(*test)?;
+                    let verdict = rest.strip_prefix(" ... ")?;
+                    Some(verdict.starts_with("ok"))
+                })
+                .collect();
+            let result = verdicts.last().copied();
             let full = format!("{bin}::{test}");
             match result {
+                Some(true) if verdicts.len() > 1 => {
+                    o.excerpts.push((full.clone(), excerpt(&out, test)));
+                    o.flaky.push(full.clone());
+                    o.passed.push(full)
+                }
                 Some(true) => o.passed.push(full),
-                Some(false) => o.failed.push(full),
+                Some(false) => {
+                    o.excerpts.push((full.clone(), excerpt(&out, test)));
+                    o.failed.push(full)
+                }
                 // Started but no verdict (a crash or the timeout), or never started.
                 None => o.failed.push(format!("{full} (no result)")),
             }
@@ -565,6 +597,39 @@ fn collect(dir: &Path, plan: &BTreeMap<&str, Vec<&str>>, finished: bool) -> Outc
         }
     }
     o
+}
+
+/// The lines `test` left in a binary's output when it failed: libtest's `---- TEST stdout ----`
+/// section (its panic and what it printed), or the runner's TIMEOUT block; at most 80 lines.
+fn excerpt(out: &str, test: &str) -> String {
+    let lines: Vec<&str> = out.lines().collect();
+    let header = format!("---- {test} stdout ----");
+    let timeout = |l: &&str| {
+        l.strip_prefix("test ")
+            .and_then(|r| r.strip_prefix(test))
+            .is_some_and(|r| r.contains("TIMEOUT"))
+    };
+    let (start, end_at): (usize, fn(&str) -> bool) =
+        if let Some(i) = lines.iter().position(|l| *l == header) {
+            (i, |l| {
+                l.starts_with("---- ") || l == "failures:" || l.starts_with("test result:")
+            })
+        } else if let Some(i) = lines.iter().position(timeout) {
+            (i, |l| l.starts_with("running ") || l.starts_with("test "))
+        } else {
+            return "(no output)".into();
+        };
+    let body: Vec<&str> = lines[start..]
+        .iter()
+        .enumerate()
+        .take_while(|(n, l)| *n == 0 || !end_at(l))
+        .map(|(_, l)| *l)
+        .collect();
+    let mut text = body.iter().take(80).copied().collect::<Vec<_>>().join("\n");
+    if body.len() > 80 {
+        text.push_str(&format!("\n... ({} more lines)", body.len() - 80));
+    }
+    text
 }
 
 fn report(outcomes: &[Outcome]) -> String {
@@ -604,6 +669,13 @@ fn report(outcomes: &[Outcome]) -> String {
     for o in outcomes {
         for f in &o.failed {
             let _ = writeln!(r, "failed on {} ({} vCPUs): {f}", o.kernel, o.cpus);
+        }
+        for f in &o.flaky {
+            let _ = writeln!(
+                r,
+                "flaky on {} ({} vCPUs): {f} (failed, then passed when run once more)",
+                o.kernel, o.cpus
+            );
         }
         for p in &o.problems {
             let _ = writeln!(r, "problem on {} ({} vCPUs): {p}", o.kernel, o.cpus);
