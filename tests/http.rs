@@ -167,8 +167,8 @@ fn python_server_and_clients_match_the_mix() {
             && count(&scrape, CLIENT, &[("service", crl.as_str())])
                 >= f64::from(c_ok + c_fail + c_slow + c_head)
     });
-    // Give stragglers (anything wrongly counted after the expected ones) a collection.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Give stragglers (anything wrongly counted after the expected ones) two collections.
+    agent.await_collections(2);
     let s = agent.scrape();
 
     // Server side, exactly the mix.
@@ -313,7 +313,7 @@ fn go_server_and_client_match_the_mix() {
         count(&s, SERVER, &[("service", srv.as_str())]) >= total
             && count(&s, CLIENT, &[("service", cli.as_str())]) >= total
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    agent.await_collections(2);
     let s = agent.scrape();
     let get = |service: &str, status: &'static str| -> f64 {
         count(
@@ -530,8 +530,8 @@ fn edge_cases_match_exactly() {
                 >= f64::from(per_path * paths.len() as u32 + n_upload)
             && unanswered(&s, &me, "server") >= 1.0
     });
-    // Give stragglers (anything wrongly counted after the expected ones) a collection.
-    std::thread::sleep(Duration::from_millis(1500));
+    // Give stragglers (anything wrongly counted after the expected ones) two collections.
+    agent.await_collections(2);
     let s = agent.scrape();
 
     let series = |service: &str, method: &'static str, status: &'static str| {
@@ -682,7 +682,7 @@ fn hostile_traffic_stays_bounded_and_losses_are_counted() {
         s = agent.scrape();
         count(&s, SERVER, &srv_l) >= before + 8.0
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    agent.await_collections(2);
     let s = agent.scrape();
     if s.sum("steadfast_events_lost_total", &[("source", "http")]) == lost_before {
         assert_eq!(count(&s, SERVER, &srv_l), before + 8.0, "{}", s.0);
@@ -757,7 +757,7 @@ fn http_without_the_syscall_probe_and_without_syscall_tracepoints() {
         s = agent.scrape();
         count(&s, SERVER, &srv_l) >= total && count(&s, CLIENT, &cli_l) >= total
     });
-    std::thread::sleep(Duration::from_millis(1500));
+    agent.await_collections(2);
     let s = agent.scrape();
     for (family, l) in [(SERVER, srv.as_str()), (CLIENT, cli.as_str())] {
         let get = |status| {

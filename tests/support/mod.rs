@@ -162,6 +162,19 @@ impl Agent {
         Scrape(http_get(self.addr, "/metrics", None).expect("scrape"))
     }
 
+    /// Waits until the agent has completed `n` more collections than when called: whatever the
+    /// kernel recorded before the call has then been drained and folded into the series (for
+    /// checking that nothing more arrives after the expected counts, without a fixed sleep).
+    pub fn await_collections(&self, n: u64) {
+        const C: &str = "steadfast_collections_total";
+        let start = self.scrape().sum(C, &[]);
+        wait_until(
+            &format!("{n} more collections"),
+            Duration::from_secs(10 + 2 * n),
+            || self.scrape().sum(C, &[]) >= start + n as f64,
+        );
+    }
+
     /// The config file the agent was started with.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("steadfast.yaml")

@@ -405,6 +405,12 @@ impl Collector for PipelineCollector {
             ConstGauge::new(i64::from(attached))
                 .encode(probes.encode_family(&[("probe", probe)])?)?;
         }
+        ConstCounter::new(p.collections()).encode(encoder.encode_descriptor(
+            "collections",
+            "Collections completed: each drains the ring buffers and reads every kernel map once (every second; a stalled count means collection is stuck).",
+            None,
+            MetricType::Counter,
+        )?)?;
         ConstGauge::new(t.tracked_processes as i64).encode(encoder.encode_descriptor(
             "tracked_processes",
             "Processes the agent currently holds a name for.",
