@@ -250,8 +250,13 @@ impl Pipeline {
             let (processes, services, naming) =
                 (&mut self.processes, &mut self.services, &mut self.naming);
             let watch = self.sources.uprobes.is_some();
+            let tcp = &mut self.tcp;
             let (ok, malformed) = ring.drain(|ev| {
                 processes.on_event(&ev, generation, now, services, naming);
+                if ev.kind != PROC_EXIT {
+                    // A new process with a retired owner's pid.
+                    tcp.reused(ev.tgid);
+                }
                 if watch {
                     lifecycle.push((ev.kind, ev.tgid));
                 }
@@ -442,8 +447,11 @@ impl Pipeline {
         if self.sources.tasks.is_some() {
             self.tasks.fold(&counts, &mut service_of);
         }
-        if self.sources.tcp.is_some() {
+        if let Some(probe) = self.sources.tcp.as_mut() {
             self.tcp.fold(&tcp, &mut service_of);
+            for tgid in self.tcp.expire_retired() {
+                probe.counts.remove(&tgid);
+            }
         }
         if self.sources.uprobes.is_some() {
             self.allocations.fold(&allocs, &mut service_of);
@@ -559,8 +567,11 @@ impl Pipeline {
             map.remove(&tgid);
         }
         if let Some(probe) = self.sources.tcp.as_mut() {
-            if self.tcp.forget(tgid) {
-                probe.counts.remove(&tgid);
+            let (processes, services, naming) =
+                (&mut self.processes, &mut self.services, &mut self.naming);
+            let service = processes.service_of(tgid, Instant::now(), services, naming);
+            for gone in self.tcp.retire(tgid, service) {
+                probe.counts.remove(&gone);
             }
         }
         self.tasks.forget(tgid);

@@ -31,12 +31,32 @@ impl RetransKind {
     }
 }
 
+/// Collections without a new retransmit after which a retired owner's kernel key goes.
+pub const RETIRE_AFTER_QUIET_COLLECTIONS: u32 = 30;
+/// Retired owners remembered at most (the oldest go first, their kernel keys with them).
+pub const MAX_RETIRED: usize = 4096;
+
 #[derive(Debug, Default)]
 pub struct TcpStats {
     counts: Deltas<u32, TcpCounts>,
     totals: BTreeMap<(ServiceId, RetransKind), u64>,
     failures: BTreeMap<ServiceId, u64>,
     peers: Peers,
+    /// Owners whose process has exited, with the service they had: their sockets live on
+    /// (a closed socket still sends what is left in its buffer, and its FIN, retransmitting
+    /// under loss), and the kernel keeps counting under their tgid. Their key stays until it
+    /// has been quiet for [`RETIRE_AFTER_QUIET_COLLECTIONS`], and what it gains goes to the
+    /// service the process had. (Deleting the key at the exit lost the retransmits made
+    /// between the last read and the delete, and counted later ones as `unknown`.)
+    retired: HashMap<u32, Retired>,
+    /// Insertion order of `retired`, for the bound.
+    retired_order: std::collections::VecDeque<u32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Retired {
+    service: ServiceId,
+    quiet: u32,
 }
 
 impl TcpStats {
@@ -56,9 +76,15 @@ impl TcpStats {
         snapshot: &[(u32, TcpCounts)],
         mut service_of: impl FnMut(u32) -> ServiceId,
     ) {
-        let (totals, failures) = (&mut self.totals, &mut self.failures);
+        let (totals, failures, retired) = (&mut self.totals, &mut self.failures, &mut self.retired);
         self.counts.fold(snapshot, |&tgid, delta| {
-            let service = owner_service(tgid, &mut service_of);
+            let service = match retired.get_mut(&tgid) {
+                Some(r) => {
+                    r.quiet = 0;
+                    r.service
+                }
+                None => owner_service(tgid, &mut service_of),
+            };
             for (kind, n) in [
                 (RetransKind::Data, delta.data_segs),
                 (RetransKind::Synack, delta.synack),
@@ -80,10 +106,69 @@ impl TcpStats {
         had
     }
 
+    /// `tgid`'s process exited while it was `service`: its sockets' later retransmits still
+    /// count for that service, until [`TcpStats::expire_retired`] lets its key go. Returns
+    /// owners pushed out by the bound, whose kernel keys the caller deletes.
+    pub fn retire(&mut self, tgid: u32, service: ServiceId) -> Vec<u32> {
+        if self.counts.last(&tgid).is_none() || tgid == UNKNOWN_OWNER {
+            return Vec::new();
+        }
+        if self
+            .retired
+            .insert(tgid, Retired { service, quiet: 0 })
+            .is_none()
+        {
+            self.retired_order.push_back(tgid);
+        }
+        let mut out = Vec::new();
+        while self.retired.len() > MAX_RETIRED {
+            let Some(old) = self.retired_order.pop_front() else {
+                break;
+            };
+            if self.retired.remove(&old).is_some() {
+                self.forget(old);
+                out.push(old);
+            }
+        }
+        out
+    }
+
+    /// One collection passed: retired owners quiet for long enough are forgotten, and
+    /// returned for the caller to delete their kernel keys.
+    pub fn expire_retired(&mut self) -> Vec<u32> {
+        let mut out = Vec::new();
+        self.retired.retain(|&tgid, r| {
+            r.quiet += 1;
+            let keep = r.quiet <= RETIRE_AFTER_QUIET_COLLECTIONS;
+            if !keep {
+                out.push(tgid);
+            }
+            keep
+        });
+        if !out.is_empty() {
+            self.retired_order.retain(|t| self.retired.contains_key(t));
+        }
+        for &tgid in &out {
+            self.forget(tgid);
+        }
+        out
+    }
+
+    /// A new process has `tgid` (the pid was reused): the old owner's sockets count for it
+    /// from now on, as the kernel cannot tell them apart.
+    pub fn reused(&mut self, tgid: u32) {
+        if self.retired.remove(&tgid).is_some() {
+            self.retired_order.retain(|&t| t != tgid);
+        }
+    }
+
     /// Drops every series of a released service.
     pub fn release(&mut self, service: ServiceId) {
         self.totals.retain(|k, _| k.0 != service);
         self.failures.remove(&service);
+        self.retired.retain(|_, r| r.service != service);
+        let retired = &self.retired;
+        self.retired_order.retain(|t| retired.contains_key(t));
     }
 
     pub fn on_event(&mut self, ev: &TcpEvent) {
@@ -239,6 +324,43 @@ mod tests {
             7,
             "totals never go down"
         );
+    }
+
+    /// An owner's process exits: its sockets keep retransmitting under its tgid, counted for
+    /// its service (not `unknown`, not lost); the key goes once quiet, or past the bound.
+    #[test]
+    fn retired_owners_keep_their_service_until_quiet() {
+        let mut s = TcpStats::new(0);
+        s.fold(&[(7, c(5, 0, 0))], |_| 5);
+        assert!(s.retire(7, 5).is_empty());
+        assert!(s.retire(8, 5).is_empty(), "no key, nothing to retire");
+        // The process is gone: its name lookup now says unknown.
+        s.fold(&[(7, c(9, 0, 1))], |_| UNKNOWN);
+        assert_eq!(s.totals()[&(5, RetransKind::Data)], 9);
+        assert_eq!(s.failures()[&5], 1);
+        assert!(!s.totals().contains_key(&(UNKNOWN, RetransKind::Data)));
+        for _ in 0..RETIRE_AFTER_QUIET_COLLECTIONS {
+            assert!(s.expire_retired().is_empty());
+            s.fold(&[(7, c(9, 0, 1))], |_| UNKNOWN);
+        }
+        assert_eq!(s.expire_retired(), vec![7]);
+        assert!(s.counts.last(&7).is_none(), "forgotten: not an eviction");
+        s.fold(&[], |_| UNKNOWN);
+        assert_eq!(s.evicted_keys(), 0);
+        // The bound: the oldest retired owner goes first.
+        let keys: Vec<_> = (100..100 + MAX_RETIRED as u32 + 1)
+            .map(|t| (t, c(1, 0, 0)))
+            .collect();
+        s.fold(&keys, |_| 5);
+        let mut pushed = Vec::new();
+        for (t, _) in &keys {
+            pushed.extend(s.retire(*t, 5));
+        }
+        assert_eq!(pushed, vec![100]);
+        // A reused pid belongs to the new process.
+        s.reused(101);
+        s.fold(&[(101, c(2, 0, 0))], |_| 6);
+        assert_eq!(s.totals()[&(6, RetransKind::Data)], 1);
     }
 
     fn ev(daddr: [u8; 4], segs: u32) -> TcpEvent {
