@@ -379,14 +379,14 @@ impl Pipeline {
         }
     }
 
-    /// Reads the kernel maps and folds what is new into the cumulative series. Events
-    /// submitted before this call are applied first, so every key has its name.
     /// Collections completed since the agent started (each drains the rings and reads every
     /// kernel map once).
     pub fn collections(&self) -> u64 {
         self.generation
     }
 
+    /// Reads the kernel maps and folds what is new into the cumulative series. Events
+    /// submitted before this call are applied first, so every key has its name.
     pub fn collect(&mut self) {
         self.drain_events();
         self.generation += 1;
