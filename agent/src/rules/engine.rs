@@ -71,6 +71,9 @@ struct RuleRt {
     fingerprint: String,
     state: AlertingRule,
     last_error: Option<String>,
+    /// A recording rule's series at its last evaluation: those missing from the next one
+    /// get a stale marker, as Prometheus writes.
+    recorded: BTreeSet<Labels>,
 }
 
 #[derive(Debug)]
@@ -158,6 +161,9 @@ pub struct Engine {
     /// Breaker observations and signal levels of the last evaluations, not yet taken.
     control: Vec<ControlInput>,
     last_alert_persist: Option<i64>,
+    /// Selectors whose series the store keeps besides the rules' (`promql_expr_test`
+    /// expressions of a rule test), and the longest range among them (ms).
+    extra_interest: (Vec<Vec<promql_parser::label::Matcher>>, i64),
 }
 
 /// Alert states persisted across restarts, by rule key (see [`Engine::rule_keys`]).
@@ -182,8 +188,15 @@ fn short_hash(s: &str) -> String {
 
 fn fingerprint(group: &str, r: &AlertRule) -> String {
     format!(
-        "{group}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
-        r.name, r.expr.text, r.for_, r.keep_firing_for, r.labels, r.annotations, r.signal
+        "{group}\u{0}{}{}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
+        if r.record { "record:" } else { "" },
+        r.name,
+        r.expr.text,
+        r.for_,
+        r.keep_firing_for,
+        r.labels,
+        r.annotations,
+        r.signal
     )
 }
 
@@ -202,6 +215,7 @@ impl Engine {
             restored: false,
             last_alert_persist: None,
             control: Vec::new(),
+            extra_interest: (Vec::new(), 0),
         }
     }
 
@@ -355,6 +369,7 @@ impl Engine {
                             def,
                             fingerprint: fp,
                             last_error: None,
+                            recorded: BTreeSet::new(),
                         })
                     })
                     .collect();
@@ -401,9 +416,27 @@ impl Engine {
         self.restore_alerts();
     }
 
-    fn configure_store(&mut self) {
+    /// Keeps the series `exprs` select too (rule tests' `promql_expr_test`), and keeps every
+    /// sample at full resolution (no downsampling: a test compares with Prometheus).
+    pub fn keep_also(&mut self, exprs: &[&promql_parser::parser::Expr]) {
         let mut interest = Vec::new();
         let mut longest = 0i64;
+        for e in exprs {
+            expr::selectors(e, &mut interest);
+            longest = longest.max(expr::max_range_ms(e));
+        }
+        self.extra_interest = (interest, longest);
+        let limits = StoreLimits {
+            raw_ms: i64::MAX / 4,
+            ..self.store.limits()
+        };
+        self.store.configure(limits, Vec::new());
+        self.configure_store();
+    }
+
+    fn configure_store(&mut self) {
+        let mut interest = self.extra_interest.0.clone();
+        let mut longest = self.extra_interest.1;
         for g in &self.groups {
             for r in &g.rules {
                 expr::selectors(&r.def.expr.expr, &mut interest);
@@ -499,7 +532,9 @@ impl Engine {
         self.groups
             .iter()
             .fold(RuleCounts::default(), |c, g| RuleCounts {
-                alerting_rules: c.alerting_rules + g.rules.len(),
+                alerting_rules: c.alerting_rules + g.rules.iter().filter(|r| !r.def.record).count(),
+                recording_rules: c.recording_rules
+                    + g.rules.iter().filter(|r| r.def.record).count(),
                 slos: c.slos + g.slos.len(),
                 breakers: c.breakers + g.breakers.len(),
                 signals: c.signals + g.signals.len(),
@@ -553,6 +588,10 @@ impl Engine {
             }
             g.last_eval = Some(t);
             for r in &mut g.rules {
+                if r.def.record {
+                    Self::record(&mut self.store, &mut self.stats, &g.name, r, t);
+                    continue;
+                }
                 let outcome = match expr::eval(&r.def.expr.expr, &self.store, t) {
                     Ok(ev) => {
                         r.last_error = None;
@@ -618,6 +657,63 @@ impl Engine {
             .unwrap_or(EVAL_BUCKETS.len());
         self.stats.eval_buckets[i] += 1;
         self.notifications(t)
+    }
+
+    /// Evaluates a recording rule at `t` and writes its output to the store as series named
+    /// by the rule (`__name__` replaced, the rule's labels added), like Prometheus: series
+    /// that left the output get a stale marker; an evaluation that fails, or whose output
+    /// has two series with one label set, writes nothing but those markers.
+    fn record(store: &mut Store, stats: &mut EngineStats, group: &str, r: &mut RuleRt, t: i64) {
+        let result = expr::eval(&r.def.expr.expr, store, t).and_then(|ev| {
+            let samples = match ev.value {
+                Value::Scalar(v) => vec![Sample {
+                    labels: Labels::new(),
+                    value: v,
+                }],
+                Value::Vector(v) => v,
+            };
+            let mut out: BTreeMap<Labels, f64> = BTreeMap::new();
+            for s in samples {
+                let mut labels = s.labels;
+                labels.insert("__name__".into(), r.def.name.clone());
+                for (k, v) in &r.def.labels {
+                    if v.is_empty() {
+                        labels.remove(k);
+                    } else {
+                        labels.insert(k.clone(), v.clone());
+                    }
+                }
+                if out.insert(labels, s.value).is_some() {
+                    return Err(expr::ExprError::Eval(
+                        "vector contains metrics with the same labelset after applying rule labels"
+                            .into(),
+                    ));
+                }
+            }
+            Ok(out)
+        });
+        let out = match result {
+            Ok(out) => {
+                r.last_error = None;
+                out
+            }
+            Err(e) => {
+                if r.last_error.as_deref() != Some(&e.to_string()) {
+                    tracing::warn!(group = %group, record = %r.def.name, error = %e, "recording rule evaluation failed: its series go stale");
+                }
+                r.last_error = Some(e.to_string());
+                stats.evaluation_failures += 1;
+                BTreeMap::new()
+            }
+        };
+        let gone: Vec<(Labels, f64)> = r
+            .recorded
+            .iter()
+            .filter(|l| !out.contains_key(*l))
+            .map(|l| (l.clone(), crate::store::stale_marker()))
+            .collect();
+        r.recorded = out.keys().cloned().collect();
+        store.record(t, out.into_iter().chain(gone));
     }
 
     fn notifications(&mut self, t: i64) -> Vec<Notification> {

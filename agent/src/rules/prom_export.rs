@@ -80,7 +80,8 @@ pub fn to_prometheus(files: &[(String, RuleFile)]) -> String {
                         .rules
                         .iter()
                         .map(|r| PromRule {
-                            alert: Some(r.name.clone()),
+                            record: r.record.then(|| r.name.clone()),
+                            alert: (!r.record).then(|| r.name.clone()),
                             expr: r.expr.text.clone(),
                             for_: (!r.for_.is_zero()).then(|| fmt_ms(r.for_.as_millis() as i64)),
                             keep_firing_for: (!r.keep_firing_for.is_zero())
