@@ -195,7 +195,8 @@ fn quiet_parser_panics() {
     });
 }
 
-const FUNCS: &[&str] = &[
+/// The functions the subset supports.
+pub const FUNCS: &[&str] = &[
     "rate",
     "increase",
     "delta",
