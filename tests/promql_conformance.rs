@@ -109,3 +109,78 @@ fn wrong_expectations_fail_in_both() {
         assert!(!ours && !theirs, "both must fail with {to:?}:\n{out}");
     }
 }
+
+/// For promtool: a copy of `tests/rules/leaks_test.yaml` in `dir` whose rule file is a copy of
+/// packaging/rules.d/leaks.yaml without its `signal:` keys (steadfast's own; Prometheus
+/// refuses unknown keys), with `from` replaced by `to` in the tests.
+fn leaks_for_promtool(dir: &Path, from: &str, to: &str) -> PathBuf {
+    let rules = std::fs::read_to_string(repo("packaging/rules.d/leaks.yaml")).unwrap();
+    let stripped: String = rules
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("signal:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        rules.lines().count() - stripped.lines().count(),
+        3,
+        "one signal per leak alert"
+    );
+    std::fs::write(dir.join("leaks.yaml"), stripped).unwrap();
+    let tests = std::fs::read_to_string(repo("tests/rules/leaks_test.yaml")).unwrap();
+    assert!(tests.contains(from));
+    let tests = tests
+        .replace("../../packaging/rules.d/leaks.yaml", "leaks.yaml")
+        .replacen(from, to, 1);
+    let file = dir.join("leaks_test.yaml");
+    std::fs::write(&file, tests).unwrap();
+    file
+}
+
+fn run(program: &str, file: &Path) -> (bool, String) {
+    let out = Command::new(program)
+        .args(["test", "rules"])
+        .arg(file)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The shipped leak rules (goroutines, resident memory, threads) mean the same in steadfast
+/// and Prometheus: their unit tests pass in both, the signals they raise pass in steadfast,
+/// and a wrong expectation (the steady service leaking) fails in both.
+#[test]
+fn shipped_leak_rules_mean_the_same_in_steadfast_and_promtool() {
+    let steadfast = env!("CARGO_BIN_EXE_steadfast");
+    for file in [
+        "tests/rules/leaks_test.yaml",
+        "tests/rules/leaks_signals_test.yaml",
+    ] {
+        let (ok, out) = run(steadfast, &repo(file));
+        assert!(ok, "{file}:\n{out}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = run(PROMTOOL, &leaks_for_promtool(dir.path(), "", ""));
+    assert!(ok, "promtool:\n{out}");
+    let wrong = (
+        "          - exp_labels: {severity: ticket, service: api}\n            exp_annotations:\n              summary: \"api: goroutines keep growing (a goroutine leak)\"\n      - eval_time: 130m",
+        "          - exp_labels: {severity: ticket, service: api}\n            exp_annotations:\n              summary: \"api: goroutines keep growing (a goroutine leak)\"\n          - exp_labels: {severity: ticket, service: db}\n            exp_annotations:\n              summary: \"db: goroutines keep growing (a goroutine leak)\"\n      - eval_time: 130m",
+    );
+    let (ok, out) = run(PROMTOOL, &leaks_for_promtool(dir.path(), wrong.0, wrong.1));
+    assert!(!ok, "promtool must fail:\n{out}");
+    let ours = dir.path().join("ours_test.yaml");
+    let text = std::fs::read_to_string(repo("tests/rules/leaks_test.yaml"))
+        .unwrap()
+        .replace(
+            "../../packaging/rules.d/leaks.yaml",
+            &repo("packaging/rules.d/leaks.yaml").display().to_string(),
+        )
+        .replacen(wrong.0, wrong.1, 1);
+    std::fs::write(&ours, text).unwrap();
+    let (ok, out) = run(steadfast, &ours);
+    assert!(!ok, "steadfast must fail:\n{out}");
+}

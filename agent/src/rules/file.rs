@@ -106,7 +106,11 @@ impl std::fmt::Display for RuleCounts {
             (self.breakers, "breaker"),
             (self.signals, "signal"),
         ];
-        for (i, (n, kind)) in kinds.into_iter().enumerate() {
+        // Recording rules are named only when there are some (the line stays as it was).
+        let kinds = kinds
+            .into_iter()
+            .filter(|(n, kind)| *n > 0 || *kind != "recording rule");
+        for (i, (n, kind)) in kinds.enumerate() {
             let sep = if i == 0 { "" } else { ", " };
             let s = if n == 1 { "" } else { "s" };
             write!(f, "{sep}{n} {kind}{s}")?;
