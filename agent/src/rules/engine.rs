@@ -662,7 +662,8 @@ impl Engine {
     /// Evaluates a recording rule at `t` and writes its output to the store as series named
     /// by the rule (`__name__` replaced, the rule's labels added), like Prometheus: series
     /// that left the output get a stale marker; an evaluation that fails, or whose output
-    /// has two series with one label set, writes nothing but those markers.
+    /// has two series with one label set, writes nothing (its series age out through the
+    /// lookback).
     fn record(store: &mut Store, stats: &mut EngineStats, group: &str, r: &mut RuleRt, t: i64) {
         let result = expr::eval(&r.def.expr.expr, store, t).and_then(|ev| {
             let samples = match ev.value {
@@ -699,11 +700,12 @@ impl Engine {
             }
             Err(e) => {
                 if r.last_error.as_deref() != Some(&e.to_string()) {
-                    tracing::warn!(group = %group, record = %r.def.name, error = %e, "recording rule evaluation failed: its series go stale");
+                    tracing::warn!(group = %group, record = %r.def.name, error = %e, "recording rule evaluation failed: nothing recorded");
                 }
                 r.last_error = Some(e.to_string());
                 stats.evaluation_failures += 1;
-                BTreeMap::new()
+                // Like Prometheus: nothing is written, not even stale markers.
+                return;
             }
         };
         let gone: Vec<(Labels, f64)> = r
@@ -867,6 +869,105 @@ groups:
             "r.yaml".into(),
             file::parse(text, "r.yaml").unwrap(),
         )]);
+    }
+
+    /// Recording rules: the same group's later rule reads this evaluation's output, a series
+    /// that leaves the output is stale at once (not looked back at), a scrape without the
+    /// recorded series does not make it stale, and a failing evaluation writes nothing.
+    #[test]
+    fn recording_rules_write_series_and_stale_markers() {
+        let mut e = Engine::new(opts(None));
+        load(
+            &mut e,
+            r#"
+groups:
+  - name: g
+    rules:
+      - record: doubled
+        expr: x * 2
+        labels: {by: rule}
+      - alert: Big
+        expr: doubled > 10
+"#,
+        );
+        let x = |k: &str, v: f64| {
+            let mut l = Labels::new();
+            l.insert("__name__".into(), "x".into());
+            l.insert("k".into(), k.into());
+            (l, v)
+        };
+        let read = |e: &Engine, q: &str, t: i64| -> Vec<(Labels, f64)> {
+            match expr::eval(&expr::parse(q).unwrap(), &e.store, t)
+                .unwrap()
+                .value
+            {
+                Value::Vector(v) => v.into_iter().map(|s| (s.labels, s.value)).collect(),
+                Value::Scalar(v) => vec![(Labels::new(), v)],
+            }
+        };
+        e.store.ingest(1000, vec![x("a", 6.0)]);
+        e.evaluate(1000);
+        let got = read(&e, "doubled", 1000);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, 12.0);
+        assert_eq!(got[0].0["by"], "rule");
+        assert_eq!(got[0].0["__name__"], "doubled");
+        assert_eq!(
+            firing(&e),
+            ["Big"],
+            "the alert read this evaluation's output"
+        );
+        // A scrape without `doubled` (it never has it) does not make it stale.
+        e.store.ingest(2000, vec![x("a", 6.0), x("b", 1.0)]);
+        assert_eq!(read(&e, "doubled", 2000).len(), 1);
+        e.evaluate(2000);
+        assert_eq!(read(&e, "doubled", 2000).len(), 2);
+        // `a` ends: its recorded series is stale at once, `b`'s lives on.
+        e.store.ingest(3000, vec![x("b", 1.0)]);
+        e.evaluate(3000);
+        let got = read(&e, "doubled", 3000);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0["k"], "b");
+        assert!(firing(&e).is_empty());
+    }
+
+    #[test]
+    fn a_recording_rule_with_two_series_of_one_label_set_fails_and_writes_nothing() {
+        let mut e = Engine::new(opts(None));
+        load(
+            &mut e,
+            r#"
+groups:
+  - name: g
+    rules:
+      - record: same
+        expr: x
+        labels: {k: one}
+"#,
+        );
+        // Nothing reads `same`: keep it as a rule test's promql_expr_test would.
+        e.keep_also(&[&expr::parse("same").unwrap()]);
+        let x = |k: &str| {
+            let mut l = Labels::new();
+            l.insert("__name__".into(), "x".into());
+            l.insert("k".into(), k.into());
+            (l, 1.0)
+        };
+        e.store.ingest(1000, vec![x("a")]);
+        e.evaluate(1000);
+        let ms = vec![promql_parser::label::Matcher::new(
+            promql_parser::label::MatchOp::Equal,
+            "__name__",
+            "same",
+        )];
+        assert_eq!(e.store.instant(&ms, 1000).len(), 1);
+        e.store.ingest(2000, vec![x("a"), x("b")]);
+        e.evaluate(2000);
+        assert_eq!(e.stats.evaluation_failures, 1);
+        // Nothing written at 2000 (not even a stale marker): 1000's sample is looked back at.
+        assert_eq!(e.store.instant(&ms, 2000).len(), 1);
+        assert_eq!(e.counts().recording_rules, 1);
+        assert_eq!(e.counts().alerting_rules, 0);
     }
 
     fn firing(e: &Engine) -> Vec<String> {

@@ -2,18 +2,23 @@
 //! one instant.
 //!
 //! Supported: number literals, vector selectors with label matchers and `offset`, range
-//! selectors as function arguments, `rate`, `increase`, `delta`, `avg|min|max|sum|count_over_time`,
-//! `histogram_quantile`, `abs`, `clamp_min`, `clamp_max`, `scalar`, `vector`, `time`; the
-//! aggregations `sum`, `avg`, `max`, `min`, `count` with `by`/`without`; arithmetic
+//! selectors as function arguments, the functions of [`FUNCS`] (`rate`, `increase`, `delta`,
+//! `irate`, `idelta`, `deriv`, `predict_linear`, `changes`, `resets`, the `*_over_time` family
+//! with `stddev`, `stdvar`, `quantile`, `last` and `present`, `absent`, `absent_over_time`,
+//! `histogram_quantile`, `abs`, `sgn`, `clamp`, `clamp_min`, `clamp_max`, `label_replace`,
+//! `timestamp`, `scalar`, `vector`, `time`); the aggregations `sum`, `avg`, `max`, `min`,
+//! `count`, `topk`, `bottomk`, `quantile` with `by`/`without`; arithmetic
 //! (`+ - * / % ^`), comparisons (with and without `bool`), `and`/`or`/`unless`, with
 //! one-to-one vector matching (`on`, `ignoring`). Anything else is a validation error at load
-//! time, never at evaluation.
+//! time, never at evaluation (`label_replace`'s regex and label name included).
 //!
 //! Semantics follow Prometheus: `rate`/`increase` extrapolate like Prometheus'
 //! `extrapolatedRate` (counter resets, extrapolation to the range ends by at most half a
 //! sample interval, not below zero), instant selectors look back 5 minutes and honour stale
 //! markers, `histogram_quantile` interpolates linearly inside the bucket like
-//! `bucketQuantile`. Differences: no `@`, subqueries, `group_left/right`, native histograms or
+//! `bucketQuantile`; sums are Kahan-Neumaier compensated and `deriv`/`predict_linear` use
+//! Prometheus' regression, so values agree exactly (tests/promql_conformance.rs runs the same
+//! tests through promtool). Differences: no `@`, subqueries, `group_left/right`, native histograms or
 //! string results; a range is `(t - range, t]` over samples that may have been downsampled
 //! to one a minute beyond the store's raw window (see `store`), which makes `rate` over long
 //! windows use fewer, wider-spaced points (same extrapolation rules). Expressions nest at most
@@ -909,7 +914,7 @@ fn ranked(
         }
         return Ok(Value::Vector(out));
     }
-    if !(p > -9.223_372_036_854_775_808e18 && p < 9.223_372_036_854_775_807e18) {
+    if !(p >= i64::MIN as f64 && p <= i64::MAX as f64) {
         return Err(ExprError::Eval(format!("Scalar value {p} overflows int64")));
     }
     let k = p as i64;

@@ -1463,6 +1463,30 @@ groups:
     }
 
     #[test]
+    fn recording_rules_parse_and_their_mistakes_have_positions() {
+        let ok = "groups:\n  - name: g\n    rules:\n      - record: job:x:rate5m\n        expr: rate(x[5m])\n        labels: {a: b}\n";
+        let f = parse(ok, "ok.yaml").unwrap();
+        let r = &f.groups[0].rules[0];
+        assert!(r.record);
+        assert_eq!(r.name, "job:x:rate5m");
+        assert_eq!(r.labels["a"], "b");
+        assert_eq!(RuleCounts::of(&f.groups).recording_rules, 1);
+        assert_eq!(RuleCounts::of(&f.groups).alerting_rules, 0);
+        let bad = "groups:\n  - name: g\n    rules:\n      - record: 1bad\n        expr: x\n        for: 1m\n";
+        let p = parse(bad, "bad.yaml").unwrap_err().0;
+        let shown: Vec<String> = p.iter().map(ToString::to_string).collect();
+        assert_eq!(p.len(), 2, "{shown:#?}");
+        assert!(
+            shown[0].starts_with("bad.yaml:6:14: rule: a recording rule (`record`) takes no `for`"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[1].starts_with("bad.yaml:4:17: record: \"1bad\" is not a valid metric name"),
+            "{shown:#?}"
+        );
+    }
+
+    #[test]
     fn every_problem_is_listed_with_line_and_column() {
         let text = "groups:\n  - name: g\n    colour: red\n    rules:\n      - alert: A\n        expr: rate(x[5m]\n        for: 5 minutes\n";
         let p = parse(text, "bad.yaml").unwrap_err().0;

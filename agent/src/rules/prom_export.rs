@@ -88,7 +88,6 @@ pub fn to_prometheus(files: &[(String, RuleFile)]) -> String {
                                 .then(|| fmt_ms(r.keep_firing_for.as_millis() as i64)),
                             labels: r.labels.clone(),
                             annotations: r.annotations.clone(),
-                            ..Default::default()
                         })
                         .collect(),
                 });
