@@ -48,7 +48,7 @@ fn leaks_scaled() -> String {
     for (from, to, n) in [
         ("interval: 1m", "interval: 1s", 1),
         ("[1h]", "[60s]", 2),
-        ("[15m]", "[15s]", 9),
+        ("[15m]", "[15s]", 15),
         ("offset 45m", "offset 45s", 6),
         ("4 * 3600", "4 * 60", 2),
         ("for: 15m", "for: 15s", 3),
