@@ -44,6 +44,11 @@ const FILES: &[(&str, &str, u32)] = &[
         0o644,
     ),
     (
+        "packaging/rules.d/leaks.yaml",
+        "etc/steadfast/rules.d/leaks.yaml",
+        0o644,
+    ),
+    (
         "packaging/examples/dependency-breaker.yaml",
         "usr/share/doc/steadfast/examples/dependency-breaker.yaml",
         0o644,
@@ -83,6 +88,7 @@ const CONFFILES: &[&str] = &[
     "/etc/steadfast/steadfast.yaml",
     "/etc/steadfast/rules.d/host.yaml",
     "/etc/steadfast/rules.d/http.yaml",
+    "/etc/steadfast/rules.d/leaks.yaml",
 ];
 
 /// Maintainer scripts under packaging/debian/.

@@ -71,6 +71,9 @@ struct RuleRt {
     fingerprint: String,
     state: AlertingRule,
     last_error: Option<String>,
+    /// A recording rule's series at its last evaluation: those missing from the next one
+    /// get a stale marker, as Prometheus writes.
+    recorded: BTreeSet<Labels>,
 }
 
 #[derive(Debug)]
@@ -158,6 +161,9 @@ pub struct Engine {
     /// Breaker observations and signal levels of the last evaluations, not yet taken.
     control: Vec<ControlInput>,
     last_alert_persist: Option<i64>,
+    /// Selectors whose series the store keeps besides the rules' (`promql_expr_test`
+    /// expressions of a rule test), and the longest range among them (ms).
+    extra_interest: (Vec<Vec<promql_parser::label::Matcher>>, i64),
 }
 
 /// Alert states persisted across restarts, by rule key (see [`Engine::rule_keys`]).
@@ -182,8 +188,15 @@ fn short_hash(s: &str) -> String {
 
 fn fingerprint(group: &str, r: &AlertRule) -> String {
     format!(
-        "{group}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
-        r.name, r.expr.text, r.for_, r.keep_firing_for, r.labels, r.annotations, r.signal
+        "{group}\u{0}{}{}\u{0}{}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{:?}\u{0}{:?}",
+        if r.record { "record:" } else { "" },
+        r.name,
+        r.expr.text,
+        r.for_,
+        r.keep_firing_for,
+        r.labels,
+        r.annotations,
+        r.signal
     )
 }
 
@@ -202,6 +215,7 @@ impl Engine {
             restored: false,
             last_alert_persist: None,
             control: Vec::new(),
+            extra_interest: (Vec::new(), 0),
         }
     }
 
@@ -355,6 +369,7 @@ impl Engine {
                             def,
                             fingerprint: fp,
                             last_error: None,
+                            recorded: BTreeSet::new(),
                         })
                     })
                     .collect();
@@ -401,9 +416,27 @@ impl Engine {
         self.restore_alerts();
     }
 
-    fn configure_store(&mut self) {
+    /// Keeps the series `exprs` select too (rule tests' `promql_expr_test`), and keeps every
+    /// sample at full resolution (no downsampling: a test compares with Prometheus).
+    pub fn keep_also(&mut self, exprs: &[&promql_parser::parser::Expr]) {
         let mut interest = Vec::new();
         let mut longest = 0i64;
+        for e in exprs {
+            expr::selectors(e, &mut interest);
+            longest = longest.max(expr::max_range_ms(e));
+        }
+        self.extra_interest = (interest, longest);
+        let limits = StoreLimits {
+            raw_ms: i64::MAX / 4,
+            ..self.store.limits()
+        };
+        self.store.configure(limits, Vec::new());
+        self.configure_store();
+    }
+
+    fn configure_store(&mut self) {
+        let mut interest = self.extra_interest.0.clone();
+        let mut longest = self.extra_interest.1;
         for g in &self.groups {
             for r in &g.rules {
                 expr::selectors(&r.def.expr.expr, &mut interest);
@@ -499,7 +532,9 @@ impl Engine {
         self.groups
             .iter()
             .fold(RuleCounts::default(), |c, g| RuleCounts {
-                alerting_rules: c.alerting_rules + g.rules.len(),
+                alerting_rules: c.alerting_rules + g.rules.iter().filter(|r| !r.def.record).count(),
+                recording_rules: c.recording_rules
+                    + g.rules.iter().filter(|r| r.def.record).count(),
                 slos: c.slos + g.slos.len(),
                 breakers: c.breakers + g.breakers.len(),
                 signals: c.signals + g.signals.len(),
@@ -553,6 +588,10 @@ impl Engine {
             }
             g.last_eval = Some(t);
             for r in &mut g.rules {
+                if r.def.record {
+                    Self::record(&mut self.store, &mut self.stats, &g.name, r, t);
+                    continue;
+                }
                 let outcome = match expr::eval(&r.def.expr.expr, &self.store, t) {
                     Ok(ev) => {
                         r.last_error = None;
@@ -618,6 +657,65 @@ impl Engine {
             .unwrap_or(EVAL_BUCKETS.len());
         self.stats.eval_buckets[i] += 1;
         self.notifications(t)
+    }
+
+    /// Evaluates a recording rule at `t` and writes its output to the store as series named
+    /// by the rule (`__name__` replaced, the rule's labels added), like Prometheus: series
+    /// that left the output get a stale marker; an evaluation that fails, or whose output
+    /// has two series with one label set, writes nothing (its series age out through the
+    /// lookback).
+    fn record(store: &mut Store, stats: &mut EngineStats, group: &str, r: &mut RuleRt, t: i64) {
+        let result = expr::eval(&r.def.expr.expr, store, t).and_then(|ev| {
+            let samples = match ev.value {
+                Value::Scalar(v) => vec![Sample {
+                    labels: Labels::new(),
+                    value: v,
+                }],
+                Value::Vector(v) => v,
+            };
+            let mut out: BTreeMap<Labels, f64> = BTreeMap::new();
+            for s in samples {
+                let mut labels = s.labels;
+                labels.insert("__name__".into(), r.def.name.clone());
+                for (k, v) in &r.def.labels {
+                    if v.is_empty() {
+                        labels.remove(k);
+                    } else {
+                        labels.insert(k.clone(), v.clone());
+                    }
+                }
+                if out.insert(labels, s.value).is_some() {
+                    return Err(expr::ExprError::Eval(
+                        "vector contains metrics with the same labelset after applying rule labels"
+                            .into(),
+                    ));
+                }
+            }
+            Ok(out)
+        });
+        let out = match result {
+            Ok(out) => {
+                r.last_error = None;
+                out
+            }
+            Err(e) => {
+                if r.last_error.as_deref() != Some(&e.to_string()) {
+                    tracing::warn!(group = %group, record = %r.def.name, error = %e, "recording rule evaluation failed: nothing recorded");
+                }
+                r.last_error = Some(e.to_string());
+                stats.evaluation_failures += 1;
+                // Like Prometheus: nothing is written, not even stale markers.
+                return;
+            }
+        };
+        let gone: Vec<(Labels, f64)> = r
+            .recorded
+            .iter()
+            .filter(|l| !out.contains_key(*l))
+            .map(|l| (l.clone(), crate::store::stale_marker()))
+            .collect();
+        r.recorded = out.keys().cloned().collect();
+        store.record(t, out.into_iter().chain(gone));
     }
 
     fn notifications(&mut self, t: i64) -> Vec<Notification> {
@@ -771,6 +869,105 @@ groups:
             "r.yaml".into(),
             file::parse(text, "r.yaml").unwrap(),
         )]);
+    }
+
+    /// Recording rules: the same group's later rule reads this evaluation's output, a series
+    /// that leaves the output is stale at once (not looked back at), a scrape without the
+    /// recorded series does not make it stale, and a failing evaluation writes nothing.
+    #[test]
+    fn recording_rules_write_series_and_stale_markers() {
+        let mut e = Engine::new(opts(None));
+        load(
+            &mut e,
+            r#"
+groups:
+  - name: g
+    rules:
+      - record: doubled
+        expr: x * 2
+        labels: {by: rule}
+      - alert: Big
+        expr: doubled > 10
+"#,
+        );
+        let x = |k: &str, v: f64| {
+            let mut l = Labels::new();
+            l.insert("__name__".into(), "x".into());
+            l.insert("k".into(), k.into());
+            (l, v)
+        };
+        let read = |e: &Engine, q: &str, t: i64| -> Vec<(Labels, f64)> {
+            match expr::eval(&expr::parse(q).unwrap(), &e.store, t)
+                .unwrap()
+                .value
+            {
+                Value::Vector(v) => v.into_iter().map(|s| (s.labels, s.value)).collect(),
+                Value::Scalar(v) => vec![(Labels::new(), v)],
+            }
+        };
+        e.store.ingest(1000, vec![x("a", 6.0)]);
+        e.evaluate(1000);
+        let got = read(&e, "doubled", 1000);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, 12.0);
+        assert_eq!(got[0].0["by"], "rule");
+        assert_eq!(got[0].0["__name__"], "doubled");
+        assert_eq!(
+            firing(&e),
+            ["Big"],
+            "the alert read this evaluation's output"
+        );
+        // A scrape without `doubled` (it never has it) does not make it stale.
+        e.store.ingest(2000, vec![x("a", 6.0), x("b", 1.0)]);
+        assert_eq!(read(&e, "doubled", 2000).len(), 1);
+        e.evaluate(2000);
+        assert_eq!(read(&e, "doubled", 2000).len(), 2);
+        // `a` ends: its recorded series is stale at once, `b`'s lives on.
+        e.store.ingest(3000, vec![x("b", 1.0)]);
+        e.evaluate(3000);
+        let got = read(&e, "doubled", 3000);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0["k"], "b");
+        assert!(firing(&e).is_empty());
+    }
+
+    #[test]
+    fn a_recording_rule_with_two_series_of_one_label_set_fails_and_writes_nothing() {
+        let mut e = Engine::new(opts(None));
+        load(
+            &mut e,
+            r#"
+groups:
+  - name: g
+    rules:
+      - record: same
+        expr: x
+        labels: {k: one}
+"#,
+        );
+        // Nothing reads `same`: keep it as a rule test's promql_expr_test would.
+        e.keep_also(&[&expr::parse("same").unwrap()]);
+        let x = |k: &str| {
+            let mut l = Labels::new();
+            l.insert("__name__".into(), "x".into());
+            l.insert("k".into(), k.into());
+            (l, 1.0)
+        };
+        e.store.ingest(1000, vec![x("a")]);
+        e.evaluate(1000);
+        let ms = vec![promql_parser::label::Matcher::new(
+            promql_parser::label::MatchOp::Equal,
+            "__name__",
+            "same",
+        )];
+        assert_eq!(e.store.instant(&ms, 1000).len(), 1);
+        e.store.ingest(2000, vec![x("a"), x("b")]);
+        e.evaluate(2000);
+        assert_eq!(e.stats.evaluation_failures, 1);
+        // Nothing written at 2000 (not even a stale marker): 1000's sample is looked back at.
+        assert_eq!(e.store.instant(&ms, 2000).len(), 1);
+        assert_eq!(e.counts().recording_rules, 1);
+        assert_eq!(e.counts().alerting_rules, 0);
     }
 
     fn firing(e: &Engine) -> Vec<String> {

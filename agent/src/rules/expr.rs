@@ -2,18 +2,23 @@
 //! one instant.
 //!
 //! Supported: number literals, vector selectors with label matchers and `offset`, range
-//! selectors as function arguments, `rate`, `increase`, `delta`, `avg|min|max|sum|count_over_time`,
-//! `histogram_quantile`, `abs`, `clamp_min`, `clamp_max`, `scalar`, `vector`, `time`; the
-//! aggregations `sum`, `avg`, `max`, `min`, `count` with `by`/`without`; arithmetic
+//! selectors as function arguments, the functions of [`FUNCS`] (`rate`, `increase`, `delta`,
+//! `irate`, `idelta`, `deriv`, `predict_linear`, `changes`, `resets`, the `*_over_time` family
+//! with `stddev`, `stdvar`, `quantile`, `last` and `present`, `absent`, `absent_over_time`,
+//! `histogram_quantile`, `abs`, `sgn`, `clamp`, `clamp_min`, `clamp_max`, `label_replace`,
+//! `timestamp`, `scalar`, `vector`, `time`); the aggregations `sum`, `avg`, `max`, `min`,
+//! `count`, `topk`, `bottomk`, `quantile` with `by`/`without`; arithmetic
 //! (`+ - * / % ^`), comparisons (with and without `bool`), `and`/`or`/`unless`, with
 //! one-to-one vector matching (`on`, `ignoring`). Anything else is a validation error at load
-//! time, never at evaluation.
+//! time, never at evaluation (`label_replace`'s regex and label name included).
 //!
 //! Semantics follow Prometheus: `rate`/`increase` extrapolate like Prometheus'
 //! `extrapolatedRate` (counter resets, extrapolation to the range ends by at most half a
 //! sample interval, not below zero), instant selectors look back 5 minutes and honour stale
 //! markers, `histogram_quantile` interpolates linearly inside the bucket like
-//! `bucketQuantile`. Differences: no `@`, subqueries, `group_left/right`, native histograms or
+//! `bucketQuantile`; sums are Kahan-Neumaier compensated and `deriv`/`predict_linear` use
+//! Prometheus' regression, so values agree exactly (tests/promql_conformance.rs runs the same
+//! tests through promtool). Differences: no `@`, subqueries, `group_left/right`, native histograms or
 //! string results; a range is `(t - range, t]` over samples that may have been downsampled
 //! to one a minute beyond the store's raw window (see `store`), which makes `rate` over long
 //! windows use fewer, wider-spaced points (same extrapolation rules). Expressions nest at most
@@ -195,19 +200,37 @@ fn quiet_parser_panics() {
     });
 }
 
-const FUNCS: &[&str] = &[
+/// The functions the subset supports.
+pub const FUNCS: &[&str] = &[
     "rate",
     "increase",
     "delta",
+    "irate",
+    "idelta",
+    "deriv",
+    "predict_linear",
+    "changes",
+    "resets",
     "avg_over_time",
     "min_over_time",
     "max_over_time",
     "sum_over_time",
     "count_over_time",
+    "last_over_time",
+    "present_over_time",
+    "stddev_over_time",
+    "stdvar_over_time",
+    "quantile_over_time",
+    "absent",
+    "absent_over_time",
     "histogram_quantile",
     "abs",
+    "sgn",
+    "clamp",
     "clamp_min",
     "clamp_max",
+    "label_replace",
+    "timestamp",
     "scalar",
     "vector",
     "time",
@@ -232,10 +255,16 @@ fn validate(expr: &Expr) -> Result<(), ExprError> {
                 token::T_MAX,
                 token::T_MIN,
                 token::T_COUNT,
+                token::T_TOPK,
+                token::T_BOTTOMK,
+                token::T_QUANTILE,
             ]
             .contains(&op)
             {
                 return unsupported(&format!("aggregation {}", a.op));
+            }
+            if let Some(p) = &a.param {
+                validate(p)?;
             }
             validate(&a.expr)
         }
@@ -258,9 +287,52 @@ fn validate(expr: &Expr) -> Result<(), ExprError> {
             if !FUNCS.contains(&c.func.name) {
                 return unsupported(&format!("function {}", c.func.name));
             }
+            if c.func.name == "label_replace" {
+                // The parser has checked the types: a vector, then four strings.
+                let text = |i: usize| string_arg(&c.args.args[i]).unwrap_or_default();
+                if !valid_label_name(&text(1)) {
+                    return Err(ExprError::Parse(format!(
+                        "invalid destination label name in label_replace(): {}",
+                        text(1)
+                    )));
+                }
+                anchored_regex(&text(4)).map_err(|e| {
+                    ExprError::Parse(format!(
+                        "invalid regular expression in label_replace(): {}: {e}",
+                        text(4)
+                    ))
+                })?;
+                return validate(&c.args.args[0]);
+            }
             c.args.args.iter().try_for_each(|a| validate(a))
         }
     }
+}
+
+/// The text of a string argument (through brackets).
+fn string_arg(e: &Expr) -> Option<String> {
+    match e {
+        Expr::StringLiteral(s) => Some(s.val.clone()),
+        Expr::Paren(p) => string_arg(&p.expr),
+        _ => None,
+    }
+}
+
+/// Prometheus' label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
+fn valid_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A regex anchored at both ends, as Prometheus compiles `label_replace`'s (RE2 syntax, which
+/// the `regex` crate shares, expansion of `$1`, `${name}` included).
+fn anchored_regex(re: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(&format!("^(?:{re})$"))
+        .size_limit(1 << 20)
+        .build()
 }
 
 fn validate_selector(vs: &VectorSelector) -> Result<(), ExprError> {
@@ -467,57 +539,213 @@ impl Evaluator<'_> {
         Ok((got, start, end))
     }
 
+    /// `f` over each series of the range selector `args[i]`, dropping `__name__` unless
+    /// `keep_name`; series for which `f` gives nothing are left out.
+    fn over_matrix(&mut self, arg: &Expr, keep_name: bool, f: RangeFn) -> Result<Value, ExprError> {
+        let (m, start, end) = self.matrix(arg)?;
+        Ok(Value::Vector(
+            m.into_iter()
+                .filter_map(|(labels, pts)| {
+                    f(&pts, start, end).map(|value| Sample {
+                        labels: if keep_name { labels } else { drop_name(labels) },
+                        value,
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    /// `f` applied to every sample's value, `__name__` dropped.
+    fn map_values(&mut self, arg: &Expr, f: &dyn Fn(f64) -> f64) -> Result<Value, ExprError> {
+        let v = self.vector(arg)?;
+        Ok(Value::Vector(
+            v.into_iter()
+                .map(|s| Sample {
+                    labels: drop_name(s.labels),
+                    value: f(s.value),
+                })
+                .collect(),
+        ))
+    }
+
     fn call(&mut self, c: &Call) -> Result<Value, ExprError> {
         let args = &c.args.args;
-        let over_matrix = |this: &mut Self, f: RangeFn| {
-            let (m, start, end) = this.matrix(&args[0])?;
-            Ok(Value::Vector(
-                m.into_iter()
-                    .filter_map(|(labels, pts)| {
-                        f(&pts, start, end).map(|value| Sample {
-                            labels: drop_name(labels),
-                            value,
-                        })
-                    })
-                    .collect(),
-            ))
-        };
+        let t = self.t;
         match c.func.name {
-            "rate" => over_matrix(self, &|p, s, e| extrapolated(p, s, e, true, true)),
-            "increase" => over_matrix(self, &|p, s, e| extrapolated(p, s, e, true, false)),
-            "delta" => over_matrix(self, &|p, s, e| extrapolated(p, s, e, false, false)),
-            "avg_over_time" => over_matrix(self, &|p, _, _| {
-                Some(p.iter().map(|x| x.1).sum::<f64>() / p.len() as f64)
+            "rate" => self.over_matrix(&args[0], false, &|p, s, e| {
+                extrapolated(p, s, e, true, true)
             }),
-            "sum_over_time" => over_matrix(self, &|p, _, _| Some(p.iter().map(|x| x.1).sum())),
-            "count_over_time" => over_matrix(self, &|p, _, _| Some(p.len() as f64)),
-            "max_over_time" => over_matrix(self, &|p, _, _| p.iter().map(|x| x.1).reduce(f64::max)),
-            "min_over_time" => over_matrix(self, &|p, _, _| p.iter().map(|x| x.1).reduce(f64::min)),
+            "increase" => self.over_matrix(&args[0], false, &|p, s, e| {
+                extrapolated(p, s, e, true, false)
+            }),
+            "delta" => self.over_matrix(&args[0], false, &|p, s, e| {
+                extrapolated(p, s, e, false, false)
+            }),
+            "irate" => self.over_matrix(&args[0], false, &|p, _, _| instant_value(p, true)),
+            "idelta" => self.over_matrix(&args[0], false, &|p, _, _| instant_value(p, false)),
+            "deriv" => self.over_matrix(&args[0], false, &|p, _, _| {
+                (p.len() >= 2).then(|| linear_regression(p, p[0].0).0)
+            }),
+            "predict_linear" => {
+                let ahead = self.scalar(&args[1])?;
+                self.over_matrix(&args[0], false, &|p, _, _| {
+                    (p.len() >= 2).then(|| {
+                        let (slope, intercept) = linear_regression(p, t);
+                        slope * ahead + intercept
+                    })
+                })
+            }
+            "changes" => self.over_matrix(&args[0], false, &|p, _, _| {
+                Some(
+                    p.windows(2)
+                        .filter(|w| w[1].1 != w[0].1 && !(w[1].1.is_nan() && w[0].1.is_nan()))
+                        .count() as f64,
+                )
+            }),
+            "resets" => self.over_matrix(&args[0], false, &|p, _, _| {
+                Some(p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64)
+            }),
+            "avg_over_time" => self.over_matrix(&args[0], false, &|p, _, _| Some(mean(p))),
+            "sum_over_time" => self.over_matrix(&args[0], false, &|p, _, _| {
+                let (sum, c) = p
+                    .iter()
+                    .fold((0.0, 0.0), |(sum, c), x| kahan_inc(x.1, sum, c));
+                Some(if sum.is_infinite() { sum } else { sum + c })
+            }),
+            "count_over_time" => self.over_matrix(&args[0], false, &|p, _, _| Some(p.len() as f64)),
+            "max_over_time" => self.over_matrix(&args[0], false, &|p, _, _| {
+                p.iter()
+                    .map(|x| x.1)
+                    .reduce(|m, v| if v > m || m.is_nan() { v } else { m })
+            }),
+            "min_over_time" => self.over_matrix(&args[0], false, &|p, _, _| {
+                p.iter()
+                    .map(|x| x.1)
+                    .reduce(|m, v| if v < m || m.is_nan() { v } else { m })
+            }),
+            "last_over_time" => self.over_matrix(&args[0], true, &|p, _, _| p.last().map(|x| x.1)),
+            "present_over_time" => self.over_matrix(&args[0], false, &|_, _, _| Some(1.0)),
+            "stddev_over_time" => {
+                self.over_matrix(&args[0], false, &|p, _, _| Some(variance(p).sqrt()))
+            }
+            "stdvar_over_time" => self.over_matrix(&args[0], false, &|p, _, _| Some(variance(p))),
+            "quantile_over_time" => {
+                let q = self.scalar(&args[0])?;
+                self.over_matrix(&args[1], false, &|p, _, _| {
+                    Some(quantile(q, p.iter().map(|x| x.1).collect()))
+                })
+            }
+            "absent" => {
+                let v = self.vector(&args[0])?;
+                Ok(Value::Vector(if v.is_empty() {
+                    vec![Sample {
+                        labels: absent_labels(&args[0]),
+                        value: 1.0,
+                    }]
+                } else {
+                    Vec::new()
+                }))
+            }
+            "absent_over_time" => {
+                let (m, _, _) = self.matrix(&args[0])?;
+                Ok(Value::Vector(if m.is_empty() {
+                    vec![Sample {
+                        labels: absent_labels(&args[0]),
+                        value: 1.0,
+                    }]
+                } else {
+                    Vec::new()
+                }))
+            }
             "histogram_quantile" => {
                 let q = self.scalar(&args[0])?;
                 let v = self.vector(&args[1])?;
                 Ok(Value::Vector(histogram_quantile(q, v)))
             }
-            "abs" | "clamp_min" | "clamp_max" => {
-                let v = self.vector(&args[0])?;
-                let bound = if args.len() > 1 {
-                    self.scalar(&args[1])?
+            "abs" => self.map_values(&args[0], &f64::abs),
+            "sgn" => self.map_values(&args[0], &|x| {
+                if x < 0.0 {
+                    -1.0
+                } else if x > 0.0 {
+                    1.0
                 } else {
-                    0.0
-                };
-                let f = |x: f64| match c.func.name {
-                    "abs" => x.abs(),
-                    "clamp_min" => x.max(bound),
-                    _ => x.min(bound),
-                };
-                Ok(Value::Vector(
-                    v.into_iter()
-                        .map(|s| Sample {
-                            labels: drop_name(s.labels),
-                            value: f(s.value),
-                        })
-                        .collect(),
-                ))
+                    x
+                }
+            }),
+            "clamp_min" => {
+                let min = self.scalar(&args[1])?;
+                self.map_values(&args[0], &|x| x.max(min))
+            }
+            "clamp_max" => {
+                let max = self.scalar(&args[1])?;
+                self.map_values(&args[0], &|x| x.min(max))
+            }
+            "clamp" => {
+                let min = self.scalar(&args[1])?;
+                let max = self.scalar(&args[2])?;
+                if max < min {
+                    // Like Prometheus: the vector is still evaluated, the result is empty.
+                    self.vector(&args[0])?;
+                    return Ok(Value::Vector(Vec::new()));
+                }
+                // Go's math.Max/Min: NaN wins.
+                self.map_values(&args[0], &move |x| {
+                    if x.is_nan() {
+                        x
+                    } else {
+                        x.min(max).max(min)
+                    }
+                })
+            }
+            "label_replace" => {
+                let v = self.vector(&args[0])?;
+                let text = |i: usize| string_arg(&args[i]).unwrap_or_default();
+                let (dst, repl, src) = (text(1), text(2), text(3));
+                let re = anchored_regex(&text(4)).map_err(|e| ExprError::Eval(e.to_string()))?;
+                let mut out = Vec::with_capacity(v.len());
+                let mut seen = std::collections::HashSet::new();
+                for mut s in v {
+                    let value = s.labels.get(&src).cloned().unwrap_or_default();
+                    if let Some(caps) = re.captures(&value) {
+                        let mut res = String::new();
+                        caps.expand(&repl, &mut res);
+                        s.labels.remove(&dst);
+                        if !res.is_empty() {
+                            s.labels.insert(dst.clone(), res);
+                        }
+                    }
+                    if !seen.insert(s.labels.clone()) {
+                        return Err(ExprError::Eval(
+                            "vector cannot contain metrics with the same labelset".into(),
+                        ));
+                    }
+                    out.push(s);
+                }
+                Ok(Value::Vector(out))
+            }
+            "timestamp" => {
+                let mut arg: &Expr = &args[0];
+                while let Expr::Paren(p) = arg {
+                    arg = &p.expr;
+                }
+                if let Expr::VectorSelector(vs) = arg {
+                    // The samples' own times, not the evaluation's.
+                    let got = self
+                        .store
+                        .instant_with_times(&matchers(vs), self.t.saturating_sub(offset_ms(vs)));
+                    if got.is_empty() {
+                        self.missing = true;
+                    }
+                    return Ok(Value::Vector(
+                        got.into_iter()
+                            .map(|(labels, ts, _)| Sample {
+                                labels: drop_name(labels),
+                                value: ts as f64 / 1000.0,
+                            })
+                            .collect(),
+                    ));
+                }
+                self.map_values(arg, &|_| t as f64 / 1000.0)
             }
             "scalar" => {
                 let v = self.vector(&args[0])?;
@@ -540,8 +768,17 @@ impl Evaluator<'_> {
     }
 
     fn aggregate(&mut self, a: &AggregateExpr) -> Result<Value, ExprError> {
-        let v = self.vector(&a.expr)?;
         let op = a.op.id();
+        let param = match &a.param {
+            Some(p) if matches!(op, token::T_TOPK | token::T_BOTTOMK | token::T_QUANTILE) => {
+                Some(self.scalar(p)?)
+            }
+            _ => None,
+        };
+        let v = self.vector(&a.expr)?;
+        if let Some(p) = param {
+            return ranked(a, op, p, v);
+        }
         // group key -> (labels, sum, count, min, max)
         let mut groups: HashMap<Labels, (f64, usize, f64, f64)> = HashMap::new();
         let mut order: Vec<Labels> = Vec::new();
@@ -627,6 +864,226 @@ impl Evaluator<'_> {
             (Value::Vector(l), Value::Vector(r)) => Ok(Value::Vector(vector_vector(b, l, r)?)),
         }
     }
+}
+
+/// The key of `labels`' group under an aggregation's `by`/`without`.
+fn group_key(a: &AggregateExpr, labels: &Labels) -> Labels {
+    match &a.modifier {
+        Some(LabelModifier::Include(ls)) => labels
+            .iter()
+            .filter(|(k, _)| ls.labels.contains(k) && *k != "__name__")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        Some(LabelModifier::Exclude(ls)) => labels
+            .iter()
+            .filter(|(k, _)| !ls.labels.contains(k) && *k != "__name__")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        None => Labels::new(),
+    }
+}
+
+/// `topk`, `bottomk` (the samples themselves, labels kept, NaN ranked below every number as
+/// in Prometheus) and `quantile` (one sample per group) with their parameter `p`.
+fn ranked(
+    a: &AggregateExpr,
+    op: token::TokenId,
+    p: f64,
+    v: Vec<Sample>,
+) -> Result<Value, ExprError> {
+    let mut groups: HashMap<Labels, Vec<Sample>> = HashMap::new();
+    let mut order = Vec::new();
+    for s in v {
+        let key = group_key(a, &s.labels);
+        groups
+            .entry(key.clone())
+            .or_insert_with(|| {
+                order.push(key);
+                Vec::new()
+            })
+            .push(s);
+    }
+    let mut out = Vec::new();
+    if op == token::T_QUANTILE {
+        for key in order {
+            let values = groups[&key].iter().map(|s| s.value).collect();
+            out.push(Sample {
+                labels: key,
+                value: quantile(p, values),
+            });
+        }
+        return Ok(Value::Vector(out));
+    }
+    if !(p >= i64::MIN as f64 && p <= i64::MAX as f64) {
+        return Err(ExprError::Eval(format!("Scalar value {p} overflows int64")));
+    }
+    let k = p as i64;
+    if k < 1 {
+        return Ok(Value::Vector(out));
+    }
+    let k = usize::try_from(k).unwrap_or(usize::MAX);
+    for key in order {
+        let mut members = groups.remove(&key).unwrap_or_default();
+        // Highest first for topk, lowest first for bottomk; NaN last in both.
+        members.sort_by(|x, y| match (x.value.is_nan(), y.value.is_nan()) {
+            (true, true) => std::cmp::Ordering::Equal,
+            (true, false) => std::cmp::Ordering::Greater,
+            (false, true) => std::cmp::Ordering::Less,
+            _ if op == token::T_TOPK => y.value.total_cmp(&x.value),
+            _ => x.value.total_cmp(&y.value),
+        });
+        members.truncate(k);
+        out.extend(members);
+    }
+    Ok(Value::Vector(out))
+}
+
+/// Prometheus' `quantile`: linear interpolation between the closest ranks (`q * (n - 1)`);
+/// NaN for no values, -Inf for q < 0 and +Inf for q > 1. NaN values sort first.
+pub fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|x, y| match (x.is_nan(), y.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => x.total_cmp(y),
+    });
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}
+
+/// Kahan-Neumaier compensated addition: `(sum + inc, compensation)`, as Prometheus sums.
+fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// `avg_over_time`: an incremental, compensated mean that survives infinities like
+/// Prometheus'.
+fn mean(p: &[(i64, f64)]) -> f64 {
+    let (mut mean, mut c, mut count) = (0.0f64, 0.0f64, 0.0f64);
+    for &(_, v) in p {
+        count += 1.0;
+        if mean.is_infinite() {
+            if v.is_infinite() && (mean > 0.0) == (v > 0.0) {
+                continue;
+            }
+            if !v.is_infinite() && !v.is_nan() {
+                continue;
+            }
+        }
+        (mean, c) = kahan_inc(v / count - mean / count, mean, c);
+    }
+    if mean.is_infinite() {
+        mean
+    } else {
+        mean + c
+    }
+}
+
+/// The population variance of the values (Welford's method, compensated), as
+/// `stdvar_over_time`.
+fn variance(p: &[(i64, f64)]) -> f64 {
+    let (mut count, mut mean, mut c_mean, mut aux, mut c_aux) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
+    for &(_, v) in p {
+        count += 1.0;
+        let delta = v - (mean + c_mean);
+        (mean, c_mean) = kahan_inc(delta / count, mean, c_mean);
+        (aux, c_aux) = kahan_inc(delta * (v - (mean + c_mean)), aux, c_aux);
+    }
+    (aux + c_aux) / count
+}
+
+/// Least-squares slope (per second) and intercept at `at` (ms) of the points, like
+/// Prometheus' `linearRegression`: constant values give slope 0 (NaN when infinite).
+pub fn linear_regression(p: &[(i64, f64)], at: i64) -> (f64, f64) {
+    let init = p[0].1;
+    let constant = p.iter().all(|x| x.1 == init);
+    if constant {
+        return if init.is_infinite() {
+            (f64::NAN, f64::NAN)
+        } else {
+            (0.0, init)
+        };
+    }
+    let (mut n, mut sx, mut cx, mut sy, mut cy) = (0.0f64, 0.0, 0.0, 0.0, 0.0);
+    let (mut sxy, mut cxy, mut sx2, mut cx2) = (0.0f64, 0.0, 0.0, 0.0);
+    for &(ts, v) in p {
+        n += 1.0;
+        let x = (ts - at) as f64 / 1e3;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(v, sy, cy);
+        (sxy, cxy) = kahan_inc(x * v, sxy, cxy);
+        (sx2, cx2) = kahan_inc(x * x, sx2, cx2);
+    }
+    let (sx, sy, sxy, sx2) = (sx + cx, sy + cy, sxy + cxy, sx2 + cx2);
+    let cov = sxy - sx * sy / n;
+    let var = sx2 - sx * sx / n;
+    let slope = cov / var;
+    (slope, sy / n - slope * sx / n)
+}
+
+/// `irate` (`is_rate`) and `idelta`: from the last two points; a fall is a counter reset
+/// for `irate`.
+fn instant_value(p: &[(i64, f64)], is_rate: bool) -> Option<f64> {
+    if p.len() < 2 {
+        return None;
+    }
+    let (last_t, last) = p[p.len() - 1];
+    let (prev_t, prev) = p[p.len() - 2];
+    let mut v = if is_rate && last < prev {
+        last
+    } else {
+        last - prev
+    };
+    let dt = last_t - prev_t;
+    if dt == 0 {
+        return None;
+    }
+    if is_rate {
+        v /= dt as f64 / 1000.0;
+    }
+    Some(v)
+}
+
+/// The labels of `absent(...)`'s sample: the selector's `=` matchers (a label matched twice,
+/// or by another operator, is left out), as Prometheus does; none for other expressions.
+fn absent_labels(arg: &Expr) -> Labels {
+    let ms = match arg {
+        Expr::VectorSelector(vs) => &vs.matchers.matchers,
+        Expr::MatrixSelector(ms) => &ms.vs.matchers.matchers,
+        _ => return Labels::new(),
+    };
+    let mut out = Labels::new();
+    let mut has = std::collections::HashSet::new();
+    for m in ms {
+        if m.name == "__name__" {
+            continue;
+        }
+        if matches!(m.op, promql_parser::label::MatchOp::Equal) && has.insert(m.name.clone()) {
+            out.insert(m.name.clone(), m.value.clone());
+        } else {
+            out.remove(&m.name);
+        }
+    }
+    out
 }
 
 /// `x op y` for arithmetic and comparison operators (comparisons give 1 or 0).
@@ -1091,14 +1548,82 @@ mod tests {
         for q in [
             "rate(x[5m:1m])",
             "x @ 100",
-            "topk(3, x)",
+            "count_values(\"v\", x)",
+            "stddev(x)",
+            "label_join(x, \"a\", \",\", \"b\")",
             "a / on (s) group_left b",
-            "label_replace(x, \"a\", \"b\", \"c\", \"d\")",
             "\"str\"",
         ] {
             assert!(matches!(parse(q), Err(ExprError::Unsupported(_))), "{q}");
         }
         assert!(matches!(parse("rate(x[5m]"), Err(ExprError::Parse(_))));
+        // label_replace's regex and destination are judged at load, not at evaluation
+        for q in [
+            "label_replace(x, \"a\", \"$1\", \"b\", \"(\")",
+            "label_replace(x, \"1a\", \"$1\", \"b\", \"(.*)\")",
+        ] {
+            assert!(matches!(parse(q), Err(ExprError::Parse(_))), "{q}");
+        }
+    }
+
+    #[test]
+    fn leak_functions_against_hand_computed_values() {
+        // 100, 110, ... every 60 s: slope 1/6 per second, exactly linear.
+        let pts: Vec<(i64, f64)> = (0..=10)
+            .map(|i| (i * 60_000, 100.0 + 10.0 * i as f64))
+            .collect();
+        let s = store(&[(labels("m", &[("s", "a")]), pts)]);
+        let t = 630_000;
+        assert!((one(&s, "deriv(m[5m])", t) - 1.0 / 6.0).abs() < 1e-12);
+        // at 630 s the line is at 205; an hour on, 205 + 600
+        assert!((one(&s, "predict_linear(m[5m], 3600)", t) - 805.0).abs() < 1e-9);
+        assert_eq!(one(&s, "changes(m[5m])", t), 4.0);
+        assert_eq!(one(&s, "resets(m[5m])", t), 0.0);
+        // points 360..600 s: 160 170 180 190 200
+        assert_eq!(one(&s, "stdvar_over_time(m[5m])", t), 200.0);
+        assert_eq!(one(&s, "quantile_over_time(0.5, m[5m])", t), 180.0);
+        assert_eq!(one(&s, "quantile_over_time(0.25, m[5m])", t), 170.0);
+        assert_eq!(one(&s, "timestamp(m)", t), 600.0);
+        assert_eq!(one(&s, "timestamp(m offset 2m)", t), 480.0);
+        assert_eq!(one(&s, "sgn(m - 1000)", t), -1.0);
+        assert_eq!(one(&s, "clamp(m, 0, 150)", t), 150.0);
+        let ev = eval_at(&s, "absent(m{s=\"b\", x=~\"y\"})", t);
+        let Value::Vector(v) = ev.value else { panic!() };
+        assert_eq!(v.len(), 1);
+        assert_eq!(
+            v[0].labels,
+            labels("", &[("s", "b")])
+                .into_iter()
+                .filter(|(k, _)| k != "__name__")
+                .collect()
+        );
+        assert!(matches!(eval_at(&s, "absent(m)", t).value, Value::Vector(v) if v.is_empty()));
+    }
+
+    #[test]
+    fn topk_bottomk_and_quantile_aggregations() {
+        let s = store(&[
+            (labels("m", &[("s", "a")]), vec![(1000, 1.0)]),
+            (labels("m", &[("s", "b")]), vec![(1000, f64::NAN)]),
+            (labels("m", &[("s", "c")]), vec![(1000, 3.0)]),
+            (labels("m", &[("s", "d")]), vec![(1000, 2.0)]),
+        ]);
+        let names = |q: &str| match eval_at(&s, q, 1000).value {
+            Value::Vector(v) => {
+                let mut n: Vec<String> = v.iter().map(|x| x.labels["s"].clone()).collect();
+                n.sort();
+                n
+            }
+            other => panic!("{other:?}"),
+        };
+        // NaN ranks below every number, for topk and bottomk alike
+        assert_eq!(names("topk(2, m)"), ["c", "d"]);
+        assert_eq!(names("bottomk(2, m)"), ["a", "d"]);
+        assert_eq!(names("topk(3, m)"), ["a", "c", "d"]);
+        assert!(names("topk(0, m)").is_empty());
+        // NaN sorts first: 0.5 of [NaN, 1, 2, 3] is between 1 and 2
+        assert_eq!(one(&s, "quantile(0.5, m)", 1000), 1.5);
+        assert_eq!(one(&s, "quantile(2, m)", 1000), f64::INFINITY);
     }
 
     #[test]

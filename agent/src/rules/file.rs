@@ -79,6 +79,7 @@ pub struct RuleFile {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RuleCounts {
     pub alerting_rules: usize,
+    pub recording_rules: usize,
     pub slos: usize,
     pub breakers: usize,
     pub signals: usize,
@@ -87,7 +88,8 @@ pub struct RuleCounts {
 impl RuleCounts {
     pub fn of<'a>(groups: impl IntoIterator<Item = &'a Group>) -> Self {
         groups.into_iter().fold(Self::default(), |c, g| Self {
-            alerting_rules: c.alerting_rules + g.rules.len(),
+            alerting_rules: c.alerting_rules + g.rules.iter().filter(|r| !r.record).count(),
+            recording_rules: c.recording_rules + g.rules.iter().filter(|r| r.record).count(),
             slos: c.slos + g.slos.len(),
             breakers: c.breakers + g.breakers.len(),
             signals: c.signals + g.signals.len(),
@@ -99,11 +101,16 @@ impl std::fmt::Display for RuleCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kinds = [
             (self.alerting_rules, "alerting rule"),
+            (self.recording_rules, "recording rule"),
             (self.slos, "SLO"),
             (self.breakers, "breaker"),
             (self.signals, "signal"),
         ];
-        for (i, (n, kind)) in kinds.into_iter().enumerate() {
+        // Recording rules are named only when there are some (the line stays as it was).
+        let kinds = kinds
+            .into_iter()
+            .filter(|(n, kind)| *n > 0 || *kind != "recording rule");
+        for (i, (n, kind)) in kinds.enumerate() {
             let sep = if i == 0 { "" } else { ", " };
             let s = if n == 1 { "" } else { "s" };
             write!(f, "{sep}{n} {kind}{s}")?;
@@ -166,9 +173,12 @@ pub struct Query {
     pub at: Position,
 }
 
+/// An alerting rule, or a recording rule (`record`: then `name` is the recorded metric's
+/// name and only `expr` and `labels` are set).
 #[derive(Debug, Clone)]
 pub struct AlertRule {
     pub name: String,
+    pub record: bool,
     pub expr: Query,
     pub for_: Duration,
     pub keep_firing_for: Duration,
@@ -982,10 +992,7 @@ impl<'a> Cx<'a> {
             ],
         )?;
         if let Some(r) = f.get("record") {
-            self.err(
-                r,
-                "rule: recording rules (`record`) are not supported yet".into(),
-            );
+            return self.recording_rule(&f, r);
         }
         let name = self
             .required(&f, "alert", "rule")
@@ -1011,12 +1018,56 @@ impl<'a> Cx<'a> {
         let signal = f.get("signal").and_then(|n| self.string(n, "signal"));
         Some(AlertRule {
             name: name?,
+            record: false,
             expr: expr?,
             for_: for_?,
             keep_firing_for: keep?,
             labels,
             annotations,
             signal,
+        })
+    }
+
+    /// A recording rule (`record`, `expr`, `labels`), as Prometheus has them.
+    fn recording_rule(&mut self, f: &Fields<'_>, record: &MarkedYamlOwned) -> Option<AlertRule> {
+        for key in ["alert", "for", "keep_firing_for", "annotations", "signal"] {
+            if let Some(n) = f.get(key) {
+                self.err(
+                    n,
+                    format!("rule: a recording rule (`record`) takes no `{key}`"),
+                );
+            }
+        }
+        let name = self.string(record, "record");
+        if let Some(n) = &name {
+            let mut chars = n.chars();
+            let valid = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+            if !valid {
+                self.err(record, format!("record: {n:?} is not a valid metric name"));
+            }
+        }
+        let expr = self
+            .required(f, "expr", "rule")
+            .and_then(|n| self.query(n, "expr"));
+        let labels = self.string_map(f.get("labels"), "labels");
+        if labels.contains_key("__name__") {
+            self.err(
+                f.get("labels").unwrap_or(f.at),
+                "labels: a recording rule cannot set __name__".into(),
+            );
+        }
+        Some(AlertRule {
+            name: name?,
+            record: true,
+            expr: expr?,
+            for_: Duration::ZERO,
+            keep_firing_for: Duration::ZERO,
+            labels,
+            annotations: BTreeMap::new(),
+            signal: None,
         })
     }
 
@@ -1409,6 +1460,30 @@ groups:
         assert_eq!(s.alert_name, "FsyncErrorBudgetBurn");
         assert_eq!(s.budget_signal.as_deref(), Some("change-freeze"));
         assert_eq!(s.page_labels["severity"], "page");
+    }
+
+    #[test]
+    fn recording_rules_parse_and_their_mistakes_have_positions() {
+        let ok = "groups:\n  - name: g\n    rules:\n      - record: job:x:rate5m\n        expr: rate(x[5m])\n        labels: {a: b}\n";
+        let f = parse(ok, "ok.yaml").unwrap();
+        let r = &f.groups[0].rules[0];
+        assert!(r.record);
+        assert_eq!(r.name, "job:x:rate5m");
+        assert_eq!(r.labels["a"], "b");
+        assert_eq!(RuleCounts::of(&f.groups).recording_rules, 1);
+        assert_eq!(RuleCounts::of(&f.groups).alerting_rules, 0);
+        let bad = "groups:\n  - name: g\n    rules:\n      - record: 1bad\n        expr: x\n        for: 1m\n";
+        let p = parse(bad, "bad.yaml").unwrap_err().0;
+        let shown: Vec<String> = p.iter().map(ToString::to_string).collect();
+        assert_eq!(p.len(), 2, "{shown:#?}");
+        assert!(
+            shown[0].starts_with("bad.yaml:6:14: rule: a recording rule (`record`) takes no `for`"),
+            "{shown:#?}"
+        );
+        assert!(
+            shown[1].starts_with("bad.yaml:4:17: record: \"1bad\" is not a valid metric name"),
+            "{shown:#?}"
+        );
     }
 
     #[test]

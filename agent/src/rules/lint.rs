@@ -355,6 +355,9 @@ fn around(v: f64, bounds: &[f64]) -> String {
 
 struct Linter<'a> {
     catalogue: &'a Catalogue,
+    /// The names recording rules write (over every file): selectors of them are not judged
+    /// against the catalogue.
+    recorded: &'a std::collections::BTreeSet<String>,
     file: &'a str,
     out: Vec<Finding>,
 }
@@ -387,6 +390,14 @@ impl Linter<'_> {
         let c = self.catalogue;
         let names = c.series_names();
         let name_matchers: Vec<&Matcher> = ms.iter().filter(|m| m.name == "__name__").collect();
+        if !name_matchers.is_empty()
+            && self
+                .recorded
+                .iter()
+                .any(|n| name_matchers.iter().all(|m| m.is_match(n)))
+        {
+            return;
+        }
         // The series names this selector can select.
         let selected: Vec<&String> = names
             .iter()
@@ -590,7 +601,11 @@ impl Linter<'_> {
             }
         }
         for r in &g.rules {
-            let what = format!("alert {}", r.name);
+            let what = if r.record {
+                format!("record {}", r.name)
+            } else {
+                format!("alert {}", r.name)
+            };
             self.expr(&what, &r.expr.expr, r.expr.at);
         }
         for b in &g.breakers {
@@ -685,9 +700,17 @@ pub fn lint(
     eval_interval_ms: u64,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
+    let recorded: std::collections::BTreeSet<String> = files
+        .iter()
+        .flat_map(|(_, f)| &f.groups)
+        .flat_map(|g| &g.rules)
+        .filter(|r| r.record)
+        .map(|r| r.name.clone())
+        .collect();
     for (file, f) in files {
         let mut l = Linter {
             catalogue,
+            recorded: &recorded,
             file,
             out: Vec::new(),
         };

@@ -16,7 +16,7 @@
 //! - the page and ticket alerts: both windows of a pair over the pair's factor, the long
 //!   window holding at least `min_events` events, with the SLO's alert name and labels.
 //!
-//! The groups' alerting rules follow as they are (their `signal:` is local and left out), in
+//! The groups' alerting and recording rules follow as they are (their `signal:` is local and left out), in
 //! groups of the same name and interval. Breakers and signals are local decisions and are not
 //! exported.
 
@@ -80,14 +80,14 @@ pub fn to_prometheus(files: &[(String, RuleFile)]) -> String {
                         .rules
                         .iter()
                         .map(|r| PromRule {
-                            alert: Some(r.name.clone()),
+                            record: r.record.then(|| r.name.clone()),
+                            alert: (!r.record).then(|| r.name.clone()),
                             expr: r.expr.text.clone(),
                             for_: (!r.for_.is_zero()).then(|| fmt_ms(r.for_.as_millis() as i64)),
                             keep_firing_for: (!r.keep_firing_for.is_zero())
                                 .then(|| fmt_ms(r.keep_firing_for.as_millis() as i64)),
                             labels: r.labels.clone(),
                             annotations: r.annotations.clone(),
-                            ..Default::default()
                         })
                         .collect(),
                 });
@@ -320,5 +320,18 @@ groups:
         assert_eq!(alert["alert"], "TooManyErrors");
         assert_eq!(alert["for"], "5m");
         assert!(alert.get("signal").is_none());
+    }
+
+    #[test]
+    fn recording_rules_are_exported_as_recording_rules_in_order() {
+        let text = "groups:\n  - name: g\n    rules:\n      - record: job:x:rate5m\n        expr: sum(rate(x[5m]))\n        labels: {a: b}\n      - alert: High\n        expr: job:x:rate5m > 1\n";
+        let out = to_prometheus(&[("x.yaml".into(), parse(text, "x.yaml").unwrap())]);
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&out).unwrap();
+        let rules = doc["groups"][0]["rules"].as_sequence().unwrap();
+        assert_eq!(rules[0]["record"], "job:x:rate5m");
+        assert!(rules[0].get("alert").is_none());
+        assert_eq!(rules[0]["labels"]["a"], "b");
+        assert_eq!(rules[1]["alert"], "High");
+        assert!(rules[1].get("record").is_none());
     }
 }

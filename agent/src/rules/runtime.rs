@@ -215,6 +215,7 @@ impl RulesRuntime {
                     reason,
                     files = n,
                     alerting_rules = c.alerting_rules,
+                    recording_rules = c.recording_rules,
                     slos = c.slos,
                     breakers = c.breakers,
                     signals = c.signals,

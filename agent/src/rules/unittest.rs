@@ -313,6 +313,14 @@ fn run_group(
         generator_url: String::new(),
     });
     engine.load(rules.to_vec());
+    let exprs: Vec<&promql_parser::parser::Expr> = checks
+        .iter()
+        .filter_map(|(_, c)| match c {
+            Check::Expr(_, parsed) => Some(parsed),
+            _ => None,
+        })
+        .collect();
+    engine.keep_also(&exprs);
     // Breakers and signals run in a control layer of their own, on the test's clock; waits
     // have no jitter, so they are exact.
     let base = tokio::time::Instant::now();

@@ -77,6 +77,9 @@ struct Series {
     stale: bool,
     /// Time of the newest real (non-stale) sample.
     last_real: i64,
+    /// Written by a recording rule ([`Store::record`]): a scrape missing it does not make it
+    /// stale (its rule does, when the series leaves the rule's output).
+    recorded: bool,
 }
 
 impl Series {
@@ -225,12 +228,36 @@ impl Store {
         }
         let limits = self.limits;
         self.series.retain(|_, s| {
-            if mark_stale && s.newest().is_some_and(|(last, _)| last < t) && !s.stale {
+            if mark_stale && !s.recorded && s.newest().is_some_and(|(last, _)| last < t) && !s.stale
+            {
                 s.push(t, stale_marker());
             }
             s.trim(t, &limits);
             !(s.stale && s.last_real <= t - limits.retention_ms) && s.len() > 0
         });
+    }
+
+    /// Adds the output of a recording rule at `t` (ms): kept like scraped series (when some
+    /// selector of the interest can match it, within `max_series`), but never made stale by
+    /// a scrape that lacks it; the rule ends a series by writing a [`stale_marker`]. A
+    /// sample at or before a series' newest is dropped (time never goes backwards).
+    pub fn record(&mut self, t: i64, samples: impl IntoIterator<Item = (Labels, f64)>) {
+        for (labels, value) in samples {
+            if !self.interest.iter().any(|m| matches(m, &labels)) {
+                continue;
+            }
+            let at_cap = self.series.len() >= self.limits.max_series;
+            match self.series.get_mut(&labels) {
+                Some(s) => s.push(t, value),
+                None if at_cap => self.refused += 1,
+                None if is_stale(value) => {}
+                None => {
+                    let s = self.series.entry(labels).or_default();
+                    s.recorded = true;
+                    s.push(t, value);
+                }
+            }
+        }
     }
 
     /// False when no selector of the interest can match a series named `name`.
@@ -284,6 +311,14 @@ impl Store {
     /// Every series the matchers select, with its value at `t`: the newest sample at most
     /// [`LOOKBACK_MS`] old, unless that sample is a stale marker.
     pub fn instant(&self, matchers: &[Matcher], t: i64) -> Vec<(Labels, f64)> {
+        self.instant_with_times(matchers, t)
+            .into_iter()
+            .map(|(l, _, v)| (l, v))
+            .collect()
+    }
+
+    /// [`Store::instant`] with each sample's own time (ms), for PromQL's `timestamp()`.
+    pub fn instant_with_times(&self, matchers: &[Matcher], t: i64) -> Vec<(Labels, i64, f64)> {
         let mut out = Vec::new();
         for (labels, s) in &self.series {
             if !matches(matchers, labels) {
@@ -292,7 +327,7 @@ impl Store {
             let newest = s.samples().rev().find(|(ts, _)| *ts <= t);
             if let Some(&(ts, v)) = newest {
                 if ts > t - LOOKBACK_MS && !is_stale(v) {
-                    out.push((labels.clone(), v));
+                    out.push((labels.clone(), ts, v));
                 }
             }
         }
