@@ -467,6 +467,15 @@ pub struct ServicesConfig {
     pub admit_after_syscalls: u64,
     #[serde(default = "default_admit_after_seconds")]
     pub admit_after_seconds: u64,
+    /// Where the container runtimes' files (`run/containerd`, `run/containers`,
+    /// `var/lib/docker`, `var/lib/containers`) are read from to name containers: `/` on the
+    /// host, `/proc/1/root` for an agent in a container sharing the host's PID namespace.
+    #[serde(default = "default_container_metadata_root")]
+    pub container_metadata_root: std::path::PathBuf,
+}
+
+fn default_container_metadata_root() -> std::path::PathBuf {
+    "/".into()
 }
 
 const fn default_max_services() -> usize {
@@ -492,6 +501,7 @@ impl Default for ServicesConfig {
             idle_release_seconds: default_idle_release_seconds(),
             admit_after_syscalls: default_admit_after_syscalls(),
             admit_after_seconds: default_admit_after_seconds(),
+            container_metadata_root: default_container_metadata_root(),
         }
     }
 }

@@ -19,8 +19,11 @@ use std::{
 
 use agent_common::process::{ProcEvent, PROC_EXEC, PROC_EXIT};
 
-use super::services::{
-    Named, Naming, Origin, ProcessFacts, ServiceId, ServiceNames, SHORT_LIVED, UNKNOWN,
+use super::{
+    containers::Identity,
+    services::{
+        Named, Naming, Origin, ProcessFacts, ServiceId, ServiceNames, SHORT_LIVED, UNKNOWN,
+    },
 };
 
 /// When a comm-derived name is admitted (see the module documentation).
@@ -53,6 +56,8 @@ struct Entry {
     /// Collection generation during which the exit event arrived.
     exited_in: Option<u64>,
     pending: Option<Pending>,
+    /// The container it runs in.
+    container: Option<Arc<Identity>>,
 }
 
 /// How a process is named: from procfs while it lives, else from what an event carried.
@@ -65,7 +70,7 @@ pub trait Resolver {
 
 impl Resolver for Naming {
     fn resolve(&mut self, tgid: u32) -> Option<Named> {
-        ProcessFacts::from_procfs(tgid).map(|f| self.name(&f))
+        ProcessFacts::from_procfs(tgid).map(|f| self.name_live(&f))
     }
     fn name_by_comm(&mut self, comm: &str) -> Named {
         self.name(&ProcessFacts {
@@ -91,10 +96,12 @@ impl ProcessTable {
 
     /// The entry of a newly named process: admitted at once, or pending.
     fn place(&self, named: Named, names: &mut ServiceNames, now: Instant) -> Entry {
+        let container = named.container.clone();
         let admitted = |service| Entry {
             service,
             exited_in: None,
             pending: None,
+            container: container.clone(),
         };
         if named.origin != Origin::Comm {
             return admitted(names.intern(&named.name, named.origin, now));
@@ -113,6 +120,7 @@ impl ProcessTable {
                 name: named.name.into(),
                 admit_at: now + (self.admission.after - age),
             }),
+            container,
         }
     }
 
@@ -168,6 +176,7 @@ impl ProcessTable {
                 service: UNKNOWN,
                 exited_in: None,
                 pending: None,
+                container: None,
             },
         };
         let service = entry.service;
@@ -236,6 +245,21 @@ impl ProcessTable {
             .map(|(&tgid, e)| (tgid, e.service))
     }
 
+    /// (service, container) of every decided process the table knows that runs in a
+    /// container, once each: the rows of `steadfast_service_info`.
+    pub fn containers(&self) -> Vec<(ServiceId, Arc<Identity>)> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for e in self.entries.values() {
+            if let (Some(c), None) = (&e.container, &e.pending) {
+                if seen.insert((e.service, c.id.as_str())) {
+                    out.push((e.service, c.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// Services that some process the table knows (alive, or exited and not read yet) has.
     pub fn services_in_use(&self) -> HashSet<ServiceId> {
         self.entries.values().map(|e| e.service).collect()
@@ -294,6 +318,7 @@ mod tests {
                 name: name.into(),
                 origin,
                 age: Some(age),
+                container: None,
             })
         }
         fn name_by_comm(&mut self, comm: &str) -> Named {
@@ -301,6 +326,7 @@ mod tests {
                 name: comm.into(),
                 origin: Origin::Comm,
                 age: None,
+                container: None,
             }
         }
     }

@@ -1,4 +1,5 @@
 //! Service names: the `kernel` for kernel threads, the first matching `targets` entry, the
+//! container's name when a process runs in a container (see [`super::containers`]), the
 //! systemd unit when a process runs in a `*.service` cgroup, else its comm.
 //!
 //! How the `service` label stays bounded (README, "Services"):
@@ -8,6 +9,8 @@
 //! - `targets` services and systemd units always get their own value and do not count against
 //!   `services.max_services`: the cap is for comm-derived names only; past it, processes are
 //!   `other`, counted by `steadfast_services_overflow_total`, and logged once;
+//! - container-derived names have a cap of their own, of the same size (a host's own commands
+//!   cannot starve its containers of names, nor the reverse);
 //! - a name with no live process for `services.idle_release_seconds` is released: the pipeline
 //!   drops every series of its id first, and ids are never reused, so no series can carry an
 //!   old meaning; if the name comes back it gets a new id and its counters start from 0.
@@ -18,6 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::containers::{parse_cgroup_file, ContainerRef, Containers, Identity};
 use crate::config::Target;
 
 /// Index of a service name in [`ServiceNames`]. Never reused for another name.
@@ -35,13 +39,15 @@ pub const SHORT_LIVED: ServiceId = 3;
 
 const BUILTIN: [&str; 4] = ["other", "unknown", "kernel", "short_lived"];
 
-/// Where a name came from: only comm-derived names count against the cap.
+/// Where a name came from: comm- and container-derived names count against the cap (each
+/// against its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     Kernel,
     Target,
     Unit,
     Comm,
+    Container,
 }
 
 /// A process's name and what decides how it is admitted.
@@ -51,6 +57,8 @@ pub struct Named {
     pub origin: Origin,
     /// How long the process has lived, when procfs told.
     pub age: Option<Duration>,
+    /// The container it runs in (whatever named it).
+    pub container: Option<Arc<Identity>>,
 }
 
 #[derive(Debug)]
@@ -71,6 +79,8 @@ pub struct ServiceNames {
     next: ServiceId,
     /// Comm-derived names admitted now.
     comm_names: usize,
+    /// Container-derived names admitted now.
+    container_names: usize,
     overflow: u64,
     released: u64,
     warned: bool,
@@ -87,6 +97,7 @@ impl ServiceNames {
             slots: HashMap::new(),
             next: BUILTIN.len() as ServiceId,
             comm_names: 0,
+            container_names: 0,
             overflow: 0,
             released: 0,
             warned: false,
@@ -111,16 +122,22 @@ impl ServiceNames {
         if let Some(id) = self.lookup(name) {
             return id;
         }
-        if origin == Origin::Comm && self.comm_names >= self.cap {
+        let full = match origin {
+            Origin::Comm => self.comm_names >= self.cap,
+            Origin::Container => self.container_names >= self.cap,
+            _ => false,
+        };
+        if full {
             self.overflow += 1;
             if !self.warned {
                 self.warned = true;
                 tracing::warn!(
                     cap = self.cap,
                     first = name,
-                    "services.max_services comm-derived names are in use: processes with new \
-                     names are reported as service=\"other\" until names are released \
-                     (steadfast_services_overflow_total counts them; this is logged once)"
+                    "services.max_services comm-derived (or container-derived) names are in \
+                     use: processes with new names are reported as service=\"other\" until \
+                     names are released (steadfast_services_overflow_total counts them; this \
+                     is logged once)"
                 );
             }
             return OTHER;
@@ -137,8 +154,10 @@ impl ServiceNames {
                 last_live: now,
             },
         );
-        if origin == Origin::Comm {
-            self.comm_names += 1;
+        match origin {
+            Origin::Comm => self.comm_names += 1,
+            Origin::Container => self.container_names += 1,
+            _ => {}
         }
         id
     }
@@ -164,8 +183,10 @@ impl ServiceNames {
         for id in &gone {
             if let Some(slot) = self.slots.remove(id) {
                 self.ids.remove(&slot.name);
-                if slot.origin == Origin::Comm {
-                    self.comm_names -= 1;
+                match slot.origin {
+                    Origin::Comm => self.comm_names -= 1,
+                    Origin::Container => self.container_names -= 1,
+                    _ => {}
                 }
                 self.released += 1;
             }
@@ -228,6 +249,8 @@ pub struct ProcessFacts {
     pub kernel_thread: bool,
     /// Time since the process started, from `/proc/<pid>/stat`.
     pub age: Option<Duration>,
+    /// The container its cgroup names, if any.
+    pub container: Option<ContainerRef>,
 }
 
 /// `PF_KTHREAD` (include/linux/sched.h): the task is a kernel thread. Stable since 2.6.
@@ -269,9 +292,11 @@ impl ProcessFacts {
     /// Reads a live process from procfs; `None` if it has gone.
     pub fn from_procfs(tgid: u32) -> Option<Self> {
         let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm")).ok()?;
-        let cgroup = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
-            .ok()
-            .and_then(|t| cgroup_path(&t).map(str::to_string));
+        let cgroup_file = std::fs::read_to_string(format!("/proc/{tgid}/cgroup")).ok();
+        let cgroup = cgroup_file
+            .as_deref()
+            .and_then(|t| cgroup_path(t).map(str::to_string));
+        let container = cgroup_file.as_deref().and_then(parse_cgroup_file);
         let exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
             .ok()
             .map(|p| p.to_string_lossy().into_owned());
@@ -291,6 +316,7 @@ impl ProcessFacts {
             // kthreadd (pid 2) and its children; the flag says it for all of them.
             kernel_thread: stat.is_some_and(|(k, _)| k) || tgid == 2,
             age,
+            container,
         })
     }
 
@@ -299,15 +325,40 @@ impl ProcessFacts {
     }
 }
 
-/// Names processes: the first matching target's service, else the systemd unit, else comm.
+/// Names processes: the first matching target's service, else the container's name, else the
+/// systemd unit, else comm.
 #[derive(Debug, Default, Clone)]
 pub struct Naming {
     targets: Vec<Target>,
+    containers: Containers,
 }
 
 impl Naming {
     pub fn new(targets: Vec<Target>) -> Self {
-        Self { targets }
+        Self {
+            targets,
+            containers: Containers::default(),
+        }
+    }
+
+    /// Names containers from the runtimes' files under another root.
+    pub fn with_containers(mut self, containers: Containers) -> Self {
+        self.containers = containers;
+        self
+    }
+
+    pub fn containers(&self) -> &Containers {
+        &self.containers
+    }
+
+    /// Names a live process, identifying its container (from the cache, or the runtime's
+    /// files at its first process).
+    pub fn name_live(&mut self, facts: &ProcessFacts) -> Named {
+        let container = facts
+            .container
+            .as_ref()
+            .map(|r| self.containers.identify(r));
+        self.name_in(facts, container)
     }
 
     /// The first target a process matches, with its index in the configured list.
@@ -326,12 +377,20 @@ impl Naming {
     /// a process known only by its comm is a kernel thread if the comm has a `/` (`kworker/0:1`,
     /// `ksoftirqd/3`): a program's comm is a file name, which cannot.
     pub fn name(&self, facts: &ProcessFacts) -> Named {
+        self.name_in(facts, None)
+    }
+
+    /// [`Self::name`] for a process in `container`: a container's processes never take
+    /// comm-derived (nor unit) names.
+    pub fn name_in(&self, facts: &ProcessFacts, container: Option<Arc<Identity>>) -> Named {
         let known_only_by_comm = facts.exe.is_none() && facts.cgroup.is_none();
         let (name, origin) =
             if facts.kernel_thread || (known_only_by_comm && facts.comm.contains('/')) {
                 ("kernel".to_string(), Origin::Kernel)
             } else if let Some(t) = self.targets.iter().find(|t| matches(t, facts)) {
                 (t.service.clone(), Origin::Target)
+            } else if let Some(c) = &container {
+                (c.service(), Origin::Container)
             } else if let Some(unit) = facts.unit() {
                 (unit.to_string(), Origin::Unit)
             } else {
@@ -341,6 +400,7 @@ impl Naming {
             name,
             origin,
             age: facts.age,
+            container,
         }
     }
 }
