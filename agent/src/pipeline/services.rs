@@ -564,6 +564,54 @@ mod tests {
     }
 
     #[test]
+    fn containers_are_named_by_target_else_container_never_by_comm_or_unit() {
+        use super::super::containers::{parse_cgroup_file, Runtime};
+        let id = "3f4e2c1b0a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f";
+        let path = format!("/machine.slice/libpod-{id}.scope/system.slice/app.service");
+        let facts = |comm: &str| ProcessFacts {
+            comm: comm.into(),
+            cgroup: Some(path.clone()),
+            container: parse_cgroup_file(&format!("0::{path}\n")),
+            ..Default::default()
+        };
+        assert_eq!(facts("server").container.unwrap().runtime, Runtime::Podman);
+        let target = Target {
+            comm: Some("special".into()),
+            ..Target::named("picked")
+        };
+        let mut naming = Naming::new(vec![target])
+            .with_containers(Containers::new("/nonexistent-metadata-root", 8));
+        let server = naming.name_live(&facts("server"));
+        assert_eq!(
+            (server.name.as_str(), server.origin),
+            ("container-3f4e2c1b0a9d", Origin::Container),
+            "a unit inside the container does not name it"
+        );
+        assert_eq!(server.container.as_ref().unwrap().id, id);
+        let other_comm = naming.name_live(&facts("worker"));
+        assert_eq!(other_comm.name, server.name, "one container, one service");
+        let picked = naming.name_live(&facts("special"));
+        assert_eq!(
+            (picked.name.as_str(), picked.origin),
+            ("picked", Origin::Target)
+        );
+        assert!(
+            picked.container.is_some(),
+            "still known to be in the container"
+        );
+        assert_eq!(naming.containers().stats().lookups, 1, "cached");
+
+        // Container names have a cap of their own.
+        let now = Instant::now();
+        let mut names = ServiceNames::new(1, Duration::from_secs(60));
+        let c = names.intern("shop/checkout", Origin::Container, now);
+        let comm = names.intern("sshd", Origin::Comm, now);
+        assert!(![OTHER, c].contains(&comm));
+        assert_eq!(names.intern("pay/ledger", Origin::Container, now), OTHER);
+        assert_eq!(names.overflow(), 1);
+    }
+
+    #[test]
     fn units_from_cgroup_files() {
         assert_eq!(
             unit_from_cgroup_file("0::/system.slice/nginx.service\n"),
