@@ -209,17 +209,20 @@ fn write(root: &Path, rel: &str, text: &str) {
     std::fs::write(p, text).unwrap();
 }
 
-/// Four "containers" running the same program (same comm), in the cgroups the kubelet makes:
+/// Five "containers" running the same program (same comm), in the cgroups the kubelet makes:
 /// systemd driver (burstable and besteffort pods, containerd's `cri-containerd-<id>.scope`),
 /// cgroupfs driver on cgroup v2 (CRI-O's files) and on cgroup v1 (no runtime files: named by
-/// id). Each is its own service, with its exact getppid count; none is named by the comm.
+/// id), and a second container of the first pod that a `targets` entry names (by namespace,
+/// workload and container). Each is its own service, with its exact getppid count; none is
+/// named by the comm.
 #[test]
 fn kubelet_cgroups_give_each_container_its_service() {
     require_root();
     let v2 = cgroup_root(None).expect("a cgroup2 mount");
     let meta = tempfile::tempdir().unwrap();
+    // A target for one container of the first pod: it wins over the container's own name.
     let agent = Agent::start(&format!(
-        "services:\n  admit_after_syscalls: 0\n  container_metadata_root: {}\n",
+        "services:\n  admit_after_syscalls: 0\n  container_metadata_root: {}\ntargets:\n  - service: checkout-proxy\n    namespace: shop\n    pod: checkout\n    container: proxy\n",
         meta.path().display()
     ));
     let comm = unique_name("srv");
@@ -253,6 +256,25 @@ fn kubelet_cgroups_give_each_container_its_service() {
             ],
             id,
             calls: 1100,
+        },
+    ));
+    // Its second container, named by the target.
+    let (id, _) = ids();
+    containerd(&id, &uid, "shop", "checkout-7d9f8b6c5d-x2x4z", "proxy");
+    cases.push((
+        Cgroup::make(
+            &v2,
+            &format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/cri-containerd-{id}.scope"),
+        ),
+        Expected {
+            service: "checkout-proxy".into(),
+            labels: vec![
+                ("namespace", "shop".into()),
+                ("pod", "checkout-7d9f8b6c5d-x2x4z".into()),
+                ("container", "proxy".into()),
+            ],
+            id,
+            calls: 1500,
         },
     ));
     // Systemd driver, besteffort pod of another Deployment, same container name and comm.
@@ -340,7 +362,7 @@ fn kubelet_cgroups_give_each_container_its_service() {
         s.value("steadfast_container_lookup_errors_total", &[]),
         Some(0.0)
     );
-    assert!(s.value("steadfast_container_lookups_total", &[]).unwrap() >= 4.0);
+    assert!(s.value("steadfast_container_lookups_total", &[]).unwrap() >= 5.0);
     // Innermost cgroups first: the later cases' directories sit in the earlier ones'.
     while cases.pop().is_some() {}
 }

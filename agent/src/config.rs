@@ -378,6 +378,16 @@ pub struct Target {
     /// runtime, only paid when goroutines start or end); does nothing for other programs.
     #[serde(default = "yes")]
     pub goroutines: bool,
+    /// Name of the container the process runs in (Docker's or Podman's name, the Kubernetes
+    /// container name), exact.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// Kubernetes pod: its name, or its workload's (`checkout` for `checkout-7d9f8b6c5d-x2x4z`).
+    #[serde(default)]
+    pub pod: Option<String>,
+    /// Kubernetes namespace of the pod, exact.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 impl Target {
@@ -391,6 +401,9 @@ impl Target {
             unit: None,
             allocations: false,
             goroutines: true,
+            container: None,
+            pod: None,
+            namespace: None,
         }
     }
 }
@@ -1065,11 +1078,19 @@ impl Config {
             if t.service.trim().is_empty() {
                 bad("targets", format!("target {i}: service must not be empty"));
             }
-            if t.comm.is_none() && t.exe.is_none() && t.cgroup.is_none() && t.unit.is_none() {
+            if t.comm.is_none()
+                && t.exe.is_none()
+                && t.cgroup.is_none()
+                && t.unit.is_none()
+                && t.container.is_none()
+                && t.pod.is_none()
+                && t.namespace.is_none()
+            {
                 bad(
                     "targets",
                     format!(
-                        "target {i} ({}): give at least one of comm, exe, cgroup, unit",
+                        "target {i} ({}): give at least one of comm, exe, cgroup, unit, \
+                         container, pod, namespace",
                         t.service
                     ),
                 );

@@ -362,11 +362,15 @@ impl Naming {
     }
 
     /// The first target a process matches, with its index in the configured list.
-    pub fn target_of(&self, facts: &ProcessFacts) -> Option<(usize, &Target)> {
+    pub fn target_of(&mut self, facts: &ProcessFacts) -> Option<(usize, &Target)> {
+        let container = facts
+            .container
+            .as_ref()
+            .map(|r| self.containers.identify(r));
         self.targets
             .iter()
             .enumerate()
-            .find(|(_, t)| matches(t, facts))
+            .find(|(_, t)| matches(t, facts, container.as_deref()))
     }
 
     pub fn targets(&self) -> &[Target] {
@@ -387,7 +391,11 @@ impl Naming {
         let (name, origin) =
             if facts.kernel_thread || (known_only_by_comm && facts.comm.contains('/')) {
                 ("kernel".to_string(), Origin::Kernel)
-            } else if let Some(t) = self.targets.iter().find(|t| matches(t, facts)) {
+            } else if let Some(t) = self
+                .targets
+                .iter()
+                .find(|t| matches(t, facts, container.as_deref()))
+            {
                 (t.service.clone(), Origin::Target)
             } else if let Some(c) = &container {
                 (c.service(), Origin::Container)
@@ -406,7 +414,11 @@ impl Naming {
 }
 
 /// Every criterion the target gives must match; a fact that is unknown does not match.
-fn matches(t: &Target, f: &ProcessFacts) -> bool {
+fn matches(t: &Target, f: &ProcessFacts, container: Option<&Identity>) -> bool {
+    let named = |want: &Option<String>, got: fn(&Identity) -> Option<&str>| {
+        want.as_deref()
+            .is_none_or(|w| container.and_then(got).is_some_and(|g| g == w))
+    };
     t.comm.as_ref().is_none_or(|c| *c == f.comm)
         && t.exe.as_ref().is_none_or(|e| f.exe.as_ref() == Some(e))
         && t.cgroup.as_ref().is_none_or(|c| {
@@ -415,6 +427,13 @@ fn matches(t: &Target, f: &ProcessFacts) -> bool {
             })
         })
         && t.unit.as_ref().is_none_or(|u| f.unit() == Some(u))
+        && named(&t.container, |i| i.container.as_deref())
+        && named(&t.namespace, |i| i.namespace.as_deref())
+        && t.pod.as_deref().is_none_or(|w| {
+            container
+                .and_then(|i| i.pod.as_deref())
+                .is_some_and(|p| p == w || super::containers::workload_of(p) == w)
+        })
 }
 
 #[cfg(test)]
@@ -609,6 +628,58 @@ mod tests {
         assert!(![OTHER, c].contains(&comm));
         assert_eq!(names.intern("pay/ledger", Origin::Container, now), OTHER);
         assert_eq!(names.overflow(), 1);
+    }
+
+    #[test]
+    fn targets_match_container_pod_and_namespace() {
+        use super::super::containers::Runtime;
+        let pod = |ns: &str, pod: &str, container: &str| Identity {
+            id: "0".repeat(64),
+            runtime: Runtime::Containerd,
+            pod_uid: None,
+            namespace: Some(ns.into()),
+            pod: Some(pod.into()),
+            container: Some(container.into()),
+        };
+        let naming = Naming::new(vec![
+            Target {
+                namespace: Some("shop".into()),
+                pod: Some("checkout".into()),
+                container: Some("proxy".into()),
+                ..Target::named("checkout-proxy")
+            },
+            Target {
+                pod: Some("db-0".into()),
+                ..Target::named("primary")
+            },
+            Target {
+                namespace: Some("batch".into()),
+                ..Target::named("batch")
+            },
+        ]);
+        let f = ProcessFacts {
+            comm: "envoy".into(),
+            ..Default::default()
+        };
+        let name = |i: Option<Identity>| naming.name_in(&f, i.map(Arc::new)).name;
+        assert_eq!(
+            name(Some(pod("shop", "checkout-7d9f8b6c5d-x2x4z", "proxy"))),
+            "checkout-proxy",
+            "the pod by its workload's name"
+        );
+        assert_eq!(
+            name(Some(pod("shop", "checkout-7d9f8b6c5d-x2x4z", "server"))),
+            "shop/checkout",
+            "every criterion must match"
+        );
+        assert_eq!(name(Some(pod("data", "db-0", "postgres"))), "primary");
+        assert_eq!(name(Some(pod("data", "db-1", "postgres"))), "data/db");
+        assert_eq!(name(Some(pod("batch", "x-28912345-b2c4d", "job"))), "batch");
+        assert_eq!(
+            name(None),
+            "envoy",
+            "no container: container criteria never match"
+        );
     }
 
     #[test]
