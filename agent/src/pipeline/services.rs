@@ -84,6 +84,7 @@ pub struct ServiceNames {
     overflow: u64,
     released: u64,
     warned: bool,
+    warned_containers: bool,
 }
 
 impl ServiceNames {
@@ -101,6 +102,7 @@ impl ServiceNames {
             overflow: 0,
             released: 0,
             warned: false,
+            warned_containers: false,
         };
         for (id, name) in BUILTIN.iter().enumerate() {
             s.ids.insert((*name).into(), id as ServiceId);
@@ -129,15 +131,25 @@ impl ServiceNames {
         };
         if full {
             self.overflow += 1;
-            if !self.warned {
+            if origin == Origin::Comm && !self.warned {
                 self.warned = true;
                 tracing::warn!(
                     cap = self.cap,
                     first = name,
-                    "services.max_services comm-derived (or container-derived) names are in \
-                     use: processes with new names are reported as service=\"other\" until \
-                     names are released (steadfast_services_overflow_total counts them; this \
-                     is logged once)"
+                    "services.max_services comm-derived names are in use: processes with new \
+                     names are reported as service=\"other\" until names are released \
+                     (steadfast_services_overflow_total counts them; this is logged once)"
+                );
+            }
+            if origin == Origin::Container && !self.warned_containers {
+                self.warned_containers = true;
+                tracing::warn!(
+                    cap = self.cap,
+                    first = name,
+                    "services.max_services container-derived names are in use: processes of \
+                     containers with new names are reported as service=\"other\" until names \
+                     are released (steadfast_services_overflow_total counts them; this is \
+                     logged once)"
                 );
             }
             return OTHER;
