@@ -66,6 +66,37 @@ impl Cgroup {
     }
 }
 
+impl Cgroup {
+    /// Makes `cmd`'s child move itself into this cgroup between fork and exec, so everything
+    /// the program does is the container's.
+    fn move_at_exec(&self, cmd: &mut Command) {
+        let procs = std::ffi::CString::new(
+            self.leaf
+                .join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .unwrap();
+        // SAFETY: between fork and exec only async-signal-safe calls (open, write, close) on
+        // memory allocated before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                libc::close(fd);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+    }
+}
+
 impl Drop for Cgroup {
     fn drop(&mut self) {
         for dir in self.made.iter().rev() {
@@ -81,34 +112,11 @@ struct Workload {
 }
 
 impl Workload {
-    /// Starts `cmd`, moved into `cgroup` (when given) between fork and exec, so everything
-    /// the program does is the container's; returns once it said "ready".
+    /// Starts `cmd`, moved into `cgroup` (when given) at its exec; returns once it said
+    /// "ready".
     fn start(mut cmd: Command, cgroup: Option<&Cgroup>) -> Workload {
         if let Some(cg) = cgroup {
-            let procs = std::ffi::CString::new(
-                cg.leaf
-                    .join("cgroup.procs")
-                    .into_os_string()
-                    .into_encoded_bytes(),
-            )
-            .unwrap();
-            // SAFETY: between fork and exec only async-signal-safe calls (open, write, close)
-            // on memory allocated before the fork.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                    if fd < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-                    libc::close(fd);
-                    if ok {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
+            cg.move_at_exec(&mut cmd);
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -365,6 +373,71 @@ fn kubelet_cgroups_give_each_container_its_service() {
     assert!(s.value("steadfast_container_lookups_total", &[]).unwrap() >= 5.0);
     // Innermost cgroups first: the later cases' directories sit in the earlier ones'.
     while cases.pop().is_some() {}
+}
+
+/// A container's short-lived processes (one-off commands, as `kubectl exec` or a job's steps
+/// run them) take the container's service too, also those gone before the agent read their
+/// exec event (named from the cgroup id the event carries, which a live process of the
+/// container taught the agent): 20 one-offs of 300 getppid calls each and a long-lived process
+/// of 700, all counted under the container's service, none under their comm.
+#[test]
+fn short_lived_processes_of_a_container_take_its_service() {
+    require_root();
+    const RUNS: u64 = 20;
+    const EACH: u64 = 300;
+    let v2 = cgroup_root(None).expect("a cgroup2 mount");
+    let meta = tempfile::tempdir().unwrap();
+    // The agent reads events at its 1 s tick only (not woken per event), so the one-offs
+    // (milliseconds) are gone when their exec events are read.
+    let agent = Agent::start(&format!(
+        "services:\n  admit_after_syscalls: 0\n  container_metadata_root: {}\nprobes:\n  wakeup_min_bytes: 65536\n",
+        meta.path().display()
+    ));
+    let (id, uid) = ids();
+    write(
+        meta.path(),
+        &format!("run/containerd/io.containerd.runtime.v2.task/k8s.io/{id}/config.json"),
+        &format!(
+            r#"{{"annotations":{{"io.kubernetes.cri.container-name":"report","io.kubernetes.cri.sandbox-name":"report-28912345-b2c4d","io.kubernetes.cri.sandbox-namespace":"jobs","io.kubernetes.cri.sandbox-uid":"{uid}"}}}}"#
+        ),
+    );
+    let u = uid.replace('-', "_");
+    let cgroup = Cgroup::make(
+        &v2,
+        &format!("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice/cri-containerd-{id}.scope"),
+    );
+    let main = build_workload("getppid_on_go", agent.dir.path(), &unique_name("sfmain"));
+    let one_off = unique_name("sfone");
+    let one_off_bin = build_workload("getppid_loop", agent.dir.path(), &one_off);
+    let mut cmd = Command::new(&main);
+    cmd.arg("700");
+    let w = Workload::start(cmd, Some(&cgroup));
+    let service = "jobs/report";
+    wait_for(10, "the container's info row", || {
+        info_line(&agent.scrape(), &id).filter(|l| l.contains(&format!("service=\"{service}\"")))
+    });
+    for _ in 0..RUNS {
+        let mut cmd = Command::new(&one_off_bin);
+        cmd.arg(EACH.to_string());
+        cgroup.move_at_exec(&mut cmd);
+        let status = cmd.status().unwrap();
+        assert!(status.success(), "{status}");
+    }
+    w.go();
+    let want = (RUNS * EACH + 700) as f64;
+    let s = wait_for(10, "every call counted", || {
+        let s = agent.scrape();
+        (getppid_count(&s, service) >= want).then_some(s)
+    });
+    assert_eq!(getppid_count(&s, service), want);
+    assert!(
+        !s.has_label_value("service", &one_off),
+        "a one-off named by its comm"
+    );
+    assert_eq!(
+        getppid_count(&s, "short_lived") + getppid_count(&s, "unknown"),
+        0.0
+    );
 }
 
 /// Whether `program` runs (is on PATH).

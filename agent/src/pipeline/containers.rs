@@ -166,6 +166,38 @@ pub fn parse_cgroup_file(text: &str) -> Option<ContainerRef> {
     })
 }
 
+/// Where the unified (v2) cgroup hierarchy is mounted, read once.
+fn cgroup2_mount() -> Option<&'static Path> {
+    static MOUNT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    MOUNT
+        .get_or_init(|| {
+            let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+            info.lines().find_map(|l| {
+                let (pre, post) = l.split_once(" - ")?;
+                let mount = pre.split_whitespace().nth(4)?;
+                (post.split_whitespace().next()? == "cgroup2").then(|| PathBuf::from(mount))
+            })
+        })
+        .as_deref()
+}
+
+/// The kernel's id of the v2 cgroup of a `/proc/<pid>/cgroup` file (what
+/// `bpf_get_current_cgroup_id` gives its tasks: the cgroup directory's inode), when that cgroup
+/// is a container's; `None` otherwise (or on a host without cgroup v2). A path seen through a
+/// cgroup namespace (`/../..`) is looked up from the mount's root.
+pub fn container_cgroup_id(text: &str) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+    parse_path(path)?;
+    let rel: PathBuf = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != "..")
+        .collect();
+    std::fs::metadata(cgroup2_mount()?.join(rel))
+        .ok()
+        .map(|m| m.ino())
+}
+
 /// A container with the names its runtime gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {

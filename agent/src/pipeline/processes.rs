@@ -66,6 +66,10 @@ pub trait Resolver {
     fn resolve(&mut self, tgid: u32) -> Option<Named>;
     /// The name of a process known only by its comm.
     fn name_by_comm(&mut self, comm: &str) -> Named;
+    /// The name of a process that has gone, by what its event carried (comm, cgroup id).
+    fn name_gone(&mut self, comm: &str, _cgroup_id: u64) -> Named {
+        self.name_by_comm(comm)
+    }
 }
 
 impl Resolver for Naming {
@@ -77,6 +81,9 @@ impl Resolver for Naming {
             comm: comm.to_string(),
             ..Default::default()
         })
+    }
+    fn name_gone(&mut self, comm: &str, cgroup_id: u64) -> Named {
+        Naming::name_gone(self, comm, cgroup_id)
     }
 }
 
@@ -139,14 +146,15 @@ impl ProcessTable {
                 // Right after exec the process is alive: procfs tells its cgroup and exe.
                 let named = resolver
                     .resolve(ev.tgid)
-                    .unwrap_or_else(|| resolver.name_by_comm(&comm));
+                    .unwrap_or_else(|| resolver.name_gone(&comm, ev.cgroup_id));
                 let entry = self.place(named, names, now);
                 self.entries.insert(ev.tgid, entry);
             }
             PROC_EXIT => {
                 if !self.entries.contains_key(&ev.tgid) {
-                    // Never seen alive: the exiting task's comm is the best name left.
-                    let named = resolver.name_by_comm(&comm);
+                    // Never seen alive: the exiting task's cgroup (a container's, if a live
+                    // process taught it) or comm is the best name left.
+                    let named = resolver.name_gone(&comm, ev.cgroup_id);
                     let entry = self.place(named, names, now);
                     self.entries.insert(ev.tgid, entry);
                 }

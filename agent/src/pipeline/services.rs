@@ -21,7 +21,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::containers::{parse_cgroup_file, ContainerRef, Containers, Identity};
+use super::containers::{
+    container_cgroup_id, parse_cgroup_file, ContainerRef, Containers, Identity, CACHE_CAPACITY,
+};
 use crate::config::Target;
 
 /// Index of a service name in [`ServiceNames`]. Never reused for another name.
@@ -263,6 +265,9 @@ pub struct ProcessFacts {
     pub age: Option<Duration>,
     /// The container its cgroup names, if any.
     pub container: Option<ContainerRef>,
+    /// The kernel's id of its v2 cgroup when that is the container's (see
+    /// [`container_cgroup_id`]).
+    pub container_cgroup: Option<u64>,
 }
 
 /// `PF_KTHREAD` (include/linux/sched.h): the task is a kernel thread. Stable since 2.6.
@@ -309,6 +314,10 @@ impl ProcessFacts {
             .as_deref()
             .and_then(|t| cgroup_path(t).map(str::to_string));
         let container = cgroup_file.as_deref().and_then(parse_cgroup_file);
+        let container_cgroup = container
+            .as_ref()
+            .and(cgroup_file.as_deref())
+            .and_then(container_cgroup_id);
         let exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
             .ok()
             .map(|p| p.to_string_lossy().into_owned());
@@ -329,6 +338,7 @@ impl ProcessFacts {
             kernel_thread: stat.is_some_and(|(k, _)| k) || tgid == 2,
             age,
             container,
+            container_cgroup,
         })
     }
 
@@ -343,6 +353,11 @@ impl ProcessFacts {
 pub struct Naming {
     targets: Vec<Target>,
     containers: Containers,
+    /// Containers by the kernel id of their cgroup, learnt from live processes, to name a
+    /// process that was gone before its exec event was read (events carry the cgroup id).
+    /// Bounded: past [`CACHE_CAPACITY`], ids whose container no process holds are dropped,
+    /// and if none can be the new one is not kept.
+    by_cgroup: HashMap<u64, Arc<Identity>>,
 }
 
 impl Naming {
@@ -350,7 +365,32 @@ impl Naming {
         Self {
             targets,
             containers: Containers::default(),
+            by_cgroup: HashMap::new(),
         }
+    }
+
+    /// Remembers the container of a cgroup id.
+    fn learn_cgroup(&mut self, id: u64, identity: &Arc<Identity>) {
+        if self.by_cgroup.contains_key(&id) {
+            return;
+        }
+        if self.by_cgroup.len() >= CACHE_CAPACITY {
+            // Held by this map and the container cache only: no process has it.
+            self.by_cgroup.retain(|_, i| Arc::strong_count(i) > 2);
+        }
+        if self.by_cgroup.len() < CACHE_CAPACITY {
+            self.by_cgroup.insert(id, identity.clone());
+        }
+    }
+
+    /// Names a process that has gone, from what its event carried: the container of its
+    /// cgroup when a live process taught it, else its comm.
+    pub fn name_gone(&self, comm: &str, cgroup_id: u64) -> Named {
+        let facts = ProcessFacts {
+            comm: comm.to_string(),
+            ..Default::default()
+        };
+        self.name_in(&facts, self.by_cgroup.get(&cgroup_id).cloned())
     }
 
     /// Names containers from the runtimes' files under another root.
@@ -370,6 +410,9 @@ impl Naming {
             .container
             .as_ref()
             .map(|r| self.containers.identify(r));
+        if let (Some(id), Some(c)) = (facts.container_cgroup, &container) {
+            self.learn_cgroup(id, c);
+        }
         self.name_in(facts, container)
     }
 
@@ -631,6 +674,16 @@ mod tests {
             "still known to be in the container"
         );
         assert_eq!(naming.containers().stats().lookups, 1, "cached");
+        // Gone before anything read it: by its cgroup's container when a live process taught
+        // it (none here: this host's cgroup ids are not in these facts), else by comm.
+        let gone = naming.name_gone("server", 12345);
+        assert_eq!((gone.name.as_str(), gone.origin), ("server", Origin::Comm));
+        naming.learn_cgroup(12345, server.container.as_ref().unwrap());
+        let gone = naming.name_gone("server", 12345);
+        assert_eq!(
+            (gone.name.as_str(), gone.origin),
+            ("container-3f4e2c1b0a9d", Origin::Container)
+        );
 
         // Container names have a cap of their own.
         let now = Instant::now();
