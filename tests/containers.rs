@@ -440,6 +440,197 @@ fn short_lived_processes_of_a_container_take_its_service() {
     );
 }
 
+/// A root filesystem holding only the workload, built static, as `/srv`.
+fn static_rootfs(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir(&rootfs).unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/getppid_on_go.c");
+    let status = Command::new("gcc")
+        .args(["-O2", "-static", "-o"])
+        .arg(rootfs.join("srv"))
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success(), "gcc -static (libc6-dev has libc.a)");
+    rootfs
+}
+
+/// Every mounted cgroup hierarchy (v1 and v2).
+fn cgroup_mounts() -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            matches!(post.split_whitespace().next()?, "cgroup" | "cgroup2")
+                .then(|| PathBuf::from(pre.split_whitespace().nth(4).unwrap()))
+        })
+        .collect()
+}
+
+/// A containerd daemon of the test's own (Debian's containerd, its CRI plugin off), its
+/// state under `dir/run/containerd` as on a host, so the agent reads it with
+/// `container_metadata_root: dir`. Stopped at drop; the cgroups it made are removed.
+struct Containerd {
+    child: std::process::Child,
+    socket: PathBuf,
+    /// Cgroup paths (relative) to remove at drop, innermost first.
+    cgroups: Vec<String>,
+}
+
+impl Containerd {
+    fn start(dir: &Path) -> Containerd {
+        let config = dir.join("containerd.toml");
+        std::fs::write(
+            &config,
+            "version = 2\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n",
+        )
+        .unwrap();
+        let socket = dir.join("containerd.sock");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .arg("--address")
+            .arg(&socket)
+            .arg("--root")
+            .arg(dir.join("var/lib/containerd"))
+            .arg("--state")
+            .arg(dir.join("run/containerd"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("containerd.log")).unwrap())
+            .spawn()
+            .expect("containerd (scripts/setup --test installs Debian's)");
+        let d = Containerd {
+            child,
+            socket,
+            cgroups: Vec::new(),
+        };
+        wait_for(20, "containerd's socket", || {
+            d.socket.exists().then_some(())
+        });
+        d
+    }
+
+    /// `ctr run` of the static rootfs as container `id`, with OCI annotations and a cgroup
+    /// path when given (else containerd's own, `/<namespace>/<id>`).
+    fn run(
+        &mut self,
+        rootfs: &Path,
+        id: &str,
+        notes: &[(&str, &str)],
+        cgroup: Option<&str>,
+        calls: u64,
+    ) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address")
+            .arg(&self.socket)
+            .args(["run", "--rm", "--rootfs"]);
+        for (k, v) in notes {
+            cmd.args(["--annotation", &format!("{k}={v}")]);
+        }
+        match cgroup {
+            Some(path) => {
+                cmd.args(["--cgroup", path]);
+                let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+                for n in (1..=parts.len()).rev() {
+                    self.cgroups.push(parts[..n].join("/"));
+                }
+            }
+            None => self
+                .cgroups
+                .extend([format!("default/{id}"), "default".into()]),
+        }
+        cmd.arg(rootfs).args([id, "/srv", &calls.to_string()]);
+        cmd
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for root in cgroup_mounts() {
+            for rel in &self.cgroups {
+                let _ = std::fs::remove_dir(root.join(rel));
+            }
+        }
+    }
+}
+
+/// A real containerd (Debian's, run by the test with `ctr run` of a local rootfs: no image, no
+/// registry) runs two containers of the same program: one in containerd's own cgroup
+/// (`/default/<id>`) without names, named `container-<id>`; one placed as the kubelet's
+/// cgroupfs driver places a pod's container (`/kubepods/besteffort/pod<uid>/<id>`) with the
+/// annotations containerd's CRI plugin writes into the bundle, named `<namespace>/<workload>`
+/// from the real bundle's `config.json`. Exact getppid counts for each. The CRI plugin itself
+/// is not run (it needs a kubelet, or crictl, and a pause image from a registry).
+#[test]
+fn containerd_containers_are_named_from_their_bundles() {
+    require_root();
+    assert!(
+        have("ctr"),
+        "containerd is not installed (scripts/setup --test installs Debian's)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = static_rootfs(dir.path());
+    let mut containerd = Containerd::start(dir.path());
+    let agent = Agent::start(&format!(
+        "services:\n  admit_after_syscalls: 0\n  container_metadata_root: {}\n",
+        dir.path().display()
+    ));
+
+    let (plain, _) = ids();
+    let cmd = containerd.run(&rootfs, &plain, &[], None, 1700);
+    let w = Workload::start(cmd, None);
+    let runtime_calls = check(
+        &agent,
+        w,
+        &Expected {
+            service: format!("container-{}", &plain[..12]),
+            labels: vec![("container", String::new()), ("pod", String::new())],
+            id: plain.clone(),
+            calls: 1700,
+        },
+        5,
+    );
+    eprintln!("getppid calls of runc in the container before exec: {runtime_calls}");
+
+    let (id, uid) = ids();
+    let notes = [
+        ("io.kubernetes.cri.container-type", "container"),
+        ("io.kubernetes.cri.container-name", "indexer"),
+        (
+            "io.kubernetes.cri.sandbox-name",
+            "search-indexer-6f7c9d8b5-m4n7p",
+        ),
+        ("io.kubernetes.cri.sandbox-namespace", "search"),
+        ("io.kubernetes.cri.sandbox-uid", uid.as_str()),
+    ];
+    let cgroup = format!("/kubepods/besteffort/pod{uid}/{id}");
+    let cmd = containerd.run(&rootfs, &id, &notes, Some(&cgroup), 1800);
+    let w = Workload::start(cmd, None);
+    check(
+        &agent,
+        w,
+        &Expected {
+            service: "search/search-indexer".into(),
+            labels: vec![
+                ("namespace", "search".into()),
+                ("pod", "search-indexer-6f7c9d8b5-m4n7p".into()),
+                ("container", "indexer".into()),
+            ],
+            id: id.clone(),
+            calls: 1800,
+        },
+        5,
+    );
+    let s = agent.scrape();
+    assert!(!s.has_label_value("service", "srv"), "named by comm");
+    assert_eq!(
+        s.value("steadfast_container_lookup_errors_total", &[]),
+        Some(0.0)
+    );
+}
+
 /// Whether `program` runs (is on PATH).
 fn have(program: &str) -> bool {
     Command::new(program)
@@ -463,16 +654,7 @@ fn podman_container_is_named_and_counted() {
     const CALLS: u64 = 2500;
     let agent = Agent::start("services:\n  admit_after_syscalls: 0\n");
     let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("rootfs");
-    std::fs::create_dir(&rootfs).unwrap();
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/getppid_on_go.c");
-    let status = Command::new("gcc")
-        .args(["-O2", "-static", "-o"])
-        .arg(rootfs.join("srv"))
-        .arg(&source)
-        .status()
-        .unwrap();
-    assert!(status.success(), "gcc -static (libc6-dev has libc.a)");
+    let rootfs = static_rootfs(work.path());
     let tarball = work.path().join("image.tar");
     let status = Command::new("tar")
         .arg("-C")
