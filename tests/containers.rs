@@ -24,7 +24,8 @@ fn ids() -> (String, String) {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
     let pid = std::process::id();
     (
-        format!("{pid:08x}{n:08x}{:048x}", 0xabcdef_u64),
+        // The sequence number first: `container-<first 12>` differs between containers.
+        format!("{n:04x}{pid:08x}{:052x}", 0xabcdef_u64),
         format!("{pid:08x}-{n:04x}-4000-8000-00000000c0de"),
     )
 }
@@ -424,12 +425,36 @@ fn short_lived_processes_of_a_container_take_its_service() {
         assert!(status.success(), "{status}");
     }
     w.go();
+    // A container that only ever runs one-offs: no live process teaches the agent its cgroup,
+    // which is found from the id the events carry.
+    let (only, uid) = ids();
+    write(
+        meta.path(),
+        &format!("run/containerd/io.containerd.runtime.v2.task/k8s.io/{only}/config.json"),
+        &format!(
+            r#"{{"annotations":{{"io.kubernetes.cri.container-name":"sweep","io.kubernetes.cri.sandbox-name":"cleanup-28912346-x2x4z","io.kubernetes.cri.sandbox-namespace":"jobs","io.kubernetes.cri.sandbox-uid":"{uid}"}}}}"#
+        ),
+    );
+    let u = uid.replace('-', "_");
+    let only_cgroup = Cgroup::make(
+        &v2,
+        &format!("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{u}.slice/cri-containerd-{only}.scope"),
+    );
+    for _ in 0..10 {
+        let mut cmd = Command::new(&one_off_bin);
+        cmd.arg("400");
+        only_cgroup.move_at_exec(&mut cmd);
+        let status = cmd.status().unwrap();
+        assert!(status.success(), "{status}");
+    }
     let want = (RUNS * EACH + 700) as f64;
     let s = wait_for(10, "every call counted", || {
         let s = agent.scrape();
-        (getppid_count(&s, service) >= want).then_some(s)
+        (getppid_count(&s, service) >= want && getppid_count(&s, "jobs/cleanup") >= 4000.0)
+            .then_some(s)
     });
     assert_eq!(getppid_count(&s, service), want);
+    assert_eq!(getppid_count(&s, "jobs/cleanup"), 4000.0);
     assert!(
         !s.has_label_value("service", &one_off),
         "a one-off named by its comm"
@@ -438,16 +463,19 @@ fn short_lived_processes_of_a_container_take_its_service() {
         getppid_count(&s, "short_lived") + getppid_count(&s, "unknown"),
         0.0
     );
+    // Innermost first.
+    drop(only_cgroup);
+    drop(cgroup);
 }
 
-/// A root filesystem holding only the workload, built static, as `/srv`.
-fn static_rootfs(dir: &Path) -> PathBuf {
+/// A root filesystem holding only the workload, built static, as `/<name>`.
+fn static_rootfs(dir: &Path, name: &str) -> PathBuf {
     let rootfs = dir.join("rootfs");
     std::fs::create_dir(&rootfs).unwrap();
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/getppid_on_go.c");
     let status = Command::new("gcc")
         .args(["-O2", "-static", "-o"])
-        .arg(rootfs.join("srv"))
+        .arg(rootfs.join(name))
         .arg(&source)
         .status()
         .unwrap();
@@ -473,12 +501,14 @@ fn cgroup_mounts() -> Vec<PathBuf> {
 struct Containerd {
     child: std::process::Child,
     socket: PathBuf,
+    /// The program in the rootfs.
+    program: String,
     /// Cgroup paths (relative) to remove at drop, innermost first.
     cgroups: Vec<String>,
 }
 
 impl Containerd {
-    fn start(dir: &Path) -> Containerd {
+    fn start(dir: &Path, program: &str) -> Containerd {
         let config = dir.join("containerd.toml");
         std::fs::write(
             &config,
@@ -502,6 +532,7 @@ impl Containerd {
         let d = Containerd {
             child,
             socket,
+            program: program.to_string(),
             cgroups: Vec::new(),
         };
         wait_for(20, "containerd's socket", || {
@@ -539,7 +570,8 @@ impl Containerd {
                 .cgroups
                 .extend([format!("default/{id}"), "default".into()]),
         }
-        cmd.arg(rootfs).args([id, "/srv", &calls.to_string()]);
+        cmd.arg(rootfs)
+            .args([id, &format!("/{}", self.program), &calls.to_string()]);
         cmd
     }
 }
@@ -571,8 +603,9 @@ fn containerd_containers_are_named_from_their_bundles() {
         "containerd is not installed (scripts/setup --test installs Debian's)"
     );
     let dir = tempfile::tempdir().unwrap();
-    let rootfs = static_rootfs(dir.path());
-    let mut containerd = Containerd::start(dir.path());
+    let program = unique_name("sfctd");
+    let rootfs = static_rootfs(dir.path(), &program);
+    let mut containerd = Containerd::start(dir.path(), &program);
     let agent = Agent::start(&format!(
         "services:\n  admit_after_syscalls: 0\n  container_metadata_root: {}\n",
         dir.path().display()
@@ -624,7 +657,7 @@ fn containerd_containers_are_named_from_their_bundles() {
         5,
     );
     let s = agent.scrape();
-    assert!(!s.has_label_value("service", "srv"), "named by comm");
+    assert!(!s.has_label_value("service", &program), "named by comm");
     assert_eq!(
         s.value("steadfast_container_lookup_errors_total", &[]),
         Some(0.0)
@@ -654,7 +687,8 @@ fn podman_container_is_named_and_counted() {
     const CALLS: u64 = 2500;
     let agent = Agent::start("services:\n  admit_after_syscalls: 0\n");
     let work = tempfile::tempdir().unwrap();
-    let rootfs = static_rootfs(work.path());
+    let program = unique_name("sfpdw");
+    let rootfs = static_rootfs(work.path(), &program);
     let tarball = work.path().join("image.tar");
     let status = Command::new("tar")
         .arg("-C")
@@ -705,7 +739,7 @@ fn podman_container_is_named_and_counted() {
         "--cidfile",
     ])
     .arg(&cidfile)
-    .args([&image, "/srv", &CALLS.to_string()]);
+    .args([&image, &format!("/{program}"), &CALLS.to_string()]);
     cmd.stderr(Stdio::inherit());
     let w = Workload::start(cmd, None);
     let id = std::fs::read_to_string(&cidfile)
@@ -732,7 +766,15 @@ fn podman_container_is_named_and_counted() {
     );
     eprintln!("getppid calls of the runtime in the container before exec: {runtime_calls}");
     let s = agent.scrape();
-    assert!(!s.has_label_value("service", "srv"), "named by comm");
+    let by_comm: Vec<_> =
+        s.0.lines()
+            .filter(|l| l.contains(&format!("service=\"{program}\"")))
+            .collect();
+    assert!(
+        by_comm.is_empty(),
+        "named by comm: {by_comm:#?}\n{}",
+        agent.log()
+    );
 }
 
 /// Removes the test's container and image.

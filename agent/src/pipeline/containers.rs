@@ -198,6 +198,49 @@ pub fn container_cgroup_id(text: &str) -> Option<u64> {
         .map(|m| m.ino())
 }
 
+/// The path (from the v2 hierarchy's root) of the cgroup with kernel id `id`, through
+/// `open_by_handle_at` on the cgroup2 mount (a cgroup's id is its kernfs file handle). Needs
+/// `CAP_DAC_READ_SEARCH`; `None` without it, without cgroup v2, or once the cgroup is gone.
+pub fn cgroup_path_of_id(id: u64) -> Option<String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    static MOUNT_FD: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    let mount = cgroup2_mount()?;
+    let dir = MOUNT_FD
+        .get_or_init(|| std::fs::File::open(mount).ok())
+        .as_ref()?;
+    /// `struct file_handle` with the 8 bytes of a kernfs handle.
+    #[repr(C)]
+    struct Handle {
+        bytes: u32,
+        kind: i32,
+        id: u64,
+    }
+    /// FILEID_KERNFS (include/linux/exportfs.h).
+    const FILEID_KERNFS: i32 = 0xfe;
+    let mut handle = Handle {
+        bytes: 8,
+        kind: FILEID_KERNFS,
+        id,
+    };
+    // SAFETY: the handle is a `struct file_handle` header followed by its 8 bytes, as
+    // `handle_bytes` says; the kernel reads it and returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            dir.as_raw_fd(),
+            (&mut handle as *mut Handle).cast(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a descriptor just returned to us, owned from here on.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let target = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    let rel = target.strip_prefix(mount).ok()?;
+    Some(format!("/{}", rel.display()))
+}
+
 /// A container with the names its runtime gave it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -604,6 +647,36 @@ mod tests {
         ] {
             assert_eq!(parse_cgroup_file(&file), None, "{file}");
         }
+    }
+
+    #[test]
+    fn cgroup_ids_to_paths_and_back() {
+        use std::os::unix::fs::MetadataExt;
+        let Some(mount) = cgroup2_mount() else {
+            panic!("no cgroup2 mount");
+        };
+        // The root cgroup, and a container-named one made here.
+        assert_eq!(
+            cgroup_path_of_id(std::fs::metadata(mount).unwrap().ino()).as_deref(),
+            Some("/")
+        );
+        let rel = format!("steadfast-unit-{}/docker-{ID}.scope", std::process::id());
+        let dir = mount.join(&rel);
+        std::fs::create_dir_all(&dir).unwrap();
+        let id = std::fs::metadata(&dir).unwrap().ino();
+        let path = cgroup_path_of_id(id);
+        let from_file = container_cgroup_id(&format!("0::/{rel}\n"));
+        std::fs::remove_dir(&dir).unwrap();
+        std::fs::remove_dir(dir.parent().unwrap()).unwrap();
+        assert_eq!(path, Some(format!("/{rel}")));
+        assert_eq!(from_file, Some(id));
+        assert_eq!(parse_path(&path.unwrap()).unwrap().id, ID);
+        assert_eq!(cgroup_path_of_id(id), None, "gone with its cgroup");
+        assert_eq!(
+            container_cgroup_id("0::/user.slice\n"),
+            None,
+            "not a container's"
+        );
     }
 
     #[test]

@@ -22,7 +22,8 @@ use std::{
 };
 
 use super::containers::{
-    container_cgroup_id, parse_cgroup_file, ContainerRef, Containers, Identity, CACHE_CAPACITY,
+    cgroup_path_of_id, container_cgroup_id, parse_cgroup_file, parse_path, ContainerRef,
+    Containers, Identity, CACHE_CAPACITY,
 };
 use crate::config::Target;
 
@@ -358,6 +359,8 @@ pub struct Naming {
     /// Bounded: past [`CACHE_CAPACITY`], ids whose container no process holds are dropped,
     /// and if none can be the new one is not kept.
     by_cgroup: HashMap<u64, Arc<Identity>>,
+    /// Cgroup ids known to be no container's.
+    not_containers: HashSet<u64>,
 }
 
 impl Naming {
@@ -366,6 +369,7 @@ impl Naming {
             targets,
             containers: Containers::default(),
             by_cgroup: HashMap::new(),
+            not_containers: HashSet::new(),
         }
     }
 
@@ -374,6 +378,7 @@ impl Naming {
         if self.by_cgroup.contains_key(&id) {
             return;
         }
+        self.not_containers.remove(&id);
         if self.by_cgroup.len() >= CACHE_CAPACITY {
             // Held by this map and the container cache only: no process has it.
             self.by_cgroup.retain(|_, i| Arc::strong_count(i) > 2);
@@ -384,13 +389,41 @@ impl Naming {
     }
 
     /// Names a process that has gone, from what its event carried: the container of its
-    /// cgroup when a live process taught it, else its comm.
-    pub fn name_gone(&self, comm: &str, cgroup_id: u64) -> Named {
+    /// cgroup (taught by a live process, else found from the cgroup id once), else its comm.
+    pub fn name_gone(&mut self, comm: &str, cgroup_id: u64) -> Named {
         let facts = ProcessFacts {
             comm: comm.to_string(),
             ..Default::default()
         };
-        self.name_in(&facts, self.by_cgroup.get(&cgroup_id).cloned())
+        let container = self.container_of_cgroup(cgroup_id);
+        self.name_in(&facts, container)
+    }
+
+    /// The container whose cgroup has kernel id `id`: learnt from live processes, else looked
+    /// up once by the id (`open_by_handle_at`); ids that are no container's are remembered
+    /// too (bounded, forgotten all at once when full).
+    fn container_of_cgroup(&mut self, id: u64) -> Option<Arc<Identity>> {
+        if id == 0 || self.not_containers.contains(&id) {
+            return None;
+        }
+        if let Some(c) = self.by_cgroup.get(&id) {
+            return Some(c.clone());
+        }
+        let found = cgroup_path_of_id(id).and_then(|p| parse_path(&p));
+        match found {
+            Some(r) => {
+                let c = self.containers.identify(&r);
+                self.learn_cgroup(id, &c);
+                Some(c)
+            }
+            None => {
+                if self.not_containers.len() >= CACHE_CAPACITY {
+                    self.not_containers.clear();
+                }
+                self.not_containers.insert(id);
+                None
+            }
+        }
     }
 
     /// Names containers from the runtimes' files under another root.
