@@ -378,6 +378,16 @@ pub struct Target {
     /// runtime, only paid when goroutines start or end); does nothing for other programs.
     #[serde(default = "yes")]
     pub goroutines: bool,
+    /// Name of the container the process runs in (Docker's or Podman's name, the Kubernetes
+    /// container name), exact.
+    #[serde(default)]
+    pub container: Option<String>,
+    /// Kubernetes pod: its name, or its workload's (`checkout` for `checkout-7d9f8b6c5d-x2x4z`).
+    #[serde(default)]
+    pub pod: Option<String>,
+    /// Kubernetes namespace of the pod, exact.
+    #[serde(default)]
+    pub namespace: Option<String>,
 }
 
 impl Target {
@@ -391,6 +401,9 @@ impl Target {
             unit: None,
             allocations: false,
             goroutines: true,
+            container: None,
+            pod: None,
+            namespace: None,
         }
     }
 }
@@ -467,6 +480,15 @@ pub struct ServicesConfig {
     pub admit_after_syscalls: u64,
     #[serde(default = "default_admit_after_seconds")]
     pub admit_after_seconds: u64,
+    /// Where the container runtimes' files (`run/containerd`, `run/containers`,
+    /// `var/lib/docker`, `var/lib/containers`) are read from to name containers: `/` on the
+    /// host, `/proc/1/root` for an agent in a container sharing the host's PID namespace.
+    #[serde(default = "default_container_metadata_root")]
+    pub container_metadata_root: std::path::PathBuf,
+}
+
+fn default_container_metadata_root() -> std::path::PathBuf {
+    "/".into()
 }
 
 const fn default_max_services() -> usize {
@@ -492,6 +514,7 @@ impl Default for ServicesConfig {
             idle_release_seconds: default_idle_release_seconds(),
             admit_after_syscalls: default_admit_after_syscalls(),
             admit_after_seconds: default_admit_after_seconds(),
+            container_metadata_root: default_container_metadata_root(),
         }
     }
 }
@@ -1055,11 +1078,19 @@ impl Config {
             if t.service.trim().is_empty() {
                 bad("targets", format!("target {i}: service must not be empty"));
             }
-            if t.comm.is_none() && t.exe.is_none() && t.cgroup.is_none() && t.unit.is_none() {
+            if t.comm.is_none()
+                && t.exe.is_none()
+                && t.cgroup.is_none()
+                && t.unit.is_none()
+                && t.container.is_none()
+                && t.pod.is_none()
+                && t.namespace.is_none()
+            {
                 bad(
                     "targets",
                     format!(
-                        "target {i} ({}): give at least one of comm, exe, cgroup, unit",
+                        "target {i} ({}): give at least one of comm, exe, cgroup, unit, \
+                         container, pod, namespace",
                         t.service
                     ),
                 );

@@ -429,8 +429,53 @@ impl Collector for PipelineCollector {
             None,
             MetricType::Counter,
         )?)?;
+        encode_service_info(&p, &mut encoder)?;
         Ok(())
     }
+}
+
+/// `steadfast_service_info{service,namespace,pod,container,container_id}` and the container
+/// cache's counters.
+fn encode_service_info(
+    p: &Pipeline,
+    encoder: &mut DescriptorEncoder,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "service_info",
+        "Always 1: one row per container with a process the agent knows, giving its service and the container's names (empty when the runtime's files did not say).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (service, c) in &p.service_info {
+        let labels = [
+            ("service", p.services.name(*service)),
+            ("namespace", c.namespace.as_deref().unwrap_or("")),
+            ("pod", c.pod.as_deref().unwrap_or("")),
+            ("container", c.container.as_deref().unwrap_or("")),
+            ("container_id", c.id.as_str()),
+        ];
+        ConstGauge::new(1).encode(family.encode_family(&labels)?)?;
+    }
+    ConstGauge::new(p.service_info_dropped as i64).encode(encoder.encode_descriptor(
+        "service_info_dropped",
+        "steadfast_service_info rows left out at the last collection (more containers than the bound).",
+        None,
+        MetricType::Gauge,
+    )?)?;
+    let stats = p.container_stats();
+    ConstCounter::new(stats.lookups).encode(encoder.encode_descriptor(
+        "container_lookups",
+        "Containers whose names were read from their runtime's files (once per container while it is cached).",
+        None,
+        MetricType::Counter,
+    )?)?;
+    ConstCounter::new(stats.errors).encode(encoder.encode_descriptor(
+        "container_lookup_errors",
+        "Container runtime files that existed but could not be read or parsed (those containers are named container-<id>).",
+        None,
+        MetricType::Counter,
+    )?)?;
+    Ok(())
 }
 
 /// `steadfast_tcp_retransmits_total{service,kind}` and its companions.

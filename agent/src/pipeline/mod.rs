@@ -3,6 +3,7 @@
 //! once a second.
 
 pub mod conn_stats;
+pub mod containers;
 pub mod delta;
 pub mod go_elf;
 pub mod go_pclntab;
@@ -110,7 +111,15 @@ pub struct Pipeline {
     unix_minus_monotonic_ns: u64,
     /// Which HTTP requests become spans.
     http_spans: HttpSpans,
+    /// `steadfast_service_info` rows: (service, container) of the processes known now, at
+    /// most [`MAX_SERVICE_INFO`].
+    pub service_info: Vec<(ServiceId, std::sync::Arc<containers::Identity>)>,
+    /// Rows left out of `service_info` at the last collection (past the bound).
+    pub service_info_dropped: usize,
 }
+
+/// Rows of `steadfast_service_info` at most (one per container with a process).
+pub const MAX_SERVICE_INFO: usize = 2000;
 
 /// Which finished HTTP requests are offered as spans (`probes.http.slow_ms`,
 /// `probes.http.spans_for_5xx`).
@@ -139,7 +148,12 @@ impl Pipeline {
     pub fn new(sources: Sources, config: &Config) -> Self {
         let mut p = Self {
             sources,
-            naming: Naming::new(config.targets.clone()),
+            naming: Naming::new(config.targets.clone()).with_containers(
+                containers::Containers::new(
+                    &config.services.container_metadata_root,
+                    containers::CACHE_CAPACITY,
+                ),
+            ),
             services: ServiceNames::new(
                 config.services.max_services,
                 Duration::from_secs(config.services.idle_release_seconds),
@@ -180,6 +194,8 @@ impl Pipeline {
                 slow_ns: config.probes.http.slow_ms.saturating_mul(1_000_000),
                 server_errors: config.probes.http.spans_for_5xx,
             },
+            service_info: Vec::new(),
+            service_info_dropped: 0,
         };
         let probes = &config.probes;
         p.telemetry.probes_attached = [
@@ -490,6 +506,12 @@ impl Pipeline {
             self.release_service(id);
         }
 
+        let mut info = self.processes.containers();
+        info.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
+        self.service_info_dropped = info.len().saturating_sub(MAX_SERVICE_INFO);
+        info.truncate(MAX_SERVICE_INFO);
+        self.service_info = info;
+
         self.telemetry.tracked_processes = self.processes.len() as u64;
         self.telemetry.syscall_hist_keys = hist_keys as u64;
         self.telemetry.syscall_hist_evicted = self.syscalls.hist.vanished();
@@ -587,6 +609,11 @@ impl Pipeline {
         self.http
             .forget(tgid, || processes.service_of(tgid, now, services, naming));
         self.processes.remove(tgid);
+    }
+
+    /// Counters of the container identity cache.
+    pub fn container_stats(&self) -> containers::ContainerStats {
+        self.naming.containers().stats()
     }
 
     /// Rewrites what can change without reattaching (slow thresholds) from a new config.

@@ -19,8 +19,11 @@ use std::{
 
 use agent_common::process::{ProcEvent, PROC_EXEC, PROC_EXIT};
 
-use super::services::{
-    Named, Naming, Origin, ProcessFacts, ServiceId, ServiceNames, SHORT_LIVED, UNKNOWN,
+use super::{
+    containers::Identity,
+    services::{
+        Named, Naming, Origin, ProcessFacts, ServiceId, ServiceNames, SHORT_LIVED, UNKNOWN,
+    },
 };
 
 /// When a comm-derived name is admitted (see the module documentation).
@@ -53,6 +56,8 @@ struct Entry {
     /// Collection generation during which the exit event arrived.
     exited_in: Option<u64>,
     pending: Option<Pending>,
+    /// The container it runs in.
+    container: Option<Arc<Identity>>,
 }
 
 /// How a process is named: from procfs while it lives, else from what an event carried.
@@ -61,17 +66,24 @@ pub trait Resolver {
     fn resolve(&mut self, tgid: u32) -> Option<Named>;
     /// The name of a process known only by its comm.
     fn name_by_comm(&mut self, comm: &str) -> Named;
+    /// The name of a process that has gone, by what its event carried (comm, cgroup id).
+    fn name_gone(&mut self, comm: &str, _cgroup_id: u64) -> Named {
+        self.name_by_comm(comm)
+    }
 }
 
 impl Resolver for Naming {
     fn resolve(&mut self, tgid: u32) -> Option<Named> {
-        ProcessFacts::from_procfs(tgid).map(|f| self.name(&f))
+        ProcessFacts::from_procfs(tgid).map(|f| self.name_live(&f))
     }
     fn name_by_comm(&mut self, comm: &str) -> Named {
         self.name(&ProcessFacts {
             comm: comm.to_string(),
             ..Default::default()
         })
+    }
+    fn name_gone(&mut self, comm: &str, cgroup_id: u64) -> Named {
+        Naming::name_gone(self, comm, cgroup_id)
     }
 }
 
@@ -91,10 +103,12 @@ impl ProcessTable {
 
     /// The entry of a newly named process: admitted at once, or pending.
     fn place(&self, named: Named, names: &mut ServiceNames, now: Instant) -> Entry {
+        let container = named.container.clone();
         let admitted = |service| Entry {
             service,
             exited_in: None,
             pending: None,
+            container: container.clone(),
         };
         if named.origin != Origin::Comm {
             return admitted(names.intern(&named.name, named.origin, now));
@@ -113,6 +127,7 @@ impl ProcessTable {
                 name: named.name.into(),
                 admit_at: now + (self.admission.after - age),
             }),
+            container,
         }
     }
 
@@ -131,14 +146,15 @@ impl ProcessTable {
                 // Right after exec the process is alive: procfs tells its cgroup and exe.
                 let named = resolver
                     .resolve(ev.tgid)
-                    .unwrap_or_else(|| resolver.name_by_comm(&comm));
+                    .unwrap_or_else(|| resolver.name_gone(&comm, ev.cgroup_id));
                 let entry = self.place(named, names, now);
                 self.entries.insert(ev.tgid, entry);
             }
             PROC_EXIT => {
                 if !self.entries.contains_key(&ev.tgid) {
-                    // Never seen alive: the exiting task's comm is the best name left.
-                    let named = resolver.name_by_comm(&comm);
+                    // Never seen alive: the exiting task's cgroup (a container's, if a live
+                    // process taught it) or comm is the best name left.
+                    let named = resolver.name_gone(&comm, ev.cgroup_id);
                     let entry = self.place(named, names, now);
                     self.entries.insert(ev.tgid, entry);
                 }
@@ -168,6 +184,7 @@ impl ProcessTable {
                 service: UNKNOWN,
                 exited_in: None,
                 pending: None,
+                container: None,
             },
         };
         let service = entry.service;
@@ -236,6 +253,21 @@ impl ProcessTable {
             .map(|(&tgid, e)| (tgid, e.service))
     }
 
+    /// (service, container) of every decided process the table knows that runs in a
+    /// container, once each: the rows of `steadfast_service_info`.
+    pub fn containers(&self) -> Vec<(ServiceId, Arc<Identity>)> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for e in self.entries.values() {
+            if let (Some(c), None) = (&e.container, &e.pending) {
+                if seen.insert((e.service, c.id.as_str())) {
+                    out.push((e.service, c.clone()));
+                }
+            }
+        }
+        out
+    }
+
     /// Services that some process the table knows (alive, or exited and not read yet) has.
     pub fn services_in_use(&self) -> HashSet<ServiceId> {
         self.entries.values().map(|e| e.service).collect()
@@ -294,6 +326,7 @@ mod tests {
                 name: name.into(),
                 origin,
                 age: Some(age),
+                container: None,
             })
         }
         fn name_by_comm(&mut self, comm: &str) -> Named {
@@ -301,6 +334,7 @@ mod tests {
                 name: comm.into(),
                 origin: Origin::Comm,
                 age: None,
+                container: None,
             }
         }
     }

@@ -1,4 +1,5 @@
 //! Service names: the `kernel` for kernel threads, the first matching `targets` entry, the
+//! container's name when a process runs in a container (see [`super::containers`]), the
 //! systemd unit when a process runs in a `*.service` cgroup, else its comm.
 //!
 //! How the `service` label stays bounded (README, "Services"):
@@ -8,6 +9,8 @@
 //! - `targets` services and systemd units always get their own value and do not count against
 //!   `services.max_services`: the cap is for comm-derived names only; past it, processes are
 //!   `other`, counted by `steadfast_services_overflow_total`, and logged once;
+//! - container-derived names have a cap of their own, of the same size (a host's own commands
+//!   cannot starve its containers of names, nor the reverse);
 //! - a name with no live process for `services.idle_release_seconds` is released: the pipeline
 //!   drops every series of its id first, and ids are never reused, so no series can carry an
 //!   old meaning; if the name comes back it gets a new id and its counters start from 0.
@@ -18,6 +21,10 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::containers::{
+    cgroup_path_of_id, container_cgroup_id, parse_cgroup_file, parse_path, ContainerRef,
+    Containers, Identity, CACHE_CAPACITY,
+};
 use crate::config::Target;
 
 /// Index of a service name in [`ServiceNames`]. Never reused for another name.
@@ -35,13 +42,15 @@ pub const SHORT_LIVED: ServiceId = 3;
 
 const BUILTIN: [&str; 4] = ["other", "unknown", "kernel", "short_lived"];
 
-/// Where a name came from: only comm-derived names count against the cap.
+/// Where a name came from: comm- and container-derived names count against the cap (each
+/// against its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     Kernel,
     Target,
     Unit,
     Comm,
+    Container,
 }
 
 /// A process's name and what decides how it is admitted.
@@ -51,6 +60,8 @@ pub struct Named {
     pub origin: Origin,
     /// How long the process has lived, when procfs told.
     pub age: Option<Duration>,
+    /// The container it runs in (whatever named it).
+    pub container: Option<Arc<Identity>>,
 }
 
 #[derive(Debug)]
@@ -71,9 +82,12 @@ pub struct ServiceNames {
     next: ServiceId,
     /// Comm-derived names admitted now.
     comm_names: usize,
+    /// Container-derived names admitted now.
+    container_names: usize,
     overflow: u64,
     released: u64,
     warned: bool,
+    warned_containers: bool,
 }
 
 impl ServiceNames {
@@ -87,9 +101,11 @@ impl ServiceNames {
             slots: HashMap::new(),
             next: BUILTIN.len() as ServiceId,
             comm_names: 0,
+            container_names: 0,
             overflow: 0,
             released: 0,
             warned: false,
+            warned_containers: false,
         };
         for (id, name) in BUILTIN.iter().enumerate() {
             s.ids.insert((*name).into(), id as ServiceId);
@@ -111,9 +127,14 @@ impl ServiceNames {
         if let Some(id) = self.lookup(name) {
             return id;
         }
-        if origin == Origin::Comm && self.comm_names >= self.cap {
+        let full = match origin {
+            Origin::Comm => self.comm_names >= self.cap,
+            Origin::Container => self.container_names >= self.cap,
+            _ => false,
+        };
+        if full {
             self.overflow += 1;
-            if !self.warned {
+            if origin == Origin::Comm && !self.warned {
                 self.warned = true;
                 tracing::warn!(
                     cap = self.cap,
@@ -121,6 +142,17 @@ impl ServiceNames {
                     "services.max_services comm-derived names are in use: processes with new \
                      names are reported as service=\"other\" until names are released \
                      (steadfast_services_overflow_total counts them; this is logged once)"
+                );
+            }
+            if origin == Origin::Container && !self.warned_containers {
+                self.warned_containers = true;
+                tracing::warn!(
+                    cap = self.cap,
+                    first = name,
+                    "services.max_services container-derived names are in use: processes of \
+                     containers with new names are reported as service=\"other\" until names \
+                     are released (steadfast_services_overflow_total counts them; this is \
+                     logged once)"
                 );
             }
             return OTHER;
@@ -137,8 +169,10 @@ impl ServiceNames {
                 last_live: now,
             },
         );
-        if origin == Origin::Comm {
-            self.comm_names += 1;
+        match origin {
+            Origin::Comm => self.comm_names += 1,
+            Origin::Container => self.container_names += 1,
+            _ => {}
         }
         id
     }
@@ -164,8 +198,10 @@ impl ServiceNames {
         for id in &gone {
             if let Some(slot) = self.slots.remove(id) {
                 self.ids.remove(&slot.name);
-                if slot.origin == Origin::Comm {
-                    self.comm_names -= 1;
+                match slot.origin {
+                    Origin::Comm => self.comm_names -= 1,
+                    Origin::Container => self.container_names -= 1,
+                    _ => {}
                 }
                 self.released += 1;
             }
@@ -228,6 +264,11 @@ pub struct ProcessFacts {
     pub kernel_thread: bool,
     /// Time since the process started, from `/proc/<pid>/stat`.
     pub age: Option<Duration>,
+    /// The container its cgroup names, if any.
+    pub container: Option<ContainerRef>,
+    /// The kernel's id of its v2 cgroup when that is the container's (see
+    /// [`container_cgroup_id`]).
+    pub container_cgroup: Option<u64>,
 }
 
 /// `PF_KTHREAD` (include/linux/sched.h): the task is a kernel thread. Stable since 2.6.
@@ -269,9 +310,15 @@ impl ProcessFacts {
     /// Reads a live process from procfs; `None` if it has gone.
     pub fn from_procfs(tgid: u32) -> Option<Self> {
         let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm")).ok()?;
-        let cgroup = std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
-            .ok()
-            .and_then(|t| cgroup_path(&t).map(str::to_string));
+        let cgroup_file = std::fs::read_to_string(format!("/proc/{tgid}/cgroup")).ok();
+        let cgroup = cgroup_file
+            .as_deref()
+            .and_then(|t| cgroup_path(t).map(str::to_string));
+        let container = cgroup_file.as_deref().and_then(parse_cgroup_file);
+        let container_cgroup = container
+            .as_ref()
+            .and(cgroup_file.as_deref())
+            .and_then(container_cgroup_id);
         let exe = std::fs::read_link(format!("/proc/{tgid}/exe"))
             .ok()
             .map(|p| p.to_string_lossy().into_owned());
@@ -291,6 +338,8 @@ impl ProcessFacts {
             // kthreadd (pid 2) and its children; the flag says it for all of them.
             kernel_thread: stat.is_some_and(|(k, _)| k) || tgid == 2,
             age,
+            container,
+            container_cgroup,
         })
     }
 
@@ -299,23 +348,117 @@ impl ProcessFacts {
     }
 }
 
-/// Names processes: the first matching target's service, else the systemd unit, else comm.
+/// Names processes: the first matching target's service, else the container's name, else the
+/// systemd unit, else comm.
 #[derive(Debug, Default, Clone)]
 pub struct Naming {
     targets: Vec<Target>,
+    containers: Containers,
+    /// Containers by the kernel id of their cgroup, learnt from live processes, to name a
+    /// process that was gone before its exec event was read (events carry the cgroup id).
+    /// Bounded: past [`CACHE_CAPACITY`], ids whose container no process holds are dropped,
+    /// and if none can be the new one is not kept.
+    by_cgroup: HashMap<u64, Arc<Identity>>,
+    /// Cgroup ids known to be no container's.
+    not_containers: HashSet<u64>,
 }
 
 impl Naming {
     pub fn new(targets: Vec<Target>) -> Self {
-        Self { targets }
+        Self {
+            targets,
+            containers: Containers::default(),
+            by_cgroup: HashMap::new(),
+            not_containers: HashSet::new(),
+        }
+    }
+
+    /// Remembers the container of a cgroup id.
+    fn learn_cgroup(&mut self, id: u64, identity: &Arc<Identity>) {
+        if self.by_cgroup.contains_key(&id) {
+            return;
+        }
+        self.not_containers.remove(&id);
+        if self.by_cgroup.len() >= CACHE_CAPACITY {
+            // Held by this map and the container cache only: no process has it.
+            self.by_cgroup.retain(|_, i| Arc::strong_count(i) > 2);
+        }
+        if self.by_cgroup.len() < CACHE_CAPACITY {
+            self.by_cgroup.insert(id, identity.clone());
+        }
+    }
+
+    /// Names a process that has gone, from what its event carried: the container of its
+    /// cgroup (taught by a live process, else found from the cgroup id once), else its comm.
+    pub fn name_gone(&mut self, comm: &str, cgroup_id: u64) -> Named {
+        let facts = ProcessFacts {
+            comm: comm.to_string(),
+            ..Default::default()
+        };
+        let container = self.container_of_cgroup(cgroup_id);
+        self.name_in(&facts, container)
+    }
+
+    /// The container whose cgroup has kernel id `id`: learnt from live processes, else looked
+    /// up once by the id (`open_by_handle_at`); ids that are no container's are remembered
+    /// too (bounded, forgotten all at once when full).
+    fn container_of_cgroup(&mut self, id: u64) -> Option<Arc<Identity>> {
+        if id == 0 || self.not_containers.contains(&id) {
+            return None;
+        }
+        if let Some(c) = self.by_cgroup.get(&id) {
+            return Some(c.clone());
+        }
+        let found = cgroup_path_of_id(id).and_then(|p| parse_path(&p));
+        match found {
+            Some(r) => {
+                let c = self.containers.identify(&r);
+                self.learn_cgroup(id, &c);
+                Some(c)
+            }
+            None => {
+                if self.not_containers.len() >= CACHE_CAPACITY {
+                    self.not_containers.clear();
+                }
+                self.not_containers.insert(id);
+                None
+            }
+        }
+    }
+
+    /// Names containers from the runtimes' files under another root.
+    pub fn with_containers(mut self, containers: Containers) -> Self {
+        self.containers = containers;
+        self
+    }
+
+    pub fn containers(&self) -> &Containers {
+        &self.containers
+    }
+
+    /// Names a live process, identifying its container (from the cache, or the runtime's
+    /// files at its first process).
+    pub fn name_live(&mut self, facts: &ProcessFacts) -> Named {
+        let container = facts
+            .container
+            .as_ref()
+            .map(|r| self.containers.identify(r));
+        if let (Some(id), Some(c)) = (facts.container_cgroup, &container) {
+            self.learn_cgroup(id, c);
+        }
+        self.name_in(facts, container)
     }
 
     /// The first target a process matches, with its index in the configured list.
-    pub fn target_of(&self, facts: &ProcessFacts) -> Option<(usize, &Target)> {
+    pub fn target_of(&mut self, facts: &ProcessFacts) -> Option<(usize, &Target)> {
+        let container = facts
+            .container
+            .as_ref()
+            .map(|r| self.containers.identify(r));
         self.targets
             .iter()
             .enumerate()
-            .find(|(_, t)| matches(t, facts))
+            .find(|(_, t)| matches(t, facts, container.as_deref()))
     }
 
     pub fn targets(&self) -> &[Target] {
@@ -326,12 +469,24 @@ impl Naming {
     /// a process known only by its comm is a kernel thread if the comm has a `/` (`kworker/0:1`,
     /// `ksoftirqd/3`): a program's comm is a file name, which cannot.
     pub fn name(&self, facts: &ProcessFacts) -> Named {
+        self.name_in(facts, None)
+    }
+
+    /// [`Self::name`] for a process in `container`: a container's processes never take
+    /// comm-derived (nor unit) names.
+    pub fn name_in(&self, facts: &ProcessFacts, container: Option<Arc<Identity>>) -> Named {
         let known_only_by_comm = facts.exe.is_none() && facts.cgroup.is_none();
         let (name, origin) =
             if facts.kernel_thread || (known_only_by_comm && facts.comm.contains('/')) {
                 ("kernel".to_string(), Origin::Kernel)
-            } else if let Some(t) = self.targets.iter().find(|t| matches(t, facts)) {
+            } else if let Some(t) = self
+                .targets
+                .iter()
+                .find(|t| matches(t, facts, container.as_deref()))
+            {
                 (t.service.clone(), Origin::Target)
+            } else if let Some(c) = &container {
+                (c.service(), Origin::Container)
             } else if let Some(unit) = facts.unit() {
                 (unit.to_string(), Origin::Unit)
             } else {
@@ -341,12 +496,17 @@ impl Naming {
             name,
             origin,
             age: facts.age,
+            container,
         }
     }
 }
 
 /// Every criterion the target gives must match; a fact that is unknown does not match.
-fn matches(t: &Target, f: &ProcessFacts) -> bool {
+fn matches(t: &Target, f: &ProcessFacts, container: Option<&Identity>) -> bool {
+    let named = |want: &Option<String>, got: fn(&Identity) -> Option<&str>| {
+        want.as_deref()
+            .is_none_or(|w| container.and_then(got).is_some_and(|g| g == w))
+    };
     t.comm.as_ref().is_none_or(|c| *c == f.comm)
         && t.exe.as_ref().is_none_or(|e| f.exe.as_ref() == Some(e))
         && t.cgroup.as_ref().is_none_or(|c| {
@@ -355,6 +515,13 @@ fn matches(t: &Target, f: &ProcessFacts) -> bool {
             })
         })
         && t.unit.as_ref().is_none_or(|u| f.unit() == Some(u))
+        && named(&t.container, |i| i.container.as_deref())
+        && named(&t.namespace, |i| i.namespace.as_deref())
+        && t.pod.as_deref().is_none_or(|w| {
+            container
+                .and_then(|i| i.pod.as_deref())
+                .is_some_and(|p| p == w || super::containers::workload_of(p) == w)
+        })
 }
 
 #[cfg(test)]
@@ -500,6 +667,116 @@ mod tests {
         assert_eq!(
             naming(&naming_, &facts("sh", None, Some("/user.slice"))),
             "sh"
+        );
+    }
+
+    #[test]
+    fn containers_are_named_by_target_else_container_never_by_comm_or_unit() {
+        use super::super::containers::{parse_cgroup_file, Runtime};
+        let id = "3f4e2c1b0a9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f";
+        let path = format!("/machine.slice/libpod-{id}.scope/system.slice/app.service");
+        let facts = |comm: &str| ProcessFacts {
+            comm: comm.into(),
+            cgroup: Some(path.clone()),
+            container: parse_cgroup_file(&format!("0::{path}\n")),
+            ..Default::default()
+        };
+        assert_eq!(facts("server").container.unwrap().runtime, Runtime::Podman);
+        let target = Target {
+            comm: Some("special".into()),
+            ..Target::named("picked")
+        };
+        let mut naming = Naming::new(vec![target])
+            .with_containers(Containers::new("/nonexistent-metadata-root", 8));
+        let server = naming.name_live(&facts("server"));
+        assert_eq!(
+            (server.name.as_str(), server.origin),
+            ("container-3f4e2c1b0a9d", Origin::Container),
+            "a unit inside the container does not name it"
+        );
+        assert_eq!(server.container.as_ref().unwrap().id, id);
+        let other_comm = naming.name_live(&facts("worker"));
+        assert_eq!(other_comm.name, server.name, "one container, one service");
+        let picked = naming.name_live(&facts("special"));
+        assert_eq!(
+            (picked.name.as_str(), picked.origin),
+            ("picked", Origin::Target)
+        );
+        assert!(
+            picked.container.is_some(),
+            "still known to be in the container"
+        );
+        assert_eq!(naming.containers().stats().lookups, 1, "cached");
+        // Gone before anything read it: by its cgroup's container when a live process taught
+        // it (none here: this host's cgroup ids are not in these facts), else by comm.
+        let gone = naming.name_gone("server", 12345);
+        assert_eq!((gone.name.as_str(), gone.origin), ("server", Origin::Comm));
+        naming.learn_cgroup(12345, server.container.as_ref().unwrap());
+        let gone = naming.name_gone("server", 12345);
+        assert_eq!(
+            (gone.name.as_str(), gone.origin),
+            ("container-3f4e2c1b0a9d", Origin::Container)
+        );
+
+        // Container names have a cap of their own.
+        let now = Instant::now();
+        let mut names = ServiceNames::new(1, Duration::from_secs(60));
+        let c = names.intern("shop/checkout", Origin::Container, now);
+        let comm = names.intern("sshd", Origin::Comm, now);
+        assert!(![OTHER, c].contains(&comm));
+        assert_eq!(names.intern("pay/ledger", Origin::Container, now), OTHER);
+        assert_eq!(names.overflow(), 1);
+    }
+
+    #[test]
+    fn targets_match_container_pod_and_namespace() {
+        use super::super::containers::Runtime;
+        let pod = |ns: &str, pod: &str, container: &str| Identity {
+            id: "0".repeat(64),
+            runtime: Runtime::Containerd,
+            pod_uid: None,
+            namespace: Some(ns.into()),
+            pod: Some(pod.into()),
+            container: Some(container.into()),
+        };
+        let naming = Naming::new(vec![
+            Target {
+                namespace: Some("shop".into()),
+                pod: Some("checkout".into()),
+                container: Some("proxy".into()),
+                ..Target::named("checkout-proxy")
+            },
+            Target {
+                pod: Some("db-0".into()),
+                ..Target::named("primary")
+            },
+            Target {
+                namespace: Some("batch".into()),
+                ..Target::named("batch")
+            },
+        ]);
+        let f = ProcessFacts {
+            comm: "envoy".into(),
+            ..Default::default()
+        };
+        let name = |i: Option<Identity>| naming.name_in(&f, i.map(Arc::new)).name;
+        assert_eq!(
+            name(Some(pod("shop", "checkout-7d9f8b6c5d-x2x4z", "proxy"))),
+            "checkout-proxy",
+            "the pod by its workload's name"
+        );
+        assert_eq!(
+            name(Some(pod("shop", "checkout-7d9f8b6c5d-x2x4z", "server"))),
+            "shop/checkout",
+            "every criterion must match"
+        );
+        assert_eq!(name(Some(pod("data", "db-0", "postgres"))), "primary");
+        assert_eq!(name(Some(pod("data", "db-1", "postgres"))), "data/db");
+        assert_eq!(name(Some(pod("batch", "x-28912345-b2c4d", "job"))), "batch");
+        assert_eq!(
+            name(None),
+            "envoy",
+            "no container: container criteria never match"
         );
     }
 
