@@ -94,6 +94,41 @@ fn nanosleep_latency_lands_around_20ms() {
     assert!((0.200..0.300).contains(&sum), "sum {sum} s for 10 x 20 ms");
 }
 
+/// Calls during which the thread leaves its CPU are counted exactly, with their whole
+/// duration: `cpu_hopper` makes N `sched_setaffinity` calls that each move it to another CPU
+/// (the call starts on one CPU and returns on the next) and N `nanosleep` calls of 2 ms
+/// (each leaves the CPU). The programs keep a call's start per CPU and move it to the
+/// thread's slot when the thread is switched out: every one of the 2N calls must be found at
+/// its exit, and no sleep may be measured shorter than it slept.
+#[test]
+fn calls_that_leave_the_cpu_are_counted_exactly() {
+    const N: u64 = 1_000;
+    let agent = Agent::start("");
+    let name = unique_name("sfhop");
+    let bin = build_workload("cpu_hopper", agent.dir.path(), &name);
+    run_to_end(&bin, &[&N.to_string(), "2000"]);
+    let s = agent.scrape();
+    assert_eq!(
+        count(&s, "sched_setaffinity", &name),
+        N as f64,
+        "agent log:\n{}",
+        agent.log()
+    );
+    assert_eq!(count(&s, "nanosleep", &name), N as f64);
+    // 2 ms sleeps: none below 2^20 ns = 1.05 ms.
+    let fast = s
+        .value(
+            &format!("{HIST}_bucket"),
+            &[
+                ("syscall", "nanosleep"),
+                ("service", &name),
+                ("le", "0.001048576"),
+            ],
+        )
+        .unwrap_or_else(|| panic!("no nanosleep bucket; agent log:\n{}", agent.log()));
+    assert_eq!(fast, 0.0, "a 2 ms sleep measured under 1.05 ms");
+}
+
 /// The Prometheus text exposition passes `promtool check metrics` (Debian's prometheus
 /// package); a scraper asking for OpenMetrics gets OpenMetrics (promtool only reads the
 /// Prometheus text format, so that one is checked by its content type and terminator).
@@ -130,8 +165,9 @@ fn sigterm_exits_zero() {
 }
 
 /// A thread's slot in `SYSCALL_THREADS` goes when the thread exits. Read from the agent's own
-/// kernel map: none of 32 threads of this test (each made syscalls, then ended) and none of 32
-/// exited processes (`/bin/true`, dead in `exit_group`) keeps an entry.
+/// kernel map: none of 32 threads of this test (each blocked in a syscall, which gives it a
+/// slot, then ended) and none of 32 exited processes (`/bin/true`, dead in `exit_group`) keeps
+/// an entry.
 #[test]
 fn exited_threads_leave_no_slot() {
     use agent_common::syscall::ThreadSlot;
@@ -145,6 +181,8 @@ fn exited_threads_leave_no_slot() {
             std::thread::spawn(|| {
                 // SAFETY: syscalls without arguments.
                 unsafe { libc::getppid() };
+                // A call that leaves the CPU: its start moves to the thread's slot.
+                std::thread::sleep(Duration::from_millis(1));
                 unsafe { libc::gettid() as u32 }
             })
             .join()
@@ -156,9 +194,10 @@ fn exited_threads_leave_no_slot() {
         tids.push(child.id());
         assert!(child.wait().unwrap().success());
     }
-    // Each one had a slot while it lived: the map sees this test's live thread.
+    // Each one had a slot while it lived: the map sees this test's live thread once it has
+    // blocked in a call.
     let me = unsafe { libc::gettid() } as u32;
-    unsafe { libc::getppid() };
+    std::thread::sleep(Duration::from_millis(1));
     assert!(threads().get(&me, 0).is_ok(), "no slot for a live thread");
     // A joined thread or a reaped process may have woken us a moment before its exit
     // tracepoint ran: poll.

@@ -11,9 +11,10 @@ pub const MAX_SYSCALL_NR: u32 = 1024;
 /// Sentinel in [`ThreadSlot::nr`]: no syscall is in flight on this thread.
 pub const NO_SYSCALL: u32 = u32::MAX;
 
-/// Start of the syscall a thread is in, written in place at `sys_enter` and consumed at
-/// `sys_exit`. Keyed by thread id in an LRU map, so threads that die inside `exit` or
-/// `exit_group` (which never return) are evicted instead of filling the map.
+/// Start of the syscall a thread is in, for a call during which the thread left its CPU:
+/// written when it is switched out (the start is kept per CPU until then) and consumed at
+/// `sys_exit`. Keyed by thread id in an LRU map, so that slots of threads the exit program
+/// missed are evicted instead of filling the map.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadSlot {

@@ -31,29 +31,47 @@ static GO_COUNTS: LruPerCpuHashMap<u32, GoCounts> = LruPerCpuHashMap::with_max_e
 /// `func newproc1(fn *funcval, callergp *g, callerpc uintptr) *g`
 #[uprobe]
 pub fn go_newproc(_ctx: ProbeContext) -> u32 {
-    // SAFETY: only the field's address of the live value `try_count` passes.
-    let _ = try_count(|c| unsafe { addr_of_mut!((*c).created) });
+    let _ = try_count(GoCounts {
+        created: 1,
+        exited: 0,
+    });
     0
 }
 
 /// `func goexit0(gp *g)`
 #[uprobe]
 pub fn go_goexit(_ctx: ProbeContext) -> u32 {
-    // SAFETY: as above.
-    let _ = try_count(|c| unsafe { addr_of_mut!((*c).exited) });
+    let _ = try_count(GoCounts {
+        created: 0,
+        exited: 1,
+    });
     0
 }
 
+/// Adds `delta` to the current process's counters: one lookup, or on the process's first
+/// event on this CPU one insert of `delta` itself.
 #[inline(always)]
-/// Adds one to the counter `field` picks in the current process's value.
-fn try_count(field: impl FnOnce(*mut GoCounts) -> *mut u64) -> Result<(), i64> {
+fn try_count(delta: GoCounts) -> Result<(), i64> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if GO_COUNTS.get_ptr_mut(tgid).is_none() {
-        // NOEXIST: another CPU may have created the key meanwhile; then count into it.
-        let _ = GO_COUNTS.insert(tgid, GoCounts::default(), BPF_NOEXIST as u64);
+    let counts = match GO_COUNTS.get_ptr_mut(tgid) {
+        Some(c) => c,
+        None => {
+            // NOEXIST: the key may exist meanwhile (made on another CPU, or by another thread
+            // on this one while this uprobe was preempted); then add to this CPU's value.
+            if GO_COUNTS.insert(tgid, delta, BPF_NOEXIST as u64).is_ok() {
+                return Ok(());
+            }
+            GO_COUNTS.get_ptr_mut(tgid).ok_or(0i64)?
+        }
+    };
+    // SAFETY: u64 fields of a live map value; every writer of them adds atomically.
+    unsafe {
+        if delta.created != 0 {
+            atomic::add(addr_of_mut!((*counts).created), delta.created);
+        }
+        if delta.exited != 0 {
+            atomic::add(addr_of_mut!((*counts).exited), delta.exited);
+        }
     }
-    let counts = GO_COUNTS.get_ptr_mut(tgid).ok_or(0i64)?;
-    // SAFETY: a u64 field of a live map value; every writer of it adds atomically.
-    unsafe { atomic::add(field(counts), 1) };
     Ok(())
 }

@@ -1,6 +1,14 @@
 //! Syscall latency, aggregated in the kernel: `sys_enter` writes the start time into the
-//! thread's slot in place, `sys_exit` turns it into a log2 bucket of a histogram keyed by
-//! (tgid, syscall nr). No map entry is inserted or deleted per call once a thread has a slot.
+//! CPU's in-flight slot, `sys_exit` turns it into a log2 bucket of a histogram keyed by
+//! (tgid, syscall nr). No map entry is inserted or deleted per call.
+//!
+//! The in-flight slot is per CPU (`SYSCALL_CPU`, one entry, no hashing), not per thread: a
+//! syscall that returns without its thread leaving the CPU (most of them) finds its start
+//! there. A thread that leaves the CPU inside a syscall (it blocks, or is preempted or
+//! migrated) passes `sched_switch` first, and `syscall_switch` moves its start into the
+//! thread's slot in `SYSCALL_THREADS` (an LRU hash keyed by thread id), where its exit finds
+//! it. So the slot of a CPU only ever holds the call of the task running on it, and the hash
+//! is touched only by calls that blocked.
 //!
 //! The clock is read as close to the syscall as the programs allow: last thing at enter (after
 //! the slot is found), first thing at exit, so the map work is not part of the latency.
@@ -27,7 +35,7 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, map},
-    maps::{Array, LruHashMap, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
 };
 
@@ -75,12 +83,28 @@ fn reg(ctx: &BtfTracePointContext, off: usize) -> u64 {
     unsafe { core::ptr::read_volatile(regs.wrapping_add(off).cast::<u64>()) }
 }
 
-/// Thread id -> syscall in flight. A thread's slot is deleted when it exits
-/// (`syscall_thread_exit`): otherwise a thread that reuses the id would read the dead one's
-/// syscall (`exit_group`, never returned from) and start time at its first `sys_exit`. LRU as
-/// well, so that a missed exit (probe attached mid-exit) cannot fill the map.
+/// Thread id -> syscall in flight, for calls during which the thread left its CPU (written by
+/// `syscall_switch`). A thread's slot is deleted when it exits (`syscall_thread_exit`):
+/// otherwise a thread that reuses the id would read the dead one's syscall (`exit_group`,
+/// never returned from) and start time at its first `sys_exit`. LRU as well, so that a missed
+/// exit (probe attached mid-exit) cannot fill the map.
 #[map]
 static SYSCALL_THREADS: LruHashMap<u32, ThreadSlot> = LruHashMap::with_max_entries(65536, 0);
+
+/// The syscall in flight on a CPU, of the task running there: `tid` 0 when none (thread 0 is
+/// the idle task, which makes no syscalls; the map starts zeroed).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct InFlight {
+    start_ns: u64,
+    tid: u32,
+    nr: u32,
+}
+const _: () = assert!(core::mem::size_of::<InFlight>() == 16);
+
+/// One [`InFlight`] per CPU (16 bytes each): the lookup is a few instructions, no hashing.
+#[map]
+static SYSCALL_CPU: PerCpuArray<InFlight> = PerCpuArray::with_max_entries(1, 0);
 
 /// (tgid, nr) -> log2 histogram, one copy for all CPUs (atomic adds). LRU bounds the process
 /// keys; userspace reads and deletes the keys of exited processes.
@@ -122,12 +146,61 @@ pub fn syscall_thread_exit(_ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-/// Frees the exiting thread's slot (absent for threads that made no call since the attach,
-/// and for the agent's own).
+/// Frees the exiting thread's slot (absent for threads that never blocked in a call since
+/// the attach, and for the agent's own), and empties its CPU's slot, which holds its
+/// `exit_group` (or `exit`): that call never returns, and the switches that follow must not
+/// move it into `SYSCALL_THREADS`.
 #[inline(always)]
 fn try_syscall_thread_exit() -> Result<(), i64> {
     let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(cpu) = SYSCALL_CPU.get_ptr_mut(0) {
+        // SAFETY: this CPU's value; programs on one CPU do not run concurrently with it.
+        unsafe {
+            if (*cpu).tid == tid {
+                (*cpu).tid = 0;
+            }
+        }
+    }
     SYSCALL_THREADS.remove(tid).map_err(i64::from)
+}
+
+/// `sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next, ...)`: runs
+/// in `prev` before it leaves the CPU.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn syscall_switch(_ctx: BtfTracePointContext) -> i32 {
+    let _ = try_syscall_switch();
+    0
+}
+
+/// Moves the leaving task's syscall in flight, if any, from its CPU's slot into its thread
+/// slot, where its `sys_exit` (on whichever CPU it resumes) finds it.
+#[inline(always)]
+fn try_syscall_switch() -> Result<(), i64> {
+    let cpu = SYSCALL_CPU.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: this CPU's value; programs on one CPU do not run concurrently with it.
+    let s = unsafe { *cpu };
+    if s.tid == 0 {
+        return Ok(());
+    }
+    // SAFETY: as above.
+    unsafe { (*cpu).tid = 0 };
+    // Always the leaving task (the slot is emptied when its owner leaves): checked anyway.
+    if s.tid != bpf_get_current_pid_tgid() as u32 {
+        return Ok(());
+    }
+    let slot = ThreadSlot {
+        start_ns: s.start_ns,
+        nr: s.nr,
+        _pad: 0,
+    };
+    match SYSCALL_THREADS.get_ptr_mut(s.tid) {
+        Some(p) => {
+            // SAFETY: the slot belongs to this thread; only this thread's events write it.
+            unsafe { *p = slot };
+            Ok(())
+        }
+        None => SYSCALL_THREADS.insert(s.tid, slot, 0).map_err(i64::from),
+    }
 }
 
 #[inline(always)]
@@ -144,32 +217,16 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), i64> {
     if !syscall_probe_on() {
         return Ok(());
     }
-    let tid = id as u32;
-    match SYSCALL_THREADS.get_ptr_mut(tid) {
-        Some(slot) => {
-            // SAFETY: helper without preconditions. Read last: the lookup is not latency.
-            let now = unsafe { bpf_ktime_get_ns() };
-            // SAFETY: the slot belongs to this thread; only this thread writes it.
-            unsafe {
-                (*slot).start_ns = now;
-                (*slot).nr = nr;
-            }
-            Ok(())
-        }
-        // The thread's first call: one insert, never a lookup after it.
-        None => SYSCALL_THREADS
-            .insert(
-                tid,
-                ThreadSlot {
-                    // SAFETY: helper without preconditions.
-                    start_ns: unsafe { bpf_ktime_get_ns() },
-                    nr,
-                    _pad: 0,
-                },
-                0,
-            )
-            .map_err(i64::from),
+    let cpu = SYSCALL_CPU.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: helper without preconditions. Read last: the lookup is not latency.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: this CPU's value; programs on one CPU do not run concurrently with it.
+    unsafe {
+        (*cpu).start_ns = now;
+        (*cpu).tid = id as u32;
+        (*cpu).nr = nr;
     }
+    Ok(())
 }
 
 #[inline(always)]
@@ -202,12 +259,19 @@ fn record_exit(now: u64, id: u64, ret: i64) -> i32 {
 #[inline(always)]
 fn try_record_exit(now: u64, id: u64, ret: i64) -> Result<(), i64> {
     let tgid = (id >> 32) as u32;
-    let slot = SYSCALL_THREADS.get_ptr_mut(id as u32).ok_or(0i64)?;
-    // SAFETY: the slot belongs to this thread; only this thread writes it.
+    let tid = id as u32;
+    let cpu = SYSCALL_CPU.get_ptr_mut(0).ok_or(0i64)?;
+    // SAFETY: this CPU's value; programs on one CPU do not run concurrently with it.
     let (start_ns, nr) = unsafe {
-        let s = *slot;
-        (*slot).nr = NO_SYSCALL;
-        (s.start_ns, s.nr)
+        let s = *cpu;
+        if s.tid == tid {
+            // The thread stayed on this CPU since its enter.
+            (*cpu).tid = 0;
+            (s.start_ns, s.nr)
+        } else {
+            // It left the CPU (`syscall_switch` moved its call), or no enter was seen.
+            thread_slot(tid)
+        }
     };
     // No enter seen (the probe attached mid-call), or a number outside the table.
     if nr >= MAX_SYSCALL_NR {
@@ -243,6 +307,21 @@ fn try_record_exit(now: u64, id: u64, ret: i64) -> Result<(), i64> {
         }
     }
     Ok(())
+}
+
+/// Takes (and clears) the call that thread `tid` left its CPU in: (start, nr), or nr
+/// [`NO_SYSCALL`] when there is none. Off the fast path: only calls that blocked get here.
+#[inline(never)]
+fn thread_slot(tid: u32) -> (u64, u32) {
+    match SYSCALL_THREADS.get_ptr_mut(tid) {
+        // SAFETY: the slot belongs to this thread; only this thread's events write it.
+        Some(slot) => unsafe {
+            let s = *slot;
+            (*slot).nr = NO_SYSCALL;
+            (s.start_ns, s.nr)
+        },
+        None => (0, NO_SYSCALL),
+    }
 }
 
 /// Adds one call of `delta_ns` in bucket `b` to a shared histogram.

@@ -140,22 +140,42 @@ impl Opts {
 pub(crate) struct Env {
     pub(crate) dir: PathBuf,
     agent: PathBuf,
+    /// `STEADFAST_BENCH_BEFORE=PATH`: another agent binary (an older build) measured in the
+    /// same rounds as one more case, with its default config.
+    pub(crate) before: Option<PathBuf>,
 }
 
 impl Env {
     /// Builds the release agent and compiles `workloads` (C files under `bench/workloads/`,
-    /// else `tests/workloads/`) into a fresh temporary directory named after `what`.
+    /// else `tests/workloads/`) into a fresh temporary directory named after `what`. With
+    /// `STEADFAST_BENCH_AGENT=PATH` in the environment, that agent binary is measured instead
+    /// (nothing is built): the way to measure an older build with the same bench.
     pub(crate) fn prepare(root: &Path, what: &str, workloads: &[&str]) -> Result<Env> {
-        run(cargo()
-            .current_dir(root)
-            .args(["build", "--release", "--locked", "-p", "steadfast"]))?;
+        let given = std::env::var_os("STEADFAST_BENCH_AGENT").map(PathBuf::from);
+        if given.is_none() {
+            run(cargo().current_dir(root).args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "steadfast",
+            ]))?;
+        }
         let dir = std::env::temp_dir().join(format!("steadfast-{what}-{}", std::process::id()));
         fs::create_dir_all(&dir)?;
+        let before = std::env::var_os("STEADFAST_BENCH_BEFORE").map(|_| dir.join("sfagent-before"));
         let env = Env {
             agent: dir.join(AGENT_NAME),
             dir,
+            before,
         };
-        fs::copy(root.join("target/release/steadfast"), &env.agent)?;
+        let agent = given.unwrap_or_else(|| root.join("target/release/steadfast"));
+        fs::copy(&agent, &env.agent)
+            .with_context(|| format!("copying the agent {}", agent.display()))?;
+        if let (Some(src), Some(dst)) = (std::env::var_os("STEADFAST_BENCH_BEFORE"), &env.before) {
+            fs::copy(&src, dst)
+                .with_context(|| format!("copying the agent {}", Path::new(&src).display()))?;
+        }
         for w in workloads {
             let bench = root.join("bench/workloads").join(format!("{w}.c"));
             let src = if bench.exists() {
@@ -280,16 +300,19 @@ enum Case {
     SteadfastNoHttp,
     Bpftrace,
     BpftraceEmpty,
+    /// The `STEADFAST_BENCH_BEFORE` build, default config (only when it is set).
+    Before,
 }
 
 impl Case {
-    const ALL: [Case; 6] = [
+    const ALL: [Case; 7] = [
         Case::Bare,
         Case::Steadfast,
         Case::SteadfastNoSyscalls,
         Case::SteadfastNoHttp,
         Case::Bpftrace,
         Case::BpftraceEmpty,
+        Case::Before,
     ];
 
     fn label(self) -> &'static str {
@@ -300,6 +323,7 @@ impl Case {
             Case::SteadfastNoHttp => "steadfast, HTTP probe off",
             Case::Bpftrace => "bpftrace latency histogram",
             Case::BpftraceEmpty => "bpftrace, empty programs",
+            Case::Before => "steadfast before (STEADFAST_BENCH_BEFORE, default config)",
         }
     }
 }
@@ -328,12 +352,21 @@ fn overhead(env: &Env, opts: &Opts, out: &mut String, loads: &mut Vec<f64>) -> R
     let mut samples = Vec::new();
     let mut foreign_seen = BTreeSet::new();
     let mut wait_budget = Duration::from_secs(300);
+    let cases: Vec<Case> = Case::ALL
+        .into_iter()
+        .filter(|c| *c != Case::Before || env.before.is_some())
+        .collect();
     for round in 0..opts.rounds {
         loads.push(loadavg1());
-        for i in 0..Case::ALL.len() {
-            let case = Case::ALL[(i + round) % Case::ALL.len()];
+        for i in 0..cases.len() {
+            let case = cases[(i + round) % cases.len()];
             let tracer: Option<Box<dyn std::any::Any>> = match case {
                 Case::Bare => None,
+                Case::Before => Some(Box::new(Agent::start_bin(
+                    env,
+                    env.before.as_deref().context("no before agent")?,
+                    "",
+                )?)),
                 Case::Steadfast => Some(Box::new(Agent::start(env, "")?)),
                 Case::SteadfastNoSyscalls => Some(Box::new(Agent::start(
                     env,
@@ -443,7 +476,7 @@ fn overhead(env: &Env, opts: &Opts, out: &mut String, loads: &mut Vec<f64>) -> R
             "| case | CPU ns/call (median) | min..max | added vs bare | ratio to bpftrace's added | wall ns/call (median) | samples |"
         )?;
         writeln!(out, "|---|---|---|---|---|---|---|")?;
-        for case in Case::ALL {
+        for case in cases.iter().copied() {
             let (cpu, wall, used_clean) = pick(case);
             let m = median(&cpu);
             let added = m - bare;
@@ -584,6 +617,11 @@ impl Agent {
     /// Starts the agent with `extra` YAML after a config that only sets the listen address;
     /// waits until `/-/healthy` answers (probes attached, metrics served).
     pub(crate) fn start(env: &Env, extra: &str) -> Result<Agent> {
+        Agent::start_bin(env, &env.agent, extra)
+    }
+
+    /// [`Agent::start`] with another agent binary.
+    pub(crate) fn start_bin(env: &Env, bin: &Path, extra: &str) -> Result<Agent> {
         for _ in 0..5 {
             let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
             let config = env.dir.join("steadfast.yaml");
@@ -592,7 +630,7 @@ impl Agent {
                 format!("http:\n  listen_address: 127.0.0.1:{port}\n{extra}"),
             )?;
             let log = fs::File::create(env.dir.join("agent.log"))?;
-            let child = Command::new(&env.agent)
+            let child = Command::new(bin)
                 .args(["run", "--config"])
                 .arg(&config)
                 .stdout(Stdio::null())

@@ -6,7 +6,9 @@
 //! `probes.http.enabled: false`. Reported: requests/s (medians over rounds) and their loss
 //! against bare, and the agent's CPU (utime + stime from `/proc/<pid>/stat`, schedstat run
 //! time beside it) over each run, also scaled linearly to 20,000 requests/s (the agent's HTTP
-//! work is per event, so per request).
+//! work is per event, so per request). And the CPU time the server and `ab` spend per request
+//! (utime + stime, which holds the BPF programs that run in their syscalls): unlike requests/s,
+//! it does not move with what other processes do on the machine.
 
 use std::{
     fmt::Write as _,
@@ -19,7 +21,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{median, terminate, Agent, CpuWindow, Env};
+use crate::bench::{cpu_ticks, median, terminate, Agent, CpuWindow, Env};
 
 /// Requests per `ab` run and its concurrency (keep-alive connections).
 const REQUESTS: u32 = 100_000;
@@ -30,16 +32,19 @@ enum Case {
     Bare,
     Steadfast,
     NoHttp,
+    /// The `STEADFAST_BENCH_BEFORE` build, default config (only when it is set).
+    Before,
 }
 
 impl Case {
-    const ALL: [Case; 3] = [Case::Bare, Case::Steadfast, Case::NoHttp];
+    const ALL: [Case; 4] = [Case::Bare, Case::Steadfast, Case::NoHttp, Case::Before];
 
     fn label(self) -> &'static str {
         match self {
             Case::Bare => "bare",
             Case::Steadfast => "steadfast (default config, HTTP probe on)",
             Case::NoHttp => "steadfast, HTTP probe off",
+            Case::Before => "steadfast before (STEADFAST_BENCH_BEFORE)",
         }
     }
 }
@@ -47,6 +52,8 @@ impl Case {
 struct Sample {
     case: Case,
     rps: f64,
+    /// CPU time of the server plus `ab` per request, µs.
+    cpu_us_per_req: f64,
     /// Agent CPU over the run, % of one core (ticks, schedstat).
     cpu: Option<(f64, f64)>,
 }
@@ -106,11 +113,20 @@ pub(crate) fn keepalive(env: &Env, root: &Path, rounds: usize, out: &mut String)
     ab(&url, REQUESTS / 10)?;
 
     let mut samples = Vec::new();
+    let cases: Vec<Case> = Case::ALL
+        .into_iter()
+        .filter(|c| *c != Case::Before || env.before.is_some())
+        .collect();
     for round in 0..rounds {
-        for i in 0..Case::ALL.len() {
-            let case = Case::ALL[(i + round) % Case::ALL.len()];
+        for i in 0..cases.len() {
+            let case = cases[(i + round) % cases.len()];
             let agent = match case {
                 Case::Bare => None,
+                Case::Before => Some(Agent::start_bin(
+                    env,
+                    env.before.as_deref().context("no before agent")?,
+                    "",
+                )?),
                 Case::Steadfast => Some(Agent::start(env, "")?),
                 Case::NoHttp => Some(Agent::start(env, "probes:\n  http:\n    enabled: false\n")?),
             };
@@ -118,7 +134,12 @@ pub(crate) fn keepalive(env: &Env, root: &Path, rounds: usize, out: &mut String)
                 .as_ref()
                 .map(|a| CpuWindow::open(a.pid()))
                 .transpose()?;
+            let (server0, ab0) = (cpu_ticks(server.0.id())?, children_ticks()?);
             let rps = ab(&url, REQUESTS)?;
+            let (server1, ab1) = (cpu_ticks(server.0.id())?, children_ticks()?);
+            // Ticks are 10 ms.
+            let cpu_us_per_req =
+                ((server1 - server0) + (ab1 - ab0)) as f64 * 10_000.0 / f64::from(REQUESTS);
             let cpu = match (window, &agent) {
                 (Some(w), Some(a)) => {
                     let (ticks, sched, _) = w.close(a.pid())?;
@@ -127,12 +148,17 @@ pub(crate) fn keepalive(env: &Env, root: &Path, rounds: usize, out: &mut String)
                 _ => None,
             };
             eprintln!(
-                "bench: http round {round} {:<42} {rps:9.0} req/s{}",
+                "bench: http round {round} {:<42} {rps:9.0} req/s, {cpu_us_per_req:5.2} us CPU/req{}",
                 case.label(),
                 cpu.map(|(t, s)| format!(", agent CPU {t:.1}% ({s:.1}%)"))
                     .unwrap_or_default()
             );
-            samples.push(Sample { case, rps, cpu });
+            samples.push(Sample {
+                case,
+                rps,
+                cpu_us_per_req,
+                cpu,
+            });
             drop(agent);
         }
     }
@@ -145,13 +171,23 @@ pub(crate) fn keepalive(env: &Env, root: &Path, rounds: usize, out: &mut String)
          (`tests/workloads/http_mix.go`, `GET /ok`, 64-byte body) pinned to CPU 1, `ab -k -n \
          {REQUESTS} -c {CONCURRENCY}` pinned to CPU 0; medians over rounds. Agent CPU: utime + \
          stime over the `ab` run (schedstat run time in brackets), % of one core; scaled to \
-         20,000 requests/s linearly.\n"
+         20,000 requests/s linearly. CPU per request: utime + stime of the server and of `ab` \
+         over the run (10 ms ticks) divided by the requests; it holds the BPF programs run in \
+         their syscalls, and unlike requests/s it does not move with other load on the \
+         machine.\n"
     )?;
     writeln!(
         out,
-        "| case | requests/s (median) | min..max | vs bare | agent CPU % (median) | agent CPU % at 20,000 req/s |"
+        "| case | requests/s (median) | min..max | vs bare | server + ab CPU µs/request (median) | min..max | vs bare | agent CPU % (median) | agent CPU % at 20,000 req/s |"
     )?;
-    writeln!(out, "|---|---|---|---|---|---|")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|")?;
+    let bare_cpu = median(
+        &samples
+            .iter()
+            .filter(|s| s.case == Case::Bare)
+            .map(|s| s.cpu_us_per_req)
+            .collect::<Vec<_>>(),
+    );
     let bare = median(
         &samples
             .iter()
@@ -159,16 +195,23 @@ pub(crate) fn keepalive(env: &Env, root: &Path, rounds: usize, out: &mut String)
             .map(|s| s.rps)
             .collect::<Vec<_>>(),
     );
-    for case in Case::ALL {
+    for case in cases.iter().copied() {
         let set: Vec<&Sample> = samples.iter().filter(|s| s.case == case).collect();
         let rps: Vec<f64> = set.iter().map(|s| s.rps).collect();
         let m = median(&rps);
         let lo = rps.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = rps.iter().copied().fold(0.0, f64::max);
-        let vs = if case == Case::Bare {
-            "-".to_string()
+        let per_req: Vec<f64> = set.iter().map(|s| s.cpu_us_per_req).collect();
+        let c = median(&per_req);
+        let c_lo = per_req.iter().copied().fold(f64::INFINITY, f64::min);
+        let c_hi = per_req.iter().copied().fold(0.0, f64::max);
+        let (vs, c_vs) = if case == Case::Bare {
+            ("-".to_string(), "-".to_string())
         } else {
-            format!("{:+.1}%", (m / bare - 1.0) * 100.0)
+            (
+                format!("{:+.1}%", (m / bare - 1.0) * 100.0),
+                format!("{:+.1}%", (c / bare_cpu - 1.0) * 100.0),
+            )
         };
         let (cpu, scaled) = if case == Case::Bare {
             ("-".to_string(), "-".to_string())
@@ -186,11 +229,20 @@ pub(crate) fn keepalive(env: &Env, root: &Path, rounds: usize, out: &mut String)
         };
         writeln!(
             out,
-            "| {} | {m:.0} | {lo:.0}..{hi:.0} | {vs} | {cpu} | {scaled} |",
+            "| {} | {m:.0} | {lo:.0}..{hi:.0} | {vs} | {c:.2} | {c_lo:.2}..{c_hi:.2} | {c_vs} | {cpu} | {scaled} |",
             case.label()
         )?;
     }
     Ok(())
+}
+
+/// utime + stime of this process's waited-for children (`ab` among them), in 10 ms ticks.
+fn children_ticks() -> Result<u64> {
+    let stat = fs::read_to_string("/proc/self/stat")?;
+    // After the comm: cutime is field 16, cstime 17.
+    let rest = stat.rsplit_once(')').context("stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Ok(f[13].parse::<u64>()? + f[14].parse::<u64>()?)
 }
 
 /// Runs `ab -k` against `url` on CPU 0; returns its requests per second. Fails on any

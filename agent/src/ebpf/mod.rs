@@ -204,6 +204,9 @@ impl Probes {
             };
             // Before the syscall programs: no thread gets a slot that its exit does not free.
             attach_btf(&mut ebpf, &btf, "syscall_thread_exit", "sched_process_exit")?;
+            // Before the syscall programs too: a call in flight on a CPU is moved to its
+            // thread's slot when the thread leaves the CPU, from the first enter on.
+            attach_btf(&mut ebpf, &btf, "syscall_switch", "sched_switch")?;
             Some(maps)
         } else {
             None
