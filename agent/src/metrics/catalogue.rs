@@ -469,6 +469,12 @@ fn encode_service_info(
         None,
         MetricType::Counter,
     )?)?;
+    ConstGauge::new(p.containers_known() as i64).encode(encoder.encode_descriptor(
+        "containers_known",
+        "Containers whose identity the agent holds now: those with a process, and those stopped less than services.idle_release_seconds ago (at most 4096).",
+        None,
+        MetricType::Gauge,
+    )?)?;
     ConstCounter::new(stats.errors).encode(encoder.encode_descriptor(
         "container_lookup_errors",
         "Container runtime files that existed but could not be read or parsed (those containers are named container-<id>).",

@@ -30,9 +30,10 @@
 //! container with the host's PID namespace).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 /// Containers whose identity is kept at once (see [`Containers`]).
@@ -343,11 +344,14 @@ pub struct ContainerStats {
 
 /// Container identities by id, bounded: past the capacity, entries no process holds any more
 /// are dropped, and if none can be, the new one is not kept (and will be looked up again).
+/// A container that no process has had for the idle time is forgotten
+/// ([`Containers::release_idle`]), so the cache follows the containers that run now.
 #[derive(Debug, Clone)]
 pub struct Containers {
     root: PathBuf,
     capacity: usize,
-    cache: HashMap<String, Arc<Identity>>,
+    /// Identity, and when a process last had the container.
+    cache: HashMap<String, (Arc<Identity>, Instant)>,
     stats: ContainerStats,
 }
 
@@ -381,20 +385,42 @@ impl Containers {
 
     /// The identity of a container, from the cache or its runtime's files.
     pub fn identify(&mut self, r: &ContainerRef) -> Arc<Identity> {
-        if let Some(i) = self.cache.get(&r.id) {
+        if let Some((i, _)) = self.cache.get(&r.id) {
             return i.clone();
         }
         self.stats.lookups += 1;
         let identity = Arc::new(self.read_names(r));
         if self.cache.len() >= self.capacity {
-            self.cache.retain(|_, i| Arc::strong_count(i) > 1);
+            self.cache.retain(|_, (i, _)| Arc::strong_count(i) > 1);
         }
         if self.cache.len() < self.capacity {
-            self.cache.insert(r.id.clone(), identity.clone());
+            self.cache
+                .insert(r.id.clone(), (identity.clone(), Instant::now()));
         } else {
             self.stats.uncached += 1;
         }
         identity
+    }
+
+    /// Whether the identity of container `id` is kept.
+    pub fn contains(&self, id: &str) -> bool {
+        self.cache.contains_key(id)
+    }
+
+    /// Forgets the containers that no process (none in `held`, by container id) has had for
+    /// `idle`: stopped containers leave nothing behind; if one runs again its files are read
+    /// again. Returns how many were forgotten.
+    pub fn release_idle(&mut self, held: &HashSet<&str>, now: Instant, idle: Duration) -> usize {
+        let before = self.cache.len();
+        self.cache.retain(|id, (_, last)| {
+            if held.contains(id.as_str()) {
+                *last = now;
+                true
+            } else {
+                now.saturating_duration_since(*last) < idle
+            }
+        });
+        before - self.cache.len()
     }
 
     fn path(&self, rel: &str) -> PathBuf {

@@ -505,6 +505,10 @@ impl Pipeline {
         for id in self.services.release_idle(&in_use, now) {
             self.release_service(id);
         }
+        // Containers with no process for as long: their identities and cgroup ids go too.
+        let held = self.processes.container_ids();
+        self.naming
+            .release_idle(&held, now, self.services.idle_release());
 
         let mut info = self.processes.containers();
         info.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
@@ -614,6 +618,12 @@ impl Pipeline {
     /// Counters of the container identity cache.
     pub fn container_stats(&self) -> containers::ContainerStats {
         self.naming.containers().stats()
+    }
+
+    /// Containers whose identity is held now (with a process, or stopped for less than the
+    /// idle time).
+    pub fn containers_known(&self) -> usize {
+        self.naming.containers().len()
     }
 
     /// Rewrites what can change without reattaching (slow thresholds) from a new config.

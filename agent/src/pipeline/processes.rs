@@ -268,6 +268,16 @@ impl ProcessTable {
         out
     }
 
+    /// Ids of the containers of every process the table knows (decided or pending, alive or
+    /// exited and not read yet).
+    pub fn container_ids(&self) -> HashSet<&str> {
+        self.entries
+            .values()
+            .filter_map(|e| e.container.as_deref())
+            .map(|c| c.id.as_str())
+            .collect()
+    }
+
     /// Services that some process the table knows (alive, or exited and not read yet) has.
     pub fn services_in_use(&self) -> HashSet<ServiceId> {
         self.entries.values().map(|e| e.service).collect()

@@ -214,6 +214,11 @@ impl ServiceNames {
         self.overflow
     }
 
+    /// How long a name is kept without a live process.
+    pub fn idle_release(&self) -> Duration {
+        self.idle_release
+    }
+
     /// Names released after their idle time.
     pub fn released(&self) -> u64 {
         self.released
@@ -434,6 +439,21 @@ impl Naming {
 
     pub fn containers(&self) -> &Containers {
         &self.containers
+    }
+
+    /// Forgets the containers that no process (none in `held`, by container id) has had for
+    /// `idle`, with their cgroup ids (see [`Containers::release_idle`]); returns how many.
+    pub fn release_idle(&mut self, held: &HashSet<&str>, now: Instant, idle: Duration) -> usize {
+        let gone = self.containers.release_idle(held, now, idle);
+        let containers = &self.containers;
+        self.by_cgroup
+            .retain(|_, i| held.contains(i.id.as_str()) || containers.contains(&i.id));
+        gone
+    }
+
+    /// Cgroup ids whose container is known.
+    pub fn cgroups_known(&self) -> usize {
+        self.by_cgroup.len()
     }
 
     /// Names a live process, identifying its container (from the cache, or the runtime's
@@ -726,6 +746,57 @@ mod tests {
         assert!(![OTHER, c].contains(&comm));
         assert_eq!(names.intern("pay/ledger", Origin::Container, now), OTHER);
         assert_eq!(names.overflow(), 1);
+    }
+
+    #[test]
+    fn stopped_containers_are_forgotten_after_the_idle_time() {
+        use super::super::containers::Runtime;
+        let t0 = Instant::now();
+        let idle = Duration::from_secs(10);
+        let id = |n: u8| format!("{n:064x}");
+        let facts = |n: u8| {
+            let path = format!("/system.slice/docker-{}.scope", id(n));
+            ProcessFacts {
+                comm: "server".into(),
+                cgroup: Some(path.clone()),
+                container: parse_cgroup_file(&format!("0::{path}\n")),
+                container_cgroup: Some((1 << 40) + u64::from(n)),
+                ..Default::default()
+            }
+        };
+        let mut naming =
+            Naming::default().with_containers(Containers::new("/nonexistent-metadata-root", 8));
+        for n in 0..5 {
+            let named = naming.name_live(&facts(n));
+            assert_eq!(named.container.unwrap().runtime, Runtime::Docker);
+        }
+        assert_eq!((naming.containers().len(), naming.cgroups_known()), (5, 5));
+        // Containers 0 and 1 still have a process; the others stopped.
+        let (a, b) = (id(0), id(1));
+        let held: HashSet<&str> = [a.as_str(), b.as_str()].into();
+        assert_eq!(naming.release_idle(&held, t0 + idle / 2, idle), 0);
+        assert_eq!(naming.containers().len(), 5, "not idle long enough");
+        assert_eq!(naming.release_idle(&held, t0 + idle * 2, idle), 3);
+        assert_eq!((naming.containers().len(), naming.cgroups_known()), (2, 2));
+        assert!(naming.containers().contains(&a) && !naming.containers().contains(&id(2)));
+        // A forgotten container's one-off is not named from its cgroup id any more (the
+        // cgroup is gone with the container), and a new process of it reads its files again.
+        assert_eq!(
+            naming.name_gone("server", (1 << 40) + 2).origin,
+            Origin::Comm
+        );
+        let lookups = naming.containers().stats().lookups;
+        naming.name_live(&facts(2));
+        assert_eq!(naming.containers().stats().lookups, lookups + 1);
+        // Container 2 was read again at about t0 (the real clock), idle since; the held ones
+        // were seen at t0 + 2 idle: kept until one idle time after that.
+        let none = HashSet::new();
+        let almost = t0 + idle * 3 - Duration::from_millis(1);
+        assert_eq!(naming.release_idle(&none, almost, idle), 1);
+        assert!(!naming.containers().contains(&id(2)));
+        assert_eq!(naming.release_idle(&none, t0 + idle * 3, idle), 2);
+        assert!(naming.containers().is_empty());
+        assert_eq!(naming.cgroups_known(), 0);
     }
 
     #[test]
