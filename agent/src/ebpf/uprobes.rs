@@ -19,7 +19,7 @@ use std::{
     sync::{mpsc, Arc, Mutex},
 };
 
-use agent_common::uprobe::{AllocCounts, GoCounts};
+use agent_common::uprobe::{AllocCounts, GoCounts, GoGc};
 use aya::{
     programs::{
         uprobe::{UProbeAttachLocation, UProbeLink, UProbeScope},
@@ -29,12 +29,20 @@ use aya::{
 };
 
 use super::{
-    percpu_table::{PerCpuSum, PerCpuTable},
+    percpu_table::{PerCpuSum, PerCpuTable, SharedTable},
     ProbeError,
 };
 
 pub type AllocCountMap = PerCpuTable<u32, AllocCounts>;
 pub type GoCountMap = PerCpuTable<u32, GoCounts>;
+pub type GoGcMap = SharedTable<u32, GoGc>;
+
+/// The maps of the uprobe programs.
+pub struct UprobeMaps {
+    pub alloc_counts: AllocCountMap,
+    pub go_counts: GoCountMap,
+    pub go_gc: GoGcMap,
+}
 
 impl PerCpuSum for AllocCounts {
     fn add(&mut self, o: &Self) {
@@ -67,10 +75,15 @@ const ALLOC_POINTS: [(&str, &str); 7] = [
 ];
 
 /// Go runtime functions and the program attached to each (entries only: no uretprobes on
-/// Go code, whose stacks move).
-const GO_POINTS: [(&str, &str); 2] = [
+/// Go code, whose stacks move): goroutines, then the garbage collector (`go_gc.rs` in the
+/// eBPF crate). One set, attached all or nothing.
+const GO_POINTS: [(&str, &str); 6] = [
     ("go_newproc", "runtime.newproc1"),
     ("go_goexit", "runtime.goexit0"),
+    ("go_gc_done", "runtime.gcMarkTermination"),
+    ("go_stw_other", "runtime.stopTheWorld"),
+    ("go_stw_stop", "runtime.stopTheWorldWithSema"),
+    ("go_stw_start", "runtime.startTheWorldWithSema"),
 ];
 
 /// Programs loaded at start.
@@ -81,7 +94,14 @@ const ALLOC_PROGRAMS: [&str; 5] = [
     "free_enter",
     "alloc_return",
 ];
-const GO_PROGRAMS: [&str; 2] = ["go_newproc", "go_goexit"];
+const GO_PROGRAMS: [&str; 6] = [
+    "go_newproc",
+    "go_goexit",
+    "go_gc_done",
+    "go_stw_other",
+    "go_stw_stop",
+    "go_stw_start",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
@@ -123,6 +143,7 @@ pub struct Uprobes {
     goroutines_loaded: bool,
     pub alloc_counts: AllocCountMap,
     pub go_counts: GoCountMap,
+    pub go_gc: GoGcMap,
 }
 
 impl Uprobes {
@@ -131,10 +152,11 @@ impl Uprobes {
         ebpf: &mut Ebpf,
         allocations: bool,
         goroutines: bool,
-    ) -> Result<(AllocCountMap, GoCountMap), ProbeError> {
+    ) -> Result<UprobeMaps, ProbeError> {
         let alloc_counts =
             AllocCountMap::new(super::take_map(ebpf, "ALLOC_COUNTS")?, "ALLOC_COUNTS")?;
         let go_counts = GoCountMap::new(super::take_map(ebpf, "GO_COUNTS")?, "GO_COUNTS")?;
+        let go_gc = GoGcMap::new(super::take_map(ebpf, "GO_GC")?, "GO_GC")?;
         let mut names: Vec<&'static str> = Vec::new();
         if allocations {
             names.extend(ALLOC_PROGRAMS);
@@ -151,12 +173,16 @@ impl Uprobes {
                 .load()
                 .map_err(|source| ProbeError::Program { name, source })?;
         }
-        Ok((alloc_counts, go_counts))
+        Ok(UprobeMaps {
+            alloc_counts,
+            go_counts,
+            go_gc,
+        })
     }
 
     pub(super) fn new(
         ebpf: Arc<Mutex<Ebpf>>,
-        maps: (AllocCountMap, GoCountMap),
+        maps: UprobeMaps,
         allocations_loaded: bool,
         goroutines_loaded: bool,
     ) -> Self {
@@ -172,8 +198,9 @@ impl Uprobes {
             reaper,
             allocations_loaded,
             goroutines_loaded,
-            alloc_counts: maps.0,
-            go_counts: maps.1,
+            alloc_counts: maps.alloc_counts,
+            go_counts: maps.go_counts,
+            go_gc: maps.go_gc,
         }
     }
 
@@ -188,7 +215,7 @@ impl Uprobes {
         self.attach_all(&ALLOC_POINTS, &libc, UProbeScope::OneProcess(pid))
     }
 
-    /// Attaches the goroutine probes to a Go executable: for every process running it
+    /// Attaches the goroutine and GC probes to a Go executable: for every process running it
     /// (`pid` None), or for one process. The functions are found through the Go runtime's
     /// function table (`pipeline::go_pclntab`), which stripped binaries keep too; where it
     /// cannot be read (a Go older than 1.18), by symbol name.
