@@ -1,6 +1,6 @@
-//! Goroutine counting for every installed Go toolchain (Debian's golang-go 1.19, the
+//! Goroutine and GC counting for every installed Go toolchain (Debian's golang-go 1.19, the
 //! backports' 1.21, 1.22, 1.23 and trixie's 1.24, installed by `scripts/setup --test`), each
-//! build of `tests/workloads/goroutines.go` unstripped, stripped (`-ldflags=-s -w`: no symbol
+//! build of `tests/workloads/goroutines.go` (with `gc_cycles.go`) unstripped, stripped (`-ldflags=-s -w`: no symbol
 //! table, the probes are placed through the Go function table), stripped PIE and stripped cgo
 //! (externally linked). Needs root.
 
@@ -41,19 +41,27 @@ const VARIANTS: [(&str, bool, &[&str]); 4] = [
     ("stripped-cgo", true, &["-ldflags=-s -w -linkmode=external"]),
 ];
 
-fn source_of() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/goroutines.go")
+/// The files of the workload: goroutines.go, and gc_cycles.go, which takes over with "gc K".
+const SOURCES: [&str; 2] = ["goroutines.go", "gc_cycles.go"];
+
+fn source_of(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/workloads")
+        .join(file)
 }
 
 fn build(go: &Path, dir: &Path, name: &str, cgo: bool, flags: &[&str]) -> PathBuf {
-    let mut files = vec![source_of()];
+    let mut files: Vec<PathBuf> = SOURCES.iter().map(|f| source_of(f)).collect();
     if cgo {
         // The same program, made a cgo program by one more file of the package (named files
         // must share a directory).
         let src = dir.join(format!("{name}_src"));
         std::fs::create_dir_all(&src).unwrap();
-        files[0] = src.join("goroutines.go");
-        std::fs::copy(source_of(), &files[0]).unwrap();
+        files.clear();
+        for f in SOURCES {
+            files.push(src.join(f));
+            std::fs::copy(source_of(f), src.join(f)).unwrap();
+        }
         let extra = src.join("cgo.go");
         std::fs::write(
             &extra,
@@ -91,8 +99,50 @@ fn build(go: &Path, dir: &Path, name: &str, cgo: bool, flags: &[&str]) -> PathBu
     out
 }
 
+/// A second process of the build runs `runtime.GC()` K times (each followed by a
+/// `ReadMemStats`, a stop of the world that is not the GC's): between its two reports the
+/// agent's cycle counter must move by exactly the change of `runtime.NumGC`, and the count of
+/// its pause histogram by exactly the change of the count of the runtime's
+/// `/gc/pauses:seconds`. Returns the line for the report.
+fn gc_cycles_match_the_runtime(agent: &Agent, what: &str, service: &str, bin: &Path) -> String {
+    const K: u64 = 10;
+    let read = |s: &Scrape| {
+        let v = |name| s.value(name, &[("service", service)]).unwrap_or(0.0) as u64;
+        (
+            v("steadfast_go_gc_cycles_total"),
+            v("steadfast_go_gc_pause_seconds_count"),
+            s.value("steadfast_go_gc_pause_seconds_sum", &[("service", service)])
+                .unwrap_or(0.0),
+        )
+    };
+    let runtime_says = |line: &str, tag: &str| -> (u64, u64) {
+        let f: Vec<&str> = line.split(' ').collect();
+        assert_eq!(f[0], tag, "{what}: {line}");
+        (f[1].parse().unwrap(), f[2].parse().unwrap())
+    };
+    let t0 = std::time::Instant::now();
+    let mut w = Interactive::spawn(bin, &["gc", &K.to_string()]);
+    let (gc0, p0) = runtime_says(&w.read_line(), "before");
+    let (c0, n0, s0) = read(&agent.scrape());
+    w.step();
+    let (gc1, p1) = runtime_says(&w.read_line(), "after");
+    let (c1, n1, s1) = read(&agent.scrape());
+    w.finish();
+    let line = format!(
+        "{what}: runtime.GC() x{K}: NumGC {gc0} -> {gc1}, agent cycles +{}; /gc/pauses:seconds {p0} -> {p1}, agent pauses +{} ({:.1} us on average); checked in {} ms",
+        c1 - c0,
+        n1 - n0,
+        (s1 - s0) * 1e6 / (n1 - n0).max(1) as f64,
+        t0.elapsed().as_millis()
+    );
+    assert!(gc1 - gc0 >= K, "{line}");
+    assert_eq!(c1 - c0, gc1 - gc0, "{line}\n{}", agent.log());
+    assert_eq!(n1 - n0, p1 - p0, "{line}\n{}", agent.log());
+    line
+}
+
 /// One build of every variant for every toolchain, each its own target (by `exe`) of one
-/// agent. For each: the program holds G = 1000 goroutines; the gauge must read exactly
+/// agent. Goroutines, then GC cycles and pauses (`gc_cycles_match_the_runtime`). For each: the program holds G = 1000 goroutines; the gauge must read exactly
 /// NumGoroutine() - 1 + R (NumGoroutine counts the main goroutine and the G; R = the main
 /// goroutine + the runtime's forcegchelper, bgsweep, bgscavenge, finalizer goroutine and one
 /// GC mark worker per P, as in tests/uprobes.rs), created must read the same, and once the
@@ -106,6 +156,7 @@ fn goroutines_are_counted_for_every_go_version_stripped_or_not() {
         "Go toolchains (scripts/setup --test): {gos:?}"
     );
     let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
     let mut bins = Vec::new();
     for (v, go) in &gos {
         for (label, cgo, flags) in VARIANTS {
@@ -119,6 +170,11 @@ fn goroutines_are_counted_for_every_go_version_stripped_or_not() {
             format!("  - service: {service}\n    exe: {}\n", bin.display())
         }))
         .collect();
+    eprintln!(
+        "{} builds in {:.1} s",
+        bins.len(),
+        started.elapsed().as_secs_f64()
+    );
     let agent = Agent::start(&config);
     let s = agent.scrape();
     assert_eq!(
@@ -180,6 +236,10 @@ fn goroutines_are_counted_for_every_go_version_stripped_or_not() {
         assert_eq!(created_ready, Some(G + r), "{}", report.join("\n"));
         assert_eq!(at_done, Some(r), "{}", report.join("\n"));
         assert_eq!(created_done, Some(G + r), "{}", report.join("\n"));
+
+        let line = gc_cycles_match_the_runtime(&agent, what, service, bin);
+        eprintln!("{line}");
+        report.push(line);
     }
     promtool_check(&agent.scrape());
     eprintln!(

@@ -31,6 +31,7 @@ mod pod {
     unsafe impl aya::Pod for crate::uprobe::PendingAlloc {}
     unsafe impl aya::Pod for crate::uprobe::PtrKey {}
     unsafe impl aya::Pod for crate::uprobe::GoCounts {}
+    unsafe impl aya::Pod for crate::uprobe::GoGc {}
     unsafe impl aya::Pod for crate::http::HttpEvent {}
 }
 

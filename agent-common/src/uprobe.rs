@@ -72,3 +72,26 @@ pub struct GoCounts {
     pub exited: u64,
 }
 const _: () = assert!(core::mem::size_of::<GoCounts>() == 16);
+
+/// Garbage collector of one Go process, one copy for all CPUs: completed cycles and the
+/// stop-the-world pauses of the GC, counted since attach, and the state of the stop in
+/// progress. Every event that writes it happens with the process's world stopped or about to
+/// be (the runtime serialises stops with `worldsema`), so at most one thread of the process
+/// writes it at a time; the counters are still added atomically.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoGc {
+    /// Entries of `runtime.gcMarkTermination`: completed GC cycles (`runtime.NumGC`).
+    pub cycles: u64,
+    /// The GC's stop-the-world pauses (sweep termination, mark termination, and a mark
+    /// termination that restarts marking), log2 buckets of nanoseconds: from the entry of
+    /// `runtime.stopTheWorldWithSema` to the entry of `runtime.startTheWorldWithSema`.
+    pub pauses: crate::syscall::Hist,
+    /// State: monotonic time (ns) at which the GC's stop in progress began; 0 when none.
+    pub stw_start_ns: u64,
+    /// State: 1 from the entry of `runtime.stopTheWorld` (a stop that is not the GC's:
+    /// `ReadMemStats`, `GOMAXPROCS`, profiles, traces) until the world starts again.
+    pub stw_other: u64,
+}
+const _: () =
+    assert!(core::mem::size_of::<GoGc>() == 8 * (1 + crate::syscall::HIST_BUCKETS + 1 + 2));

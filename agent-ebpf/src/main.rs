@@ -8,6 +8,7 @@ mod allocations;
 mod atomic;
 mod config;
 mod connections;
+mod go_gc;
 mod goroutines;
 mod http;
 mod loss;

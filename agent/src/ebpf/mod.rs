@@ -149,6 +149,7 @@ impl Probes {
             .map_max_entries("ALLOC_PTRS", sized(allocations, u.max_pointers))
             .map_max_entries("ALLOC_COUNTS", sized(allocations, u.max_processes))
             .map_max_entries("GO_COUNTS", sized(goroutines, u.max_processes))
+            .map_max_entries("GO_GC", sized(goroutines, u.max_processes))
             .map_max_entries(
                 "PROC_EVENTS",
                 config.probes.process_events.ring_buffer_bytes,

@@ -590,6 +590,32 @@ fn encode_uprobes(p: &Pipeline, encoder: &mut DescriptorEncoder) -> Result<(), s
         ConstCounter::new(n).encode(family.encode_family(&[("service", svc(service))])?)?;
     }
     let mut family = encoder.encode_descriptor(
+        "go_gc_cycles",
+        "Garbage collection cycles the service's Go processes completed since the probes were attached (runtime.NumGC's increments).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (&service, &n) in p.goroutines.gc_cycles() {
+        ConstCounter::new(n).encode(family.encode_family(&[("service", svc(service))])?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "go_gc_pause",
+        "Stop-the-world pauses of the Go garbage collector in the service's processes (sweep and mark termination; other stops of the world excluded), from the stop's entry to the restart's entry.",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    for (&service, hist) in p.goroutines.gc_pauses() {
+        let count: u64 = hist.buckets.iter().sum();
+        family
+            .encode_family(&[("service", svc(service))])?
+            .encode_histogram::<NoLabelSet>(
+                hist.sum_ns as f64 / 1e9,
+                count,
+                &export_buckets(hist),
+                None,
+            )?;
+    }
+    let mut family = encoder.encode_descriptor(
         "uprobe_attachments",
         "Uprobe attachments now, by probe (allocations, goroutines) and scope (process, or file: every process of a Go executable).",
         None,
@@ -610,7 +636,7 @@ fn encode_uprobes(p: &Pipeline, encoder: &mut DescriptorEncoder) -> Result<(), s
     }
     let mut family = encoder.encode_descriptor(
         "uprobe_missed",
-        "Runs of the uprobe programs the kernel skipped (another kprobe-type program or a BPF map syscall held that CPU's guard), by probe: each is one call or goroutine event not counted.",
+        "Runs of the uprobe programs the kernel skipped (another kprobe-type program or a BPF map syscall held that CPU's guard), by probe: each is one call, goroutine or GC event not counted.",
         None,
         MetricType::Counter,
     )?;

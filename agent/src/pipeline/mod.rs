@@ -436,10 +436,11 @@ impl Pipeline {
         if let Some(probe) = self.sources.tcp.as_ref() {
             probe.counts.snapshot(&mut tcp);
         }
-        let (mut allocs, mut go) = (Vec::new(), Vec::new());
+        let (mut allocs, mut go, mut gc) = (Vec::new(), Vec::new(), Vec::new());
         if let Some(u) = self.sources.uprobes.as_ref() {
             u.alloc_counts.snapshot(&mut allocs);
             u.go_counts.snapshot(&mut go);
+            u.go_gc.snapshot(&mut gc);
             self.uprobe_missed = u.missed();
         }
         let now = Instant::now();
@@ -452,6 +453,7 @@ impl Pipeline {
         tcp.retain(|(k, _)| !held(k));
         allocs.retain(|(k, _)| !held(k));
         go.retain(|(k, _)| !held(k));
+        gc.retain(|(k, _)| !held(k));
 
         let (processes, services, naming) =
             (&mut self.processes, &mut self.services, &mut self.naming);
@@ -472,6 +474,7 @@ impl Pipeline {
         if self.sources.uprobes.is_some() {
             self.allocations.fold(&allocs, &mut service_of);
             self.goroutines.fold(&go, &mut service_of);
+            self.goroutines.fold_gc(&gc, &mut service_of);
         }
 
         // Processes whose exit was drained before this collection's snapshot: their final
@@ -604,6 +607,7 @@ impl Pipeline {
         if let Some(u) = self.sources.uprobes.as_mut() {
             u.alloc_counts.remove(&tgid);
             u.go_counts.remove(&tgid);
+            u.go_gc.remove(&tgid);
         }
         self.allocations.forget(tgid);
         self.goroutines.forget(tgid);

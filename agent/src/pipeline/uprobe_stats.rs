@@ -3,12 +3,16 @@
 //!
 //! - Counters (calls by kind, bytes, untracked frees, goroutines created) only grow: an exited
 //!   process's counts stay in its service's totals.
+//! - The Go GC's completed cycles and its pause histogram are counters too.
 //! - Gauges (outstanding bytes, live goroutines) are sums over the *live* processes of the
 //!   service: when a process exits, its outstanding bytes and goroutines are gone with it.
 
 use std::collections::BTreeMap;
 
-use agent_common::uprobe::{AllocCounts, GoCounts, CALL_KINDS};
+use agent_common::{
+    syscall::Hist,
+    uprobe::{AllocCounts, GoCounts, GoGc, CALL_KINDS},
+};
 
 use super::{
     delta::{Cumulative, Deltas},
@@ -43,6 +47,21 @@ impl Cumulative for GoCounts {
     }
     fn is_zero(&self) -> bool {
         self.created == 0 && self.exited == 0
+    }
+}
+
+/// Only the counters: the stop state is not cumulative and is left zero in increments.
+impl Cumulative for GoGc {
+    fn since(&self, prev: &Self) -> Option<Self> {
+        Some(GoGc {
+            cycles: self.cycles.checked_sub(prev.cycles)?,
+            pauses: self.pauses.since(&prev.pauses)?,
+            stw_start_ns: 0,
+            stw_other: 0,
+        })
+    }
+    fn is_zero(&self) -> bool {
+        self.cycles == 0 && self.pauses.is_zero()
     }
 }
 
@@ -116,8 +135,11 @@ impl AllocStats {
 #[derive(Debug, Default)]
 pub struct GoStats {
     pub counts: Deltas<u32, GoCounts>,
+    pub gc: Deltas<u32, GoGc>,
     created: BTreeMap<ServiceId, u64>,
     live: BTreeMap<ServiceId, i64>,
+    gc_cycles: BTreeMap<ServiceId, u64>,
+    gc_pauses: BTreeMap<ServiceId, Hist>,
 }
 
 impl GoStats {
@@ -129,6 +151,30 @@ impl GoStats {
         let created = &mut self.created;
         self.counts.fold(snapshot, |&tgid, d| {
             *created.entry(service_of(tgid)).or_default() += d.created;
+        });
+    }
+
+    /// Folds the GC counters of a snapshot of `GO_GC`. A process's cycles and pauses are
+    /// counted from the attach of the probes, which for an `exe` target is its first
+    /// instruction.
+    pub fn fold_gc(
+        &mut self,
+        snapshot: &[(u32, GoGc)],
+        mut service_of: impl FnMut(u32) -> ServiceId,
+    ) {
+        let (cycles, pauses) = (&mut self.gc_cycles, &mut self.gc_pauses);
+        self.gc.fold(snapshot, |&tgid, d| {
+            let s = service_of(tgid);
+            if d.cycles != 0 {
+                *cycles.entry(s).or_default() += d.cycles;
+            }
+            if !d.pauses.is_zero() {
+                let total = pauses.entry(s).or_default();
+                for (t, b) in total.buckets.iter_mut().zip(&d.pauses.buckets) {
+                    *t += b;
+                }
+                total.sum_ns += d.pauses.sum_ns;
+            }
         });
     }
 
@@ -146,12 +192,24 @@ impl GoStats {
 
     pub fn forget(&mut self, tgid: u32) {
         self.counts.forget(&tgid);
+        self.gc.forget(&tgid);
     }
 
     /// Drops every series of a released service.
     pub fn release(&mut self, service: ServiceId) {
         self.created.remove(&service);
         self.live.remove(&service);
+        self.gc_cycles.remove(&service);
+        self.gc_pauses.remove(&service);
+    }
+
+    /// Completed GC cycles by service.
+    pub fn gc_cycles(&self) -> &BTreeMap<ServiceId, u64> {
+        &self.gc_cycles
+    }
+    /// The GC's stop-the-world pauses by service (log2 ns buckets).
+    pub fn gc_pauses(&self) -> &BTreeMap<ServiceId, Hist> {
+        &self.gc_pauses
     }
 
     pub fn created(&self) -> &BTreeMap<ServiceId, u64> {
@@ -187,6 +245,38 @@ mod tests {
         a.update_live(std::iter::empty());
         assert!(a.outstanding().is_empty());
         assert_eq!(a.bytes()[&1], 1000);
+    }
+
+    #[test]
+    fn gc_cycles_and_pauses_fold_by_difference_ignoring_stop_state() {
+        let mut g = GoStats::default();
+        let v = |cycles, pauses: &[(usize, u64)], start| {
+            let mut gc = GoGc {
+                cycles,
+                stw_start_ns: start,
+                ..GoGc::default()
+            };
+            for &(b, n) in pauses {
+                gc.pauses.buckets[b] = n;
+                gc.pauses.sum_ns += n << b;
+            }
+            gc
+        };
+        g.fold_gc(&[(7, v(2, &[(14, 4)], 0))], |_| 1);
+        // A stop in progress changes nothing counted.
+        g.fold_gc(&[(7, v(2, &[(14, 4)], 99))], |_| 1);
+        assert_eq!(g.gc_cycles()[&1], 2);
+        assert_eq!(g.gc_pauses()[&1].buckets[14], 4);
+        g.fold_gc(
+            &[(7, v(5, &[(14, 4), (20, 6)], 0)), (8, v(1, &[(10, 2)], 0))],
+            |_| 1,
+        );
+        assert_eq!(g.gc_cycles()[&1], 6);
+        let h = &g.gc_pauses()[&1];
+        assert_eq!((h.buckets[10], h.buckets[14], h.buckets[20]), (2, 4, 6));
+        assert_eq!(h.sum_ns, (2 << 10) + (4 << 14) + (6 << 20));
+        g.release(1);
+        assert!(g.gc_cycles().is_empty() && g.gc_pauses().is_empty());
     }
 
     #[test]
