@@ -17,7 +17,7 @@ use std::{
     collections::VecDeque,
     io::{Read, Write},
     net::TcpStream,
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -26,41 +26,9 @@ use std::{
 use support::{
     alertmanager::{is_active, Alertmanager},
     http_server::{alias, start_server, Server},
-    request, unique_name, wait_for, wait_until, Agent, Endpoint,
+    promtool::both,
+    repo, request, unique_name, wait_for, wait_until, Agent, Endpoint,
 };
-
-const PROMTOOL: &str = "/usr/bin/promtool";
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-/// Runs a rule unit-test file through steadfast and promtool: (steadfast passed, promtool
-/// passed, their output).
-fn both(test_file: &Path) -> (bool, bool, String) {
-    let ours = Command::new(env!("CARGO_BIN_EXE_steadfast"))
-        .args(["test", "rules"])
-        .arg(test_file)
-        .output()
-        .unwrap();
-    assert!(
-        Path::new(PROMTOOL).exists(),
-        "{PROMTOOL} missing: scripts/setup --test installs Debian's prometheus"
-    );
-    let theirs = Command::new(PROMTOOL)
-        .args(["test", "rules"])
-        .arg(test_file)
-        .output()
-        .unwrap();
-    let text = format!(
-        "steadfast:\n{}{}\npromtool:\n{}{}",
-        String::from_utf8_lossy(&ours.stdout),
-        String::from_utf8_lossy(&ours.stderr),
-        String::from_utf8_lossy(&theirs.stdout),
-        String::from_utf8_lossy(&theirs.stderr)
-    );
-    (ours.status.success(), theirs.status.success(), text)
-}
 
 #[test]
 fn shipped_http_rules_mean_the_same_in_steadfast_and_promtool() {

@@ -16,11 +16,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{alertmanager::Alertmanager, unique_name, wait_for, wait_until, Agent, Interactive};
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
+use support::{
+    alertmanager::Alertmanager, repo, unique_name, wait_for, wait_until, Agent, Interactive,
+};
 
 /// Builds `tests/workloads/<src>.go` with Debian's go into `dir/<name>`.
 fn build_go(src: &str, dir: &Path, name: &str) -> PathBuf {

@@ -8,43 +8,17 @@
 //!
 //! Needs promtool (scripts/setup --test installs Debian's prometheus).
 
+mod support;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,
 };
 
-const PROMTOOL: &str = "/usr/bin/promtool";
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-/// Runs a rule unit-test file through steadfast and promtool: (steadfast passed, promtool
-/// passed, their output).
-fn both(test_file: &Path) -> (bool, bool, String) {
-    let ours = Command::new(env!("CARGO_BIN_EXE_steadfast"))
-        .args(["test", "rules"])
-        .arg(test_file)
-        .output()
-        .unwrap();
-    assert!(
-        Path::new(PROMTOOL).exists(),
-        "{PROMTOOL} missing: scripts/setup --test installs Debian's prometheus"
-    );
-    let theirs = Command::new(PROMTOOL)
-        .args(["test", "rules"])
-        .arg(test_file)
-        .output()
-        .unwrap();
-    let text = format!(
-        "steadfast:\n{}{}\npromtool:\n{}{}",
-        String::from_utf8_lossy(&ours.stdout),
-        String::from_utf8_lossy(&ours.stderr),
-        String::from_utf8_lossy(&theirs.stdout),
-        String::from_utf8_lossy(&theirs.stderr)
-    );
-    (ours.status.success(), theirs.status.success(), text)
-}
+use support::{
+    promtool::{both, PROMTOOL},
+    repo,
+};
 
 /// `text` with `from` replaced once (which must be there), written next to the original test
 /// file's rule files, so that relative `rule_files` still resolve.

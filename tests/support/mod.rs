@@ -5,6 +5,7 @@
 pub mod alertmanager;
 pub mod http_server;
 pub mod otlp_receiver;
+pub mod promtool;
 
 use std::{
     io::{Read, Write},
@@ -14,6 +15,11 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
+
+/// A path in the repository.
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 

@@ -46,7 +46,7 @@ use anyhow::{bail, Context, Result};
 use crate::cargo;
 
 /// The tests that load probes, by test binary (`agent/Cargo.toml`'s `[[test]]` names) and exact
-/// test name: syscall counts, errors, slow-call events, tasks, resident memory, naming, TCP
+/// test name: syscall counts (calls that block or migrate too), thread slots freed at exit, errors, slow-call events, tasks, resident memory, naming, TCP
 /// retransmits against `TcpRetransSegs`, TCP connection outcomes, uprobes (malloc, goroutines), the breaker end to end,
 /// and what grows with the CPU count. Left out: `nanosleep_latency_lands_around_20ms`, whose
 /// bucket bounds assume a 20 ms sleep ends within 33.6 ms (under software emulation on a busy
@@ -56,6 +56,8 @@ const TESTS: &[(&str, &[&str])] = &[
         "syscall_latency",
         &[
             "getppid_count_matches_the_workload_exactly",
+            "calls_that_leave_the_cpu_are_counted_exactly",
+            "exited_threads_leave_no_slot",
             "sigterm_exits_zero",
         ],
     ),
