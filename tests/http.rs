@@ -23,33 +23,13 @@ use std::{
 };
 
 use support::{
+    build_go,
     http_server::{alias, start_server},
     unique_name, wait_until, Agent, Scrape,
 };
 
 const SERVER: &str = "steadfast_http_server_request_duration_seconds";
 const CLIENT: &str = "steadfast_http_client_request_duration_seconds";
-
-/// Builds `tests/workloads/http_mix.go` with Debian's go into `dir/http_mix`.
-fn build_go(dir: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/http_mix.go");
-    let out = dir.join("http_mix");
-    let home = dir.join("gohome");
-    let status = Command::new("go")
-        .arg("build")
-        .arg("-o")
-        .arg(&out)
-        .arg(&source)
-        .env("HOME", &home)
-        .env("GOCACHE", home.join("cache"))
-        .env("GOPATH", home.join("path"))
-        .env("GOFLAGS", "")
-        .env("GO111MODULE", "")
-        .status()
-        .expect("go (golang-go, installed by scripts/setup --test)");
-    assert!(status.success(), "go build failed on {}", source.display());
-    out
-}
 
 fn workload() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/http_mix.py")
@@ -287,7 +267,7 @@ fn python_server_and_clients_match_the_mix() {
 fn go_server_and_client_match_the_mix() {
     let agent = Agent::start("");
     let dir = tempfile::tempdir().unwrap();
-    let bin = build_go(dir.path());
+    let bin = build_go("http_mix", dir.path(), "http_mix", &[]);
     let srv = unique_name("gohttpsrv");
     let cli = unique_name("gohttpcli");
     let server = start_server(
@@ -604,7 +584,7 @@ fn hostile_traffic_stays_bounded_and_losses_are_counted() {
          wakeup_min_bytes: 4096\n",
     );
     let dir = tempfile::tempdir().unwrap();
-    let bin = build_go(dir.path());
+    let bin = build_go("http_mix", dir.path(), "http_mix", &[]);
     let srv = unique_name("hostsrv");
     let server = start_server(
         Command::new(alias(dir.path(), bin.to_str().unwrap(), &srv)),

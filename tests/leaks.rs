@@ -10,35 +10,12 @@
 
 mod support;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use support::{
-    alertmanager::Alertmanager, repo, unique_name, wait_for, wait_until, Agent, Interactive,
+    alertmanager::Alertmanager, build_go, repo, unique_name, wait_for, wait_until, Agent,
+    Interactive,
 };
-
-/// Builds `tests/workloads/<src>.go` with Debian's go into `dir/<name>`.
-fn build_go(src: &str, dir: &Path, name: &str) -> PathBuf {
-    let out = dir.join(name);
-    let home = dir.join("gohome");
-    let status = Command::new("go")
-        .arg("build")
-        .arg("-o")
-        .arg(&out)
-        .arg(repo(&format!("tests/workloads/{src}.go")))
-        .env("HOME", &home)
-        .env("GOCACHE", home.join("cache"))
-        .env("GOPATH", home.join("path"))
-        .env("GOFLAGS", "")
-        .env("GO111MODULE", "")
-        .status()
-        .expect("go (golang-go) installed by scripts/setup --test");
-    assert!(status.success(), "go build {src}");
-    out
-}
 
 /// packaging/rules.d/leaks.yaml with every window, offset, projection and wait divided by 60.
 fn leaks_scaled() -> String {
@@ -64,8 +41,8 @@ fn a_goroutine_leak_fires_the_shipped_alert_and_signal() {
     std::fs::write(rules.path().join("leaks.yaml"), leaks_scaled()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (leaker, steady) = (unique_name("sfleak"), unique_name("sfsteady"));
-    let leak_bin = build_go("goroutine_leak", dir.path(), &leaker);
-    let steady_bin = build_go("goroutines", dir.path(), &steady);
+    let leak_bin = build_go("goroutine_leak", dir.path(), &leaker, &[]);
+    let steady_bin = build_go("goroutines", dir.path(), &steady, &[]);
     let (leak_svc, steady_svc) = (format!("{leaker}-svc"), format!("{steady}-svc"));
     let agent = Agent::start(&format!(
         "targets:\n  - service: {leak_svc}\n    comm: {leaker}\n  - service: {steady_svc}\n    comm: {steady}\n\

@@ -5,12 +5,12 @@
 mod support;
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     time::{Duration, Instant},
 };
 
-use support::{build_workload, promtool_check, unique_name, Agent, Interactive, Scrape};
+use support::{build_go, build_workload, promtool_check, unique_name, Agent, Interactive, Scrape};
 
 /// Polls scrapes until `pred` holds (the agent attaches shortly after it reads an exec event).
 fn wait_for(agent: &Agent, what: &str, pred: impl Fn(&Scrape) -> bool) -> Scrape {
@@ -175,34 +175,6 @@ fn missed(s: &Scrape, probe: &str) -> f64 {
         .expect("steadfast_uprobe_missed_total")
 }
 
-/// Builds `tests/workloads/<src>.go` with Debian's go into `dir/<name>`.
-fn build_go(src: &str, dir: &Path, name: &str) -> PathBuf {
-    build_go_with(src, dir, name, &[])
-}
-
-fn build_go_with(src: &str, dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/workloads")
-        .join(format!("{src}.go"));
-    let out = dir.join(name);
-    let home = dir.join("gohome");
-    let status = Command::new("go")
-        .arg("build")
-        .args(flags)
-        .arg("-o")
-        .arg(&out)
-        .arg(&source)
-        .env("HOME", &home)
-        .env("GOCACHE", home.join("cache"))
-        .env("GOPATH", home.join("path"))
-        .env("GOFLAGS", "")
-        .env("GO111MODULE", "")
-        .status()
-        .expect("go (golang-go, installed by scripts/setup --test)");
-    assert!(status.success(), "go build failed on {}", source.display());
-    out
-}
-
 /// A Go program started after the agent, matched by executable path, holds exactly G = 1000
 /// goroutines. The probes count every goroutine the runtime creates, its own included, so the
 /// gauge reads G + R, where R = the main goroutine + forcegchelper, bgsweep, bgscavenge, the
@@ -215,7 +187,7 @@ fn goroutine_gauge_follows_a_go_program() {
     const G: f64 = 1000.0;
     let dir = tempfile::tempdir().unwrap();
     let name = unique_name("sfgo");
-    let bin = build_go("goroutines", dir.path(), &name);
+    let bin = build_go("goroutines", dir.path(), &name, &[]);
     let service = format!("{name}-svc");
     let agent = Agent::start(&format!(
         "targets:\n  - service: {service}\n    exe: {}\n",
@@ -293,7 +265,7 @@ fn goroutines_of_a_go_program_matched_at_run_time() {
     const G: f64 = 1000.0;
     let dir = tempfile::tempdir().unwrap();
     let name = unique_name("sfgp");
-    let bin = build_go("goroutines", dir.path(), &name);
+    let bin = build_go("goroutines", dir.path(), &name, &[]);
     let service = format!("{name}-svc");
     let agent = Agent::start(&format!(
         "targets:\n  - service: {service}\n    comm: {name}\n"
@@ -358,7 +330,7 @@ fn section_offset(bin: &Path, section: &str) -> u64 {
 fn attach_failures_are_counted_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
     let name = unique_name("sfst");
-    let bin = build_go_with("goroutines", dir.path(), &name, &["-ldflags=-s -w"]);
+    let bin = build_go("goroutines", dir.path(), &name, &["-ldflags=-s -w"]);
     let at = section_offset(&bin, ".gopclntab");
     let mut bytes = std::fs::read(&bin).unwrap();
     assert_eq!(

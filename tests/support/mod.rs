@@ -21,6 +21,29 @@ pub fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
+/// Builds `tests/workloads/<src>.go` with Debian's go (and `flags`) into `dir/<name>`, with a
+/// Go cache of its own under `dir`.
+pub fn build_go(src: &str, dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let source = repo(&format!("tests/workloads/{src}.go"));
+    let out = dir.join(name);
+    let home = dir.join("gohome");
+    let status = Command::new("go")
+        .arg("build")
+        .args(flags)
+        .arg("-o")
+        .arg(&out)
+        .arg(&source)
+        .env("HOME", &home)
+        .env("GOCACHE", home.join("cache"))
+        .env("GOPATH", home.join("path"))
+        .env("GOFLAGS", "")
+        .env("GO111MODULE", "")
+        .status()
+        .expect("go (golang-go, installed by scripts/setup --test)");
+    assert!(status.success(), "go build failed on {}", source.display());
+    out
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A short name unique to this test process and call (comm keeps 15 bytes).
