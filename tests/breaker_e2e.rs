@@ -22,8 +22,8 @@ fn rules(service: &str) -> String {
     interval: 200ms
     breakers:
       - name: sleeper
-        # Share of calls slower than 16.8 ms over the last 2 s, and how many calls there were.
-        slow_ratio: 1 - sum(increase(steadfast_syscall_duration_seconds_bucket{{{sel},le="0.016777216"}}[2s])) / sum(increase(steadfast_syscall_duration_seconds_count{{{sel}}}[2s]))
+        # Share of calls slower than 15.6 ms over the last 2 s, and how many calls there were.
+        slow_ratio: 1 - sum(increase(steadfast_syscall_duration_seconds_bucket{{{sel},le="0.015625"}}[2s])) / sum(increase(steadfast_syscall_duration_seconds_count{{{sel}}}[2s]))
         volume: sum(increase(steadfast_syscall_duration_seconds_count{{{sel}}}[2s]))
         min_volume: 2
         open_slow_ratio: 0.5

@@ -225,7 +225,7 @@ fn sleeper_rules(service: &str) -> String {
     interval: 200ms
     breakers:
       - name: sleeper
-        slow_ratio: 1 - sum(increase(steadfast_syscall_duration_seconds_bucket{{{sel},le="0.016777216"}}[2s])) / sum(increase(steadfast_syscall_duration_seconds_count{{{sel}}}[2s]))
+        slow_ratio: 1 - sum(increase(steadfast_syscall_duration_seconds_bucket{{{sel},le="0.015625"}}[2s])) / sum(increase(steadfast_syscall_duration_seconds_count{{{sel}}}[2s]))
         volume: sum(increase(steadfast_syscall_duration_seconds_count{{{sel}}}[2s]))
         min_volume: 2
         open_slow_ratio: 0.5

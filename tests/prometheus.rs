@@ -24,7 +24,7 @@ impl Drop for Prometheus {
 }
 
 fn start_prometheus(target: std::net::SocketAddr) -> Prometheus {
-    start_prometheus_with(target, "2s", None)
+    start_prometheus_with(target, "2s", None, &[])
 }
 
 /// Prometheus scraping `target` every `interval` (and evaluating rules as often), with
@@ -33,6 +33,7 @@ fn start_prometheus_with(
     target: std::net::SocketAddr,
     interval: &str,
     rules: Option<&std::path::Path>,
+    features: &[&str],
 ) -> Prometheus {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("prometheus.yml");
@@ -54,6 +55,7 @@ fn start_prometheus_with(
             dir.path().join("data").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(features.iter().map(|f| format!("--enable-feature={f}")))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -133,6 +135,81 @@ fn prometheus_sees_the_exact_workload() {
     );
 }
 
+/// Prometheus with native histograms asks for the protobuf format and gets each syscall
+/// histogram as one native histogram: its `histogram_count` for a workload of exactly N
+/// getppid calls is N, as the text format's `_count` says; 20 ms sleeps sit in the native
+/// bucket (2^-6, 2^-5] s as in the classic bucket `le="0.03125"`; and the classic series are
+/// not stored (the scrape was protobuf).
+#[test]
+fn prometheus_with_native_histograms_counts_exactly() {
+    const N: u64 = 54_321;
+    let agent = Agent::start("");
+    let prom = start_prometheus_with(agent.addr, "1s", None, &["native-histograms"]);
+    assert_eq!(wait_for_value(&prom, "up{job=\"steadfast\"}", 1.0), 1.0);
+
+    let name = unique_name("sfnh");
+    let bin = build_workload("getppid_loop", agent.dir.path(), &name);
+    run_to_end(&bin, &[&N.to_string()]);
+    let sel = format!("{{syscall=\"getppid\",service=\"{name}\"}}");
+    let q = format!("histogram_count(steadfast_syscall_duration_seconds{sel})");
+    assert_eq!(
+        wait_for_value(&prom, &q, N as f64),
+        N as f64,
+        "{}",
+        agent.log()
+    );
+    let text = agent.scrape();
+    assert_eq!(
+        text.value(
+            "steadfast_syscall_duration_seconds_count",
+            &[("syscall", "getppid"), ("service", &name)]
+        ),
+        Some(N as f64),
+        "the text format's _count"
+    );
+    assert_eq!(
+        query(
+            &prom,
+            &format!("steadfast_syscall_duration_seconds_count{sel}")
+        ),
+        None,
+        "classic series stored: the scrape was not protobuf"
+    );
+
+    // Ten 20 ms sleeps: every quantile lies in (2^-6, 2^-5] s.
+    let sleeper = unique_name("sfnz");
+    let bin = build_workload("nanosleep_mix", agent.dir.path(), &sleeper);
+    run_to_end(&bin, &["0", "10", "20"]);
+    let sel = format!("{{syscall=\"nanosleep\",service=\"{sleeper}\"}}");
+    assert_eq!(
+        wait_for_value(
+            &prom,
+            &format!("histogram_count(steadfast_syscall_duration_seconds{sel})"),
+            10.0
+        ),
+        10.0
+    );
+    for q in ["0.01", "0.5", "0.99"] {
+        let v = query(
+            &prom,
+            &format!("histogram_quantile({q}, steadfast_syscall_duration_seconds{sel})"),
+        )
+        .unwrap();
+        assert!(v > 0.015625 && v <= 0.03125, "quantile {q}: {v}");
+    }
+    let text = agent.scrape();
+    let bucket = |le: &str| {
+        text.value(
+            "steadfast_syscall_duration_seconds_bucket",
+            &[("syscall", "nanosleep"), ("service", &sleeper), ("le", le)],
+        )
+    };
+    assert_eq!(
+        (bucket("0.015625"), bucket("0.03125")),
+        (Some(0.0), Some(10.0))
+    );
+}
+
 /// The SLO exported by `steadfast rules export --format prometheus` passes `promtool check
 /// rules`, and a real Prometheus evaluating it over its scrapes of the agent computes the same
 /// burn rate as the agent itself: a steady workload with a quarter of its nanosleep calls over
@@ -189,7 +266,7 @@ fn exported_slo_rules_in_prometheus_match_the_agents_burn_rate() {
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
     );
-    let prom = start_prometheus_with(agent.addr, "1s", Some(&exported));
+    let prom = start_prometheus_with(agent.addr, "1s", Some(&exported), &[]);
     assert_eq!(wait_for_value(&prom, "up{job=\"steadfast\"}", 1.0), 1.0);
 
     let bin = build_workload("nanosleep_steady", agent.dir.path(), &service);

@@ -307,7 +307,7 @@ fn check_rules_knows_bounds_labels_names_and_the_tick() {
     let file = f.display().to_string();
     for want in [
         format!("{file}:3:15: warning: group \"fast\": interval 250ms is finer than rules.evaluation_interval_ms (1000 ms)"),
-        format!("{file}:6:15: warning: alert SlowFsync: le=\"0.01\" is not a bucket bound of steadfast_syscall_duration_seconds (the nearest are 0.008388608 and 0.016777216)"),
+        format!("{file}:6:15: warning: alert SlowFsync: le=\"0.01\" is not a bucket bound of steadfast_syscall_duration_seconds (the nearest are 0.0078125 and 0.015625)"),
         format!("{file}:8:15: warning: alert Typos: steadfast_syscall_errors_total has no label sycall (its labels: syscall, errno, service); did you mean syscall?"),
         format!("{file}:8:15: warning: alert Typos: this agent serves no metric named steadfast_syscal_slow_total; did you mean steadfast_syscall_slow_total?"),
     ] {

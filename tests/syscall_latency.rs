@@ -67,7 +67,7 @@ fn getppid_count_matches_the_workload_exactly() {
     );
 }
 
-/// nanosleep calls of 20 ms each land in the bucket [2^24, 2^25) ns = (16.8 ms, 33.6 ms].
+/// nanosleep calls of 20 ms each land in the bucket (2^-6, 2^-5] s = (15.625 ms, 31.25 ms].
 #[test]
 fn nanosleep_latency_lands_around_20ms() {
     let agent = Agent::start("");
@@ -82,8 +82,8 @@ fn nanosleep_latency_lands_around_20ms() {
         )
         .unwrap_or_else(|| panic!("no bucket le={le}; agent log:\n{}", agent.log()))
     };
-    assert_eq!(bucket("0.016777216"), 0.0, "none faster than 16.8 ms");
-    assert_eq!(bucket("0.033554432"), 10.0, "all ten by 33.6 ms");
+    assert_eq!(bucket("0.015625"), 0.0, "none faster than 15.625 ms");
+    assert_eq!(bucket("0.03125"), 10.0, "all ten by 31.25 ms");
     assert_eq!(count(&s, "nanosleep", &name), 10.0);
     let sum = s
         .value(
@@ -115,18 +115,18 @@ fn calls_that_leave_the_cpu_are_counted_exactly() {
         agent.log()
     );
     assert_eq!(count(&s, "nanosleep", &name), N as f64);
-    // 2 ms sleeps: none below 2^20 ns = 1.05 ms.
+    // 2 ms sleeps: none at or below 2^-10 s = 0.977 ms.
     let fast = s
         .value(
             &format!("{HIST}_bucket"),
             &[
                 ("syscall", "nanosleep"),
                 ("service", &name),
-                ("le", "0.001048576"),
+                ("le", "0.0009765625"),
             ],
         )
         .unwrap_or_else(|| panic!("no nanosleep bucket; agent log:\n{}", agent.log()));
-    assert_eq!(fast, 0.0, "a 2 ms sleep measured under 1.05 ms");
+    assert_eq!(fast, 0.0, "a 2 ms sleep measured under 0.977 ms");
 }
 
 /// The Prometheus text exposition passes `promtool check metrics` (Debian's prometheus

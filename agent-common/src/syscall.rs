@@ -1,9 +1,26 @@
 //! Syscall latency: per-thread start slots and per-(process, syscall) log2 histograms.
 
-/// Number of log2 latency buckets. Bucket `i` counts calls that took `[2^i, 2^(i+1))` ns;
-/// bucket 0 also holds 0 ns and the last bucket holds everything from `2^(HIST_BUCKETS-1)` ns
-/// (about 2.1 s) up.
+/// Number of latency buckets. The buckets are powers of two **in seconds**, upper-inclusive,
+/// exactly the buckets of a Prometheus native histogram of schema 0 and of an OTLP exponential
+/// histogram of scale 0 (docs/metrics.md, "Histograms"):
+/// - bucket 0 counts calls that took at most `2^ZERO_BUCKET_EXP` s (2^-21 s, about 477 ns): the
+///   native histogram's zero bucket;
+/// - bucket `b` in `1..=30` counts calls in `(2^(b-22), 2^(b-21)]` s, native bucket index
+///   `b - 21` (upper bound `2^(b-21)` s);
+/// - bucket 31 counts calls over `2^9` s (512 s), which no native bucket holds.
 pub const HIST_BUCKETS: usize = 32;
+
+/// Exponent of the zero bucket's bound: bucket 0 holds everything up to `2^-21` s.
+pub const ZERO_BUCKET_EXP: i32 = -21;
+
+/// The last bucket that has a finite upper bound (`2^9` s); the one after it is the overflow.
+pub const LAST_FINITE_BUCKET: usize = HIST_BUCKETS - 2;
+
+/// Longest duration in a finite bucket, in nanoseconds: `2^9` s.
+const LAST_FINITE_NS: u64 = 512_000_000_000;
+
+/// `5^9`: `10^9 = 2^9 * 5^9`, so `2^e` s is `2^(e+9) * 5^9` ns.
+const FIVE_POW_9: u64 = 1_953_125;
 
 /// Maximum syscall number recorded; larger numbers (x32 ABI, garbage) are ignored.
 pub const MAX_SYSCALL_NR: u32 = 1024;
@@ -52,11 +69,18 @@ impl Default for Hist {
     }
 }
 
-/// Index of the log2 bucket for a latency in nanoseconds, without loops (the verifier and
-/// the per-syscall budget both want straight-line code).
+/// The bucket of a latency in nanoseconds (see [`HIST_BUCKETS`]), without loops (the verifier
+/// and the per-syscall budget both want straight-line code), exact at every boundary.
 #[inline(always)]
 pub fn bucket_of(ns: u64) -> usize {
-    // floor(log2(ns)) for ns >= 1, by binary search over the bit positions.
+    if ns < 256 {
+        // Under 2^8 ns < 2^-21 s.
+        return 0;
+    }
+    if ns > LAST_FINITE_NS {
+        return HIST_BUCKETS - 1;
+    }
+    // r = floor(log2(ns)), 8 <= r <= 38, by binary search over the bit positions.
     let mut v = ns;
     let mut r: u64 = 0;
     if v >= 1 << 32 {
@@ -82,38 +106,95 @@ pub fn bucket_of(ns: u64) -> usize {
     if v >= 1 << 1 {
         r += 1;
     }
-    if r >= HIST_BUCKETS as u64 {
-        HIST_BUCKETS - 1
+    // 2^r <= ns < 2^(r+1) and 2^(r-30) s < 2^r ns < 2^(r-29) s... precisely, with
+    // 2^(r-29) s = 2^(r+1) * 5^9 / 2^21 ns, ns is in bucket r - 8 when ns <= 2^(r-29) s, that is
+    // ns * 2^21 <= 5^9 * 2^(r+1) (both sides exact integers below 2^61), else in r - 7.
+    let above = ((ns << 21) > (FIVE_POW_9 << (r + 1))) as u64;
+    let b = r - 8 + above;
+    if b > LAST_FINITE_BUCKET as u64 {
+        LAST_FINITE_BUCKET
     } else {
-        r as usize
+        b as usize
     }
 }
 
-/// Upper bound of bucket `i` in nanoseconds (exclusive): `2^(i+1)`.
+/// Exponent of bucket `i`'s upper bound in seconds: bucket `i < HIST_BUCKETS - 1` holds
+/// durations up to `2^bucket_upper_exp(i)` s (bucket 0 from 0, the others from half of it).
 #[inline]
-pub const fn bucket_upper_ns(i: usize) -> u64 {
-    1u64 << (i + 1)
+pub const fn bucket_upper_exp(i: usize) -> i32 {
+    ZERO_BUCKET_EXP + i as i32
+}
+
+/// Upper bound of bucket `i` in seconds (inclusive); `+Inf` for the overflow bucket.
+pub fn bucket_upper_seconds(i: usize) -> f64 {
+    if i > LAST_FINITE_BUCKET {
+        f64::INFINITY
+    } else {
+        // Exact: a power of two.
+        let e = bucket_upper_exp(i);
+        if e >= 0 {
+            (1u64 << e) as f64
+        } else {
+            1.0 / (1u64 << -e) as f64
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The largest whole number of nanoseconds at most `2^e` s.
+    fn floor_ns(e: i32) -> u64 {
+        // 2^e s = 2^(e+9) * 5^9 ns.
+        let k = e + 9;
+        if k >= 0 {
+            FIVE_POW_9 << k
+        } else {
+            FIVE_POW_9 >> -k
+        }
+    }
+
     #[test]
-    fn buckets_are_floor_log2() {
+    fn buckets_are_powers_of_two_in_seconds_upper_inclusive() {
         assert_eq!(bucket_of(0), 0);
         assert_eq!(bucket_of(1), 0);
-        assert_eq!(bucket_of(2), 1);
-        assert_eq!(bucket_of(3), 1);
-        assert_eq!(bucket_of(4), 2);
-        assert_eq!(bucket_of(1023), 9);
-        assert_eq!(bucket_of(1024), 10);
-        // 20 ms lands in [2^24, 2^25) ns = [16.8 ms, 33.6 ms).
-        assert_eq!(bucket_of(20_000_000), 24);
+        assert_eq!(bucket_of(255), 0);
+        // 2^-21 s = 476.837... ns.
+        assert_eq!(bucket_of(476), 0);
+        assert_eq!(bucket_of(477), 1);
+        // 2^-6 s = 15.625 ms exactly: upper-inclusive.
+        assert_eq!(bucket_of(15_625_000), 15);
+        assert_eq!(bucket_of(15_625_001), 16);
+        assert_eq!(bucket_upper_seconds(15), 0.015625);
+        // 1 s = 2^0 s, bucket 21: (0.5 s, 1 s].
+        assert_eq!(bucket_of(1_000_000_000), 21);
+        assert_eq!(bucket_of(1_000_000_001), 22);
+        assert_eq!(bucket_of(500_000_000), 20);
+        assert_eq!(bucket_of(500_000_001), 21);
+        assert_eq!(bucket_of(512_000_000_000), LAST_FINITE_BUCKET);
+        assert_eq!(bucket_of(512_000_000_001), HIST_BUCKETS - 1);
         assert_eq!(bucket_of(u64::MAX), HIST_BUCKETS - 1);
-        for i in 0..HIST_BUCKETS - 1 {
-            assert_eq!(bucket_of(bucket_upper_ns(i) - 1), i);
-            assert_eq!(bucket_of(bucket_upper_ns(i)), i + 1);
+        assert_eq!(bucket_upper_seconds(HIST_BUCKETS - 1), f64::INFINITY);
+        // Every boundary, both sides: ns <= 2^e s is in the bucket of bound 2^e, ns + 1 in
+        // the next.
+        for i in 0..=LAST_FINITE_BUCKET {
+            let e = bucket_upper_exp(i);
+            let at = floor_ns(e);
+            assert!(at as f64 <= bucket_upper_seconds(i) * 1e9, "bucket {i}");
+            assert_eq!(bucket_of(at), i, "{at} ns");
+            assert_eq!(bucket_of(at + 1), i + 1, "{} ns", at + 1);
+        }
+        // Against the definition, on a sweep of values (f64 is exact enough away from the
+        // boundaries, which the loop above checks exactly).
+        let mut ns = 1u64;
+        while ns < 1 << 42 {
+            let s = ns as f64 / 1e9;
+            let want = (0..=LAST_FINITE_BUCKET)
+                .find(|&i| s <= bucket_upper_seconds(i))
+                .unwrap_or(HIST_BUCKETS - 1);
+            assert_eq!(bucket_of(ns), want, "{ns} ns");
+            ns = ns * 9 / 7 + 1;
         }
     }
 }

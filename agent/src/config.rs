@@ -245,6 +245,9 @@ pub struct OtlpConfig {
     /// out in as many requests as it needs.
     #[serde(default = "default_metrics_batch_size")]
     pub metrics_batch_size: usize,
+    /// How the kernel's power-of-two histograms go out (the others are always explicit).
+    #[serde(default)]
+    pub histograms: OtlpHistograms,
     /// Head sampling: the share of spans kept, in [0, 1].
     #[serde(default = "default_sampling_ratio")]
     pub sampling_ratio: f64,
@@ -259,6 +262,18 @@ pub struct OtlpConfig {
     /// How long shutdown waits for the last flush.
     #[serde(default = "default_shutdown_timeout_secs")]
     pub shutdown_timeout_secs: u64,
+}
+
+/// `otlp.histograms`: how histograms with power-of-two buckets (syscall latency, Go GC pauses)
+/// go out over OTLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OtlpHistograms {
+    /// Exponential histograms of scale 0: the kernel's buckets as they are.
+    #[default]
+    Exponential,
+    /// Explicit bounds, as the Prometheus text format has them.
+    Explicit,
 }
 
 const fn default_batch_size() -> usize {
@@ -308,6 +323,7 @@ impl Default for OtlpConfig {
             timeout_secs: default_timeout_secs(),
             metrics_interval_secs: default_metrics_interval_secs(),
             metrics_batch_size: default_metrics_batch_size(),
+            histograms: OtlpHistograms::default(),
             sampling_ratio: default_sampling_ratio(),
             max_spans_per_sec: default_max_spans_per_sec(),
             retry_initial_backoff_ms: default_retry_initial_backoff_ms(),

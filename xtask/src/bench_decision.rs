@@ -37,7 +37,7 @@ const TRIALS: usize = 15;
 fn rules(interval_ms: u64) -> String {
     let sel = "service=\"sfdecision\",syscall=\"nanosleep\"";
     format!(
-        "groups:\n  - name: decision\n    interval: {interval_ms}ms\n    breakers:\n      - name: decision\n        slow_ratio: 1 - sum(increase(steadfast_syscall_duration_seconds_bucket{{{sel},le=\"0.016777216\"}}[2s])) / sum(increase(steadfast_syscall_duration_seconds_count{{{sel}}}[2s]))\n        volume: sum(increase(steadfast_syscall_duration_seconds_count{{{sel}}}[2s]))\n        min_volume: 2\n        open_slow_ratio: 0.5\n        close_slow_ratio: 0.2\n        wait_base: 60s\n        wait_max: 60s\n        jitter: 0\n"
+        "groups:\n  - name: decision\n    interval: {interval_ms}ms\n    breakers:\n      - name: decision\n        slow_ratio: 1 - sum(increase(steadfast_syscall_duration_seconds_bucket{{{sel},le=\"0.015625\"}}[2s])) / sum(increase(steadfast_syscall_duration_seconds_count{{{sel}}}[2s]))\n        volume: sum(increase(steadfast_syscall_duration_seconds_count{{{sel}}}[2s]))\n        min_volume: 2\n        open_slow_ratio: 0.5\n        close_slow_ratio: 0.2\n        wait_base: 60s\n        wait_max: 60s\n        jitter: 0\n"
     )
 }
 

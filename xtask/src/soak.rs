@@ -310,7 +310,7 @@ fn soak_rules(variant: u64) -> String {
           name: SoakSleepBudgetBurn
     breakers:
       - name: soak-sleep
-        slow_ratio: 1 - sum(increase(steadfast_syscall_duration_seconds_bucket{{{sel},le="0.016777216"}}[30s])) / sum(increase(steadfast_syscall_duration_seconds_count{{{sel}}}[30s]))
+        slow_ratio: 1 - sum(increase(steadfast_syscall_duration_seconds_bucket{{{sel},le="0.015625"}}[30s])) / sum(increase(steadfast_syscall_duration_seconds_count{{{sel}}}[30s]))
         volume: sum(increase(steadfast_syscall_duration_seconds_count{{{sel}}}[30s]))
         min_volume: 20
         open_slow_ratio: {threshold}

@@ -24,10 +24,7 @@ use super::{
     stats::ExportStats,
     transport::{SendError, Transport},
 };
-use crate::{
-    config::{OtlpConfig, Signal},
-    metrics::exposition::SizeHint,
-};
+use crate::config::{OtlpConfig, Signal};
 
 /// How long a partial batch waits for more spans before it is sent.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -145,8 +142,8 @@ pub fn start(
             Transport::new(config, *protocol, url)?,
             Catalogue {
                 registry,
-                text_size: Arc::default(),
                 batch_size: config.metrics_batch_size,
+                histograms: config.histograms,
                 start_unix_ns,
             },
             stats.clone(),
@@ -325,77 +322,65 @@ async fn export_metrics(
 /// The metric catalogue, and how it is cut into requests.
 struct Catalogue {
     registry: Arc<Registry>,
-    text_size: Arc<SizeHint>,
     /// Points per request at most.
     batch_size: usize,
+    histograms: otlp_metrics::HistogramFormat,
     /// When the counters started (the agent's start), Unix nanoseconds.
     start_unix_ns: u64,
 }
 
+type Families =
+    Vec<prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily>;
+
 impl Catalogue {
-    /// Encodes the catalogue on the blocking pool: with a large catalogue this takes
-    /// milliseconds that the runtime's workers (which also serve the local API) should not
-    /// spend. `None` if it cannot be encoded.
+    /// The registry's typed families, read on the blocking pool: with a large catalogue this
+    /// takes milliseconds that the runtime's workers (which also serve the local API) should
+    /// not spend. `None` if it cannot be encoded.
     async fn snapshot(&self) -> Option<Snapshot> {
-        let (registry, size) = (self.registry.clone(), self.text_size.clone());
-        let text = tokio::task::spawn_blocking(move || {
-            let mut text = size.buffer();
-            prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).ok()?;
-            size.remember(&text);
-            Some(text)
+        let registry = self.registry.clone();
+        let families = tokio::task::spawn_blocking(move || {
+            prometheus_client::encoding::prometheus_protobuf::encode(&registry).ok()
         })
         .await
         .ok()
         .flatten()?;
         Some(Snapshot {
-            text: Arc::new(text),
+            families: Arc::new(families),
             cursor: Some(otlp_metrics::Cursor::default()),
             taken: Instant::now(),
             batch_size: self.batch_size,
+            histograms: self.histograms,
             start_unix_ns: self.start_unix_ns,
             now_unix_ns: unix_now_ns(),
         })
     }
 }
 
-/// The metric catalogue as exposition text at one instant, sent as a series of requests.
+/// The metric catalogue at one instant, sent as a series of requests.
 struct Snapshot {
-    text: Arc<String>,
+    families: Arc<Families>,
     cursor: Option<otlp_metrics::Cursor>,
     taken: Instant,
     batch_size: usize,
+    histograms: otlp_metrics::HistogramFormat,
     start_unix_ns: u64,
     now_unix_ns: u64,
 }
 
 impl Snapshot {
-    /// The next request (built on the blocking pool), `None` once all were built or the
-    /// text cannot be read (logged).
+    /// The next request, `None` once all were built.
     async fn next_request(&mut self) -> Option<ExportMetricsServiceRequest> {
         let mut cursor = self.cursor.take()?;
-        let (text, max, start, now) = (
-            self.text.clone(),
+        let request = otlp_metrics::next_request(
+            &self.families,
+            &mut cursor,
             self.batch_size,
             self.start_unix_ns,
             self.now_unix_ns,
-        );
-        let (built, cursor) = tokio::task::spawn_blocking(move || {
-            let built = otlp_metrics::next_request(&text, &mut cursor, max, start, now);
-            (built, cursor)
-        })
-        .await
-        .ok()?;
-        match built {
-            Ok(Some(request)) => {
-                self.cursor = Some(cursor);
-                Some(request)
-            }
-            Ok(None) => None,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the agent's own exposition");
-                None
-            }
-        }
+            self.histograms,
+        )?;
+        self.cursor = Some(cursor);
+        Some(request)
     }
 }
 

@@ -1,170 +1,83 @@
-//! The metric catalogue as OTLP metrics: the agent's own Prometheus exposition is read line
-//! by line (`metrics::exposition`) and each family becomes a cumulative monotonic Sum
-//! (counters), a Gauge, or an explicit-bucket Histogram, so every family the agent has is
-//! exported. The exposition goes out as a series of requests of at most
-//! `otlp.metrics_batch_size` points each, built one at a time: a catalogue of tens of thousands of series in one
-//! request would exceed the 4 MiB a gRPC receiver accepts by default, and building it whole
-//! held tens of MiB at once.
+//! The metric catalogue as OTLP metrics, from the registry's typed families (the Prometheus
+//! data model, `io.prometheus.client.MetricFamily`, as `prometheus_client` encodes it: no text
+//! is written or parsed back). Each family becomes a cumulative monotonic Sum (counters), a
+//! Gauge, an exponential Histogram of scale 0 (the kernel's histograms, whose buckets are
+//! powers of two in seconds: `otlp.histograms: exponential`, the default) or an explicit-bucket
+//! Histogram (every other histogram, and the kernel's with `otlp.histograms: explicit`), so
+//! every family the agent has is exported. The catalogue goes out as a series of requests of
+//! at most `otlp.metrics_batch_size` points each, built one at a time: a catalogue of tens of
+//! thousands of series in one request would exceed the 4 MiB a gRPC receiver accepts by
+//! default.
 
 use opentelemetry_proto::tonic::{
     collector::metrics::v1::ExportMetricsServiceRequest,
     common::v1::KeyValue,
     metrics::v1::{
-        metric::Data, number_data_point, AggregationTemporality, Gauge, Histogram,
-        HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+        exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+        AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
+        Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
     },
+};
+use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::{
+    self as pm, MetricFamily, MetricType,
 };
 
 use super::spans::{key_value, resource, scope, Value};
-use crate::metrics::exposition::{
-    belongs, parse_line, parse_value, Kind, Line, ParseError, Sample,
-};
 
-/// Where the next request starts in an exposition.
-#[derive(Debug, Default)]
+pub use crate::config::OtlpHistograms as HistogramFormat;
+
+/// Where the next request starts: a family and a series in it.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Cursor {
-    /// Byte offset of the next line, and its index.
-    pos: usize,
-    line: usize,
-    /// The family being read at `pos` (its earlier samples went into earlier requests).
-    family: Option<Header>,
+    family: usize,
+    metric: usize,
 }
 
-#[derive(Debug, Clone)]
-struct Header {
-    name: String,
-    help: String,
-    kind: Kind,
-}
-
-/// One request being built.
-struct Building {
-    metrics: Vec<Metric>,
-    /// Points of the metrics above.
-    points: usize,
-    /// The current family's samples in this request, and their points.
-    samples: Vec<Sample>,
-    family_points: usize,
-    start_ns: u64,
-    now_ns: u64,
-}
-
-impl Building {
-    /// The current family's samples become a metric of this request.
-    fn finish(&mut self, family: Option<&Header>) {
-        if let Some(h) = family {
-            if !self.samples.is_empty() {
-                self.metrics
-                    .push(convert(h, &self.samples, self.start_ns, self.now_ns));
-            }
-        }
-        self.samples.clear();
-        self.points += std::mem::take(&mut self.family_points);
-    }
-
-    /// Starts the family `name` unless it is the one being read.
-    fn enter(&mut self, cursor: &mut Cursor, name: String) {
-        if cursor.family.as_ref().is_some_and(|h| h.name == name) {
-            return;
-        }
-        self.finish(cursor.family.as_ref());
-        cursor.family = Some(Header {
-            name,
-            help: String::new(),
-            kind: Kind::Untyped,
-        });
-    }
-}
-
-/// The next request from the exposition `text` at `cursor`, which it advances: the following
-/// families, up to `max_points` points (a family is split between two of its points; a
-/// histogram point is never split). `None` once the text is used up. `start_ns` is when the
-/// counters started (the agent's start), `now_ns` the collection time, both Unix nanoseconds.
+/// The next request from `families` at `cursor`, which it advances: the following series,
+/// up to `max_points` points (a family is split between two of its points). `None` once all
+/// were sent. `start_ns` is when the counters started (the agent's start), `now_ns` the
+/// collection time, both Unix nanoseconds.
 pub fn next_request(
-    text: &str,
+    families: &[MetricFamily],
     cursor: &mut Cursor,
     max_points: usize,
     start_ns: u64,
     now_ns: u64,
-) -> Result<Option<ExportMetricsServiceRequest>, ParseError> {
+    histograms: HistogramFormat,
+) -> Option<ExportMetricsServiceRequest> {
     let max_points = max_points.max(1);
-    let mut b = Building {
-        metrics: Vec::new(),
-        points: 0,
-        samples: Vec::new(),
-        family_points: 0,
-        start_ns,
-        now_ns,
-    };
-    while cursor.pos < text.len() {
-        let rest = &text[cursor.pos..];
-        let (raw, len) = match rest.find('\n') {
-            Some(i) => (&rest[..i], i + 1),
-            None => (rest, rest.len()),
+    let mut metrics = Vec::new();
+    let mut points = 0;
+    while points < max_points {
+        let Some(family) = families.get(cursor.family) else {
+            break;
         };
-        let line = parse_line(raw).map_err(|message| ParseError {
-            line: cursor.line + 1,
-            message,
-        })?;
-        match line {
-            Line::Skip => {}
-            Line::Help { name, help } => {
-                b.enter(cursor, name);
-                if let Some(h) = cursor.family.as_mut() {
-                    h.help = help;
-                }
-            }
-            Line::Type { name, kind } => {
-                b.enter(cursor, name);
-                if let Some(h) = cursor.family.as_mut() {
-                    h.kind = kind;
-                }
-            }
-            Line::Sample(s) => {
-                if !cursor
-                    .family
-                    .as_ref()
-                    .is_some_and(|h| belongs(&h.name, &s.name))
-                {
-                    b.enter(cursor, s.name.clone());
-                }
-                let histogram = cursor
-                    .family
-                    .as_ref()
-                    .is_some_and(|h| h.kind == Kind::Histogram);
-                let new_point = !histogram || b.samples.last().is_none_or(|p| !same_point(p, &s));
-                if new_point {
-                    if b.points + b.family_points >= max_points {
-                        break;
-                    }
-                    b.family_points += 1;
-                }
-                b.samples.push(s);
-            }
+        let take = (max_points - points).min(family.metric.len().saturating_sub(cursor.metric));
+        let series = &family.metric[cursor.metric..cursor.metric + take];
+        if !series.is_empty() {
+            metrics.push(convert(family, series, start_ns, now_ns, histograms));
         }
-        cursor.pos += len;
-        cursor.line += 1;
+        points += take;
+        cursor.metric += take;
+        if cursor.metric >= family.metric.len() {
+            cursor.family += 1;
+            cursor.metric = 0;
+        }
     }
-    b.finish(cursor.family.as_ref());
-    if b.metrics.is_empty() {
-        return Ok(None);
+    if metrics.is_empty() {
+        return None;
     }
-    Ok(Some(ExportMetricsServiceRequest {
+    Some(ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(resource()),
             scope_metrics: vec![ScopeMetrics {
                 scope: Some(scope()),
-                metrics: b.metrics,
+                metrics,
                 ..Default::default()
             }],
             ..Default::default()
         }],
-    }))
-}
-
-/// True when two samples of a histogram are lines of one point (their labels but `le` agree).
-fn same_point(a: &Sample, b: &Sample) -> bool {
-    a.point_labels().eq(b.point_labels())
+    })
 }
 
 /// The unit from the name's suffix (Prometheus base units to UCUM).
@@ -198,9 +111,9 @@ fn semconv_name(family: &str) -> Option<&'static str> {
     SEMCONV.iter().find(|(f, _)| *f == family).map(|(_, n)| *n)
 }
 
-fn attributes(s: &Sample, semconv: bool) -> Vec<KeyValue> {
+fn attributes(labels: &[pm::LabelPair], semconv: bool) -> Vec<KeyValue> {
     let mut out = Vec::new();
-    for (k, v) in s.point_labels() {
+    for pm::LabelPair { name: k, value: v } in labels {
         if !semconv {
             out.push(key_value(k, Value::Str(v.clone())));
             continue;
@@ -229,39 +142,86 @@ fn attributes(s: &Sample, semconv: bool) -> Vec<KeyValue> {
     out
 }
 
-fn number(s: &Sample, start_ns: u64, now_ns: u64) -> NumberDataPoint {
+fn number(m: &pm::Metric, value: f64, start_ns: u64, now_ns: u64) -> NumberDataPoint {
     NumberDataPoint {
-        attributes: attributes(s, false),
+        attributes: attributes(&m.label, false),
         start_time_unix_nano: start_ns,
         time_unix_nano: now_ns,
-        value: Some(number_data_point::Value::AsDouble(s.value)),
+        value: Some(number_data_point::Value::AsDouble(value)),
         ..Default::default()
     }
 }
 
-fn convert(f: &Header, samples: &[Sample], start_ns: u64, now_ns: u64) -> Metric {
+/// True when a histogram carries native (schema 0, power-of-two) buckets.
+fn is_native(h: &pm::Histogram) -> bool {
+    h.zero_threshold > 0.0 || !h.positive_span.is_empty()
+}
+
+fn convert(
+    f: &MetricFamily,
+    series: &[pm::Metric],
+    start_ns: u64,
+    now_ns: u64,
+    histograms: HistogramFormat,
+) -> Metric {
     let semconv = semconv_name(&f.name);
     let name = semconv.map_or_else(
         || f.name.strip_suffix("_total").unwrap_or(&f.name).to_string(),
         str::to_string,
     );
-    let data = match f.kind {
-        Kind::Counter => Data::Sum(Sum {
-            data_points: samples
+    let cumulative = AggregationTemporality::Cumulative as i32;
+    let kind = MetricType::try_from(f.r#type).unwrap_or(MetricType::Untyped);
+    let data = match kind {
+        MetricType::Counter => Data::Sum(Sum {
+            data_points: series
                 .iter()
-                .map(|s| number(s, start_ns, now_ns))
+                .map(|m| {
+                    number(
+                        m,
+                        m.counter.as_ref().map_or(0.0, |c| c.value),
+                        start_ns,
+                        now_ns,
+                    )
+                })
                 .collect(),
-            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+            aggregation_temporality: cumulative,
             is_monotonic: true,
         }),
-        Kind::Histogram => Data::Histogram(Histogram {
-            data_points: histogram_points(samples, start_ns, now_ns, semconv.is_some()),
-            aggregation_temporality: AggregationTemporality::Cumulative as i32,
-        }),
-        Kind::Gauge | Kind::Untyped => Data::Gauge(Gauge {
-            data_points: samples
+        MetricType::Histogram | MetricType::GaugeHistogram => {
+            let native = histograms == HistogramFormat::Exponential
+                && series
+                    .iter()
+                    .all(|m| m.histogram.as_ref().is_some_and(is_native));
+            if native {
+                Data::ExponentialHistogram(ExponentialHistogram {
+                    data_points: series
+                        .iter()
+                        .map(|m| exponential_point(m, start_ns, now_ns, semconv.is_some()))
+                        .collect(),
+                    aggregation_temporality: cumulative,
+                })
+            } else {
+                Data::Histogram(Histogram {
+                    data_points: series
+                        .iter()
+                        .map(|m| explicit_point(m, start_ns, now_ns, semconv.is_some()))
+                        .collect(),
+                    aggregation_temporality: cumulative,
+                })
+            }
+        }
+        MetricType::Gauge | MetricType::Untyped | MetricType::Summary => Data::Gauge(Gauge {
+            data_points: series
                 .iter()
-                .map(|s| number(s, start_ns, now_ns))
+                .map(|m| {
+                    let v = m
+                        .gauge
+                        .as_ref()
+                        .map(|g| g.value)
+                        .or(m.untyped.as_ref().map(|u| u.value))
+                        .unwrap_or(0.0);
+                    number(m, v, start_ns, now_ns)
+                })
                 .collect(),
         }),
     };
@@ -274,62 +234,152 @@ fn convert(f: &Header, samples: &[Sample], start_ns: u64, now_ns: u64) -> Metric
     }
 }
 
-/// Turns `_bucket`/`_sum`/`_count` samples into points with per-bucket (not cumulative)
-/// counts. A point's lines are consecutive, as the encoder writes them (and as
-/// [`next_request`] counts points).
-fn histogram_points(
-    samples: &[Sample],
+/// Per-bucket (not cumulative) counts over the classic bounds.
+fn explicit_point(m: &pm::Metric, start_ns: u64, now_ns: u64, semconv: bool) -> HistogramDataPoint {
+    let h = m.histogram.clone().unwrap_or_default();
+    let mut point = HistogramDataPoint {
+        attributes: attributes(&m.label, semconv),
+        start_time_unix_nano: start_ns,
+        time_unix_nano: now_ns,
+        count: h.sample_count,
+        sum: Some(h.sample_sum),
+        ..Default::default()
+    };
+    let mut previous = 0;
+    for b in &h.bucket {
+        if b.upper_bound.is_finite() {
+            point.explicit_bounds.push(b.upper_bound);
+        }
+        point
+            .bucket_counts
+            .push(b.cumulative_count.saturating_sub(previous));
+        previous = b.cumulative_count;
+    }
+    if h.bucket.last().is_none_or(|b| b.upper_bound.is_finite()) {
+        // No `+Inf` bucket listed: the rest of the count is above the last bound.
+        point
+            .bucket_counts
+            .push(h.sample_count.saturating_sub(previous));
+    }
+    point
+}
+
+/// A native histogram of schema 0 as an exponential one of scale 0. Prometheus's bucket `k`
+/// is `(2^(k-1), 2^k]`, OTLP's bucket `i` is `(2^i, 2^(i+1)]`: the same bucket has `i = k - 1`.
+/// Observations that no native bucket holds (the kernel's overflow, over 2^9 s) stay in the
+/// count and sum only, as in the native histogram.
+fn exponential_point(
+    m: &pm::Metric,
     start_ns: u64,
     now_ns: u64,
     semconv: bool,
-) -> Vec<HistogramDataPoint> {
-    samples
-        .chunk_by(same_point)
-        .map(|lines| {
-            let mut point = HistogramDataPoint {
-                attributes: attributes(&lines[0], semconv),
-                start_time_unix_nano: start_ns,
-                time_unix_nano: now_ns,
-                ..Default::default()
-            };
-            // (upper bound, cumulative count)
-            let mut buckets: Vec<(f64, f64)> = Vec::new();
-            for s in lines {
-                if s.name.ends_with("_bucket") {
-                    if let Some(le) = s.label("le").and_then(parse_value) {
-                        buckets.push((le, s.value));
-                    }
-                } else if s.name.ends_with("_sum") {
-                    point.sum = Some(s.value);
-                } else if s.name.ends_with("_count") {
-                    point.count = s.value as u64;
-                }
-            }
-            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let mut previous = 0.0;
-            for (le, cumulative) in buckets {
-                if le.is_finite() {
-                    point.explicit_bounds.push(le);
-                }
-                point
-                    .bucket_counts
-                    .push((cumulative - previous).max(0.0) as u64);
-                previous = cumulative;
-            }
-            point
-        })
-        .collect()
+) -> ExponentialHistogramDataPoint {
+    let h = m.histogram.clone().unwrap_or_default();
+    let mut deltas = h.positive_delta.iter();
+    let mut counts: Vec<u64> = Vec::new();
+    let mut first: Option<i32> = None;
+    let (mut index, mut running) = (0i32, 0i64);
+    for (i, span) in h.positive_span.iter().enumerate() {
+        // The first span's offset is its first index, each next one the gap after the last.
+        index = if i == 0 {
+            span.offset
+        } else {
+            index + span.offset
+        };
+        let start = *first.get_or_insert(index);
+        // Buckets between spans are empty.
+        counts.resize((index - start) as usize, 0);
+        for _ in 0..span.length {
+            running += deltas.next().copied().unwrap_or(0);
+            counts.push(running.max(0) as u64);
+            index += 1;
+        }
+    }
+    ExponentialHistogramDataPoint {
+        attributes: attributes(&m.label, semconv),
+        start_time_unix_nano: start_ns,
+        time_unix_nano: now_ns,
+        count: h.sample_count,
+        sum: Some(h.sample_sum),
+        scale: h.schema,
+        zero_count: h.zero_count,
+        zero_threshold: h.zero_threshold,
+        positive: first.map(|k| Buckets {
+            offset: k - 1,
+            bucket_counts: counts,
+        }),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Every request of `text`, `max` points each at most.
-    fn requests(text: &str, max: usize) -> Vec<Vec<Metric>> {
+    fn labels(l: &[(&str, &str)]) -> Vec<pm::LabelPair> {
+        l.iter()
+            .map(|(k, v)| pm::LabelPair {
+                name: k.to_string(),
+                value: v.to_string(),
+            })
+            .collect()
+    }
+
+    fn family(name: &str, help: &str, kind: MetricType, metric: Vec<pm::Metric>) -> MetricFamily {
+        MetricFamily {
+            name: name.into(),
+            help: help.into(),
+            r#type: kind as i32,
+            metric,
+            ..Default::default()
+        }
+    }
+
+    fn counter(l: &[(&str, &str)], v: f64) -> pm::Metric {
+        pm::Metric {
+            label: labels(l),
+            counter: Some(pm::Counter {
+                value: v,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn gauge(l: &[(&str, &str)], v: f64) -> pm::Metric {
+        pm::Metric {
+            label: labels(l),
+            gauge: Some(pm::Gauge { value: v }),
+            ..Default::default()
+        }
+    }
+
+    /// A classic histogram: `(upper bound, cumulative count)`.
+    fn classic(l: &[(&str, &str)], buckets: &[(f64, u64)], sum: f64) -> pm::Metric {
+        pm::Metric {
+            label: labels(l),
+            histogram: Some(pm::Histogram {
+                sample_count: buckets.last().map_or(0, |b| b.1),
+                sample_sum: sum,
+                bucket: buckets
+                    .iter()
+                    .map(|&(upper_bound, cumulative_count)| pm::Bucket {
+                        upper_bound,
+                        cumulative_count,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Every request, `max` points each at most.
+    fn requests(families: &[MetricFamily], max: usize, h: HistogramFormat) -> Vec<Vec<Metric>> {
         let mut cursor = Cursor::default();
         let mut out = Vec::new();
-        while let Some(r) = next_request(text, &mut cursor, max, 1, 2).unwrap() {
+        while let Some(r) = next_request(families, &mut cursor, max, 1, 2, h) {
             out.push(r.resource_metrics[0].scope_metrics[0].metrics.clone());
         }
         out
@@ -340,24 +390,45 @@ mod tests {
             Data::Sum(s) => s.data_points.len(),
             Data::Gauge(g) => g.data_points.len(),
             Data::Histogram(h) => h.data_points.len(),
+            Data::ExponentialHistogram(h) => h.data_points.len(),
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn families_become_sums_gauges_and_histograms() {
-        let text = "# HELP steadfast_x_seconds X.\n# TYPE steadfast_x_seconds histogram\n\
-steadfast_x_seconds_bucket{s=\"a\",le=\"0.1\"} 2\nsteadfast_x_seconds_bucket{s=\"a\",le=\"1\"} 5\n\
-steadfast_x_seconds_bucket{s=\"a\",le=\"+Inf\"} 6\nsteadfast_x_seconds_sum{s=\"a\"} 3.5\n\
-steadfast_x_seconds_count{s=\"a\"} 6\n# HELP steadfast_lost_total L.\n# TYPE steadfast_lost_total counter\n\
-steadfast_lost_total{source=\"p\"} 4\n# HELP steadfast_keys K.\n# TYPE steadfast_keys gauge\nsteadfast_keys 9\n";
-        let req = requests(text, 2_000);
+        let families = [
+            family(
+                "steadfast_x_seconds",
+                "X.",
+                MetricType::Histogram,
+                vec![classic(
+                    &[("s", "a")],
+                    &[(0.1, 2), (1.0, 5), (f64::INFINITY, 6)],
+                    3.5,
+                )],
+            ),
+            family(
+                "steadfast_lost_total",
+                "L.",
+                MetricType::Counter,
+                vec![counter(&[("source", "p")], 4.0)],
+            ),
+            family(
+                "steadfast_keys",
+                "K.",
+                MetricType::Gauge,
+                vec![gauge(&[], 9.0)],
+            ),
+        ];
+        let req = requests(&families, 2_000, HistogramFormat::Exponential);
         assert_eq!(req.len(), 1);
         let m = &req[0];
         assert_eq!(m.len(), 3);
         assert_eq!(m[0].unit, "s");
         assert_eq!(m[0].description, "X.");
         match m[0].data.as_ref().unwrap() {
+            // Classic buckets only: explicit, whatever the setting.
             Data::Histogram(h) => {
                 let p = &h.data_points[0];
                 assert_eq!(p.explicit_bounds, [0.1, 1.0]);
@@ -371,23 +442,72 @@ steadfast_lost_total{source=\"p\"} 4\n# HELP steadfast_keys K.\n# TYPE steadfast
         assert_eq!(m[1].name, "steadfast_lost");
         assert!(matches!(m[1].data, Some(Data::Sum(ref s)) if s.is_monotonic));
         assert!(matches!(m[2].data, Some(Data::Gauge(_))));
-        // A sample without a family of its own becomes an untyped family (a gauge).
-        let req = requests("# HELP a A.\n# TYPE a gauge\na 1\nb{x=\"1\"} 2\n", 2_000);
-        let names: Vec<_> = req[0].iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(names, ["a", "b"]);
-        assert!(matches!(req[0][1].data, Some(Data::Gauge(_))));
+    }
+
+    /// The native histogram of a kernel histogram goes out as an exponential histogram of
+    /// scale 0 with the same buckets: Prometheus's (2^(k-1), 2^k] is OTLP's index k - 1.
+    #[test]
+    fn kernel_histograms_go_out_exponential_with_the_same_buckets() {
+        use agent_common::syscall::{bucket_of, Hist};
+        let mut hist = Hist::default();
+        for ns in [
+            100,
+            15_625_000,
+            15_625_000,
+            15_625_001,
+            1_000_000_000,
+            600_000_000_000,
+        ] {
+            hist.buckets[bucket_of(ns)] += 1;
+            hist.sum_ns += ns;
+        }
+        // Through the registry, as the agent encodes it.
+        let families = crate::metrics::kernel_histogram_families("steadfast_x_seconds", &hist);
+        let req = requests(&families, 100, HistogramFormat::Exponential);
+        let Some(Data::ExponentialHistogram(h)) = &req[0][0].data else {
+            panic!("{:?}", req[0][0])
+        };
+        let p = &h.data_points[0];
+        assert_eq!((p.scale, p.zero_count, p.count), (0, 1, 6));
+        assert_eq!(p.zero_threshold, 2f64.powi(-21));
+        // 15.625 ms = 2^-6 s is in (2^-7, 2^-6]: OTLP index -7; 15.625001 ms in index -6;
+        // 1 s in (2^-1, 2^0]: index -1.
+        let b = p.positive.as_ref().unwrap();
+        assert_eq!(b.offset, -7);
+        assert_eq!(b.bucket_counts, [2, 1, 0, 0, 0, 1]);
+        assert!((p.sum.unwrap() - 601.031_250_101).abs() < 1e-6);
+        // The same histogram with `otlp.histograms: explicit`: the classic buckets.
+        let req = requests(&families, 100, HistogramFormat::Explicit);
+        let Some(Data::Histogram(h)) = &req[0][0].data else {
+            panic!("{:?}", req[0][0])
+        };
+        let p = &h.data_points[0];
+        assert_eq!(p.count, 6);
+        let at = |bound: f64| p.explicit_bounds.iter().position(|&b| b == bound).unwrap();
+        assert_eq!(p.bucket_counts[at(0.015625)], 2);
+        assert_eq!(p.bucket_counts[at(0.03125)], 1);
+        assert_eq!(p.bucket_counts[at(1.0)], 1);
+        assert_eq!(*p.bucket_counts.last().unwrap(), 1, "over 8 s: +Inf");
     }
 
     #[test]
     fn http_durations_go_out_under_their_semantic_convention_names() {
-        let f = "steadfast_http_client_request_duration_seconds";
-        let text = format!(
-            "# HELP {f} D.\n# TYPE {f} histogram\n\
-{f}_bucket{{service=\"s\",peer=\"[::1]:8080\",method=\"GET\",status_code=\"503\",le=\"+Inf\"}} 2\n\
-{f}_sum{{service=\"s\",peer=\"[::1]:8080\",method=\"GET\",status_code=\"503\"}} 0.5\n\
-{f}_count{{service=\"s\",peer=\"[::1]:8080\",method=\"GET\",status_code=\"503\"}} 2\n"
-        );
-        let m = &requests(&text, 100)[0][0];
+        let families = [family(
+            "steadfast_http_client_request_duration_seconds",
+            "D.",
+            MetricType::Histogram,
+            vec![classic(
+                &[
+                    ("service", "s"),
+                    ("peer", "[::1]:8080"),
+                    ("method", "GET"),
+                    ("status_code", "503"),
+                ],
+                &[(f64::INFINITY, 2)],
+                0.5,
+            )],
+        )];
+        let m = &requests(&families, 100, HistogramFormat::Exponential)[0][0];
         assert_eq!(m.name, "http.client.request.duration");
         assert_eq!(m.unit, "s");
         let Some(Data::Histogram(h)) = &m.data else {
@@ -407,26 +527,35 @@ steadfast_lost_total{source=\"p\"} 4\n# HELP steadfast_keys K.\n# TYPE steadfast
     }
 
     /// A large catalogue goes out in requests of at most `max` points; families are split
-    /// between points, histogram points never, and nothing is lost or sent twice.
+    /// between points, and nothing is lost or sent twice.
     #[test]
     fn large_catalogues_are_split_between_points() {
-        let mut text = String::from("# HELP h_seconds H.\n# TYPE h_seconds histogram\n");
-        for i in 0..5 {
-            for (le, c) in [("0.1", i), ("1", i + 1), ("+Inf", i + 2)] {
-                text += &format!("h_seconds_bucket{{s=\"{i}\",le=\"{le}\"}} {c}\n");
-            }
-            text += &format!(
-                "h_seconds_sum{{s=\"{i}\"}} 1\nh_seconds_count{{s=\"{i}\"}} {}\n",
-                i + 2
-            );
-        }
-        text += "# HELP c_total C.\n# TYPE c_total counter\n";
-        for i in 0..7 {
-            text += &format!("c_total{{n=\"{i}\"}} {i}\n");
-        }
-        text += "# HELP g G.\n# TYPE g gauge\ng 9\n";
-
-        let req = requests(&text, 3);
+        let families = [
+            family(
+                "h_seconds",
+                "H.",
+                MetricType::Histogram,
+                (0..5u64)
+                    .map(|i| {
+                        classic(
+                            &[("s", &i.to_string())],
+                            &[(0.1, i), (1.0, i + 1), (f64::INFINITY, i + 2)],
+                            1.0,
+                        )
+                    })
+                    .collect(),
+            ),
+            family(
+                "c_total",
+                "C.",
+                MetricType::Counter,
+                (0..7)
+                    .map(|i| counter(&[("n", &i.to_string())], f64::from(i)))
+                    .collect(),
+            ),
+            family("g", "G.", MetricType::Gauge, vec![gauge(&[], 9.0)]),
+        ];
+        let req = requests(&families, 3, HistogramFormat::Exponential);
         let sizes: Vec<usize> = req.iter().map(|r| r.iter().map(points).sum()).collect();
         assert_eq!(sizes, [3, 3, 3, 3, 1], "13 points, 3 a request");
         let mut histogram_points = Vec::new();
@@ -455,16 +584,13 @@ steadfast_lost_total{source=\"p\"} 4\n# HELP steadfast_keys K.\n# TYPE steadfast
             .collect();
         assert_eq!(counter_values, expected);
         // The whole catalogue in one request when it fits.
-        assert_eq!(requests(&text, 13).len(), 1);
-        assert_eq!(requests(&text, 12).len(), 2);
-    }
-
-    #[test]
-    fn a_bad_line_names_its_line_even_in_a_later_request() {
-        let text = "# TYPE a gauge\na{n=\"1\"} 1\na{n=\"2\"} 2\na{n=\"3} 3\n";
-        let mut cursor = Cursor::default();
-        assert!(next_request(text, &mut cursor, 1, 1, 2).unwrap().is_some());
-        let e = next_request(text, &mut cursor, 1, 1, 2).unwrap_err();
-        assert_eq!(e.line, 4, "{e}");
+        assert_eq!(
+            requests(&families, 13, HistogramFormat::Exponential).len(),
+            1
+        );
+        assert_eq!(
+            requests(&families, 12, HistogramFormat::Exponential).len(),
+            2
+        );
     }
 }

@@ -4,32 +4,109 @@
 use std::sync::{Arc, Mutex};
 
 use agent_common::{
-    syscall::{bucket_upper_ns, Hist, HIST_BUCKETS},
+    syscall::{bucket_upper_exp, bucket_upper_seconds, Hist, LAST_FINITE_BUCKET},
     uprobe::call_name,
 };
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet},
+    encoding::{
+        DescriptorEncoder, EncodeMetric, MetricEncoder, NativeHistogram, NativeHistogramBuckets,
+        NoLabelSet,
+    },
     metrics::{counter::ConstCounter, gauge::ConstGauge, histogram::Histogram, MetricType},
     registry::{Registry, Unit},
 };
 
 use crate::{control::Control, errno, export::ExportStats, pipeline::Pipeline, syscalls};
 
-/// Kernel buckets below this index are merged into the first exported bucket (512 ns):
-/// finer resolution there is noise for the questions people ask of syscall latency.
-const FIRST_EXPORTED_BUCKET: usize = 8;
+/// The last kernel bucket with a bound of its own in the classic (text) exposition: 2^3 s.
+/// Longer calls are in `+Inf` there (and each in its own native bucket, up to 2^9 s).
+const LAST_CLASSIC_BUCKET: usize = 24;
+const _: () = assert!(bucket_upper_exp(LAST_CLASSIC_BUCKET) == 3);
 
-/// Exported `(upper bound in seconds, count)` pairs, non-cumulative, last one `+Inf`.
+/// Exported classic `(upper bound in seconds, count)` pairs, non-cumulative, last one `+Inf`:
+/// the kernel's buckets as they are (powers of two in seconds, upper-inclusive, from 2^-21 s),
+/// those above 2^3 s merged into `+Inf`.
 pub fn export_buckets(h: &Hist) -> Vec<(f64, u64)> {
-    let mut out = Vec::with_capacity(HIST_BUCKETS - FIRST_EXPORTED_BUCKET);
-    let first: u64 = h.buckets[..=FIRST_EXPORTED_BUCKET].iter().sum();
-    out.push((bucket_upper_ns(FIRST_EXPORTED_BUCKET) as f64 / 1e9, first));
-    for i in FIRST_EXPORTED_BUCKET + 1..HIST_BUCKETS - 1 {
-        out.push((bucket_upper_ns(i) as f64 / 1e9, h.buckets[i]));
-    }
-    out.push((f64::INFINITY, h.buckets[HIST_BUCKETS - 1]));
+    let mut out: Vec<(f64, u64)> = (0..=LAST_CLASSIC_BUCKET)
+        .map(|i| (bucket_upper_seconds(i), h.buckets[i]))
+        .collect();
+    out.push((
+        f64::INFINITY,
+        h.buckets[LAST_CLASSIC_BUCKET + 1..].iter().sum(),
+    ));
     out
+}
+
+/// A kernel histogram as a Prometheus native histogram of schema 0, exactly: kernel bucket 0
+/// (at most 2^-21 s) is the zero bucket (threshold 2^-21), kernel bucket `b` in 1..=30 is
+/// native bucket `b - 21`, whose range is `(2^(b-22), 2^(b-21)]` s as in the kernel. Calls
+/// over 2^9 s (the kernel's overflow bucket) are in the count and sum only, as Prometheus
+/// does with observations no bucket holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NativeBuckets {
+    pub zero_threshold: f64,
+    pub zero_count: u64,
+    /// `(offset, length)`: the first offset is the first bucket's index, each next one the
+    /// gap after the span before.
+    pub spans: Vec<(i32, u32)>,
+    /// Bucket counts, the first absolute, each next one the difference to the one before.
+    pub deltas: Vec<i64>,
+}
+
+pub fn native_buckets(h: &Hist) -> NativeBuckets {
+    let mut spans: Vec<(i32, u32)> = Vec::new();
+    let mut deltas = Vec::new();
+    let (mut previous_count, mut next_index) = (0i64, None::<i32>);
+    for b in 1..=LAST_FINITE_BUCKET {
+        let n = h.buckets[b];
+        if n == 0 {
+            continue;
+        }
+        let index = bucket_upper_exp(b);
+        match (next_index, spans.last_mut()) {
+            (Some(expected), Some(span)) if expected == index => span.1 += 1,
+            (Some(expected), _) => spans.push((index - expected, 1)),
+            (None, _) => spans.push((index, 1)),
+        }
+        deltas.push(n as i64 - previous_count);
+        previous_count = n as i64;
+        next_index = Some(index + 1);
+    }
+    NativeBuckets {
+        zero_threshold: bucket_upper_seconds(0),
+        zero_count: h.buckets[0],
+        spans,
+        deltas,
+    }
+}
+
+/// One series of a kernel histogram family: classic buckets for the text formats, and the
+/// native histogram too for the protobuf format.
+fn encode_kernel_histogram(metric: MetricEncoder<'_>, hist: &Hist) -> Result<(), std::fmt::Error> {
+    let mut metric = metric;
+    let count: u64 = hist.buckets.iter().sum();
+    let native = native_buckets(hist);
+    metric.encode_histogram_with_native::<NoLabelSet>(
+        hist.sum_ns as f64 / 1e9,
+        count,
+        &export_buckets(hist),
+        None,
+        NativeHistogram {
+            schema: 0,
+            zero_threshold: native.zero_threshold,
+            zero_count: native.zero_count,
+            negative: NativeHistogramBuckets {
+                spans: &[],
+                deltas: &[],
+            },
+            positive: NativeHistogramBuckets {
+                spans: &native.spans,
+                deltas: &native.deltas,
+            },
+            created: None,
+        },
+    )
 }
 
 /// Upper bounds of `steadfast_scrape_duration_seconds`, in seconds.
@@ -274,15 +351,7 @@ impl Collector for PipelineCollector {
         for (&(service, nr), hist) in p.syscalls.latency() {
             let syscall = syscalls::label(nr);
             let labels = [("syscall", syscall.as_ref()), ("service", svc(service))];
-            let count: u64 = hist.buckets.iter().sum();
-            family
-                .encode_family(&labels)?
-                .encode_histogram::<NoLabelSet>(
-                    hist.sum_ns as f64 / 1e9,
-                    count,
-                    &export_buckets(hist),
-                    None,
-                )?;
+            encode_kernel_histogram(family.encode_family(&labels)?, hist)?;
         }
         let mut family = encoder.encode_descriptor(
             "syscall_errors",
@@ -605,15 +674,7 @@ fn encode_uprobes(p: &Pipeline, encoder: &mut DescriptorEncoder) -> Result<(), s
         MetricType::Histogram,
     )?;
     for (&service, hist) in p.goroutines.gc_pauses() {
-        let count: u64 = hist.buckets.iter().sum();
-        family
-            .encode_family(&[("service", svc(service))])?
-            .encode_histogram::<NoLabelSet>(
-                hist.sum_ns as f64 / 1e9,
-                count,
-                &export_buckets(hist),
-                None,
-            )?;
+        encode_kernel_histogram(family.encode_family(&[("service", svc(service))])?, hist)?;
     }
     let mut family = encoder.encode_descriptor(
         "uprobe_attachments",
@@ -766,6 +827,37 @@ fn encode_connections(
     Ok(())
 }
 
+/// A collector of one kernel histogram family named `.0` (labelled `service="s"`), encoded as
+/// the catalogue encodes the kernel's histograms: for the consumers' tests.
+#[cfg(test)]
+#[derive(Debug)]
+pub struct KernelHistogramForTests(pub String, pub Hist);
+
+#[cfg(test)]
+impl Collector for KernelHistogramForTests {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            &self.0,
+            "A kernel histogram.",
+            None,
+            MetricType::Histogram,
+        )?;
+        encode_kernel_histogram(family.encode_family(&[("service", "s")])?, &self.1)
+    }
+}
+
+/// One kernel histogram family (labelled `service="s"`) as the registry encodes it in the
+/// Prometheus data model: for the consumers' tests.
+#[cfg(test)]
+pub fn kernel_histogram_families(
+    name: &str,
+    hist: &Hist,
+) -> Vec<prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(KernelHistogramForTests(name.to_string(), *hist)));
+    prometheus_client::encoding::prometheus_protobuf::encode(&registry).expect("encodes")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -781,14 +873,47 @@ mod tests {
             out.iter().map(|b| b.1).sum::<u64>(),
             h.buckets.iter().sum::<u64>()
         );
-        assert_eq!(out[0], (512e-9, (1..=9).sum()));
-        // 20 ms sits in [2^24, 2^25) ns: the bucket whose upper bound is 2^25 ns.
-        let b24 = out
-            .iter()
-            .find(|b| b.0 == (1u64 << 25) as f64 / 1e9)
-            .unwrap();
-        assert_eq!(b24.1, 25);
-        assert_eq!(out.last().unwrap(), &(f64::INFINITY, 32));
+        assert_eq!(out[0], (1.0 / (1u64 << 21) as f64, 1));
+        // 20 ms is in (2^-6, 2^-5] s = (15.625 ms, 31.25 ms]: kernel bucket 16.
+        let b = agent_common::syscall::bucket_of(20_000_000);
+        assert_eq!(b, 16);
+        assert!(out.contains(&(0.03125, 17)));
+        assert_eq!(out[LAST_CLASSIC_BUCKET], (8.0, 25));
+        assert_eq!(out.last().unwrap(), &(f64::INFINITY, (26..=32).sum()));
         assert!(out.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+
+    #[test]
+    fn native_buckets_are_the_kernel_buckets() {
+        use agent_common::syscall::bucket_of;
+        let mut h = Hist::default();
+        // Both sides of the 2^-6 s boundary (15.625 ms), a zero-bucket call, 1 s exactly, and
+        // a call over 2^9 s.
+        for ns in [
+            100,
+            15_625_000,
+            15_625_000,
+            15_625_001,
+            1_000_000_000,
+            600_000_000_000,
+        ] {
+            h.buckets[bucket_of(ns)] += 1;
+        }
+        let n = native_buckets(&h);
+        assert_eq!(n.zero_count, 1);
+        assert_eq!(n.zero_threshold, 2f64.powi(-21));
+        // 15.625 ms -> native index -6 (upper bound 2^-6); 15.625001 ms -> -5; 1 s -> 0.
+        assert_eq!(n.spans, [(-6, 2), (4, 1)]);
+        assert_eq!(n.deltas, [2, -1, 0]);
+        // The overflow call is in no bucket.
+        let in_buckets: i64 = n
+            .deltas
+            .iter()
+            .scan(0, |c, d| {
+                *c += d;
+                Some(*c)
+            })
+            .sum();
+        assert_eq!(in_buckets as u64 + n.zero_count, 5);
     }
 }

@@ -8,3 +8,5 @@ pub mod server;
 pub use catalogue::{
     export_buckets, register_control, register_export_stats, registry, SCRAPE_BUCKETS,
 };
+#[cfg(test)]
+pub use catalogue::{kernel_histogram_families, KernelHistogramForTests};

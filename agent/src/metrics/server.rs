@@ -1,6 +1,7 @@
-//! `GET /metrics`: collects fresh counts from the kernel, then encodes the registry as
-//! OpenMetrics when the scraper asks for it (`Accept: application/openmetrics-text`), else as
-//! Prometheus text 0.0.4.
+//! `GET /metrics`: collects fresh counts from the kernel, then encodes the registry in the
+//! format the scraper asks for: Prometheus protobuf (delimited `io.prometheus.client.MetricFamily`,
+//! with native histograms) when its Accept header lists it first among the formats served,
+//! else OpenMetrics text when listed, else Prometheus text 0.0.4.
 
 use std::sync::{Arc, Mutex};
 
@@ -18,6 +19,16 @@ use crate::pipeline::Pipeline;
 
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const PROMETHEUS_PROTOBUF: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+
+/// The exposition formats served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    PrometheusText,
+    OpenMetrics,
+    PrometheusProtobuf,
+}
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,18 +46,53 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// True when the Accept header lists OpenMetrics text.
-pub fn wants_openmetrics(headers: &HeaderMap) -> bool {
-    headers
+/// The format to answer in: the served one the Accept header prefers (highest `q`, then the
+/// first listed), Prometheus text when it lists none of them.
+pub fn negotiate(headers: &HeaderMap) -> Format {
+    let mut best: Option<(f32, Format)> = None;
+    for value in headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/openmetrics-text"))
+    {
+        for item in value.split(',') {
+            let mut parts = item.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+            let params: Vec<(String, String)> = parts
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, v)| {
+                    (
+                        k.trim().to_ascii_lowercase(),
+                        v.trim().trim_matches('"').to_string(),
+                    )
+                })
+                .collect();
+            let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            let format = match media.as_str() {
+                "application/vnd.google.protobuf"
+                    if param("proto") == Some("io.prometheus.client.MetricFamily")
+                        && param("encoding") == Some("delimited") =>
+                {
+                    Format::PrometheusProtobuf
+                }
+                "application/openmetrics-text" => Format::OpenMetrics,
+                "text/plain" => Format::PrometheusText,
+                _ => continue,
+            };
+            let q = param("q")
+                .and_then(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
+                best = Some((q, format));
+            }
+        }
+    }
+    best.map_or(Format::PrometheusText, |(_, f)| f)
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let started = std::time::Instant::now();
-    let openmetrics = wants_openmetrics(&headers);
+    let format = negotiate(&headers);
     let encode_state = state.clone();
     // Reading the kernel maps and encoding are blocking work: off the async workers.
     let encoded = tokio::task::spawn_blocking(move || {
@@ -56,7 +102,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .collect();
-        encode(&state.registry, openmetrics, &state.text_size)
+        encode(&state.registry, format, &state.text_size)
     })
     .await;
     state
@@ -70,24 +116,58 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     }
 }
 
-/// The registry as OpenMetrics or Prometheus text, with its content type.
+/// The registry in `format`, with its content type.
 fn encode(
     registry: &Registry,
-    openmetrics: bool,
+    format: Format,
     size: &SizeHint,
-) -> (Result<String, std::fmt::Error>, &'static str) {
+) -> (Result<Vec<u8>, std::fmt::Error>, &'static str) {
     let mut body = size.buffer();
-    let (result, content_type) = if openmetrics {
-        (
+    let (result, content_type) = match format {
+        Format::OpenMetrics => (
             prometheus_client::encoding::text::encode(&mut body, registry),
             OPENMETRICS,
-        )
-    } else {
-        (
+        ),
+        Format::PrometheusText => (
             prometheus_client::encoding::prometheus_text::encode(&mut body, registry),
             PROMETHEUS_TEXT,
-        )
+        ),
+        Format::PrometheusProtobuf => {
+            let encoded = prometheus_client::encoding::prometheus_protobuf::encode_to_vec(registry)
+                .map_err(|_| std::fmt::Error);
+            return (encoded, PROMETHEUS_PROTOBUF);
+        }
     };
     size.remember(&body);
-    (result.map(|()| body), content_type)
+    (result.map(|()| body.into_bytes()), content_type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn negotiation_follows_the_scrapers() {
+        // Prometheus 2.42 with --enable-feature=native-histograms.
+        let native = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.8,application/openmetrics-text;version=1.0.0;q=0.7,application/openmetrics-text;version=0.0.1;q=0.6,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(negotiate(&accept(native)), Format::PrometheusProtobuf);
+        // Prometheus 2.42 without it.
+        let classic = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(negotiate(&accept(classic)), Format::OpenMetrics);
+        assert_eq!(negotiate(&accept("*/*")), Format::PrometheusText);
+        assert_eq!(negotiate(&HeaderMap::new()), Format::PrometheusText);
+        // Protobuf of another message is not ours.
+        assert_eq!(
+            negotiate(&accept(
+                "application/vnd.google.protobuf;proto=x.Y;encoding=delimited"
+            )),
+            Format::PrometheusText
+        );
+    }
 }

@@ -20,7 +20,7 @@ use super::{
     file::{AlertRule, BreakerDef, Query, RuleCounts, RuleFile, SignalDef},
     slo::{self, Budget, SloRuntime},
 };
-use crate::store::{exposition, Labels, Store, StoreLimits, LOOKBACK_MS};
+use crate::store::{Labels, Store, StoreLimits, LOOKBACK_MS};
 
 /// Engine settings (from the agent's config, or from a rule test).
 #[derive(Debug, Clone)]
@@ -541,17 +541,36 @@ impl Engine {
             })
     }
 
-    /// The metric names the rules can read (`None`: any): what the exposition fed to
-    /// [`Engine::ingest_text`] needs to hold at least.
+    /// The metric names the rules can read (`None`: any): what the families fed to
+    /// [`Engine::ingest_families`] need to hold at least.
     pub fn wanted_names(&self) -> Option<crate::store::NameSet> {
         self.store.wanted_names()
     }
 
-    /// Feeds the store from exposition text. Malformed lines are skipped (the first one is
-    /// returned as the error); every well-formed sample is ingested.
-    pub fn ingest_text(&mut self, t: i64, text: &str) -> Result<(), exposition::ExpositionError> {
+    /// Feeds the store from the registry's typed families (the series some rule can read).
+    pub fn ingest_families(
+        &mut self,
+        t: i64,
+        families: &[prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily],
+    ) {
         let store = &self.store;
-        let (samples, errors) = exposition::parse_selected(
+        let samples = crate::store::families::samples(
+            families,
+            |name| store.wants_name(name),
+            |name, labels| store.might_want(name, labels),
+        );
+        self.store.ingest(t, samples);
+    }
+
+    /// Feeds the store from exposition text: tests write their series this way.
+    #[cfg(test)]
+    pub fn ingest_text(
+        &mut self,
+        t: i64,
+        text: &str,
+    ) -> Result<(), crate::store::exposition::ExpositionError> {
+        let store = &self.store;
+        let (samples, errors) = crate::store::exposition::parse_selected(
             text,
             |name| store.wants_name(name),
             |s| store.might_want(&s.name, &s.labels),

@@ -807,13 +807,13 @@ mod tests {
             .is_empty());
         assert!(c.families().count() >= 50);
         let b = c.bounds("steadfast_syscall_duration_seconds").unwrap();
-        assert_eq!((b[0], b.len()), (512e-9, 23));
-        assert!(is_bound(0.016777216, b));
+        assert_eq!((b[0], b.len()), (2f64.powi(-21), 25));
+        assert!(is_bound(0.015625, b));
     }
 
     #[test]
     fn selectors_that_cannot_match_are_warned_about() {
-        let ok = "sum(increase(steadfast_syscall_duration_seconds_bucket{syscall=\"clock_nanosleep\",le=\"0.016777216\",service=\"x\"}[10s]))";
+        let ok = "sum(increase(steadfast_syscall_duration_seconds_bucket{syscall=\"clock_nanosleep\",le=\"0.015625\",service=\"x\"}[10s]))";
         assert_eq!(findings(&one_breaker(ok), 1000), Vec::<String>::new());
 
         let w = findings(
@@ -840,7 +840,7 @@ mod tests {
             &one_breaker("sum(rate(steadfast_syscall_duration_seconds_bucket{le=\"0.01\"}[1m]))"),
             1000,
         );
-        assert!(w[0].contains("le=\"0.01\" is not a bucket bound of steadfast_syscall_duration_seconds (the nearest are 0.008388608 and 0.016777216)"), "{w:?}");
+        assert!(w[0].contains("le=\"0.01\" is not a bucket bound of steadfast_syscall_duration_seconds (the nearest are 0.0078125 and 0.015625)"), "{w:?}");
         let w = findings(
             &one_breaker("sum(rate(steadfast_syscall_duration_seconds_count{le=\"0.01\"}[1m]))"),
             1000,
@@ -910,7 +910,7 @@ mod tests {
         let d = &f.groups[0].breakers[0];
         assert_eq!(
             d.slow_ratio.as_ref().unwrap().text,
-            "1 - sum(increase(steadfast_syscall_duration_seconds_bucket{syscall=\"fsync\",le=\"0.033554432\"}[10s])) / sum(increase(steadfast_syscall_duration_seconds_count{syscall=\"fsync\"}[10s]))"
+            "1 - sum(increase(steadfast_syscall_duration_seconds_bucket{syscall=\"fsync\",le=\"0.03125\"}[10s])) / sum(increase(steadfast_syscall_duration_seconds_count{syscall=\"fsync\"}[10s]))"
         );
         assert_eq!(
             d.volume.text,
@@ -937,7 +937,7 @@ mod tests {
             "{histogram: steadfast_syscall_duration_seconds, threshold_seconds: 0.0000001}",
             "",
         ));
-        assert!(e.contains("0.0000001 is below the smallest bucket bound of steadfast_syscall_duration_seconds (0.000000512)"), "{e}");
+        assert!(e.contains("0.0000001 is below the smallest bucket bound of steadfast_syscall_duration_seconds (0.000000476837158203125)"), "{e}");
         let e = err(&b(
             "{histogram: steadfast_syscall_duration_seconds_bucket, threshold_seconds: 1}",
             "",
@@ -998,7 +998,7 @@ mod tests {
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(
             w[0].contains(
-                "note: slo s: threshold_seconds 0.05 is judged at the bucket bound 0.033554432"
+                "note: slo s: threshold_seconds 0.05 is judged at the bucket bound 0.03125"
             ),
             "{w:?}"
         );

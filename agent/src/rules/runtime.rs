@@ -2,8 +2,9 @@
 //! and reloads (SIGHUP, through the daemon's one SIGHUP handler in `lifecycle`;
 //! `POST /-/reload` on the unix socket; a watch on the rules directory).
 //!
-//! Each tick at which some group is due, the agent's whole registry is encoded to Prometheus
-//! text and fed to the store (see `store`), then the due groups are evaluated and the
+//! Each tick at which some group is due, the agent's registry is read as typed families (the
+//! Prometheus data model; no text) and the series some rule can read are fed to the store (see
+//! `store::families`), then the due groups are evaluated and the
 //! resulting notifications queued for Alertmanager. Reloads are all or nothing: every file of the directory must parse and
 //! validate, or the running rules and their state stay as they are, every problem is logged
 //! with file:line:column, and `steadfast_rules_last_reload_successful` reads 0.
@@ -32,9 +33,7 @@ use super::{
     file,
     metrics::RulesCollector,
 };
-use crate::{
-    config::Config, control::Control, metrics::exposition::SampleFilter, pipeline::Pipeline,
-};
+use crate::{config::Config, control::Control, pipeline::Pipeline};
 
 pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
@@ -338,7 +337,6 @@ async fn evaluate_periodically(
 ) {
     let mut tick = tokio::time::interval(rt.eval_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut warned = false;
     loop {
         tick.tick().await;
         let due = {
@@ -356,40 +354,19 @@ async fn evaluate_periodically(
             if let Some(p) = &p {
                 p.lock().unwrap_or_else(|e| e.into_inner()).collect();
             }
-            // Encode before locking the engine (the registry's rules collector locks it too),
-            // keeping only the lines of metrics some rule reads: the whole catalogue's text
-            // would be several MiB at every tick.
-            let names = engine_rt
-                .engine
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .wanted_names();
-            let mut text = SampleFilter::new(|name: &str| {
-                names.as_ref().is_none_or(|names| names.contains(name))
-            });
-            prometheus_client::encoding::prometheus_text::encode(&mut text, &reg).ok()?;
-            let text = text.into_text();
+            // Read the families before locking the engine (the registry's rules collector
+            // locks it too).
+            let families = prometheus_client::encoding::prometheus_protobuf::encode(&reg).ok()?;
             let t = now_ms();
             let mut engine = engine_rt.engine.lock().unwrap_or_else(|p| p.into_inner());
-            let parse_error = engine.ingest_text(t, &text).err();
+            engine.ingest_families(t, &families);
             let batch = engine.evaluate(t);
-            Some((
-                batch,
-                engine.take_control_inputs(),
-                engine.signals(),
-                parse_error,
-            ))
+            Some((batch, engine.take_control_inputs(), engine.signals()))
         })
         .await;
-        let Ok(Some((batch, inputs, raised, parse_error))) = work else {
+        let Ok(Some((batch, inputs, raised))) = work else {
             continue;
         };
-        if let Some(e) = parse_error {
-            if !warned {
-                tracing::error!(error = %e, "a line of the agent's own exposition could not be parsed: skipped (said once)");
-                warned = true;
-            }
-        }
         rt.feed_control(inputs, raised);
         if let Some(n) = &rt.notifier {
             n.send(batch);

@@ -21,6 +21,7 @@
 //! older than the retention.
 
 pub mod exposition;
+pub mod families;
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
