@@ -173,6 +173,11 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// What the reload coordinator says is running (`GET /v1/reload`, on the TCP listener).
+fn reload_status(agent: &Agent) -> serde_json::Value {
+    serde_json::from_str(&support::http_get(agent.addr, "/v1/reload", None).unwrap()).unwrap()
+}
+
 /// A rule file with `alert` and an unchanging `Keep` rule that needs 5 s pending to fire.
 fn plain_rule(alert: &str, expr: &str) -> String {
     format!("groups:\n  - name: reload\n    interval: 1s\n    rules:\n      - alert: {alert}\n        expr: {expr}\n      - alert: Keep\n        expr: vector(1)\n        for: 5s\n")
@@ -234,6 +239,19 @@ fn reloads_are_all_or_nothing() {
     let (head, body) = http_post(&agent.api_socket(), "/-/reload");
     assert!(head.contains(" 400 "), "{head}");
     assert!(body.contains("r.yaml:6:15: expr: bad expression"), "{body}");
+    // The coordinator recorded it: the rules' last error, the config untouched.
+    let status = reload_status(&agent);
+    assert!(
+        status["rules"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("r.yaml:6:15")),
+        "{status:#}"
+    );
+    assert_eq!(status["rules"]["last_successful"], false, "{status:#}");
+    assert_eq!(status["config"]["last_successful"], true, "{status:#}");
+    assert_eq!(status["config"]["generation"], 1, "{status:#}");
+    assert_eq!(status["last"]["trigger"], "api", "{status:#}");
+    assert_eq!(status["last"]["outcome"], "failure", "{status:#}");
     let s = agent.scrape();
     assert_eq!(
         s.value("steadfast_rules_last_reload_successful", &[]),
@@ -262,6 +280,37 @@ fn reloads_are_all_or_nothing() {
         agent
             .scrape()
             .value("steadfast_rules_last_reload_successful", &[]),
+        Some(1.0)
+    );
+    // Every reload went through the coordinator, which counts them by trigger and outcome
+    // (the watch may also have seen the SIGHUP's and the POST's edits first).
+    let status = reload_status(&agent);
+    assert_eq!(status["reloads"]["sighup"]["success"], 1, "{status:#}");
+    assert_eq!(status["reloads"]["api"]["failure"], 1, "{status:#}");
+    assert!(
+        status["reloads"]["watch"]["success"].as_u64() >= Some(1),
+        "{status:#}"
+    );
+    assert!(status["rules"]["last_error"].is_null(), "{status:#}");
+    assert!(
+        status["rules"]["generation"].as_u64() >= Some(3),
+        "start, ReloadB, ReloadD: {status:#}"
+    );
+    let s = agent.scrape();
+    let reloads = |trigger: &str, outcome: &str| {
+        s.value(
+            "steadfast_reloads_total",
+            &[("trigger", trigger), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(reloads("sighup", "success"), Some(1.0));
+    assert_eq!(reloads("api", "failure"), Some(1.0));
+    assert_eq!(
+        reloads("watch", "success").map(|v| v as u64),
+        status["reloads"]["watch"]["success"].as_u64()
+    );
+    assert_eq!(
+        s.value("steadfast_config_last_reload_successful", &[]),
         Some(1.0)
     );
 

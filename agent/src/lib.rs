@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod notify;
 pub mod pipeline;
 pub mod random;
+pub mod reload;
 pub mod rules;
 pub mod store;
 pub mod syscalls;
