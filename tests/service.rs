@@ -201,9 +201,9 @@ fn the_watchdog_is_fed_only_while_collection_makes_progress() {
     let fed_for = last_ping.map_or(Duration::ZERO, |t| t - stalled_at);
     println!("collection stalled: {pings} more pings, the last {fed_for:?} after the stall began; then none for 2 s");
     // 1 s of collection interval + 200 ms of ping interval, and a collection that was under
-    // way when the file appeared.
+    // way when the file appeared (up to a few hundred ms in a debug build on a busy machine).
     assert!(
-        fed_for < Duration::from_millis(2000),
+        fed_for < Duration::from_millis(2500),
         "fed for {fed_for:?} after collection stalled"
     );
     assert!(
