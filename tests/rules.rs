@@ -1,7 +1,8 @@
 //! Root integration tests of the rule engine with the real agent: an SLO page alert driven by
 //! a real workload reaches a real Alertmanager (Debian's `prometheus-alertmanager`) and
-//! resolves when the workload stops; reloads (SIGHUP, POST /-/reload, directory watch) are
-//! all or nothing; a restart keeps the error budget that was spent.
+//! resolves when the workload stops; reloads (SIGHUP, POST /-/reload, directory watch, a
+//! ConfigMap's `..data` swap), all through the one coordinator, are all or nothing; a restart
+//! keeps the error budget that was spent.
 
 mod support;
 
@@ -343,6 +344,65 @@ fn reloads_are_all_or_nothing() {
         (firing(&agent, "ReloadD") == Some(1.0)).then_some(())
     });
     let _ = std::fs::remove_file(&link);
+}
+
+/// A Kubernetes ConfigMap volume as the kubelet lays it out: `r.yaml -> ..data/r.yaml`,
+/// `..data -> ..<timestamp>/`, and an update is a new `..<timestamp>` directory and an atomic
+/// rename of a new `..data` symlink over the old one. The coordinator's watch reloads it, with
+/// no signal: the new rule fires, the unchanged `Keep` keeps firing, `GET /v1/reload` records
+/// a watch reload and the next rules generation. A swap to a broken file is refused and the
+/// running rules stay.
+#[test]
+fn a_configmap_data_swap_is_reloaded_by_the_watch() {
+    let rules = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let version = |n: u32, text: &str| {
+        let dir = rules.path().join(format!("..2026_12_06_00_00_0{n}.000"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("r.yaml"), text).unwrap();
+        let tmp = rules.path().join("..data_tmp");
+        std::os::unix::fs::symlink(dir.file_name().unwrap(), &tmp).unwrap();
+        std::fs::rename(&tmp, rules.path().join("..data")).unwrap();
+    };
+    version(1, &plain_rule("DataA", "vector(1) > 0"));
+    std::os::unix::fs::symlink("..data/r.yaml", rules.path().join("r.yaml")).unwrap();
+    let agent = Agent::start(&format!(
+        "rules:\n  directory: {}\n  state_dir: {}\n",
+        rules.path().display(),
+        state.path().display()
+    ));
+    wait_for(15, "Keep firing", || {
+        (firing(&agent, "Keep") == Some(1.0)).then_some(())
+    });
+    let before = reload_status(&agent);
+    assert_eq!(before["rules"]["generation"], 1, "{before:#}");
+
+    version(2, &plain_rule("DataB", "vector(2) > 1"));
+    wait_for(10, "DataB firing after the ..data swap", || {
+        (firing(&agent, "DataB") == Some(1.0)).then_some(())
+    });
+    assert_eq!(firing(&agent, "DataA"), None);
+    assert_eq!(firing(&agent, "Keep"), Some(1.0), "Keep kept its state");
+    let after = reload_status(&agent);
+    assert_eq!(after["rules"]["generation"], 2, "{after:#}");
+    assert_eq!(after["last"]["trigger"], "watch", "{after:#}");
+    assert_eq!(after["reloads"]["watch"]["success"], 1, "{after:#}");
+    assert!(after["reloads"]["sighup"].is_null(), "{after:#}");
+
+    version(3, "groups: [");
+    wait_for(10, "the broken swap refused", || {
+        let s = reload_status(&agent);
+        (s["reloads"]["watch"]["failure"] == 1).then_some(())
+    });
+    let refused = reload_status(&agent);
+    assert!(
+        refused["rules"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("r.yaml")),
+        "{refused:#}"
+    );
+    assert_eq!(refused["rules"]["generation"], 2, "{refused:#}");
+    assert_eq!(firing(&agent, "DataB"), Some(1.0), "the running rules stay");
 }
 
 #[test]
