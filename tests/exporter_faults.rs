@@ -694,12 +694,14 @@ enum AmAnswer {
     /// Read the request, never answer.
     Hang,
     Status(u16),
+    /// This status with `Retry-After: <seconds>`.
+    RetryAfter(u16, u64),
 }
 
 impl AmAnswer {
-    /// An answer after which the agent does not send the batch again.
+    /// An answer after which the agent does not send the batch again (429 is retried).
     fn is_final(self) -> bool {
-        matches!(self, AmAnswer::Status(s) if s < 500)
+        matches!(self, AmAnswer::Status(s) | AmAnswer::RetryAfter(s, _) if s < 500 && s != 429)
     }
 }
 
@@ -708,6 +710,8 @@ impl AmAnswer {
 struct FakeAlertmanager {
     addr: SocketAddr,
     answer: Arc<Mutex<AmAnswer>>,
+    /// Answers given first, one per request, before `answer`.
+    script: Arc<Mutex<std::collections::VecDeque<AmAnswer>>>,
     requests: Arc<Mutex<Vec<(Instant, String, AmAnswer)>>>,
 }
 
@@ -717,6 +721,7 @@ impl FakeAlertmanager {
         let am = FakeAlertmanager {
             addr: local_addr(),
             answer: Arc::new(Mutex::new(answer)),
+            script: Arc::default(),
             requests: Arc::default(),
         };
         let app = Router::new()
@@ -724,14 +729,21 @@ impl FakeAlertmanager {
                 "/api/v2/alerts",
                 post(
                     |State(am): State<FakeAlertmanager>, body: String| async move {
-                        let answer = *am.answer.lock().unwrap();
+                        use axum::response::IntoResponse;
+                        let scripted = am.script.lock().unwrap().pop_front();
+                        let answer = scripted.unwrap_or(*am.answer.lock().unwrap());
                         am.requests
                             .lock()
                             .unwrap()
                             .push((Instant::now(), body, answer));
                         match answer {
                             AmAnswer::Hang => std::future::pending().await,
-                            AmAnswer::Status(s) => StatusCode::from_u16(s).unwrap(),
+                            AmAnswer::Status(s) => StatusCode::from_u16(s).unwrap().into_response(),
+                            AmAnswer::RetryAfter(s, secs) => (
+                                StatusCode::from_u16(s).unwrap(),
+                                [("retry-after", secs.to_string())],
+                            )
+                                .into_response(),
                         }
                     },
                 ),
@@ -748,6 +760,11 @@ impl FakeAlertmanager {
 
     fn set_answer(&self, answer: AmAnswer) {
         *self.answer.lock().unwrap() = answer;
+    }
+
+    /// Answers the next requests with `answers`, in order, then as before.
+    fn then(&self, answers: &[AmAnswer]) {
+        self.script.lock().unwrap().extend(answers.iter().copied());
     }
 
     /// Each batch (a distinct request body: a retry sends the same one) with the times and
@@ -956,10 +973,11 @@ fn alertmanager_that_hangs_times_out_drops_overflow_and_alerts_arrive_after() {
     for b in &batches {
         b.check();
         assert!(b.has_alert(&alert));
-        // Each attempt waited for the 1 s timeout, then at least 500 ms of backoff.
+        // Each attempt waited for the 1 s timeout (then a backoff with full jitter: 0 to
+        // 0.5, 1, 2 s).
         for w in b.requests.windows(2) {
             let gap = w[1].0 - w[0].0;
-            assert!(gap >= Duration::from_millis(1400), "retried after {gap:?}");
+            assert!(gap >= Duration::from_millis(950), "retried after {gap:?}");
         }
     }
     // Batches go one at a time: the fake saw those given up on and the one in flight.
@@ -983,4 +1001,45 @@ fn alertmanager_that_hangs_times_out_drops_overflow_and_alerts_arrive_after() {
     eprintln!("after the hang: {after} alerts sent, {delivered} batches answered 200");
     assert!(delivered >= after);
     watch.finish("Alertmanager hanging");
+}
+
+/// Alertmanager answers 503 with `Retry-After: 3`, then 429 with `Retry-After: 2`, then 200
+/// (a real Alertmanager cannot be made to): the client sends the same batch again no sooner
+/// than each answer asked (its own backoff would wait at most 0.5 and 1 s), and it arrives.
+#[test]
+fn alertmanager_retry_after_is_honoured() {
+    let _serial = one_at_a_time();
+    let am = FakeAlertmanager::start(AmAnswer::Status(200));
+    am.then(&[AmAnswer::RetryAfter(503, 3), AmAnswer::RetryAfter(429, 2)]);
+    let dir = tempfile::tempdir().unwrap();
+    let alert = format!("Always{}", unique_name("x"));
+    let agent = alertmanager_agent(
+        dir.path(),
+        &am,
+        &format!("      - alert: {alert}\n        expr: vector(1)\n"),
+    );
+    wait_until("the alert delivered", Duration::from_secs(20), || {
+        notifier_counts(&agent).0 >= 1.0
+    });
+    let batches = am.batches();
+    let first = &batches[0];
+    first.check();
+    assert!(first.has_alert(&alert));
+    assert_eq!(
+        first.answers(),
+        [
+            AmAnswer::RetryAfter(503, 3),
+            AmAnswer::RetryAfter(429, 2),
+            AmAnswer::Status(200)
+        ]
+    );
+    let gaps: Vec<Duration> = first.requests.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    eprintln!("Retry-After 3 s then 2 s: the retries came after {gaps:?}");
+    assert!(gaps[0] >= Duration::from_secs(3), "{gaps:?}");
+    assert!(gaps[1] >= Duration::from_secs(2), "{gaps:?}");
+    // And not much later: the wait is the one asked for, not a timeout or a later resend.
+    assert!(gaps[0] < Duration::from_millis(4500), "{gaps:?}");
+    assert!(gaps[1] < Duration::from_millis(3500), "{gaps:?}");
+    let (sent, failed, dropped) = notifier_counts(&agent);
+    assert_eq!((failed, dropped), (0.0, 0.0), "sent {sent}");
 }

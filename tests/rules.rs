@@ -1,7 +1,8 @@
 //! Root integration tests of the rule engine with the real agent: an SLO page alert driven by
 //! a real workload reaches a real Alertmanager (Debian's `prometheus-alertmanager`) and
-//! resolves when the workload stops; reloads (SIGHUP, POST /-/reload, directory watch) are
-//! all or nothing; a restart keeps the error budget that was spent.
+//! resolves when the workload stops; reloads (SIGHUP, POST /-/reload, directory watch, a
+//! ConfigMap's `..data` swap), all through the one coordinator, are all or nothing; a restart
+//! keeps the error budget that was spent.
 
 mod support;
 
@@ -173,6 +174,11 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// What the reload coordinator says is running (`GET /v1/reload`, on the TCP listener).
+fn reload_status(agent: &Agent) -> serde_json::Value {
+    serde_json::from_str(&support::http_get(agent.addr, "/v1/reload", None).unwrap()).unwrap()
+}
+
 /// A rule file with `alert` and an unchanging `Keep` rule that needs 5 s pending to fire.
 fn plain_rule(alert: &str, expr: &str) -> String {
     format!("groups:\n  - name: reload\n    interval: 1s\n    rules:\n      - alert: {alert}\n        expr: {expr}\n      - alert: Keep\n        expr: vector(1)\n        for: 5s\n")
@@ -234,6 +240,19 @@ fn reloads_are_all_or_nothing() {
     let (head, body) = http_post(&agent.api_socket(), "/-/reload");
     assert!(head.contains(" 400 "), "{head}");
     assert!(body.contains("r.yaml:6:15: expr: bad expression"), "{body}");
+    // The coordinator recorded it: the rules' last error, the config untouched.
+    let status = reload_status(&agent);
+    assert!(
+        status["rules"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("r.yaml:6:15")),
+        "{status:#}"
+    );
+    assert_eq!(status["rules"]["last_successful"], false, "{status:#}");
+    assert_eq!(status["config"]["last_successful"], true, "{status:#}");
+    assert_eq!(status["config"]["generation"], 1, "{status:#}");
+    assert_eq!(status["last"]["trigger"], "api", "{status:#}");
+    assert_eq!(status["last"]["outcome"], "failure", "{status:#}");
     let s = agent.scrape();
     assert_eq!(
         s.value("steadfast_rules_last_reload_successful", &[]),
@@ -262,6 +281,37 @@ fn reloads_are_all_or_nothing() {
         agent
             .scrape()
             .value("steadfast_rules_last_reload_successful", &[]),
+        Some(1.0)
+    );
+    // Every reload went through the coordinator, which counts them by trigger and outcome
+    // (the watch may also have seen the SIGHUP's and the POST's edits first).
+    let status = reload_status(&agent);
+    assert_eq!(status["reloads"]["sighup"]["success"], 1, "{status:#}");
+    assert_eq!(status["reloads"]["api"]["failure"], 1, "{status:#}");
+    assert!(
+        status["reloads"]["watch"]["success"].as_u64() >= Some(1),
+        "{status:#}"
+    );
+    assert!(status["rules"]["last_error"].is_null(), "{status:#}");
+    assert!(
+        status["rules"]["generation"].as_u64() >= Some(3),
+        "start, ReloadB, ReloadD: {status:#}"
+    );
+    let s = agent.scrape();
+    let reloads = |trigger: &str, outcome: &str| {
+        s.value(
+            "steadfast_reloads_total",
+            &[("trigger", trigger), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(reloads("sighup", "success"), Some(1.0));
+    assert_eq!(reloads("api", "failure"), Some(1.0));
+    assert_eq!(
+        reloads("watch", "success").map(|v| v as u64),
+        status["reloads"]["watch"]["success"].as_u64()
+    );
+    assert_eq!(
+        s.value("steadfast_config_last_reload_successful", &[]),
         Some(1.0)
     );
 
@@ -294,6 +344,65 @@ fn reloads_are_all_or_nothing() {
         (firing(&agent, "ReloadD") == Some(1.0)).then_some(())
     });
     let _ = std::fs::remove_file(&link);
+}
+
+/// A Kubernetes ConfigMap volume as the kubelet lays it out: `r.yaml -> ..data/r.yaml`,
+/// `..data -> ..<timestamp>/`, and an update is a new `..<timestamp>` directory and an atomic
+/// rename of a new `..data` symlink over the old one. The coordinator's watch reloads it, with
+/// no signal: the new rule fires, the unchanged `Keep` keeps firing, `GET /v1/reload` records
+/// a watch reload and the next rules generation. A swap to a broken file is refused and the
+/// running rules stay.
+#[test]
+fn a_configmap_data_swap_is_reloaded_by_the_watch() {
+    let rules = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let version = |n: u32, text: &str| {
+        let dir = rules.path().join(format!("..2026_12_06_00_00_0{n}.000"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("r.yaml"), text).unwrap();
+        let tmp = rules.path().join("..data_tmp");
+        std::os::unix::fs::symlink(dir.file_name().unwrap(), &tmp).unwrap();
+        std::fs::rename(&tmp, rules.path().join("..data")).unwrap();
+    };
+    version(1, &plain_rule("DataA", "vector(1) > 0"));
+    std::os::unix::fs::symlink("..data/r.yaml", rules.path().join("r.yaml")).unwrap();
+    let agent = Agent::start(&format!(
+        "rules:\n  directory: {}\n  state_dir: {}\n",
+        rules.path().display(),
+        state.path().display()
+    ));
+    wait_for(15, "Keep firing", || {
+        (firing(&agent, "Keep") == Some(1.0)).then_some(())
+    });
+    let before = reload_status(&agent);
+    assert_eq!(before["rules"]["generation"], 1, "{before:#}");
+
+    version(2, &plain_rule("DataB", "vector(2) > 1"));
+    wait_for(10, "DataB firing after the ..data swap", || {
+        (firing(&agent, "DataB") == Some(1.0)).then_some(())
+    });
+    assert_eq!(firing(&agent, "DataA"), None);
+    assert_eq!(firing(&agent, "Keep"), Some(1.0), "Keep kept its state");
+    let after = reload_status(&agent);
+    assert_eq!(after["rules"]["generation"], 2, "{after:#}");
+    assert_eq!(after["last"]["trigger"], "watch", "{after:#}");
+    assert_eq!(after["reloads"]["watch"]["success"], 1, "{after:#}");
+    assert!(after["reloads"]["sighup"].is_null(), "{after:#}");
+
+    version(3, "groups: [");
+    wait_for(10, "the broken swap refused", || {
+        let s = reload_status(&agent);
+        (s["reloads"]["watch"]["failure"] == 1).then_some(())
+    });
+    let refused = reload_status(&agent);
+    assert!(
+        refused["rules"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("r.yaml")),
+        "{refused:#}"
+    );
+    assert_eq!(refused["rules"]["generation"], 2, "{refused:#}");
+    assert_eq!(firing(&agent, "DataB"), Some(1.0), "the running rules stay");
 }
 
 #[test]

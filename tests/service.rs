@@ -1,6 +1,7 @@
 //! The agent as a systemd `Type=notify` service, without systemd: the test binds the unix
 //! datagram socket systemd would (`$NOTIFY_SOCKET`) and reads what the real agent sends on
-//! start-up, SIGHUP (valid and invalid config on disk), the watchdog, and SIGTERM.
+//! start-up, SIGHUP (valid and invalid config on disk), the watchdog (fed only while
+//! collection makes progress), and SIGTERM.
 //!
 //! And the `service` label (issue 14 item 1): one-off commands, kernel threads, targets and
 //! units, idle release and the overflow counter, against real processes. Needs root.
@@ -144,6 +145,83 @@ fn notifies_ready_reloading_watchdog_and_stopping() {
     assert!(status.success(), "{status}");
     let msgs = drain(&sock);
     assert!(msgs.iter().any(|m| m == "STOPPING=1"), "{msgs:?}");
+}
+
+/// The watchdog is fed only while collection makes progress. The collection is stalled by
+/// the agent's test hook (`STEADFAST_TEST_STALL_COLLECTION_WHILE`, read once at start-up:
+/// the periodic collection waits while the named file exists, holding no lock, as a hung
+/// kernel map read would; a hook because nothing outside the process can make a map read
+/// hang, and SIGSTOP would stop the watchdog task too). With a 400 ms watchdog the pings
+/// stop within one collection interval (1 s) plus half the period of the stall starting,
+/// and stay stopped (systemd would restart the agent), while the runtime still answers
+/// `/metrics`; they come back once collection runs again.
+#[test]
+fn the_watchdog_is_fed_only_while_collection_makes_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify");
+    let stall = dir.path().join("stall");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let agent = Agent::start_with_env(
+        "",
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+            (
+                "STEADFAST_TEST_STALL_COLLECTION_WHILE",
+                stall.to_str().unwrap(),
+            ),
+        ],
+    );
+    expect(&sock, "READY=1", Duration::from_secs(10), &agent);
+    expect(&sock, "WATCHDOG=1", Duration::from_secs(2), &agent);
+
+    std::fs::write(&stall, "").unwrap();
+    let stalled_at = Instant::now();
+    let (mut last_ping, mut pings, mut seen) = (None::<Instant>, 0, Vec::new());
+    let mut buf = [0u8; 4096];
+    // Read until 2 s (five watchdog periods) pass without a ping.
+    while last_ping.unwrap_or(stalled_at).elapsed() < Duration::from_secs(2) {
+        assert!(
+            stalled_at.elapsed() < Duration::from_secs(15),
+            "the pings never stopped: {pings} since the stall; agent log:\n{}",
+            agent.log()
+        );
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if msg == "WATCHDOG=1" {
+                last_ping = Some(Instant::now());
+                pings += 1;
+            } else {
+                seen.push(msg);
+            }
+        }
+    }
+    let fed_for = last_ping.map_or(Duration::ZERO, |t| t - stalled_at);
+    println!("collection stalled: {pings} more pings, the last {fed_for:?} after the stall began; then none for 2 s");
+    // 1 s of collection interval + 200 ms of ping interval, and a collection that was under
+    // way when the file appeared (up to a few hundred ms in a debug build on a busy machine).
+    assert!(
+        fed_for < Duration::from_millis(2500),
+        "fed for {fed_for:?} after collection stalled"
+    );
+    assert!(
+        seen.iter().any(|m| m.contains("STATUS=collection stalled")),
+        "{seen:?}"
+    );
+    // Only collection stopped: the runtime answers.
+    assert!(agent
+        .scrape()
+        .0
+        .contains("steadfast_syscall_duration_seconds"));
+    assert!(agent.log().contains("no longer feeding"), "{}", agent.log());
+
+    std::fs::remove_file(&stall).unwrap();
+    let resumed = Instant::now();
+    expect(&sock, "WATCHDOG=1", Duration::from_secs(3), &agent);
+    println!("fed again {:?} after the stall ended", resumed.elapsed());
+    assert!(agent.log().contains("feeding the systemd watchdog again"));
 }
 
 /// Without `$NOTIFY_SOCKET` (run by hand or by the tests) the agent runs as before and SIGHUP

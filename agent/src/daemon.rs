@@ -1,5 +1,6 @@
 //! `steadfast run`: load the probes, start the tasks that read them, serve `/metrics`, and
-//! detach everything on SIGTERM or SIGINT (SIGHUP re-checks the config: see `lifecycle`).
+//! detach everything on SIGTERM or SIGINT (SIGHUP, `POST /-/reload` and the rules directory
+//! watch go to the one reload coordinator: see `reload`).
 
 use std::{
     os::fd::OwnedFd,
@@ -21,9 +22,10 @@ use crate::{
     },
     ebpf::{Attached, ProbeError, Probes},
     export::{self, ExportStats},
-    lifecycle::Lifecycle,
+    lifecycle::{Lifecycle, Progress},
     metrics::{self, server::AppState},
     pipeline::{Pipeline, Sources},
+    reload::{Reloader, Trigger},
 };
 
 /// How often the kernel maps are folded into series even when nobody scrapes, so process
@@ -54,9 +56,14 @@ pub enum DaemonError {
     Serve(std::io::Error),
 }
 
-/// Runs until SIGTERM or SIGINT; `config_path` is re-read (and only validated) on SIGHUP.
+/// Test hook: when this variable names a file, the periodic collection waits (without
+/// holding anything) for as long as that file exists, as a hung kernel map read would; read
+/// once at start-up. tests/service.rs uses it to show the watchdog stops being fed.
+pub const STALL_COLLECTION_ENV: &str = "STEADFAST_TEST_STALL_COLLECTION_WHILE";
+
+/// Runs until SIGTERM or SIGINT; `config_path` is re-read on SIGHUP and `POST /-/reload`.
 pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> {
-    let lifecycle = Lifecycle::install(config_path, &config).map_err(DaemonError::Signals)?;
+    let lifecycle = Lifecycle::install().map_err(DaemonError::Signals)?;
 
     let listener = tokio::net::TcpListener::bind(config.http.listen_address)
         .await
@@ -95,7 +102,16 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     for ready in wakeups {
         tasks.spawn(drain_on_wakeup(ready, pipeline.clone()));
     }
-    tasks.spawn(collect_periodically(pipeline.clone()));
+    let progress = Arc::new(Progress::default());
+    let stall = std::env::var_os(STALL_COLLECTION_ENV).map(std::path::PathBuf::from);
+    if let Some(path) = &stall {
+        tracing::warn!(file = %path.display(), "test hook {STALL_COLLECTION_ENV} set: collection waits while this file exists");
+    }
+    tasks.spawn(collect_periodically(
+        pipeline.clone(),
+        progress.clone(),
+        stall,
+    ));
 
     let mut control = Control::new(
         config.control.signals_dir.clone().map(SignalFiles::new),
@@ -134,6 +150,22 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     }
     let rules =
         crate::rules::runtime::setup(&config, &mut registry, &mut tasks, Some(control.clone()));
+    let reloader = {
+        let pipeline = pipeline.clone();
+        Reloader::new(
+            config_path,
+            &config,
+            rules.clone(),
+            Box::new(move |new: &Config| {
+                pipeline
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .apply_thresholds(new)
+                    .map_err(|e| e.to_string())
+            }),
+        )
+    };
+    crate::reload::register(&mut registry, &reloader);
     let registry = Arc::new(registry);
     if let Some(path) = &config.control.api_socket {
         let listener =
@@ -144,7 +176,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
                 }
             })?;
         // Changes (overrides, `POST /-/reload`) are served here only: see `api::read_only`.
-        let app = api::router(api_state.clone()).merge(crate::rules::runtime::router(&rules));
+        let app = api::router(api_state.clone()).merge(crate::reload::router(&reloader));
         tasks.spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "API socket server failed");
@@ -154,6 +186,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     }
 
     crate::rules::runtime::spawn(&rules, registry.clone(), Some(pipeline.clone()), &mut tasks);
+    tasks.spawn(crate::reload::watch_rules(reloader.clone()));
     let exporter = export::start(
         &config.otlp,
         registry.clone(),
@@ -180,8 +213,6 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
             "OTLP export on"
         );
     }
-    let reload_pipeline = pipeline.clone();
-    let reload_rules = rules.clone();
     let state = AppState {
         registry,
         pipeline,
@@ -189,7 +220,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         text_size: Default::default(),
     };
     tracing::info!(address = %config.http.listen_address, "serving /metrics");
-    if let Some(watchdog) = lifecycle.watchdog() {
+    if let Some(watchdog) = lifecycle.watchdog(progress, COLLECT_INTERVAL) {
         tasks.spawn(watchdog);
     }
     lifecycle.ready(&format!(
@@ -202,38 +233,16 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         api::read_only(
             metrics::server::router(state)
                 .merge(api::router(api_state))
-                .merge(crate::rules::runtime::router(&rules)),
+                .merge(crate::reload::router(&reloader)),
         ),
     )
     .with_graceful_shutdown({
         let control = control.clone();
         async move {
             lifecycle
-                .until_shutdown(move |new: Option<Config>| {
-                    let (pipeline, rules) = (reload_pipeline.clone(), reload_rules.clone());
-                    async move {
-                        // The one SIGHUP handler: the config's live parts, then the rules.
-                        let applied = match new {
-                            None => true,
-                            Some(new) => {
-                                let written = tokio::task::spawn_blocking(move || {
-                                    pipeline
-                                        .lock()
-                                        .unwrap_or_else(|e| e.into_inner())
-                                        .apply_thresholds(&new)
-                                        .map_err(|e| e.to_string())
-                                })
-                                .await
-                                .unwrap_or_else(|e| Err(e.to_string()));
-                                if let Err(e) = &written {
-                                    tracing::error!(error = %e, "reload: writing slow-syscall thresholds failed");
-                                }
-                                written.is_ok()
-                            }
-                        };
-                        let _ = crate::rules::runtime::reload_off_the_runtime(&rules, "SIGHUP").await;
-                        applied
-                    }
+                .until_shutdown(move || {
+                    let reloader = reloader.clone();
+                    async move { reloader.reload(Trigger::Signal).await.status_line() }
                 })
                 .await;
             // First, so that held blocking queries and event streams end before the server
@@ -279,16 +288,28 @@ async fn drain_on_wakeup(ready: AsyncFd<OwnedFd>, pipeline: Arc<Mutex<Pipeline>>
     }
 }
 
-async fn collect_periodically(pipeline: Arc<Mutex<Pipeline>>) {
+/// Every [`COLLECT_INTERVAL`]: one collection, then `progress` bumped (the watchdog's
+/// evidence that collection is alive).
+async fn collect_periodically(
+    pipeline: Arc<Mutex<Pipeline>>,
+    progress: Arc<Progress>,
+    stall: Option<std::path::PathBuf>,
+) {
     let mut tick = tokio::time::interval(COLLECT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        while stall.as_deref().is_some_and(Path::exists) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let p = pipeline.clone();
-        let _ = tokio::task::spawn_blocking(move || {
+        let done = tokio::task::spawn_blocking(move || {
             p.lock().unwrap_or_else(|e| e.into_inner()).collect()
         })
         .await;
+        if done.is_ok() {
+            progress.bump();
+        }
     }
 }
 

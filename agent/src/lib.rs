@@ -5,6 +5,7 @@
 //! them together; `config` and `cli` are checked before anything touches the kernel.
 
 pub mod api;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -18,6 +19,8 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod pipeline;
+pub mod random;
+pub mod reload;
 pub mod rules;
 pub mod store;
 pub mod syscalls;

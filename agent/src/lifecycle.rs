@@ -1,65 +1,71 @@
 //! The agent's life as a service: signals (SIGTERM/SIGINT stop, SIGHUP reloads) and what it
 //! tells systemd about them (READY, RELOADING, STOPPING, the watchdog).
 //!
-//! SIGHUP is handled here and only here. A reload re-reads and validates the config file and
-//! logs every problem or change. An invalid file changes nothing. A valid one is handed to the
-//! daemon, which applies what can change live (the slow-syscall thresholds, rewritten in their
-//! kernel map) and becomes the configuration later reloads compare with, so that going back
-//! to an earlier file (A -> B -> A) is a change again; everything else keeps the configuration
-//! the agent started with until a restart. Every SIGHUP also reloads the rules (the daemon's
-//! hook does both), valid config file or not.
+//! SIGHUP is received here and only here; what a reload does is the reload coordinator's
+//! (`crate::reload`), whose one-line outcome goes to systemd as the READY=1 `STATUS=`.
+//!
+//! The watchdog (`WatchdogSec=`) is fed every half period only while collection makes
+//! progress: the daemon's periodic collection (kernel map reads and ring drains) bumps a
+//! [`Progress`] each time it completes, and the watchdog task sends `WATCHDOG=1` only when
+//! the last completion is at most one collection interval plus half the watchdog period old.
+//! A collection that hangs therefore stops the pings, and systemd restarts the agent one
+//! watchdog period later, although the runtime, the API and `/metrics` still answer.
 
 use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
 };
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-use crate::{
-    config::{Config, ConfigError},
-    notify::{self, Notifier},
-};
+use crate::notify::{self, Notifier};
 
-/// What a reload found in the config file.
+/// When the periodic collection last completed: bumped by the collection task, read by the
+/// watchdog.
 #[derive(Debug)]
-pub enum ReloadOutcome {
-    /// The file is invalid: the running configuration stays.
-    Invalid(ConfigError),
-    /// Valid and identical to the running configuration.
-    Unchanged,
-    /// Valid but different: live parts are applied, the rest takes effect at the next restart.
-    Changed(Box<Config>),
+pub struct Progress {
+    start: Instant,
+    /// Milliseconds after `start` of the last completion.
+    last_ms: AtomicU64,
+    completions: AtomicU64,
 }
 
-/// Re-reads and validates `path` against the running configuration, and logs the outcome.
-pub fn reload(path: &Path, running: &Config) -> ReloadOutcome {
-    match Config::load(path) {
-        Err(e) => {
-            match &e {
-                ConfigError::Invalid { path, problems } => {
-                    for p in problems {
-                        tracing::error!(file = %path, "reload: {p}");
-                    }
-                }
-                other => tracing::error!("reload: {other}"),
-            }
-            tracing::error!("reload: configuration rejected, still running with the old one");
-            ReloadOutcome::Invalid(e)
-        }
-        Ok(new) if &new == running => {
-            tracing::info!(file = %path.display(), "reload: configuration valid and unchanged");
-            ReloadOutcome::Unchanged
-        }
-        Ok(new) => {
-            tracing::warn!(
-                file = %path.display(),
-                "reload: configuration valid and changed; slow-syscall thresholds apply now, \
-                 other changes (probes, map sizes, listen address, logging, export) at restart"
-            );
-            ReloadOutcome::Changed(Box::new(new))
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            completions: AtomicU64::new(0),
         }
     }
+}
+
+impl Progress {
+    /// A collection completed now.
+    pub fn bump(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+        self.completions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How long ago the last collection completed (since start-up, before the first).
+    pub fn age(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+
+    pub fn completions(&self) -> u64 {
+        self.completions.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether the watchdog is fed: the last collection is at most one collection interval and
+/// half the watchdog period (the ping interval) old.
+pub fn collection_alive(age: Duration, collect_interval: Duration, ping_every: Duration) -> bool {
+    age <= collect_interval + ping_every
 }
 
 pub struct Lifecycle {
@@ -67,14 +73,12 @@ pub struct Lifecycle {
     sigterm: Signal,
     sigint: Signal,
     sighup: Signal,
-    config_path: PathBuf,
-    running: Config,
 }
 
 impl Lifecycle {
     /// Installs the signal handlers (from here on SIGHUP no longer kills the process) and
     /// opens `$NOTIFY_SOCKET` if systemd set it.
-    pub fn install(config_path: &Path, running: &Config) -> std::io::Result<Self> {
+    pub fn install() -> std::io::Result<Self> {
         let notifier = Notifier::from_env().unwrap_or_else(|e| {
             tracing::warn!("{e}; not notifying systemd");
             Notifier::disabled()
@@ -84,8 +88,6 @@ impl Lifecycle {
             sigterm: signal(SignalKind::terminate())?,
             sigint: signal(SignalKind::interrupt())?,
             sighup: signal(SignalKind::hangup())?,
-            config_path: config_path.to_path_buf(),
-            running: running.clone(),
         })
     }
 
@@ -95,8 +97,14 @@ impl Lifecycle {
             .send_or_log(&format!("{}\n{}", notify::READY, notify::status(status)));
     }
 
-    /// A task that feeds systemd's watchdog every half period, when `WatchdogSec=` is set.
-    pub fn watchdog(&self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+    /// A task that feeds systemd's watchdog every half period, when `WatchdogSec=` is set,
+    /// while `progress` shows collection completing (see [`collection_alive`]); a stall and
+    /// the recovery from one are logged once each.
+    pub fn watchdog(
+        &self,
+        progress: Arc<Progress>,
+        collect_interval: Duration,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         let every = notify::watchdog_interval(
             std::env::var("WATCHDOG_USEC").ok().as_deref(),
             std::env::var("WATCHDOG_PID").ok().as_deref(),
@@ -104,25 +112,44 @@ impl Lifecycle {
         let notifier = self.notifier.clone();
         tracing::info!(
             every_ms = every.as_millis() as u64,
-            "feeding the systemd watchdog"
+            "feeding the systemd watchdog while collection makes progress"
         );
         Some(async move {
             let mut tick = tokio::time::interval(every);
+            let mut stalled = false;
             loop {
                 tick.tick().await;
-                notifier.send_or_log(notify::WATCHDOG);
+                let age = progress.age();
+                if collection_alive(age, collect_interval, every) {
+                    if stalled {
+                        tracing::warn!(
+                            "collection completes again: feeding the systemd watchdog again"
+                        );
+                        notifier.send_or_log(&notify::status("running"));
+                        stalled = false;
+                    }
+                    notifier.send_or_log(notify::WATCHDOG);
+                } else if !stalled {
+                    tracing::error!(
+                        last_completed_ms_ago = age.as_millis() as u64,
+                        collections = progress.completions(),
+                        "collection has stopped making progress: no longer feeding the \
+                         systemd watchdog (systemd restarts the agent when WatchdogSec= passes)"
+                    );
+                    notifier.send_or_log(&notify::status("collection stalled; watchdog not fed"));
+                    stalled = true;
+                }
             }
         })
     }
 
     /// Handles SIGHUP (reload) until SIGTERM or SIGINT, then tells systemd it is stopping.
-    /// On every SIGHUP `hook` runs with the valid changed configuration (`None` when the file
-    /// is invalid or unchanged), to apply what can change live and reload the rules; when it
-    /// returns `true` (applied), that configuration becomes the running one.
-    pub async fn until_shutdown<F, Fut>(mut self, mut hook: F)
+    /// On every SIGHUP: RELOADING=1, then `reload` (the coordinator), then READY=1 with the
+    /// one-line outcome `reload` returns as the status.
+    pub async fn until_shutdown<F, Fut>(mut self, mut reload: F)
     where
-        F: FnMut(Option<Config>) -> Fut + Send,
-        Fut: std::future::Future<Output = bool> + Send,
+        F: FnMut() -> Fut + Send,
+        Fut: std::future::Future<Output = String> + Send,
     {
         loop {
             tokio::select! {
@@ -136,27 +163,8 @@ impl Lifecycle {
                 }
                 _ = self.sighup.recv() => {
                     self.notifier.send_or_log(&notify::reloading(notify::monotonic_usec()));
-                    let status = match reload(&self.config_path, &self.running) {
-                        ReloadOutcome::Invalid(_) => {
-                            hook(None).await;
-                            "reload rejected: config invalid, old config kept"
-                        }
-                        ReloadOutcome::Unchanged => {
-                            hook(None).await;
-                            "running; config reloaded, unchanged"
-                        }
-                        ReloadOutcome::Changed(new) => {
-                            if hook(Some((*new).clone())).await {
-                                self.running = *new;
-                                "running; config changed: thresholds applied, restart for the rest"
-                            } else {
-                                // Not recorded as running: the same file on the next SIGHUP
-                                // is a change again, and is applied again.
-                                "running; config changed but the thresholds could not be written"
-                            }
-                        }
-                    };
-                    self.ready(status);
+                    let status = reload().await;
+                    self.ready(&status);
                 }
             }
         }
@@ -169,30 +177,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reload_classifies_the_file_and_never_replaces_the_config() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("steadfast.yaml");
-        let running = Config::default();
-
-        std::fs::write(&path, "log:\n  level: info\n").unwrap();
-        assert!(matches!(reload(&path, &running), ReloadOutcome::Unchanged));
-
-        std::fs::write(&path, "services:\n  max_services: 7\n").unwrap();
-        assert!(matches!(
-            reload(&path, &running),
-            ReloadOutcome::Changed(c) if c.services.max_services == 7
+    fn the_watchdog_is_fed_only_after_recent_progress() {
+        let (collect, ping) = (Duration::from_secs(1), Duration::from_millis(200));
+        assert!(collection_alive(Duration::ZERO, collect, ping));
+        assert!(collection_alive(Duration::from_millis(1200), collect, ping));
+        assert!(!collection_alive(
+            Duration::from_millis(1201),
+            collect,
+            ping
         ));
-
-        std::fs::write(&path, "services:\n  max_services: lots\n").unwrap();
-        assert!(matches!(
-            reload(&path, &running),
-            ReloadOutcome::Invalid(ConfigError::Parse { .. })
-        ));
-
-        std::fs::remove_file(&path).unwrap();
-        assert!(matches!(
-            reload(&path, &running),
-            ReloadOutcome::Invalid(ConfigError::Read { .. })
-        ));
+        let p = Progress::default();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(p.age() >= Duration::from_millis(30));
+        p.bump();
+        assert!(p.age() < Duration::from_millis(30));
+        assert_eq!(p.completions(), 1);
     }
 }

@@ -22,6 +22,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::backoff::{Backoff, Jitter};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
@@ -114,8 +116,9 @@ pub struct Breaker {
     spec: Spec,
     state: State,
     since: Instant,
-    /// Consecutive openings without a close in between.
-    openings: u32,
+    /// The open wait: its attempt count is the consecutive openings without a close in
+    /// between (the agent's one backoff, with the spec's spread jitter).
+    wait: Backoff,
     shed_until: Option<Instant>,
     probe_step: usize,
     step_started: Instant,
@@ -125,8 +128,6 @@ pub struct Breaker {
     /// A healthy verdict arrived during the current probe step.
     healthy_in_step: bool,
     force: Option<Force>,
-    /// Jitter source (xorshift state); `None` means no jitter (exact tests).
-    rng: Option<u64>,
 }
 
 enum Verdict {
@@ -137,28 +138,26 @@ enum Verdict {
 
 impl Breaker {
     pub fn new(spec: Spec, now: Instant) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0x9e37_79b9_7f4a_7c15, |d| d.as_nanos() as u64)
-            | 1;
+        let wait = Backoff::new(spec.wait_base, spec.wait_max)
+            .with_multiplier(spec.wait_multiplier)
+            .with_jitter(Jitter::Spread(spec.jitter));
         Self {
+            wait,
             spec,
             state: State::Admit,
             since: now,
-            openings: 0,
             shed_until: None,
             probe_step: 0,
             step_started: now,
             last_healthy: now,
             healthy_in_step: false,
             force: None,
-            rng: Some(seed),
         }
     }
 
     /// Without jitter: waits are exactly `base * multiplier^(n-1)`, capped.
     pub fn without_jitter(mut self) -> Self {
-        self.rng = None;
+        self.wait = self.wait.with_jitter(Jitter::None);
         self
     }
 
@@ -179,7 +178,7 @@ impl Breaker {
     }
 
     pub fn openings(&self) -> u32 {
-        self.openings
+        self.wait.attempt()
     }
 
     pub fn spec(&self) -> &Spec {
@@ -204,9 +203,7 @@ impl Breaker {
 
     /// The wait for the n-th consecutive opening, before jitter.
     pub fn wait_for(&self, n: u32) -> Duration {
-        let exp = n.saturating_sub(1).min(64) as i32;
-        let secs = self.spec.wait_base.as_secs_f64() * self.spec.wait_multiplier.powi(exp);
-        Duration::from_secs_f64(secs.min(self.spec.wait_max.as_secs_f64()))
+        self.wait.ceiling_at(n.saturating_sub(1))
     }
 
     fn verdict(
@@ -246,19 +243,7 @@ impl Breaker {
         self.since = now;
         match to {
             State::Shed => {
-                self.openings = self.openings.saturating_add(1);
-                let wait = self.wait_for(self.openings);
-                let factor = match self.rng.as_mut() {
-                    Some(x) => {
-                        *x ^= *x << 13;
-                        *x ^= *x >> 7;
-                        *x ^= *x << 17;
-                        let unit = (*x >> 11) as f64 / (1u64 << 53) as f64;
-                        1.0 + self.spec.jitter * (2.0 * unit - 1.0)
-                    }
-                    None => 1.0,
-                };
-                self.shed_until = Some(now + wait.mul_f64(factor.max(0.0)));
+                self.shed_until = Some(now + self.wait.next_delay());
             }
             State::Probe => {
                 self.probe_step = 0;
@@ -268,7 +253,7 @@ impl Breaker {
             }
             State::Admit => {
                 // Closing resets the breaker's statistics: the next opening waits `base` again.
-                self.openings = 0;
+                self.wait.reset();
                 self.shed_until = None;
             }
         }
@@ -351,7 +336,7 @@ impl Breaker {
         if old.spec == self.spec {
             self.state = old.state;
             self.since = old.since;
-            self.openings = old.openings;
+            self.wait.set_attempt(old.wait.attempt());
             self.shed_until = old.shed_until;
             self.probe_step = old.probe_step;
             self.step_started = old.step_started;

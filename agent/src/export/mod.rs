@@ -5,7 +5,6 @@
 //! Nothing here can block a probe: spans are offered with `try_send` into a bounded queue and
 //! whatever does not fit (or is sampled out, or over the rate limit) is counted and dropped.
 
-pub mod backoff;
 pub mod otlp;
 pub mod otlp_metrics;
 pub mod spans;

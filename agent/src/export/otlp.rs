@@ -18,13 +18,15 @@ use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util_shutdown::Shutdown;
 
 use super::{
-    backoff::Backoff,
     otlp_metrics,
     spans::{to_resource_spans, IdSource, SpanRecord},
     stats::ExportStats,
     transport::{SendError, Transport},
 };
-use crate::config::{OtlpConfig, Signal};
+use crate::{
+    backoff::Backoff,
+    config::{OtlpConfig, Signal},
+};
 
 /// How long a partial batch waits for more spans before it is sent.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -408,9 +410,8 @@ async fn wait_to_retry(
     shutdown: &mut Shutdown,
 ) -> bool {
     let ceiling = backoff.ceiling();
-    let jittered = backoff.next_delay();
     let asked = error.retry_after();
-    let delay = asked.map_or(jittered, |d| d.min(backoff.max())).min(cap);
+    let delay = backoff.next_delay_or(asked).min(cap);
     // One WARN when the receiver becomes unreachable; the retries after it at debug, and one
     // INFO with their count when it answers again (`recovered`).
     if backoff.attempt() == 1 {

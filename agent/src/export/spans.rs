@@ -300,39 +300,19 @@ pub fn to_resource_spans(batch: &[SpanRecord], ids: &mut IdSource) -> ResourceSp
     }
 }
 
-/// Random trace and span ids (xorshift seeded from the clock and pid: ids need to be unique,
-/// not secret).
-pub struct IdSource(u64);
-
-impl Default for IdSource {
-    fn default() -> Self {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
-        Self(t ^ (u64::from(std::process::id()) << 32) | 1)
-    }
-}
+/// Random trace and span ids and sampling decisions, from the agent's one random source
+/// (ids need to be unique, not secret).
+#[derive(Default)]
+pub struct IdSource(crate::random::Rng);
 
 impl IdSource {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            out.extend_from_slice(&self.next().to_le_bytes());
-        }
-        out.truncate(n);
-        out
+        self.0.bytes(n)
     }
 
     /// A value in [0, 1), for sampling decisions.
     pub fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.unit()
     }
 }
 

@@ -278,7 +278,7 @@ impl Transport {
                 .headers()
                 .get(hyper::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
+                .and_then(crate::backoff::parse_retry_after);
             // Read the body so the connection can be reused.
             let _ = response.into_body().collect().await;
             if status.is_success() {
@@ -292,11 +292,6 @@ impl Transport {
         })
         .await
     }
-}
-
-/// `Retry-After` as delay-seconds; an HTTP date is not honoured (the backoff applies).
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 fn with_headers<T>(req: T, headers: &MetadataMap) -> tonic::Request<T> {
@@ -425,13 +420,5 @@ mod tests {
             SendError::from(Status::unavailable("x")).retry_after(),
             None
         );
-    }
-
-    #[test]
-    fn http_retry_after_in_seconds() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-        assert_eq!(parse_retry_after("-1"), None);
     }
 }

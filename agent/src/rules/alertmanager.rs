@@ -5,8 +5,11 @@
 //! every resend interval, with `endsAt` four intervals ahead so Alertmanager resolves them if
 //! the agent dies; resolved alerts with `endsAt` = resolution time). Batches wait in a
 //! bounded queue ([`QUEUE_BATCHES`]; a full queue drops the new batch and counts its alerts);
-//! each is tried up to [`ATTEMPTS`] times with exponential backoff and jitter, then counted
-//! as failed. Plain HTTP only (no TLS in this build).
+//! each is tried up to [`ATTEMPTS`] times, then counted as failed. Between attempts the
+//! client waits the agent's one backoff ([`crate::backoff`]: ceilings 0.5, 1, 2 s, full
+//! jitter), or, when Alertmanager answered 429 or 5xx with `Retry-After: <seconds>`, that
+//! long (at most [`MAX_RETRY_WAIT`]). A 4xx other than 429 is not retried. Plain HTTP only
+//! (no TLS in this build).
 
 use std::{
     sync::{
@@ -22,9 +25,14 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tokio::sync::mpsc;
 
 use super::engine::Notification;
+use crate::backoff::{parse_retry_after, Backoff};
 
 pub const QUEUE_BATCHES: usize = 64;
 pub const ATTEMPTS: u32 = 4;
+/// The first retry's ceiling (it doubles with each attempt).
+pub const RETRY_BASE: Duration = Duration::from_millis(500);
+/// The longest wait before a retry, also when `Retry-After` asks for more.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
 
 /// Counters exported as metrics.
 #[derive(Debug, Default)]
@@ -97,10 +105,13 @@ async fn send_loop(
         let body = body(&batch);
         let n = batch.len() as u64;
         let mut delivered = false;
+        let mut backoff = Backoff::new(RETRY_BASE, MAX_RETRY_WAIT);
+        let mut asked: Option<Duration> = None;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
-                let base = 500u64 << (attempt - 1);
-                tokio::time::sleep(Duration::from_millis(base + jitter_ms(base / 2))).await;
+                let delay = backoff.next_delay_or(asked.take());
+                tracing::debug!(%url, attempt, delay_ms = delay.as_millis() as u64, "retrying alerts");
+                tokio::time::sleep(delay).await;
             }
             let req = hyper::Request::post(&url)
                 .header("content-type", "application/json")
@@ -114,15 +125,20 @@ async fn send_loop(
                 }
                 Ok(Ok(resp)) => {
                     let status = resp.status();
+                    asked = resp
+                        .headers()
+                        .get(hyper::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_retry_after);
                     let text = resp
                         .into_body()
                         .collect()
                         .await
                         .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
                         .unwrap_or_default();
-                    tracing::warn!(%url, %status, answer = %text.chars().take(200).collect::<String>(), attempt, "Alertmanager refused alerts");
-                    if status.is_client_error() {
-                        break; // a 4xx will not get better
+                    tracing::warn!(%url, %status, answer = %text.chars().take(200).collect::<String>(), attempt, retry_after_secs = asked.map(|d| d.as_secs()), "Alertmanager refused alerts");
+                    if status.is_client_error() && status != hyper::StatusCode::TOO_MANY_REQUESTS {
+                        break; // a 4xx (but 429) will not get better
                     }
                 }
                 Ok(Err(e)) => tracing::warn!(%url, error = %e, attempt, "sending alerts failed"),
@@ -135,19 +151,6 @@ async fn send_loop(
             stats.failed.fetch_add(n, Ordering::Relaxed);
         }
     }
-}
-
-/// A pseudo-random number of ms in `0..=max` (jitter does not need a good generator).
-fn jitter_ms(max: u64) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish() % (max + 1)
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for ms since the epoch (UTC).

@@ -1,19 +1,15 @@
 //! The rule engine inside the daemon: initial load, the evaluation loop on the wall clock,
-//! and reloads (SIGHUP, through the daemon's one SIGHUP handler in `lifecycle`;
-//! `POST /-/reload` on the unix socket; a watch on the rules directory).
+//! and the loading of the rule files that reloads ask for. Reloads themselves (SIGHUP,
+//! `POST /-/reload`, the rules directory watch) are decided, serialised and recorded by the
+//! one coordinator, `crate::reload`, which calls [`RulesRuntime::reload`] and
+//! [`RulesRuntime::files_changed`].
 //!
 //! Each tick at which some group is due, the agent's registry is read as typed families (the
 //! Prometheus data model; no text) and the series some rule can read are fed to the store (see
-//! `store::families`), then the due groups are evaluated and the
-//! resulting notifications queued for Alertmanager. Reloads are all or nothing: every file of the directory must parse and
+//! `store::families`), then the due groups are evaluated and the resulting notifications
+//! queued for Alertmanager. Loads are all or nothing: every file of the directory must parse and
 //! validate, or the running rules and their state stay as they are, every problem is logged
 //! with file:line:column, and `steadfast_rules_last_reload_successful` reads 0.
-//!
-//! The watch covers the directory and its parent (non-recursively), so editing, adding or
-//! removing a file, replacing the directory, or swapping a symlink to it (or a `..data`
-//! symlink inside it, as Kubernetes does) all trigger a reload, debounced by
-//! [`DEBOUNCE`]; a watch-triggered reload is skipped when no file's name or content
-//! changed. SIGHUP and `POST /-/reload` always reload.
 
 use std::{
     hash::{Hash, Hasher},
@@ -22,7 +18,6 @@ use std::{
     time::Duration,
 };
 
-use axum::{extract::State, http::StatusCode, routing::post, Router};
 use prometheus_client::registry::Registry;
 use tokio::task::JoinSet;
 
@@ -34,8 +29,6 @@ use super::{
     metrics::RulesCollector,
 };
 use crate::{config::Config, control::Control, pipeline::Pipeline};
-
-pub const DEBOUNCE: Duration = Duration::from_millis(300);
 
 pub struct RulesRuntime {
     pub engine: Arc<Mutex<Engine>>,
@@ -140,9 +133,8 @@ pub fn setup(
     rt
 }
 
-/// Starts evaluation and the directory watch (SIGHUP is `lifecycle`'s, which calls
-/// [`reload_off_the_runtime`]). `pipeline` is collected right
-/// before each evaluation, so rules see the kernel's counts of that moment.
+/// Starts evaluation (the directory watch is `crate::reload`'s). `pipeline` is collected
+/// right before each evaluation, so rules see the kernel's counts of that moment.
 pub fn spawn(
     rt: &Arc<RulesRuntime>,
     registry: Arc<Registry>,
@@ -150,34 +142,6 @@ pub fn spawn(
     tasks: &mut JoinSet<()>,
 ) {
     tasks.spawn(evaluate_periodically(rt.clone(), registry, pipeline));
-    tasks.spawn(watch_directory(rt.clone()));
-}
-
-/// `POST /-/reload`: 200 with what was loaded, or 400 with every problem.
-pub fn router(rt: &Arc<RulesRuntime>) -> Router {
-    Router::new()
-        .route("/-/reload", post(reload_handler))
-        .with_state(rt.clone())
-}
-
-async fn reload_handler(State(rt): State<Arc<RulesRuntime>>) -> (StatusCode, String) {
-    match reload_off_the_runtime(&rt, "POST /-/reload").await {
-        Ok(counts) => (StatusCode::OK, format!("ok: {counts}\n")),
-        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")),
-    }
-}
-
-/// [`RulesRuntime::reload`] on the blocking pool: reading and parsing up to the load limits
-/// takes a noticeable fraction of a second, which the runtime's workers (they also serve the
-/// local API) should not spend.
-pub async fn reload_off_the_runtime(
-    rt: &Arc<RulesRuntime>,
-    reason: &'static str,
-) -> Result<file::RuleCounts, String> {
-    let rt = rt.clone();
-    tokio::task::spawn_blocking(move || rt.reload(reason))
-        .await
-        .unwrap_or_else(|e| Err(format!("the reload failed: {e}")))
 }
 
 impl RulesRuntime {
@@ -273,14 +237,27 @@ impl RulesRuntime {
         );
     }
 
-    /// Reloads only when a file's name or content changed since the last attempt.
-    fn reload_if_changed(&self, reason: &str) {
+    /// Whether a file's name or content changed since the last load (or rejected load).
+    pub fn files_changed(&self) -> bool {
         let files = rule_files(&self.dir).unwrap_or_default();
         let hash = contents_hash(&files);
-        let last = *self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
-        if last != Some(hash) {
-            let _ = self.reload(reason);
-        }
+        *self.last_seen.lock().unwrap_or_else(|p| p.into_inner()) != Some(hash)
+    }
+
+    /// The rules directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether the last load succeeded, when the last successful one was (ms since the
+    /// epoch), and what is loaded.
+    pub fn load_state(&self) -> (bool, i64, file::RuleCounts) {
+        let engine = self.engine.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            engine.stats.last_reload_successful,
+            engine.stats.last_reload_success_ms,
+            engine.counts(),
+        )
     }
 
     /// Writes state that must survive a restart (at shutdown).
@@ -371,51 +348,5 @@ async fn evaluate_periodically(
         if let Some(n) = &rt.notifier {
             n.send(batch);
         }
-    }
-}
-
-async fn watch_directory(rt: Arc<RulesRuntime>) {
-    use notify::{EventKind, RecursiveMode, Watcher};
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            if !matches!(ev.kind, EventKind::Access(_)) {
-                let _ = tx.try_send(());
-            }
-        }
-    });
-    let mut watcher = match watcher {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the rules directory: reload with SIGHUP or POST /-/reload");
-            return;
-        }
-    };
-    let parent = rt
-        .dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    if let Err(e) = watcher.watch(&parent, RecursiveMode::NonRecursive) {
-        // A missing parent is the default set-up without rules: nothing to say above debug.
-        if parent.exists() {
-            tracing::warn!(directory = %parent.display(), error = %e, "cannot watch the rules directory's parent: reload with SIGHUP or POST /-/reload");
-        } else {
-            tracing::debug!(directory = %parent.display(), "the rules directory's parent does not exist: not watched");
-        }
-    }
-    let _ = watcher.watch(&rt.dir, RecursiveMode::NonRecursive);
-    while rx.recv().await.is_some() {
-        tokio::time::sleep(DEBOUNCE).await;
-        while rx.try_recv().is_ok() {}
-        let changed = rt.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            changed.reload_if_changed("rules directory changed")
-        })
-        .await;
-        // The directory (or a symlink to it) may have been replaced: watch what is there now.
-        let _ = watcher.unwatch(&rt.dir);
-        let _ = watcher.watch(&rt.dir, RecursiveMode::NonRecursive);
     }
 }
