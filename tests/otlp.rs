@@ -146,6 +146,45 @@ fn receiver_outage_backs_off_drops_bounded_and_recovers() {
     assert!(spans_by_outcome(&agent.scrape(), "exported") >= 5.0);
 }
 
+/// The kernel's histograms arrive as exponential histograms of scale 0 (the default) whose
+/// counts equal the scrape's `_count` for a workload of exactly N getppid calls, every call in
+/// a bucket; with `otlp.histograms: explicit` the same count arrives as an explicit histogram.
+#[test]
+fn syscall_histograms_arrive_exponential_with_the_scrapes_counts() {
+    const N: u64 = 4_321;
+    for (extra, scale) in [("", Some(0)), ("  histograms: explicit\n", None)] {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let receiver = Receiver::grpc(addr);
+        let agent = Agent::start(&otlp_config(&format!("http://{addr}"), "grpc", extra));
+        let name = unique_name("sfox");
+        let bin = build_workload("getppid_loop", agent.dir.path(), &name);
+        run_to_end(&bin, &[&N.to_string()]);
+        let scraped = agent
+            .scrape()
+            .value(
+                "steadfast_syscall_duration_seconds_count",
+                &[("syscall", "getppid"), ("service", &name)],
+            )
+            .unwrap();
+        assert_eq!(scraped, N as f64, "the scrape's count");
+        let attrs = [("syscall", "getppid"), ("service", name.as_str())];
+        wait_until(
+            "the workload's histogram point",
+            Duration::from_secs(15),
+            || {
+                receiver
+                    .last_histogram("steadfast_syscall_duration_seconds", &attrs)
+                    .is_some_and(|h| h.count == N)
+            },
+        );
+        let h = receiver
+            .last_histogram("steadfast_syscall_duration_seconds", &attrs)
+            .unwrap();
+        assert_eq!(h.exponential_scale, scale, "{extra:?}: {h:?}");
+        assert_eq!(h.in_buckets, N, "every call in a bucket: {h:?}");
+    }
+}
+
 /// A catalogue larger than `otlp.metrics_batch_size` goes out in several requests, none of
 /// more points than the batch, which together hold every cumulative series (every counter
 /// and histogram) of a scrape taken before them.

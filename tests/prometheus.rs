@@ -137,7 +137,7 @@ fn prometheus_sees_the_exact_workload() {
 
 /// Prometheus with native histograms asks for the protobuf format and gets each syscall
 /// histogram as one native histogram: its `histogram_count` for a workload of exactly N
-/// getppid calls is N, as the text format's `_count` says; 20 ms sleeps sit in the native
+/// getppid calls is N, as the text format's `_count` says; 16 ms sleeps sit in the native
 /// bucket (2^-6, 2^-5] s as in the classic bucket `le="0.03125"`; and the classic series are
 /// not stored (the scrape was protobuf).
 #[test]
@@ -176,10 +176,10 @@ fn prometheus_with_native_histograms_counts_exactly() {
         "classic series stored: the scrape was not protobuf"
     );
 
-    // Ten 20 ms sleeps: every quantile lies in (2^-6, 2^-5] s.
+    // Ten 16 ms sleeps: every quantile lies in (2^-6, 2^-5] s.
     let sleeper = unique_name("sfnz");
     let bin = build_workload("nanosleep_mix", agent.dir.path(), &sleeper);
-    run_to_end(&bin, &["0", "10", "20"]);
+    run_to_end(&bin, &["0", "10", "16"]);
     let sel = format!("{{syscall=\"nanosleep\",service=\"{sleeper}\"}}");
     assert_eq!(
         wait_for_value(

@@ -67,13 +67,14 @@ fn getppid_count_matches_the_workload_exactly() {
     );
 }
 
-/// nanosleep calls of 20 ms each land in the bucket (2^-6, 2^-5] s = (15.625 ms, 31.25 ms].
+/// nanosleep calls of 16 ms each land in the bucket (2^-6, 2^-5] s = (15.625 ms, 31.25 ms]: a
+/// sleep never ends early, and 15 ms of slack above holds on a loaded machine.
 #[test]
-fn nanosleep_latency_lands_around_20ms() {
+fn nanosleep_latency_lands_around_16ms() {
     let agent = Agent::start("");
     let name = unique_name("sfns");
     let bin = build_workload("nanosleep_mix", agent.dir.path(), &name);
-    run_to_end(&bin, &["0", "10", "20"]);
+    run_to_end(&bin, &["0", "10", "16"]);
     let s = agent.scrape();
     let bucket = |le: &str| {
         s.value(
@@ -91,7 +92,7 @@ fn nanosleep_latency_lands_around_20ms() {
             &[("syscall", "nanosleep"), ("service", &name)],
         )
         .unwrap();
-    assert!((0.200..0.300).contains(&sum), "sum {sum} s for 10 x 20 ms");
+    assert!((0.160..0.3125).contains(&sum), "sum {sum} s for 10 x 16 ms");
 }
 
 /// Calls during which the thread leaves its CPU are counted exactly, with their whole

@@ -63,6 +63,21 @@ pub struct Request {
     pub points: Vec<Point>,
     /// The string attributes of the request's (first) resource.
     pub resource: BTreeMap<String, String>,
+    /// The histogram points of a metrics request: name, attributes, kind and count.
+    pub histograms: Vec<HistogramPoint>,
+}
+
+/// A histogram data point: its metric, attributes, whether it was exponential (else explicit)
+/// with its scale, and its count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramPoint {
+    pub name: String,
+    pub attributes: BTreeMap<String, String>,
+    /// `Some(scale)` for an exponential histogram.
+    pub exponential_scale: Option<i32>,
+    pub count: u64,
+    /// Zero bucket plus every bucket: equals `count` unless observations fell in none.
+    pub in_buckets: u64,
 }
 
 /// A metric data point as the receiver saw it: its metric's name and its attributes.
@@ -110,6 +125,7 @@ impl Receiver {
         spans: Vec<Span>,
         points: Vec<Point>,
         resource: BTreeMap<String, String>,
+        histograms: Vec<HistogramPoint>,
     ) -> Answer {
         let answer = *self.answer.lock().unwrap();
         self.requests.lock().unwrap().push(Request {
@@ -119,6 +135,7 @@ impl Receiver {
             spans,
             points,
             resource,
+            histograms,
         });
         answer
     }
@@ -136,7 +153,7 @@ impl Receiver {
             .flat_map(|rs| rs.scope_spans)
             .flat_map(|ss| ss.spans)
             .collect();
-        self.record(Signal::Traces, spans, Vec::new(), resource)
+        self.record(Signal::Traces, spans, Vec::new(), resource, Vec::new())
     }
 
     fn record_metrics(&self, req: ExportMetricsServiceRequest) -> Answer {
@@ -147,6 +164,7 @@ impl Receiver {
                 .map_or(&[][..], |r| &r.attributes),
         );
         let mut points = Vec::new();
+        let mut histograms = Vec::new();
         for m in req
             .resource_metrics
             .into_iter()
@@ -156,9 +174,40 @@ impl Receiver {
             let attributes: Vec<Vec<KeyValue>> = match m.data {
                 Some(Data::Sum(s)) => s.data_points.into_iter().map(|p| p.attributes).collect(),
                 Some(Data::Gauge(g)) => g.data_points.into_iter().map(|p| p.attributes).collect(),
-                Some(Data::Histogram(h)) => {
-                    h.data_points.into_iter().map(|p| p.attributes).collect()
-                }
+                Some(Data::Histogram(h)) => h
+                    .data_points
+                    .into_iter()
+                    .map(|p| {
+                        histograms.push(HistogramPoint {
+                            name: m.name.clone(),
+                            attributes: string_attributes(&p.attributes),
+                            exponential_scale: None,
+                            count: p.count,
+                            in_buckets: p.bucket_counts.iter().sum(),
+                        });
+                        p.attributes
+                    })
+                    .collect(),
+                Some(Data::ExponentialHistogram(h)) => h
+                    .data_points
+                    .into_iter()
+                    .map(|p| {
+                        histograms.push(HistogramPoint {
+                            name: m.name.clone(),
+                            attributes: string_attributes(&p.attributes),
+                            exponential_scale: Some(p.scale),
+                            count: p.count,
+                            in_buckets: p.zero_count
+                                + p.positive
+                                    .as_ref()
+                                    .map_or(0, |b| b.bucket_counts.iter().sum())
+                                + p.negative
+                                    .as_ref()
+                                    .map_or(0, |b| b.bucket_counts.iter().sum()),
+                        });
+                        p.attributes
+                    })
+                    .collect(),
                 other => panic!("the agent sent {other:?}"),
             };
             for a in attributes {
@@ -174,7 +223,24 @@ impl Receiver {
                 points.push((m.name.clone(), labels));
             }
         }
-        self.record(Signal::Metrics, Vec::new(), points, resource)
+        self.record(Signal::Metrics, Vec::new(), points, resource, histograms)
+    }
+
+    /// The last histogram point of metric `name` whose attributes include `attrs`.
+    pub fn last_histogram(&self, name: &str, attrs: &[(&str, &str)]) -> Option<HistogramPoint> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.histograms.iter())
+            .filter(|h| {
+                h.name == name
+                    && attrs
+                        .iter()
+                        .all(|(k, v)| h.attributes.get(*k).map(String::as_str) == Some(*v))
+            })
+            .last()
+            .cloned()
     }
 
     /// Every request so far, in arrival order.

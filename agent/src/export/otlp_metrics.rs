@@ -474,8 +474,8 @@ mod tests {
         // 1 s in (2^-1, 2^0]: index -1.
         let b = p.positive.as_ref().unwrap();
         assert_eq!(b.offset, -7);
-        assert_eq!(b.bucket_counts, [2, 1, 0, 0, 0, 1]);
-        assert!((p.sum.unwrap() - 601.031_250_101).abs() < 1e-6);
+        assert_eq!(b.bucket_counts, [2, 1, 0, 0, 0, 0, 1]);
+        assert!((p.sum.unwrap() - 601.046_875_101).abs() < 1e-6);
         // The same histogram with `otlp.histograms: explicit`: the classic buckets.
         let req = requests(&families, 100, HistogramFormat::Explicit);
         let Some(Data::Histogram(h)) = &req[0][0].data else {
