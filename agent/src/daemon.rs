@@ -107,11 +107,6 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     if let Some(path) = &stall {
         tracing::warn!(file = %path.display(), "test hook {STALL_COLLECTION_ENV} set: collection waits while this file exists");
     }
-    tasks.spawn(collect_periodically(
-        pipeline.clone(),
-        progress.clone(),
-        stall,
-    ));
 
     let mut control = Control::new(
         config.control.signals_dir.clone().map(SignalFiles::new),
@@ -167,6 +162,15 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     };
     crate::reload::register(&mut registry, &reloader);
     let registry = Arc::new(registry);
+    // The registry is whole: from here on the collector owns collection.
+    let snapshots = crate::collector::spawn(
+        pipeline.clone(),
+        registry,
+        COLLECT_INTERVAL,
+        progress.clone(),
+        stall,
+        &mut tasks,
+    );
     if let Some(path) = &config.control.api_socket {
         let listener =
             api::bind_unix(path, config.control.api_socket_group.as_deref()).map_err(|source| {
@@ -185,11 +189,11 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         tracing::info!(socket = %path.display(), "local API listening");
     }
 
-    crate::rules::runtime::spawn(&rules, registry.clone(), Some(pipeline.clone()), &mut tasks);
+    crate::rules::runtime::spawn(&rules, snapshots.clone(), &mut tasks);
     tasks.spawn(crate::reload::watch_rules(reloader.clone()));
     let exporter = export::start(
         &config.otlp,
-        registry.clone(),
+        snapshots.clone(),
         export::otlp::unix_now_ns(),
         export_stats,
     )
@@ -214,8 +218,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         );
     }
     let state = AppState {
-        registry,
-        pipeline,
+        snapshots,
         scrape_duration,
         text_size: Default::default(),
     };
@@ -285,31 +288,6 @@ async fn drain_on_wakeup(ready: AsyncFd<OwnedFd>, pipeline: Arc<Mutex<Pipeline>>
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .drain_events();
-    }
-}
-
-/// Every [`COLLECT_INTERVAL`]: one collection, then `progress` bumped (the watchdog's
-/// evidence that collection is alive).
-async fn collect_periodically(
-    pipeline: Arc<Mutex<Pipeline>>,
-    progress: Arc<Progress>,
-    stall: Option<std::path::PathBuf>,
-) {
-    let mut tick = tokio::time::interval(COLLECT_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        while stall.as_deref().is_some_and(Path::exists) {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let p = pipeline.clone();
-        let done = tokio::task::spawn_blocking(move || {
-            p.lock().unwrap_or_else(|e| e.into_inner()).collect()
-        })
-        .await;
-        if done.is_ok() {
-            progress.bump();
-        }
     }
 }
 

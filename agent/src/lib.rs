@@ -7,6 +7,7 @@
 pub mod api;
 pub mod backoff;
 pub mod cli;
+pub mod collector;
 pub mod config;
 pub mod control;
 pub mod daemon;

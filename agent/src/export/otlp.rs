@@ -13,7 +13,6 @@ use std::{
 use opentelemetry_proto::tonic::collector::{
     metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest,
 };
-use prometheus_client::registry::Registry;
 use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util_shutdown::Shutdown;
 
@@ -25,6 +24,7 @@ use super::{
 };
 use crate::{
     backoff::Backoff,
+    collector::Snapshots,
     config::{OtlpConfig, Signal},
 };
 
@@ -90,11 +90,11 @@ pub struct Exporter {
 }
 
 /// Starts the export tasks for the signals `config` gives a target (see
-/// [`OtlpConfig::signal_target`]); `None` when it gives none. `registry` is encoded for each
-/// metrics export.
+/// [`OtlpConfig::signal_target`]); `None` when it gives none. Each metrics export sends the
+/// collector's latest snapshot.
 pub fn start(
     config: &OtlpConfig,
-    registry: Arc<Registry>,
+    snapshots: Snapshots,
     start_unix_ns: u64,
     stats: Arc<ExportStats>,
 ) -> Result<Option<Exporter>, SendError> {
@@ -143,7 +143,7 @@ pub fn start(
         tasks.spawn(export_metrics(
             Transport::new(config, *protocol, url)?,
             Catalogue {
-                registry,
+                snapshots,
                 batch_size: config.metrics_batch_size,
                 histograms: config.histograms,
                 start_unix_ns,
@@ -323,7 +323,7 @@ async fn export_metrics(
 
 /// The metric catalogue, and how it is cut into requests.
 struct Catalogue {
-    registry: Arc<Registry>,
+    snapshots: Snapshots,
     /// Points per request at most.
     batch_size: usize,
     histograms: otlp_metrics::HistogramFormat,
@@ -331,23 +331,16 @@ struct Catalogue {
     start_unix_ns: u64,
 }
 
-type Families =
-    Vec<prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily>;
-
 impl Catalogue {
-    /// The registry's typed families, read on the blocking pool: with a large catalogue this
-    /// takes milliseconds that the runtime's workers (which also serve the local API) should
-    /// not spend. `None` if it cannot be encoded.
+    /// The collector's latest snapshot (at most a collection interval old).
     async fn snapshot(&self) -> Option<Snapshot> {
-        let registry = self.registry.clone();
-        let families = tokio::task::spawn_blocking(move || {
-            prometheus_client::encoding::prometheus_protobuf::encode(&registry).ok()
-        })
-        .await
-        .ok()
-        .flatten()?;
+        let families = self.snapshots.latest();
+        if families.generation == 0 {
+            // Nothing collected yet.
+            return None;
+        }
         Some(Snapshot {
-            families: Arc::new(families),
+            families,
             cursor: Some(otlp_metrics::Cursor::default()),
             taken: Instant::now(),
             batch_size: self.batch_size,
@@ -360,7 +353,7 @@ impl Catalogue {
 
 /// The metric catalogue at one instant, sent as a series of requests.
 struct Snapshot {
-    families: Arc<Families>,
+    families: Arc<crate::collector::Snapshot>,
     cursor: Option<otlp_metrics::Cursor>,
     taken: Instant,
     batch_size: usize,
@@ -374,7 +367,7 @@ impl Snapshot {
     async fn next_request(&mut self) -> Option<ExportMetricsServiceRequest> {
         let mut cursor = self.cursor.take()?;
         let request = otlp_metrics::next_request(
-            &self.families,
+            &self.families.families,
             &mut cursor,
             self.batch_size,
             self.start_unix_ns,

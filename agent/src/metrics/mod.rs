@@ -2,6 +2,7 @@
 //! endpoint that serves it (OpenMetrics or Prometheus text, by content negotiation).
 
 mod catalogue;
+pub mod encode;
 pub mod exposition;
 pub mod server;
 

@@ -1,9 +1,10 @@
-//! `GET /metrics`: collects fresh counts from the kernel, then encodes the registry in the
+//! `GET /metrics`: asks the collector for a fresh snapshot (one whose collection started after
+//! the request, waiting at most [`FRESH_BOUND`], else the latest one), then encodes it in the
 //! format the scraper asks for: Prometheus protobuf (delimited `io.prometheus.client.MetricFamily`,
 //! with native histograms) when its Accept header lists it first among the formats served,
 //! else OpenMetrics text when listed, else Prometheus text 0.0.4.
 
-use std::sync::{Arc, Mutex};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     extract::State,
@@ -12,10 +13,14 @@ use axum::{
     routing::get,
     Router,
 };
-use prometheus_client::{metrics::histogram::Histogram, registry::Registry};
+use prometheus_client::metrics::histogram::Histogram;
 
-use super::exposition::SizeHint;
-use crate::pipeline::Pipeline;
+use super::{encode, exposition::SizeHint};
+use crate::collector::{Snapshot, Snapshots};
+
+/// How long a scrape waits for a collection started after it: past it, the latest snapshot
+/// is served (at most a collection interval older).
+pub const FRESH_BOUND: Duration = Duration::from_secs(2);
 
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -32,8 +37,7 @@ pub enum Format {
 
 #[derive(Clone)]
 pub struct AppState {
-    pub pipeline: Arc<Mutex<Pipeline>>,
-    pub registry: Arc<Registry>,
+    pub snapshots: Snapshots,
     /// `steadfast_scrape_duration_seconds`.
     pub scrape_duration: Histogram,
     pub text_size: Arc<SizeHint>,
@@ -93,53 +97,42 @@ pub fn negotiate(headers: &HeaderMap) -> Format {
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let started = std::time::Instant::now();
     let format = negotiate(&headers);
-    let encode_state = state.clone();
-    // Reading the kernel maps and encoding are blocking work: off the async workers.
-    let encoded = tokio::task::spawn_blocking(move || {
-        let state = encode_state;
-        state
-            .pipeline
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .collect();
-        encode(&state.registry, format, &state.text_size)
-    })
-    .await;
+    let snapshot = state.snapshots.fresh(FRESH_BOUND).await;
+    let size = state.text_size.clone();
+    // Encoding a large catalogue takes milliseconds: off the async workers.
+    let encoded =
+        tokio::task::spawn_blocking(move || encode_snapshot(&snapshot, format, &size)).await;
     state
         .scrape_duration
         .observe(started.elapsed().as_secs_f64());
     match encoded {
-        Ok((Ok(body), content_type)) => {
-            ([(header::CONTENT_TYPE, content_type)], body).into_response()
-        }
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response(),
+        Ok((body, content_type)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response(),
     }
 }
 
-/// The registry in `format`, with its content type.
-fn encode(
-    registry: &Registry,
+/// The snapshot in `format`, with its content type.
+fn encode_snapshot(
+    snapshot: &Snapshot,
     format: Format,
     size: &SizeHint,
-) -> (Result<Vec<u8>, std::fmt::Error>, &'static str) {
-    let mut body = size.buffer();
-    let (result, content_type) = match format {
-        Format::OpenMetrics => (
-            prometheus_client::encoding::text::encode(&mut body, registry),
-            OPENMETRICS,
-        ),
-        Format::PrometheusText => (
-            prometheus_client::encoding::prometheus_text::encode(&mut body, registry),
-            PROMETHEUS_TEXT,
-        ),
-        Format::PrometheusProtobuf => {
-            let encoded = prometheus_client::encoding::prometheus_protobuf::encode_to_vec(registry)
-                .map_err(|_| std::fmt::Error);
-            return (encoded, PROMETHEUS_PROTOBUF);
+) -> (Vec<u8>, &'static str) {
+    let families = &snapshot.families;
+    let (body, content_type) = match format {
+        Format::PrometheusProtobuf => return (encode::protobuf(families), PROMETHEUS_PROTOBUF),
+        Format::OpenMetrics => {
+            let mut body = size.buffer();
+            encode::openmetrics(families, &mut body);
+            (body, OPENMETRICS)
+        }
+        Format::PrometheusText => {
+            let mut body = size.buffer();
+            encode::prometheus_text(families, &mut body);
+            (body, PROMETHEUS_TEXT)
         }
     };
     size.remember(&body);
-    (result.map(|()| body.into_bytes()), content_type)
+    (body.into_bytes(), content_type)
 }
 
 #[cfg(test)]

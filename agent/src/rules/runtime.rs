@@ -28,7 +28,7 @@ use super::{
     file,
     metrics::RulesCollector,
 };
-use crate::{config::Config, control::Control, pipeline::Pipeline};
+use crate::{collector::Snapshots, config::Config, control::Control};
 
 pub struct RulesRuntime {
     pub engine: Arc<Mutex<Engine>>,
@@ -135,14 +135,12 @@ pub fn setup(
 
 /// Starts evaluation (the directory watch is `crate::reload`'s). `pipeline` is collected
 /// right before each evaluation, so rules see the kernel's counts of that moment.
-pub fn spawn(
-    rt: &Arc<RulesRuntime>,
-    registry: Arc<Registry>,
-    pipeline: Option<Arc<Mutex<Pipeline>>>,
-    tasks: &mut JoinSet<()>,
-) {
-    tasks.spawn(evaluate_periodically(rt.clone(), registry, pipeline));
+pub fn spawn(rt: &Arc<RulesRuntime>, snapshots: Snapshots, tasks: &mut JoinSet<()>) {
+    tasks.spawn(evaluate_periodically(rt.clone(), snapshots));
 }
+
+/// How long a rule tick waits for a collection started after it.
+const FRESH_BOUND: Duration = Duration::from_secs(1);
 
 impl RulesRuntime {
     /// Loads every rule file; all or nothing. Returns how many of each kind were loaded.
@@ -307,11 +305,7 @@ pub fn feed(
     }
 }
 
-async fn evaluate_periodically(
-    rt: Arc<RulesRuntime>,
-    registry: Arc<Registry>,
-    pipeline: Option<Arc<Mutex<Pipeline>>>,
-) {
+async fn evaluate_periodically(rt: Arc<RulesRuntime>, snapshots: Snapshots) {
     let mut tick = tokio::time::interval(rt.eval_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -323,20 +317,18 @@ async fn evaluate_periodically(
         if !due {
             continue;
         }
-        // Collecting, encoding the whole catalogue and evaluating run on the blocking pool:
-        // with a large catalogue they take milliseconds, which the two runtime workers that
-        // serve the local API should not spend.
-        let (p, engine_rt, reg) = (pipeline.clone(), rt.clone(), registry.clone());
+        // Counts collected after this tick began (waited for before locking the engine: the
+        // collector's registry read locks it too).
+        let snapshot = snapshots.fresh(FRESH_BOUND).await;
+        // Ingesting and evaluating run on the blocking pool: with a large catalogue they take
+        // milliseconds, which the two runtime workers that serve the local API should not
+        // spend.
+        let engine_rt = rt.clone();
         let work = tokio::task::spawn_blocking(move || {
-            if let Some(p) = &p {
-                p.lock().unwrap_or_else(|e| e.into_inner()).collect();
-            }
-            // Read the families before locking the engine (the registry's rules collector
-            // locks it too).
-            let families = prometheus_client::encoding::prometheus_protobuf::encode(&reg).ok()?;
+            let families = &snapshot.families;
             let t = now_ms();
             let mut engine = engine_rt.engine.lock().unwrap_or_else(|p| p.into_inner());
-            engine.ingest_families(t, &families);
+            engine.ingest_families(t, families);
             let batch = engine.evaluate(t);
             Some((batch, engine.take_control_inputs(), engine.signals()))
         })
