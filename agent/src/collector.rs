@@ -14,10 +14,10 @@
 use std::{
     path::PathBuf,
     sync::{
-        atomic::{AtomicU64, Ordering::SeqCst},
+        atomic::{AtomicU64, Ordering, Ordering::SeqCst},
         Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use prometheus_client::{
@@ -26,7 +26,46 @@ use prometheus_client::{
 };
 use tokio::sync::{watch, Notify};
 
-use crate::{lifecycle::Progress, pipeline::Pipeline};
+use crate::pipeline::Pipeline;
+
+/// When the periodic collection last completed: bumped by the collection task, read by the
+/// watchdog.
+#[derive(Debug)]
+pub struct Progress {
+    start: Instant,
+    /// Milliseconds after `start` of the last completion.
+    last_ms: AtomicU64,
+    completions: AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            completions: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Progress {
+    /// A collection completed now.
+    pub fn bump(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+        self.completions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How long ago the last collection completed (since start-up, before the first).
+    pub fn age(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+
+    pub fn completions(&self) -> u64 {
+        self.completions.load(Ordering::Relaxed)
+    }
+}
 
 /// Every series of the agent at one instant.
 #[derive(Debug, Default)]

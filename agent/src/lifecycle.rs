@@ -11,56 +11,13 @@
 //! A collection that hangs therefore stops the pings, and systemd restarts the agent one
 //! watchdog period later, although the runtime, the API and `/metrics` still answer.
 
-use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::notify::{self, Notifier};
 
-/// When the periodic collection last completed: bumped by the collection task, read by the
-/// watchdog.
-#[derive(Debug)]
-pub struct Progress {
-    start: Instant,
-    /// Milliseconds after `start` of the last completion.
-    last_ms: AtomicU64,
-    completions: AtomicU64,
-}
-
-impl Default for Progress {
-    fn default() -> Self {
-        Self {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            completions: AtomicU64::new(0),
-        }
-    }
-}
-
-impl Progress {
-    /// A collection completed now.
-    pub fn bump(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
-        self.completions.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// How long ago the last collection completed (since start-up, before the first).
-    pub fn age(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.start.elapsed().saturating_sub(last)
-    }
-
-    pub fn completions(&self) -> u64 {
-        self.completions.load(Ordering::Relaxed)
-    }
-}
+pub use crate::collector::Progress;
 
 /// Whether the watchdog is fed: the last collection is at most one collection interval and
 /// half the watchdog period (the ping interval) old.
