@@ -15,6 +15,7 @@ pub mod ebpf;
 pub mod errno;
 pub mod export;
 pub mod input;
+pub mod layers;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
