@@ -256,10 +256,10 @@ fn goroutine_gauge_follows_a_go_program() {
 
 /// A Go program matched at run time by its comm (no `exe` in the target) gets pid-scoped
 /// probes when the agent reads its exec event, a moment after its runtime started: the
-/// goroutines created before that are unknown. So the gauge counts goroutines created since
-/// the attach minus those exited: here at least the G held ones and at most G + R; and when
-/// the G goroutines end it falls by exactly G. The exposition stays promtool-clean with the
-/// uprobe families filled.
+/// goroutines created before that are read from its memory at the attach (`go_seed`). So the
+/// gauge is exact, G + R, like a program probed from its first instruction; when the G
+/// goroutines end it falls by exactly G. The exposition stays promtool-clean with the uprobe
+/// families filled.
 #[test]
 fn goroutines_of_a_go_program_matched_at_run_time() {
     const G: f64 = 1000.0;
@@ -291,9 +291,13 @@ fn goroutines_of_a_go_program_matched_at_run_time() {
     promtool_check(&s);
     let at_ready = gauge(&s).unwrap_or_else(|| panic!("no gauge: {}", agent.log()));
     eprintln!("ready: gauge {at_ready}, G {G}, R {r}");
-    assert!(
-        (G..=G + r).contains(&at_ready),
-        "gauge {at_ready} outside [G, G + R]"
+    assert_eq!(at_ready, G + r, "{}", agent.log());
+    assert_eq!(
+        s.value(
+            "steadfast_go_goroutine_seeds_total",
+            &[("result", "seeded")]
+        ),
+        Some(1.0)
     );
     w.step();
     assert_eq!(w.read_line(), "done 1");
@@ -368,4 +372,87 @@ fn attach_failures_are_counted_not_fatal() {
         !agent.scrape().has_label_value("service", "stripped"),
         "no series for it"
     );
+}
+
+/// Issue 19, item 4: `probes.go.all_processes`. A Go program that no target names (so its
+/// service is its comm) gets no goroutine probes by default; with `all_processes: true` it is
+/// probed on its file when its exec is read and seeded from its memory (its runtime's own
+/// goroutines were already running), so its gauge is exact (NumGoroutine() - 1 + R) and falls
+/// by exactly G when its G goroutines end.
+#[test]
+fn go_programs_of_no_target_are_counted_only_with_all_processes() {
+    const G: f64 = 300.0;
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique_name("sfga");
+    let bin = build_go("goroutines", dir.path(), &name, &["-ldflags=-s -w"]);
+    for all in [false, true] {
+        let agent = Agent::start(&format!("probes:\n  go:\n    all_processes: {all}\n"));
+        let gauge = |s: &Scrape| s.value("steadfast_go_goroutines", &[("service", &name)]);
+        let files = |s: &Scrape| {
+            s.value(
+                "steadfast_uprobe_attachments",
+                &[("probe", "goroutines"), ("scope", "file")],
+            )
+            .unwrap_or(0.0)
+        };
+        // The program waits (its runtime started, its own goroutines running) until the
+        // agent has had its chance to probe it.
+        let mut w = Interactive::spawn(&bin, &["300", "wait"]);
+        w.expect("started");
+        if all {
+            wait_for(
+                &agent,
+                "file-wide probes on the untargeted Go program",
+                |s| files(s) == 1.0,
+            );
+        } else {
+            agent.await_collections(2);
+        }
+        w.step();
+        let ready = w.read_line();
+        let f: Vec<&str> = ready.split(' ').collect();
+        let (num, procs): (f64, f64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+        assert_eq!(num, G + 1.0);
+        let r = 1.0 + 4.0 + procs;
+        if !all {
+            agent.await_collections(2);
+            let s = agent.scrape();
+            eprintln!(
+                "all_processes off: gauge {:?}, file attachments {}",
+                gauge(&s),
+                files(&s)
+            );
+            assert_eq!(gauge(&s), None, "not probed: {}", agent.log());
+            assert_eq!(files(&s), 0.0);
+            assert!(
+                s.value("steadfast_process_tasks", &[("service", &name)])
+                    .is_some(),
+                "the process itself is seen"
+            );
+            w.finish();
+            continue;
+        }
+        let s = agent.scrape();
+        let at_ready = gauge(&s);
+        w.step();
+        assert_eq!(w.read_line(), "done 1");
+        let at_done = gauge(&agent.scrape());
+        eprintln!(
+            "all_processes on: gauge {at_ready:?} (want {}), after the G end {at_done:?} (want {r}), file attachments {}",
+            num - 1.0 + r,
+            files(&s)
+        );
+        assert_eq!(files(&s), 1.0);
+        assert_eq!(at_ready, Some(num - 1.0 + r), "{}", agent.log());
+        assert_eq!(at_done, Some(r));
+        assert_eq!(
+            s.value(
+                "steadfast_go_goroutine_seeds_total",
+                &[("result", "seeded")]
+            ),
+            Some(1.0)
+        );
+        promtool_check(&s);
+        w.finish();
+    }
 }
