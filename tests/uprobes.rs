@@ -456,3 +456,58 @@ fn go_programs_of_no_target_are_counted_only_with_all_processes() {
         w.finish();
     }
 }
+
+/// A Go program running before the agent whose build information names a Go version with no
+/// known layout of `runtime.g` (its version string patched from `go1.X` to `go1.99`) is not
+/// read from memory: the refusal is counted (`unknown_go_version`) and logged, and its gauge
+/// only counts from the attach (so it never shows a guessed number: here it stays absent
+/// until a goroutine starts or ends, then 0).
+#[test]
+fn an_unknown_go_version_is_not_seeded() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique_name("sfgu");
+    let bin = build_go("goroutines", dir.path(), &name, &["-ldflags=-s -w"]);
+    let mut image = std::fs::read(&bin).unwrap();
+    let magic = b"\xff Go buildinf:";
+    let at = image
+        .windows(magic.len())
+        .position(|w| w == magic)
+        .expect("build information");
+    let version = at + 33; // 32-byte header, a one-byte length
+    assert_eq!(
+        &image[version..version + 4],
+        b"go1.",
+        "{:?}",
+        &image[at..at + 48]
+    );
+    let minor = version + 4;
+    assert!(image[minor].is_ascii_digit() && image[minor + 1].is_ascii_digit());
+    image[minor..minor + 2].copy_from_slice(b"99");
+    std::fs::write(&bin, &image).unwrap();
+
+    let mut w = Interactive::spawn(&bin, &["100"]);
+    assert!(w.read_line().starts_with("ready "));
+    let service = format!("{name}-svc");
+    let agent = Agent::start(&format!(
+        "targets:\n  - service: {service}\n    exe: {}\n",
+        bin.display()
+    ));
+    let s = agent.scrape();
+    let seeds = |s: &Scrape, r: &str| {
+        s.value("steadfast_go_goroutine_seeds_total", &[("result", r)])
+            .unwrap_or(0.0)
+    };
+    assert_eq!(seeds(&s, "unknown_go_version"), 1.0, "{}", agent.log());
+    assert_eq!(seeds(&s, "seeded"), 0.0);
+    assert!(agent.log().contains("go1.99"), "logged: {}", agent.log());
+    let gauge = |s: &Scrape| s.value("steadfast_go_goroutines", &[("service", &service)]);
+    assert_eq!(gauge(&s), None, "no guessed number");
+    w.step();
+    assert_eq!(w.read_line(), "done 1");
+    assert_eq!(
+        gauge(&agent.scrape()),
+        Some(0.0),
+        "100 exits seen, clamped at 0"
+    );
+    w.finish();
+}
