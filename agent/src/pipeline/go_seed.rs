@@ -373,6 +373,82 @@ mod tests {
         assert_ne!(entry_of(std::process::id()).unwrap(), 0);
     }
 
+    /// Every installed Go, unstripped and stripped, PIE: a program holding 10,000 goroutines
+    /// is walked to exactly NumGoroutine() - 1 + R (R: the main goroutine and the runtime's
+    /// own, 5 + GOMAXPROCS after the first GC cycle, as the probes count them; see
+    /// tests/workloads/goroutines.go), and to exactly R once they ended. The walk's time is
+    /// printed.
+    #[test]
+    fn the_walk_counts_what_the_runtime_has() {
+        use std::io::{BufRead, Write};
+        use std::process::{Command, Stdio};
+        let mut gos: Vec<std::path::PathBuf> = vec!["/usr/lib/go/bin/go".into()];
+        gos.extend((21..=30).map(|v| format!("/usr/lib/go-1.{v}/bin/go").into()));
+        gos.retain(|g| g.exists());
+        assert!(!gos.is_empty(), "no Go toolchain (scripts/setup --test)");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/workloads/goroutines.go");
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let mut checked = 0;
+        for (gi, go) in gos.iter().enumerate() {
+            let flags: [&[&str]; 3] = [
+                &[],
+                &["-ldflags=-s -w"],
+                &["-buildmode=pie", "-ldflags=-s -w"],
+            ];
+            for (fi, f) in flags.iter().enumerate() {
+                let bin = dir.path().join(format!("g{gi}_{fi}"));
+                let st = Command::new(go)
+                    .arg("build")
+                    .args(*f)
+                    .arg("-o")
+                    .arg(&bin)
+                    .arg(&src)
+                    .env("HOME", &home)
+                    .env("GOCACHE", home.join(format!("cache{gi}")))
+                    .env("GOPATH", home.join("path"))
+                    .env("GOFLAGS", "")
+                    .env("GOTOOLCHAIN", "local")
+                    .env("CGO_ENABLED", "0")
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+                let l = layout(&bin).unwrap_or_else(|e| panic!("{} {f:?}: {e}", go.display()));
+                let mut child = Command::new(&bin)
+                    .arg("10000")
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+                let mut line = String::new();
+                out.read_line(&mut line).unwrap();
+                let v: Vec<&str> = line.split_whitespace().collect();
+                let (num, procs): (u64, u64) = (v[1].parse().unwrap(), v[2].parse().unwrap());
+                let r = 5 + procs;
+                let t = std::time::Instant::now();
+                let live = count_live(child.id(), &l).unwrap();
+                let took = t.elapsed();
+                let mut stdin = child.stdin.take().unwrap();
+                stdin.write_all(b"go\n").unwrap();
+                line.clear();
+                out.read_line(&mut line).unwrap();
+                let after = count_live(child.id(), &l).unwrap();
+                drop(stdin);
+                child.wait().unwrap();
+                eprintln!(
+                    "{} {f:?}: NumGoroutine {num}, walked {live} (want {}) in {took:?}; after {after} (want {r})",
+                    go.display(),
+                    num - 1 + r
+                );
+                assert_eq!(live, num - 1 + r);
+                assert_eq!(after, r);
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, gos.len() * 3);
+    }
+
     #[test]
     fn a_program_not_go_is_refused() {
         assert!(matches!(
