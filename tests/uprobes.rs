@@ -511,3 +511,68 @@ fn an_unknown_go_version_is_not_seeded() {
     );
     w.finish();
 }
+
+/// A Go program that starts and ends goroutines without a pause, running before the agent:
+/// the kernel's counters move during every read of its memory, so no seed can be checked
+/// and it is refused (`busy`), counted and logged, never taken. (Should the program stall long
+/// enough for a quiet read on a loaded machine, the seed is taken, and then it must be exact:
+/// NumGoroutine() - 1 + R once the churn stopped.)
+#[test]
+fn a_go_program_that_never_stops_starting_goroutines_is_not_seeded() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique_name("sfgc");
+    let bin = build_go("goroutine_churn", dir.path(), &name, &[]);
+    let mut w = Interactive::spawn(&bin, &[]);
+    let line = w.read_line();
+    let procs: f64 = line
+        .strip_prefix("churning ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
+    let service = format!("{name}-svc");
+    let agent = Agent::start(&format!(
+        "log:\n  level: \"info,steadfast::pipeline::go_seed=debug\"\ntargets:\n  - service: {service}\n    exe: {}\n",
+        bin.display()
+    ));
+    let s = agent.scrape();
+    let seeds = |s: &Scrape, r: &str| {
+        s.value("steadfast_go_goroutine_seeds_total", &[("result", r)])
+            .unwrap_or(0.0)
+    };
+    let (busy, seeded) = (seeds(&s, "busy"), seeds(&s, "seeded"));
+    eprintln!("busy {busy}, seeded {seeded}");
+    assert_eq!(busy + seeded, 1.0, "{}", agent.log());
+    w.step();
+    let stopped = w.read_line();
+    let num: f64 = stopped
+        .strip_prefix("stopped ")
+        .unwrap_or_else(|| panic!("{stopped}"))
+        .parse()
+        .unwrap();
+    let s = agent.scrape();
+    let gauge = s.value("steadfast_go_goroutines", &[("service", &service)]);
+    // Runs of the probes the kernel skipped (a map syscall held that CPU's guard): each is a
+    // goroutine start or end not counted, which no seed can make up for.
+    let missed = missed(&s, "goroutines");
+    eprintln!("stopped: NumGoroutine {num}, gauge {gauge:?}, missed {missed}");
+    if seeded == 1.0 && missed == 0.0 {
+        assert_eq!(
+            gauge,
+            Some(num - 1.0 + 5.0 + procs),
+            "a seed taken is exact: {}",
+            agent.log()
+        );
+    } else {
+        assert!(
+            agent.log().contains("goroutines kept starting or ending"),
+            "{}",
+            agent.log()
+        );
+        // Counted from the attach (exits probed before creations): never above the truth.
+        assert!(
+            gauge.unwrap_or(0.0) <= num - 1.0 + 5.0 + procs,
+            "gauge {gauge:?} above the truth"
+        );
+    }
+    w.finish();
+}

@@ -15,9 +15,12 @@
 //!   for Go 1.19, 1.21 and 1.22, 152 for 1.23 and 1.24 (`syscallbp` came before it in 1.23).
 //!   Any other version (1.20, 1.18, 1.25 and later, development builds) is refused.
 //! - The race with the probes: the kernel's counters of the process are read before, between
-//!   and after two walks of the list; the seed is taken only when the counters did not move
-//!   and both walks agree (a goroutine starting or ending meanwhile could be counted by one
-//!   side and not the other), else retried, at most [`ATTEMPTS`] times, then refused.
+//!   and after two walks of the list; the seed is taken only when the counters did not move,
+//!   both walks agree (a goroutine starting or ending meanwhile could be counted by one side
+//!   and not the other) and every thread of the process was asleep before and after the walks
+//!   (a runnable one may be stopped between a probe's trap and the status change it counted),
+//!   else retried, at most [`ATTEMPTS`] times, then refused. Left: a thread that goes to sleep
+//!   on a lock inside `newproc1` or `goexit0`, after the probe, while the rest is quiet.
 //!
 //! Reading another process's memory needs ptrace access to it (`process_vm_readv`: root with
 //! `CAP_SYS_PTRACE`, or the same user). Every refusal is counted by result and logged; the
@@ -72,7 +75,9 @@ pub enum SeedError {
     Unreadable(#[from] std::io::Error),
     #[error("implausible runtime state: {0}")]
     Implausible(&'static str),
-    #[error("goroutines kept starting or ending during {ATTEMPTS} reads")]
+    #[error(
+        "goroutines kept starting or ending, or threads kept running, during {ATTEMPTS} reads"
+    )]
     Busy,
 }
 
@@ -186,11 +191,13 @@ pub fn seed(
 ) -> Result<Seed, SeedError> {
     for attempt in 1..=ATTEMPTS {
         let c0 = counter();
+        let still0 = all_threads_asleep(pid);
         let w1 = count_live(pid, layout)?;
         let c1 = counter();
         let w2 = count_live(pid, layout)?;
+        let still1 = all_threads_asleep(pid);
         let c2 = counter();
-        if c0 == c1 && c1 == c2 && w1 == w2 {
+        if still0 && still1 && c0 == c1 && c1 == c2 && w1 == w2 {
             return Ok(Seed {
                 live: w1,
                 created: c0.0,
@@ -202,6 +209,26 @@ pub fn seed(
         std::thread::sleep(Duration::from_millis(u64::from(attempt)));
     }
     Err(SeedError::Busy)
+}
+
+/// Is every thread of `pid` asleep (state `S`)? A thread the scheduler took off its CPU right
+/// after a probe's trap, inside `newproc1` or `goexit0`, has been counted by the probe but not
+/// yet changed the g's status: it is runnable (`R`), so a process with a runnable thread is not
+/// read. (Measured: without this check a program that never stops starting goroutines, on 2
+/// busy CPUs, was sometimes seeded one off.)
+fn all_threads_asleep(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.into_iter().all(|t| {
+        t.ok()
+            .and_then(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+            .and_then(|stat| {
+                let rest = &stat[stat.rfind(')')? + 1..];
+                rest.split_whitespace().next().map(|state| state == "S")
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// A layout, or why there is none (the result label and the message).
