@@ -27,7 +27,7 @@
 //! gauge of a refused process stays as without a seed (counted from the attach).
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     os::unix::fs::MetadataExt,
     path::Path,
     time::Duration,
@@ -241,6 +241,8 @@ pub struct Seeder {
     /// every process of the executable.
     layouts: HashMap<(u64, u64), LayoutOrRefusal>,
     results: BTreeMap<&'static str, u64>,
+    /// (executable, result) refusals logged at `warn` (later ones of the same go to `debug`).
+    logged: HashSet<((u64, u64), &'static str)>,
 }
 
 impl Seeder {
@@ -252,6 +254,7 @@ impl Seeder {
         exe: &Path,
         counter: impl FnMut() -> (u64, u64),
     ) -> Option<Seed> {
+        let key = std::fs::metadata(exe).map_or((0, 0), |m| (m.dev(), m.ino()));
         let r = self
             .layout(exe)
             .and_then(|l| seed(pid, &l, counter).map_err(|e| (e.label(), e.to_string())));
@@ -269,7 +272,14 @@ impl Seeder {
             }
             Err((label, e)) => {
                 *self.results.entry(label).or_default() += 1;
-                tracing::warn!(pid, error = %e, "goroutine count not seeded: the gauge counts from the attach");
+                if self.logged.len() >= MAX_LAYOUTS {
+                    self.logged.clear();
+                }
+                if self.logged.insert((key, label)) {
+                    tracing::warn!(pid, exe = %exe.display(), error = %e, "goroutine count not seeded: the gauge counts from the attach (logged once per executable and reason)");
+                } else {
+                    tracing::debug!(pid, error = %e, "goroutine count not seeded");
+                }
                 None
             }
         }
