@@ -248,3 +248,115 @@ fn goroutines_are_counted_for_every_go_version_stripped_or_not() {
         gos.len()
     );
 }
+
+/// Is the `i`th program of the test below a target by `exe` (else by `comm`)?
+fn by_exe(i: usize) -> bool {
+    (i + i / VARIANTS.len()).is_multiple_of(2)
+}
+
+/// Issue 19, item 2: Go programs that were already running when the agent started. One build
+/// of every variant for every toolchain, each started *before* the agent and holding its own
+/// number G of goroutines; half are targets by `exe` (the file's probes, set at start-up,
+/// reach them mid-life), half by `comm` (pid-scoped probes). The agent reads each one's
+/// goroutines from its memory once at attach (`pipeline::go_seed`), so the gauge reads the
+/// true count at once: NumGoroutine() - 1 + R, the same as for a program probed from its first
+/// instruction (the test above); it falls to exactly R when the G end, and rises by exactly K
+/// when K new ones start.
+#[test]
+fn goroutines_of_programs_started_before_the_agent_are_exact() {
+    let gos = toolchains();
+    assert!(
+        gos.len() >= 2,
+        "Go toolchains (scripts/setup --test): {gos:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut runs = Vec::new();
+    for (v, go) in &gos {
+        for (label, cgo, flags) in VARIANTS {
+            let name = unique_name("sfgs");
+            let bin = build(go, dir.path(), &name, cgo, flags);
+            let g = 200 + 50 * runs.len() as u64;
+            let mut w = Interactive::spawn(&bin, &[&g.to_string()]);
+            let ready = w.read_line();
+            let f: Vec<&str> = ready.split(' ').collect();
+            assert_eq!(f[0], "ready", "{v} {label}: {ready}");
+            let (num, procs): (f64, f64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+            assert_eq!(num, g as f64 + 1.0);
+            // Alternating, and the other way round for every other toolchain, so each variant
+            // is seen both ways.
+            let by = if by_exe(runs.len()) { "exe" } else { "comm" };
+            runs.push((format!("{v} {label} by {by}"), name, bin, g, num, procs, w));
+        }
+    }
+    let config: String = std::iter::once("targets:\n".to_string())
+        .chain(runs.iter().enumerate().map(|(i, (_, name, bin, ..))| {
+            if by_exe(i) {
+                format!("  - service: {name}-svc\n    exe: {}\n", bin.display())
+            } else {
+                format!("  - service: {name}-svc\n    comm: {name}\n")
+            }
+        }))
+        .collect();
+    let agent = Agent::start(&config);
+    let seeds = |s: &Scrape, result: &str| {
+        s.value("steadfast_go_goroutine_seeds_total", &[("result", result)])
+            .unwrap_or(0.0)
+    };
+    let s = agent.scrape();
+    assert_eq!(
+        seeds(&s, "seeded"),
+        runs.len() as f64,
+        "every running program seeded once: {}\n{}",
+        s.0.lines()
+            .filter(|l| l.contains("seeds"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        agent.log()
+    );
+    let mut report = Vec::new();
+    for (what, name, _, g, num, procs, w) in runs.iter_mut() {
+        let service = format!("{name}-svc");
+        let gauge = |s: &Scrape| s.value("steadfast_go_goroutines", &[("service", &service)]);
+        let r = 1.0 + 4.0 + *procs;
+        let at_start = gauge(&agent.scrape());
+        w.step();
+        assert_eq!(w.read_line(), "done 1", "{what}");
+        let at_done = gauge(&agent.scrape());
+        let k = 100 + *g / 2;
+        w.send(&k.to_string());
+        let more = w.read_line();
+        let more_num: f64 = more
+            .strip_prefix("more ")
+            .unwrap_or_else(|| panic!("{what}: {more}"))
+            .parse()
+            .unwrap();
+        let at_more = gauge(&agent.scrape());
+        let line = format!(
+            "{what}: NumGoroutine {num} -> gauge {at_start:?} (want {}); G={g} ended -> {at_done:?} (want {r}); K={k} started -> {at_more:?} (want {})",
+            *num - 1.0 + r,
+            more_num - 1.0 + r
+        );
+        eprintln!("{line}");
+        report.push(line);
+        let all = report.join("\n");
+        assert_eq!(at_start, Some(*num - 1.0 + r), "{all}\n{}", agent.log());
+        assert_eq!(at_done, Some(r), "{all}");
+        assert_eq!(at_more, Some(more_num - 1.0 + r), "{all}");
+    }
+    let s = agent.scrape();
+    assert_eq!(seeds(&s, "seeded"), runs.len() as f64);
+    assert_eq!(
+        s.sum("steadfast_go_goroutine_seeds_total", &[]),
+        runs.len() as f64,
+        "no refusal"
+    );
+    promtool_check(&s);
+    for (.., w) in runs {
+        w.finish();
+    }
+    eprintln!(
+        "{} programs over {} Go toolchains exact",
+        report.len(),
+        gos.len()
+    );
+}

@@ -551,6 +551,8 @@ pub struct ProbesConfig {
     #[serde(default)]
     pub uprobes: UprobesConfig,
     #[serde(default)]
+    pub go: GoProbeConfig,
+    #[serde(default)]
     pub http: HttpProbeConfig,
     #[serde(default)]
     pub connections: ConnectionsProbeConfig,
@@ -581,6 +583,18 @@ impl Default for TasksProbeConfig {
             max_processes: default_max_processes(),
         }
     }
+}
+
+/// Which Go processes get the goroutine and GC probes.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GoProbeConfig {
+    /// Every Go process on the host, not only the `targets` that opt in (a target with
+    /// `goroutines: false` stays out). Off by default: the probes cost ~1.4 µs of CPU per
+    /// goroutine started and ended (docs/benchmarks.md, section 8), 14% of a core for a
+    /// program that starts 100,000 a second.
+    #[serde(default)]
+    pub all_processes: bool,
 }
 
 /// Bounds of the uprobe-based probes (allocations, goroutines), which act on `targets` only.

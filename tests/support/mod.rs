@@ -424,6 +424,16 @@ impl Interactive {
             .unwrap();
     }
 
+    /// Sends `line` and a newline to the workload.
+    pub fn send(&mut self, line: &str) {
+        self.child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
+    }
+
     /// Closes stdin and waits for a successful exit.
     pub fn finish(mut self) {
         drop(self.child.stdin.take());

@@ -4,6 +4,8 @@
 //	"ready <numgoroutine> <gomaxprocs>"  once the G goroutines are parked
 //	(waits for a line)                   releases them, waits until every one has exited
 //	"done <numgoroutine>"
+//	(waits for a line or EOF)            exits, unless the line is a number K > 0:
+//	"more <numgoroutine>"                once K new goroutines are parked
 //	(waits for a line or EOF)            exits
 //
 // runtime.NumGoroutine() counts the main goroutine and user goroutines, not the runtime's own
@@ -20,6 +22,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -59,5 +62,19 @@ func main() {
 		time.Sleep(time.Millisecond)
 	}
 	fmt.Printf("done %d\n", runtime.NumGoroutine())
-	in.ReadString('\n')
+	line, _ := in.ReadString('\n')
+	if k, err := strconv.Atoi(strings.TrimSpace(line)); err == nil && k > 0 {
+		hold := make(chan struct{})
+		var more sync.WaitGroup
+		more.Add(k)
+		for i := 0; i < k; i++ {
+			go func() {
+				more.Done()
+				<-hold
+			}()
+		}
+		more.Wait()
+		fmt.Printf("more %d\n", runtime.NumGoroutine())
+		in.ReadString('\n')
+	}
 }

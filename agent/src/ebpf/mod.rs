@@ -110,7 +110,8 @@ impl Probes {
         let tcp_wakeup = u64::from(tcp.wakeup_min_bytes);
         let u = &config.probes.uprobes;
         let allocations = config.targets.iter().any(|t| t.allocations);
-        let goroutines = config.targets.iter().any(|t| t.goroutines);
+        let goroutines =
+            config.probes.go.all_processes || config.targets.iter().any(|t| t.goroutines);
         // Maps of probe sets no target uses stay small (LRU maps need room per CPU).
         let sized = |on: bool, n: u32| if on { n } else { 256 };
         let http = &config.probes.http;

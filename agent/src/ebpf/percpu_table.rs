@@ -55,6 +55,16 @@ impl<K: Pod, V: PerCpuSum> PerCpuTable<K, V> {
         }
     }
 
+    /// One key's values summed over CPUs (None: no such key).
+    pub fn get(&self, key: &K) -> Option<V> {
+        let per_cpu = self.map.get(key, 0).ok()?;
+        let mut total = V::default();
+        for v in per_cpu.iter() {
+            total.add(v);
+        }
+        Some(total)
+    }
+
     /// Deletes a key (its process has exited and its last counts were read).
     pub fn remove(&mut self, key: &K) {
         let _ = self.map.remove(key);

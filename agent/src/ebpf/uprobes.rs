@@ -76,10 +76,13 @@ const ALLOC_POINTS: [(&str, &str); 7] = [
 
 /// Go runtime functions and the program attached to each (entries only: no uretprobes on
 /// Go code, whose stacks move): goroutines, then the garbage collector (`go_gc.rs` in the
-/// eBPF crate). One set, attached all or nothing.
+/// eBPF crate). One set, attached all or nothing, in this order: exits before creations, so
+/// in a running process a goroutine that starts and ends between the two attaches can only be
+/// missed (an undercount, clamped at 0), never counted as live forever; a seed from memory
+/// (`pipeline::go_seed`) then corrects either way.
 const GO_POINTS: [(&str, &str); 6] = [
-    ("go_newproc", "runtime.newproc1"),
     ("go_goexit", "runtime.goexit0"),
+    ("go_newproc", "runtime.newproc1"),
     ("go_gc_done", "runtime.gcMarkTermination"),
     ("go_stw_other", "runtime.stopTheWorld"),
     ("go_stw_stop", "runtime.stopTheWorldWithSema"),

@@ -642,7 +642,7 @@ fn encode_uprobes(p: &Pipeline, encoder: &mut DescriptorEncoder) -> Result<(), s
     }
     let mut family = encoder.encode_descriptor(
         "go_goroutines",
-        "Live goroutines of the service's Go processes (the runtime's own included): created minus exited since the probes were attached.",
+        "Live goroutines of the service's Go processes (the runtime's own included): created minus exited since the probes were attached, plus, for a process probed after it started, what it had then (read from its memory once, steadfast_go_goroutine_seeds_total).",
         None,
         MetricType::Gauge,
     )?;
@@ -694,6 +694,15 @@ fn encode_uprobes(p: &Pipeline, encoder: &mut DescriptorEncoder) -> Result<(), s
     )?;
     for (probe, &n) in p.uprobe_targets.failures() {
         ConstCounter::new(n).encode(family.encode_family(&[("probe", probe.label())])?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "go_goroutine_seeds",
+        "Go processes probed after they started whose live goroutines were read from their memory, by result: seeded, or refused (unknown_go_version, runtime_not_found, unreadable, busy: the gauge then counts from the attach).",
+        None,
+        MetricType::Counter,
+    )?;
+    for (&result, &n) in p.goroutines.seeder.results() {
+        ConstCounter::new(n).encode(family.encode_family(&[("result", result)])?)?;
     }
     let mut family = encoder.encode_descriptor(
         "uprobe_missed",

@@ -36,6 +36,10 @@ const MAGIC_GO120: u32 = 0xffff_fff1;
 
 const PT_LOAD: u32 = 1;
 const PF_X: u32 = 1;
+const PF_W: u32 = 2;
+const SHT_SYMTAB: u32 = 2;
+/// Bytes of `runtime.forEachGRace` searched for its loads of `allglen` and `allgptr`.
+const ALLG_CODE: usize = 128;
 const R_X86_64_RELATIVE: u32 = 8;
 const R_AARCH64_RELATIVE: u32 = 1027;
 
@@ -66,6 +70,7 @@ struct Section {
     addr: u64,
     offset: u64,
     size: u64,
+    link: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -75,12 +80,14 @@ struct Segment {
     offset: u64,
     vaddr: u64,
     filesz: u64,
+    memsz: u64,
 }
 
 struct Elf {
     file: File,
     sections: Vec<Section>,
     segments: Vec<Segment>,
+    entry: u64,
 }
 
 impl Elf {
@@ -112,6 +119,7 @@ impl Elf {
                 offset: u64_at(p, 8),
                 vaddr: u64_at(p, 0x10),
                 filesz: u64_at(p, 0x20),
+                memsz: u64_at(p, 0x28),
             })
             .collect();
         let mut sections = Vec::new();
@@ -138,6 +146,7 @@ impl Elf {
                     addr: u64_at(s, 0x10),
                     offset: u64_at(s, 0x18),
                     size: u64_at(s, 0x20),
+                    link: u32_at(s, 0x28),
                 });
             }
         }
@@ -145,6 +154,7 @@ impl Elf {
             file,
             sections,
             segments,
+            entry: u64_at(&ehdr, 0x18),
         })
     }
 
@@ -169,6 +179,40 @@ impl Elf {
             .filter(|p| p.kind == PT_LOAD && p.flags & PF_X != 0)
             .find(|p| address >= p.vaddr && address - p.vaddr < p.filesz)
             .map(|p| address - p.vaddr + p.offset)
+    }
+
+    /// Is `[address, address + len)` inside a writable loaded segment (data or bss)?
+    fn writable(&self, address: u64, len: u64) -> bool {
+        self.segments.iter().any(|p| {
+            p.kind == PT_LOAD
+                && p.flags & PF_W != 0
+                && address >= p.vaddr
+                && address - p.vaddr + len <= p.memsz
+        })
+    }
+
+    /// Values of symbols by name from the symbol table (None where there is no table, as
+    /// in stripped binaries; a name not in it is None too).
+    fn symbols(&self, names: &[&str]) -> Result<Option<Vec<Option<u64>>>, PclntabError> {
+        let Some(symtab) = self.sections.iter().find(|s| s.kind == SHT_SYMTAB) else {
+            return Ok(None);
+        };
+        let Some(strtab) = self.sections.get(symtab.link as usize) else {
+            return Err(PclntabError::Malformed("symbol table without string table"));
+        };
+        let syms = self.read(symtab, MAX_TABLE)?;
+        let strs = self.read(strtab, MAX_TABLE)?;
+        let mut out = vec![None; names.len()];
+        for sym in syms.chunks_exact(24) {
+            let name = strs
+                .get(u32_at(sym, 0) as usize..)
+                .and_then(|rest| rest.split(|&b| b == 0).next())
+                .unwrap_or_default();
+            if let Some(i) = names.iter().position(|n| n.as_bytes() == name) {
+                out[i] = Some(u64_at(sym, 8));
+            }
+        }
+        Ok(Some(out))
     }
 
     /// The addend of a RELATIVE relocation of the word at `address` (in `.rela.dyn`).
@@ -349,6 +393,148 @@ pub fn function_offsets(path: &Path, names: &[&str]) -> Result<Vec<u64>, Pclntab
         .collect()
 }
 
+/// Where the Go runtime lists every goroutine it ever made (`runtime/proc.go`: `allglen
+/// uintptr` and `allgptr **g`, which `allgadd` keeps equal to `len(allgs)` and `&allgs[0]`), as
+/// link-time virtual addresses, with the executable's entry point (a running PIE is relocated
+/// by the difference between its `AT_ENTRY` and this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllG {
+    pub allglen: u64,
+    pub allgptr: u64,
+    pub entry: u64,
+    /// Found in the symbol table (else in the code of `runtime.forEachGRace`).
+    pub from_symbols: bool,
+}
+
+/// The addresses of `runtime.allglen` and `runtime.allgptr`: from the symbol table when the
+/// binary has one, else from the code (see [`runtime_allg_from_code`]). Both are checked to
+/// lie in a writable segment.
+pub fn runtime_allg(path: &Path) -> Result<AllG, PclntabError> {
+    let elf = Elf::open(path)?;
+    let syms = elf.symbols(&["runtime.allglen", "runtime.allgptr"])?;
+    let (allglen, allgptr, from_symbols) = match syms.as_deref() {
+        Some([Some(len), Some(ptr)]) => (*len, *ptr, true),
+        _ => {
+            let (len, ptr) = allg_from_code(&elf)?;
+            (len, ptr, false)
+        }
+    };
+    checked_allg(&elf, allglen, allgptr, from_symbols)
+}
+
+/// The same addresses found only from code, as for a stripped binary: Go 1.19 to 1.24 compile
+/// `runtime.forEachGRace` (which `atomicAllG` is inlined into, and which the GC's
+/// `gcResetMarkState` calls, so every binary has it) to load `allglen` and then `allgptr`
+/// with RIP-relative `MOVQ`s, the first two of the function (checked against the symbol table
+/// of every installed Go in this module's tests).
+pub fn runtime_allg_from_code(path: &Path) -> Result<AllG, PclntabError> {
+    let elf = Elf::open(path)?;
+    let (len, ptr) = allg_from_code(&elf)?;
+    checked_allg(&elf, len, ptr, false)
+}
+
+fn checked_allg(
+    elf: &Elf,
+    allglen: u64,
+    allgptr: u64,
+    from_symbols: bool,
+) -> Result<AllG, PclntabError> {
+    if allglen == allgptr
+        || !allglen.is_multiple_of(8)
+        || !allgptr.is_multiple_of(8)
+        || !elf.writable(allglen, 8)
+        || !elf.writable(allgptr, 8)
+    {
+        return Err(PclntabError::Malformed(
+            "allglen and allgptr are not two words of writable data",
+        ));
+    }
+    Ok(AllG {
+        allglen,
+        allgptr,
+        entry: elf.entry,
+        from_symbols,
+    })
+}
+
+fn allg_from_code(elf: &Elf) -> Result<(u64, u64), PclntabError> {
+    let name = "runtime.forEachGRace";
+    let address = addresses(elf, &[name])?[0];
+    let offset = elf
+        .file_offset(address)
+        .ok_or_else(|| PclntabError::NotMapped {
+            name: name.into(),
+            address,
+        })?;
+    let mut code = vec![0u8; ALLG_CODE];
+    let n = elf.file.read_at(&mut code, offset)?;
+    code.truncate(n);
+    match rip_relative_loads(&code, address)[..] {
+        [len, ptr, ..] => Ok((len, ptr)),
+        _ => Err(PclntabError::Malformed(
+            "runtime.forEachGRace does not start by loading allglen and allgptr",
+        )),
+    }
+}
+
+/// Targets of the x86-64 `MOVQ disp32(RIP), r64` instructions (`REX.W` 48 or 4c, opcode 8b,
+/// ModRM mod 00 r/m 101) in `code`, which starts at virtual address `address`, in order.
+pub fn rip_relative_loads(code: &[u8], address: u64) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 7 <= code.len() {
+        let c = &code[i..];
+        if matches!(c[0], 0x48 | 0x4c) && c[1] == 0x8b && c[2] & 0xc7 == 0x05 {
+            let disp = i32::from_le_bytes([c[3], c[4], c[5], c[6]]);
+            out.push(
+                address
+                    .wrapping_add(i as u64 + 7)
+                    .wrapping_add(disp as i64 as u64),
+            );
+            i += 7;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The Go version that built an executable (`go1.22.6`), from its build information
+/// (`.go.buildinfo`: a 32-byte header, then, from Go 1.18 on, the version as a
+/// varint-length-prefixed string).
+pub fn go_version(path: &Path) -> Result<String, PclntabError> {
+    let elf = Elf::open(path)?;
+    let s = elf
+        .section(".go.buildinfo")
+        .ok_or(PclntabError::Malformed("no .go.buildinfo section"))?;
+    let mut b = vec![0u8; s.size.min(4096) as usize];
+    elf.file.read_exact_at(&mut b, s.offset)?;
+    if !b.starts_with(b"\xff Go buildinf:") || b.len() < 33 {
+        return Err(PclntabError::Malformed("build information header"));
+    }
+    if b[15] & 2 == 0 {
+        return Err(PclntabError::Malformed(
+            "build information of a Go older than 1.18 (version not inline)",
+        ));
+    }
+    let (mut len, mut shift, mut at) = (0usize, 0, 32);
+    loop {
+        let byte = *b
+            .get(at)
+            .ok_or(PclntabError::Malformed("build information"))?;
+        len |= usize::from(byte & 0x7f) << shift;
+        at += 1;
+        if byte & 0x80 == 0 || shift > 21 {
+            break;
+        }
+        shift += 7;
+    }
+    b.get(at..at + len)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_string)
+        .ok_or(PclntabError::Malformed("build information version"))
+}
+
 fn u16_at(b: &[u8], at: usize) -> u16 {
     b.get(at..at + 2)
         .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
@@ -493,6 +679,79 @@ mod tests {
         }
         eprintln!("{checked} builds checked over {} Go toolchains", gos.len());
         assert!(checked >= gos.len() * 2);
+    }
+
+    /// For every installed Go, pure Go and cgo, PIE or not: the runtime's goroutine list
+    /// (`allglen`, `allgptr`) found from the code of `runtime.forEachGRace` alone is where
+    /// `nm` says; the stripped build's is found too (from code), and its build information
+    /// names the toolchain's version.
+    #[test]
+    fn the_goroutine_list_is_found_from_code_in_every_go_version() {
+        let gos = toolchains();
+        assert!(!gos.is_empty(), "no Go toolchain (scripts/setup --test)");
+        let dir = tempfile::tempdir().unwrap();
+        let variants: [(&str, &str, &[&str]); 3] = [
+            ("exe", PURE, &[]),
+            ("pie", PURE, &["-buildmode=pie"]),
+            ("cgo", CGO, &["-ldflags=-linkmode=external"]),
+        ];
+        let mut checked = 0;
+        for (gi, go) in gos.iter().enumerate() {
+            let out = Command::new(go).arg("version").output().unwrap();
+            let version = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .nth(2)
+                .unwrap()
+                .to_string();
+            for (vname, src, flags) in variants {
+                let name = format!("allg{vname}{gi}");
+                let Some(full) = build(go, dir.path(), &name, src, flags) else {
+                    continue;
+                };
+                let want = (nm(&full, "runtime.allglen"), nm(&full, "runtime.allgptr"));
+                let by_sym = runtime_allg(&full).unwrap();
+                assert!(by_sym.from_symbols);
+                assert_eq!((by_sym.allglen, by_sym.allgptr), want, "{version} {vname}");
+                let by_code = runtime_allg_from_code(&full)
+                    .unwrap_or_else(|e| panic!("{version} {vname}: {e}"));
+                assert_eq!(
+                    (by_code.allglen, by_code.allgptr),
+                    want,
+                    "{version} {vname}"
+                );
+                assert_eq!(go_version(&full).unwrap(), version);
+                let mut sflags: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+                match sflags.iter_mut().find(|f| f.starts_with("-ldflags=")) {
+                    Some(f) => f.push_str(" -s -w"),
+                    None => sflags.push("-ldflags=-s -w".into()),
+                }
+                let sflags: Vec<&str> = sflags.iter().map(String::as_str).collect();
+                let stripped = build(go, dir.path(), &format!("{name}s"), src, &sflags).unwrap();
+                let s = runtime_allg(&stripped)
+                    .unwrap_or_else(|e| panic!("{version} {vname} stripped: {e}"));
+                assert!(!s.from_symbols);
+                assert_eq!(go_version(&stripped).unwrap(), version);
+                checked += 1;
+            }
+        }
+        eprintln!("{checked} builds checked over {} Go toolchains", gos.len());
+        assert!(checked >= gos.len() * 2);
+    }
+
+    #[test]
+    fn rip_relative_loads_are_decoded() {
+        // runtime.forEachGRace, Go 1.24, at 0x43a4a0 (objdump): MOVQ allglen(SB), CX at
+        // +0x14 and MOVQ allgptr(SB), BX at +0x20, after a prologue with no such load.
+        let code = [
+            0x49, 0x3b, 0x66, 0x10, 0x76, 0x65, 0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xec, 0x20,
+            0x48, 0x89, 0x44, 0x24, 0x30, 0x90, 0x48, 0x8b, 0x0d, 0x75, 0xdd, 0x14, 0x00, 0x48,
+            0x89, 0x4c, 0x24, 0x10, 0x48, 0x8b, 0x1d, 0xd9, 0xdb, 0x12, 0x00,
+        ];
+        assert_eq!(
+            rip_relative_loads(&code, 0x43a4a0),
+            [0x43a4bb + 0x14dd75, 0x43a4c7 + 0x12dbd9]
+        );
+        assert!(rip_relative_loads(&code[..20], 0).is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod containers;
 pub mod delta;
 pub mod go_elf;
 pub mod go_pclntab;
+pub mod go_seed;
 pub mod histogram;
 pub mod http_stats;
 pub mod memory;
@@ -183,6 +184,7 @@ impl Pipeline {
             uprobe_targets: UprobeTargets::new(
                 config.probes.uprobes.max_attachments,
                 uprobe_targets::go_check,
+                config.probes.go.all_processes,
             ),
             uprobe_missed: (0, 0),
             telemetry: Telemetry::default(),
@@ -224,6 +226,25 @@ impl Pipeline {
         p
     }
 
+    /// Seeds the goroutine gauge of the processes the probes reached after they started,
+    /// from their memory (`go_seed`), against the kernel's counters of each.
+    fn seed_goroutines(&mut self) {
+        let Some(u) = self.sources.uprobes.as_ref() else {
+            return;
+        };
+        for tgid in self.uprobe_targets.take_seeds() {
+            let exe = std::path::PathBuf::from(format!("/proc/{tgid}/exe"));
+            let counter = || {
+                u.go_counts
+                    .get(&tgid)
+                    .map_or((0, 0), |c| (c.created, c.exited))
+            };
+            if let Some(seed) = self.goroutines.seeder.seed(tgid, &exe, counter) {
+                self.goroutines.seed(tgid, seed.offset());
+            }
+        }
+    }
+
     /// Sends slow syscalls to OTLP as spans from now on.
     pub fn set_span_sink(&mut self, sink: SpanSink) {
         self.span_sink = Some(sink);
@@ -242,6 +263,7 @@ impl Pipeline {
         };
         let target = self.naming.target_of(&facts);
         self.uprobe_targets.on_process(tgid, &facts, target, u);
+        self.seed_goroutines();
     }
 
     /// Names every process in procfs that the table does not know yet (except the agent: the
@@ -288,6 +310,7 @@ impl Pipeline {
             if let Some(u) = self.sources.uprobes.as_mut() {
                 self.uprobe_targets.on_exit(tgid, u);
             }
+            self.goroutines.unseed(tgid);
             if kind == PROC_EXEC {
                 self.consider_uprobes(tgid);
             }

@@ -7,7 +7,7 @@
 //! - Gauges (outstanding bytes, live goroutines) are sums over the *live* processes of the
 //!   service: when a process exits, its outstanding bytes and goroutines are gone with it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use agent_common::{
     syscall::Hist,
@@ -140,6 +140,10 @@ pub struct GoStats {
     live: BTreeMap<ServiceId, i64>,
     gc_cycles: BTreeMap<ServiceId, u64>,
     gc_pauses: BTreeMap<ServiceId, Hist>,
+    /// Per process probed after it started and seeded from its memory: what to add to
+    /// created minus exited (`go_seed::Seed::offset`).
+    seeds: HashMap<u32, i64>,
+    pub seeder: super::go_seed::Seeder,
 }
 
 impl GoStats {
@@ -179,20 +183,37 @@ impl GoStats {
     }
 
     /// Live goroutines of the live processes: created minus exited since the probes were
-    /// attached (at least 0 per process: one probed mid-life may see more exits).
+    /// attached, plus the process's seed if it has one (at least 0 per process: one probed
+    /// mid-life and not seeded may see more exits).
     pub fn update_live(&mut self, live: impl Iterator<Item = (u32, ServiceId)>) {
         self.live.clear();
         for (tgid, service) in live {
-            if let Some(c) = self.counts.last(&tgid) {
-                let n = c.created as i64 - c.exited as i64;
-                *self.live.entry(service).or_default() += n.max(0);
-            }
+            let seed = self.seeds.get(&tgid).copied();
+            let c = match (self.counts.last(&tgid), seed) {
+                (Some(c), _) => *c,
+                (None, Some(_)) => GoCounts::default(),
+                (None, None) => continue,
+            };
+            let n = c.created as i64 - c.exited as i64 + seed.unwrap_or(0);
+            *self.live.entry(service).or_default() += n.max(0);
         }
+    }
+
+    /// The process's goroutines were read from its memory: `offset` is added to its created
+    /// minus exited from now on.
+    pub fn seed(&mut self, tgid: u32, offset: i64) {
+        self.seeds.insert(tgid, offset);
+    }
+
+    /// The process exec'd (or exited): its seed belonged to the old image.
+    pub fn unseed(&mut self, tgid: u32) {
+        self.seeds.remove(&tgid);
     }
 
     pub fn forget(&mut self, tgid: u32) {
         self.counts.forget(&tgid);
         self.gc.forget(&tgid);
+        self.seeds.remove(&tgid);
     }
 
     /// Drops every series of a released service.
@@ -320,5 +341,28 @@ mod tests {
         );
         g.update_live([(8, 3)].into_iter());
         assert_eq!(g.live()[&3], 0);
+        // Seeded: 1000 live when the probes had counted 1 created and 5 exited.
+        g.seed(8, 1000 - (1 - 5));
+        g.update_live([(8, 3)].into_iter());
+        assert_eq!(g.live()[&3], 1000);
+        g.fold(
+            &[(
+                8,
+                GoCounts {
+                    created: 3,
+                    exited: 505,
+                },
+            )],
+            |_| 3,
+        );
+        g.update_live([(8, 3)].into_iter());
+        assert_eq!(g.live()[&3], 1000 + 2 - 500);
+        // Seeded before any event: the seed alone.
+        g.seed(9, 12);
+        g.update_live([(9, 3)].into_iter());
+        assert_eq!(g.live()[&3], 12);
+        g.forget(9);
+        g.update_live([(9, 3)].into_iter());
+        assert!(g.live().is_empty());
     }
 }

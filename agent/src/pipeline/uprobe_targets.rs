@@ -11,6 +11,12 @@
 //!   known by device and inode, not path: a binary replaced at the same path (a redeploy) is
 //!   another file and gets its own attachment; the old one is detached once no process runs
 //!   it and its path names another file.
+//! - With `probes.go.all_processes`, every Go process that no target claims gets the
+//!   goroutine probes too, on its file (by device and inode, like an `exe` target).
+//! - A process the goroutine probes reach after it started (running before the agent, or
+//!   matched other than by `exe`) is queued to be seeded from its memory
+//!   ([`UprobeTargets::take_seeds`], `go_seed`); one started after its file's probes were
+//!   attached is counted from its first instruction and needs none.
 //! - At most `max_attachments` attachments at once; failures (limit included) are counted per
 //!   probe and logged once per target and probe, never fatal. Pid-scoped attachments are
 //!   detached when their process exits or execs another program.
@@ -83,11 +89,37 @@ fn file_id(path: &Path) -> Option<FileId> {
     })
 }
 
+/// Now on the boot-time clock, in the clock ticks procfs gives start times in.
+fn boot_ticks() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes one timespec, which lives across the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    (ns as u128 * hz as u128 / 1_000_000_000) as u64
+}
+
+/// A process's start time (field 22 of `/proc/<pid>/stat`, after the parenthesised comm).
+fn start_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 #[derive(Debug)]
 pub struct UprobeTargets<L> {
     max_attachments: usize,
     /// Go executables with file-wide goroutine probes, with the target's path.
     files: HashMap<FileId, (PathBuf, L)>,
+    /// When each file's probes were attached (boot-time clock ticks, as procfs' start times).
+    attached_at: HashMap<FileId, u64>,
+    /// Every Go process, not only targets (`probes.go.all_processes`).
+    all_processes: bool,
+    /// Processes probed after they started, to be seeded.
+    to_seed: Vec<u32>,
     /// Pid-scoped attachments.
     processes: HashMap<(u32, Probe), L>,
     /// Processes already considered (until they exit or exec).
@@ -101,10 +133,13 @@ pub struct UprobeTargets<L> {
 }
 
 impl<L> UprobeTargets<L> {
-    pub fn new(max_attachments: u32, is_go: GoCheck) -> Self {
+    pub fn new(max_attachments: u32, is_go: GoCheck, all_processes: bool) -> Self {
         Self {
             max_attachments: max_attachments as usize,
             files: HashMap::new(),
+            attached_at: HashMap::new(),
+            all_processes,
+            to_seed: Vec::new(),
             processes: HashMap::new(),
             seen: HashSet::new(),
             failures: BTreeMap::new(),
@@ -134,13 +169,14 @@ impl<L> UprobeTargets<L> {
             };
             let path = Path::new(exe);
             if let Some(id) = file_id(path).filter(|_| (self.is_go)(path)) {
-                self.attach_file(i, t, id, path, exe, a);
+                self.attach_file(Some((i, t)), id, path, exe, a);
             }
         }
     }
 
-    /// A process matching `target` (index `i`) was seen alive: attach what it opts in to.
-    /// Each process is considered once until it exits or execs.
+    /// A process matching `target` (index `i`; None: no target) was seen alive: attach what
+    /// it opts in to (or, with `all_processes`, the goroutine probes if it is Go). Each
+    /// process is considered once until it exits or execs.
     pub fn on_process<A: Attacher<Links = L>>(
         &mut self,
         tgid: u32,
@@ -151,38 +187,83 @@ impl<L> UprobeTargets<L> {
         if !self.seen.insert(tgid) {
             return;
         }
-        let Some((i, t)) = target else { return };
-        tracing::debug!(tgid, service = %t.service, "target process seen");
-        if t.allocations && !self.processes.contains_key(&(tgid, Probe::Allocations)) {
-            let r = self.reserve().and_then(|()| a.attach_allocations(tgid));
-            self.record(i, t, Probe::Allocations, r, |s, l| {
-                s.processes.insert((tgid, Probe::Allocations), l);
-            });
+        if let Some((i, t)) = target {
+            tracing::debug!(tgid, service = %t.service, "target process seen");
+            if t.allocations && !self.processes.contains_key(&(tgid, Probe::Allocations)) {
+                let r = self.reserve().and_then(|()| a.attach_allocations(tgid));
+                self.record(Some((i, t)), Probe::Allocations, r, |s, l| {
+                    s.processes.insert((tgid, Probe::Allocations), l);
+                });
+            }
         }
-        if !t.goroutines {
+        let wanted = match target {
+            Some((_, t)) => t.goroutines,
+            None => self.all_processes,
+        };
+        if !wanted {
             return;
         }
         let link = self.exe_link(tgid);
         let Some(id) = file_id(&link) else { return };
-        if self.files.contains_key(&id) {
-            return; // covered by the file-wide probes
+        if let Some(&at) = self.attached_at.get(&id) {
+            // Covered by the file-wide probes: from its first instruction if it started after
+            // they were attached.
+            if self.started_by(tgid, at) {
+                self.to_seed.push(tgid);
+            }
+            return;
         }
         if !(self.is_go)(&link) {
             return;
         }
-        match (t.exe.as_deref(), facts.exe.as_deref()) {
+        match (target, facts.exe.as_deref()) {
             // The target names this file's path: probe the file (through the link, which
             // reaches this very file) for this and every later process of it.
-            (Some(te), Some(e)) if te == e => self.attach_file(i, t, id, &link, te, a),
-            _ => {
+            (Some((i, t)), Some(e)) if t.exe.as_deref() == Some(e) => {
+                self.attach_file(Some((i, t)), id, &link, e, a);
+                self.to_seed.push(tgid);
+            }
+            // Any Go process: its file too (known by the path it was started from, or while a
+            // process runs it).
+            (None, exe) => {
+                let path = exe.map_or_else(|| link.clone(), PathBuf::from);
+                let path = path.to_string_lossy().into_owned();
+                self.attach_file(None, id, &link, &path, a);
+                self.to_seed.push(tgid);
+            }
+            (Some((i, t)), _) => {
                 let r = self
                     .reserve()
                     .and_then(|()| a.attach_goroutines(&link, Some(tgid)));
-                self.record(i, t, Probe::Goroutines, r, |s, l| {
+                let ok = r.is_ok();
+                self.record(Some((i, t)), Probe::Goroutines, r, |s, l| {
                     s.processes.insert((tgid, Probe::Goroutines), l);
                 });
+                if ok {
+                    self.to_seed.push(tgid);
+                }
             }
         }
+    }
+
+    /// Processes probed after they started (and while they run): seed them, once each.
+    pub fn take_seeds(&mut self) -> Vec<u32> {
+        let mut out = std::mem::take(&mut self.to_seed);
+        out.retain(|&t| {
+            self.seen.contains(&t)
+                && (self.processes.contains_key(&(t, Probe::Goroutines))
+                    || file_id(&self.exe_link(t)).is_some_and(|id| self.files.contains_key(&id)))
+        });
+        out
+    }
+
+    /// Did process `tgid` start by boot-time tick `at` (or is its start unknown)? Then it may
+    /// have goroutines the probes did not see start.
+    fn started_by(&self, tgid: u32, at: u64) -> bool {
+        std::fs::read_to_string(self.proc.join(tgid.to_string()).join("stat"))
+            .ok()
+            .and_then(|stat| start_ticks(&stat))
+            .is_none_or(|start| start <= at)
     }
 
     /// Was this process considered already (and has not exited or exec'd since)?
@@ -223,6 +304,7 @@ impl<L> UprobeTargets<L> {
             .filter_map(|&t| file_id(&self.exe_link(t)))
             .collect();
         for id in stale.into_iter().filter(|id| !running.contains(id)) {
+            self.attached_at.remove(&id);
             if let Some((path, l)) = self.files.remove(&id) {
                 tracing::debug!(path = %path.display(), "replaced executable: goroutine probes detached");
                 a.detach(l);
@@ -234,8 +316,7 @@ impl<L> UprobeTargets<L> {
     /// the path the target names (to notice when it names another file).
     fn attach_file<A: Attacher<Links = L>>(
         &mut self,
-        i: usize,
-        t: &Target,
+        target: Option<(usize, &Target)>,
         id: FileId,
         path: &Path,
         target_path: &str,
@@ -247,8 +328,9 @@ impl<L> UprobeTargets<L> {
         let r = self
             .reserve()
             .and_then(|()| a.attach_goroutines(path, None));
-        self.record(i, t, Probe::Goroutines, r, |s, l| {
+        self.record(target, Probe::Goroutines, r, |s, l| {
             s.files.insert(id, (PathBuf::from(target_path), l));
+            s.attached_at.insert(id, boot_ticks());
         });
     }
 
@@ -265,22 +347,26 @@ impl<L> UprobeTargets<L> {
 
     fn record(
         &mut self,
-        i: usize,
-        t: &Target,
+        target: Option<(usize, &Target)>,
         probe: Probe,
         r: Result<L, String>,
         keep: impl FnOnce(&mut Self, L),
     ) {
         match r {
             Ok(l) => {
-                tracing::debug!(service = %t.service, probe = probe.label(), "uprobes attached");
+                let service = target.map_or("(all Go processes)", |(_, t)| t.service.as_str());
+                tracing::debug!(service, probe = probe.label(), "uprobes attached");
                 keep(self, l)
             }
             Err(e) => {
                 *self.failures.entry(probe).or_default() += 1;
+                // Processes of no target: logged once for all of them.
+                let (i, service) = target.map_or((usize::MAX, "(all Go processes)"), |(i, t)| {
+                    (i, t.service.as_str())
+                });
                 if self.logged.insert((i, probe)) {
                     tracing::warn!(
-                        target_service = %t.service,
+                        target_service = %service,
                         probe = probe.label(),
                         error = %e,
                         "cannot attach uprobes (logged once per target and probe)"
@@ -363,7 +449,7 @@ mod tests {
 
     #[test]
     fn allocations_per_process_detached_at_exit() {
-        let mut u = UprobeTargets::new(8, |_| false);
+        let mut u = UprobeTargets::new(8, |_| false, false);
         let mut a = Fake::default();
         let t = target(None, true);
         u.on_process(10, &facts("/bin/c"), Some((0, &t)), &mut a);
@@ -395,7 +481,7 @@ mod tests {
         let other = dir.path().join("other");
         std::fs::write(&bin, b"v1").unwrap();
         std::fs::write(&other, b"x").unwrap();
-        let mut u = UprobeTargets::new(8, |_| true).with_proc(&proc);
+        let mut u = UprobeTargets::new(8, |_| true, false).with_proc(&proc);
         let mut a = Fake::default();
         let by_exe = target(Some(bin.to_str().unwrap()), false);
         u.start(std::slice::from_ref(&by_exe), &mut a);
@@ -441,7 +527,7 @@ mod tests {
 
     #[test]
     fn the_cap_and_failures_are_counted_not_fatal() {
-        let mut u = UprobeTargets::new(1, |_| false);
+        let mut u = UprobeTargets::new(1, |_| false, false);
         let mut a = Fake::default();
         let t = target(None, true);
         u.on_process(1, &facts("/bin/c"), Some((0, &t)), &mut a);
@@ -454,5 +540,89 @@ mod tests {
         assert_eq!(u.failures()[&Probe::Allocations], 2);
         u.sweep(|_| false, &mut a);
         assert!(a.live.is_empty());
+    }
+
+    #[test]
+    fn processes_probed_after_they_started_are_seeded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc = dir.path().join("proc");
+        let bin = dir.path().join("app");
+        std::fs::write(&bin, b"v1").unwrap();
+        let mut u = UprobeTargets::new(8, |_| true, false).with_proc(&proc);
+        let mut a = Fake::default();
+        let by_exe = target(Some(bin.to_str().unwrap()), false);
+        u.start(std::slice::from_ref(&by_exe), &mut a);
+        let f = facts(bin.to_str().unwrap());
+        // Running before the attach (start tick 0), after it (a tick far ahead), and one with
+        // no stat (unknown: seeded).
+        let stat = |tgid: u32, start: u64| {
+            run(&proc, tgid, &bin);
+            let fields: Vec<String> = (3..=21).map(|_| "0".to_string()).collect();
+            std::fs::write(
+                proc.join(tgid.to_string()).join("stat"),
+                format!("{tgid} (a b) {} {start} 0 0\n", fields[..19].join(" ")),
+            )
+            .unwrap();
+        };
+        stat(30, 0);
+        stat(31, u64::MAX / 2);
+        run(&proc, 32, &bin);
+        for t in [30, 31, 32] {
+            u.on_process(t, &f, Some((0, &by_exe)), &mut a);
+        }
+        assert_eq!(u.take_seeds(), [30, 32]);
+        assert!(u.take_seeds().is_empty(), "once");
+        // Pid-scoped (matched by comm): seeded once attached; not after it exited.
+        let other = dir.path().join("other");
+        std::fs::write(&other, b"x").unwrap();
+        run(&proc, 33, &other);
+        run(&proc, 34, &other);
+        let by_comm = target(None, false);
+        u.on_process(33, &facts("/opt/other"), Some((1, &by_comm)), &mut a);
+        u.on_process(34, &facts("/opt/other"), Some((1, &by_comm)), &mut a);
+        u.on_exit(34, &mut a);
+        assert_eq!(u.take_seeds(), [33]);
+    }
+
+    #[test]
+    fn all_processes_probes_go_programs_of_no_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc = dir.path().join("proc");
+        let bin = dir.path().join("app");
+        std::fs::write(&bin, b"v1").unwrap();
+        run(&proc, 40, &bin);
+        run(&proc, 41, &bin);
+        let f = facts(bin.to_str().unwrap());
+        let mut off = UprobeTargets::new(8, |_| true, false).with_proc(&proc);
+        let mut a = Fake::default();
+        off.on_process(40, &f, None, &mut a);
+        assert!(a.calls.is_empty());
+        let mut on = UprobeTargets::new(8, |_| true, true).with_proc(&proc);
+        on.on_process(40, &f, None, &mut a);
+        on.on_process(41, &f, None, &mut a);
+        assert_eq!(a.calls, [format!("go {}/40/exe None", proc.display())]);
+        assert_eq!(on.attachments()[&(Probe::Goroutines, "file")], 1);
+        assert_eq!(on.take_seeds(), [40, 41]);
+        // A target that opts out stays out.
+        let mut t = target(None, false);
+        t.goroutines = false;
+        let mut on2 = UprobeTargets::new(8, |_| true, true).with_proc(&proc);
+        on2.on_process(40, &f, Some((0, &t)), &mut a);
+        assert_eq!(a.calls.len(), 1);
+        // Not Go: nothing. Over the bound: counted.
+        let mut not_go = UprobeTargets::new(8, |_| false, true).with_proc(&proc);
+        not_go.on_process(40, &f, None, &mut a);
+        assert_eq!(a.calls.len(), 1);
+        let mut full = UprobeTargets::new(0, |_| true, true).with_proc(&proc);
+        full.on_process(40, &f, None, &mut a);
+        assert_eq!(full.failures()[&Probe::Goroutines], 1);
+    }
+
+    #[test]
+    fn start_times_are_read_past_the_comm() {
+        let stat = "12 (a) b) S 1 12 12 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 3 0 98765 1000 50";
+        assert_eq!(start_ticks(stat), Some(98765));
+        assert_eq!(start_ticks("12 (x"), None);
+        assert!(boot_ticks() > 0);
     }
 }
