@@ -38,6 +38,72 @@ fn ids() -> (String, String) {
     )
 }
 
+/// Spans of a process in a Kubernetes container carry the OpenTelemetry semantic-convention
+/// attributes of its container and pod (`container.id`, `container.name`, `k8s.namespace.name`,
+/// `k8s.pod.name`, `k8s.pod.uid`, `k8s.container.name`), from the runtime's files: ten slow
+/// nanosleeps of a process in a kubelet-style cgroup with containerd's metadata become ten
+/// spans, each with exactly those values.
+#[test]
+fn spans_of_a_pods_container_carry_its_semantic_attributes() {
+    use support::otlp_receiver::{attr, otlp_config, Attr, Receiver, EXECUTABLE};
+    require_root();
+    let _serial = serial();
+    let v2 = cgroup_root(None).expect("a cgroup2 mount");
+    let meta = tempfile::tempdir().unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", support::free_port())
+        .parse()
+        .unwrap();
+    let receiver = Receiver::grpc(addr);
+    let agent = Agent::start(&otlp_config(
+        &format!("http://{addr}"),
+        "grpc",
+        &format!(
+            "services:\n  admit_after_syscalls: 0\n  container_metadata_root: {}\n",
+            meta.path().display()
+        ),
+    ));
+    let comm = unique_name("sfks");
+    let bin = build_workload("nanosleep_mix", agent.dir.path(), &comm);
+    let (id, uid) = ids();
+    write(
+        meta.path(),
+        &format!("run/containerd/io.containerd.runtime.v2.task/k8s.io/{id}/config.json"),
+        &format!(
+            r#"{{"ociVersion":"1.1.0","process":{{"args":["/srv"]}},"annotations":{{"io.kubernetes.cri.container-type":"container","io.kubernetes.cri.container-name":"server","io.kubernetes.cri.sandbox-name":"checkout-7d9f8b6c5d-x2x4z","io.kubernetes.cri.sandbox-namespace":"shop","io.kubernetes.cri.sandbox-uid":"{uid}","io.kubernetes.cri.image-name":"registry.example/srv:1"}}}}"#
+        ),
+    );
+    let u = uid.replace('-', "_");
+    let cg = Cgroup::make(
+        &v2,
+        &format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{u}.slice/cri-containerd-{id}.scope"),
+    );
+    let mut cmd = Command::new(&bin);
+    cmd.args(["0", "10", "20"]);
+    cg.move_at_exec(&mut cmd);
+    let status = cmd.status().unwrap();
+    assert!(status.success());
+    let spans = wait_for(15, "ten spans", || {
+        let spans = receiver.spans_with(EXECUTABLE, &comm);
+        (spans.len() >= 10).then_some(spans)
+    });
+    assert_eq!(spans.len(), 10, "{}", agent.log());
+    let text =
+        |s: &opentelemetry_proto::tonic::trace::v1::Span, key: &str| match attr(&s.attributes, key)
+        {
+            Some(Attr::Str(v)) => v,
+            other => panic!("{key}: {other:?} in {:?}", s.attributes),
+        };
+    for s in &spans {
+        assert_eq!(text(s, "container.id"), id);
+        assert_eq!(text(s, "container.name"), "server");
+        assert_eq!(text(s, "k8s.container.name"), "server");
+        assert_eq!(text(s, "k8s.namespace.name"), "shop");
+        assert_eq!(text(s, "k8s.pod.name"), "checkout-7d9f8b6c5d-x2x4z");
+        assert_eq!(text(s, "k8s.pod.uid"), uid);
+        assert_eq!(text(s, "steadfast.service"), "shop/checkout");
+    }
+}
+
 /// Where a cgroup hierarchy is mounted: the v2 one (`None`) or the v1 one with `controller`.
 fn cgroup_root(controller: Option<&str>) -> Option<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

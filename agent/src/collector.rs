@@ -21,7 +21,10 @@ use std::{
 };
 
 use prometheus_client::{
-    encoding::prometheus_protobuf::{encode, prometheus_data_model::MetricFamily},
+    encoding::prometheus_protobuf::{
+        encode,
+        prometheus_data_model::{Metric, MetricFamily},
+    },
     registry::Registry,
 };
 use tokio::sync::{watch, Notify};
@@ -73,6 +76,20 @@ pub struct Snapshot {
     /// The collection that made it: 1, 2, ... (0: none yet).
     pub generation: u64,
     pub families: Vec<MetricFamily>,
+}
+
+/// A counter series' value.
+pub fn counter_value(m: &Metric) -> f64 {
+    m.counter.as_ref().map_or(0.0, |c| c.value)
+}
+
+/// A gauge (or untyped) series' value.
+pub fn gauge_value(m: &Metric) -> f64 {
+    m.gauge
+        .as_ref()
+        .map(|g| g.value)
+        .or(m.untyped.as_ref().map(|u| u.value))
+        .unwrap_or(0.0)
 }
 
 /// A reader's handle: the latest snapshot, or a fresh one.

@@ -23,6 +23,7 @@ use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::{
 };
 
 use super::spans::{key_value, resource, scope, Value};
+use crate::collector::{counter_value, gauge_value};
 
 pub use crate::config::OtlpHistograms as HistogramFormat;
 
@@ -175,14 +176,7 @@ fn convert(
         MetricType::Counter => Data::Sum(Sum {
             data_points: series
                 .iter()
-                .map(|m| {
-                    number(
-                        m,
-                        m.counter.as_ref().map_or(0.0, |c| c.value),
-                        start_ns,
-                        now_ns,
-                    )
-                })
+                .map(|m| number(m, counter_value(m), start_ns, now_ns))
                 .collect(),
             aggregation_temporality: cumulative,
             is_monotonic: true,
@@ -213,15 +207,7 @@ fn convert(
         MetricType::Gauge | MetricType::Untyped | MetricType::Summary => Data::Gauge(Gauge {
             data_points: series
                 .iter()
-                .map(|m| {
-                    let v = m
-                        .gauge
-                        .as_ref()
-                        .map(|g| g.value)
-                        .or(m.untyped.as_ref().map(|u| u.value))
-                        .unwrap_or(0.0);
-                    number(m, v, start_ns, now_ns)
-                })
+                .map(|m| number(m, gauge_value(m), start_ns, now_ns))
                 .collect(),
         }),
     };

@@ -40,6 +40,35 @@ pub struct SpanRecord {
 }
 
 impl SpanRecord {
+    /// Adds the OpenTelemetry semantic-convention attributes of the container the span's
+    /// process runs in: `container.id`, `container.name`, and in Kubernetes
+    /// `k8s.namespace.name`, `k8s.pod.name`, `k8s.pod.uid`, `k8s.container.name` (those the
+    /// runtime's files named).
+    pub fn in_container(mut self, c: Option<&crate::pipeline::containers::Identity>) -> Self {
+        let Some(c) = c else { return self };
+        self.attributes
+            .push(("container.id", Value::Str(c.id.clone())));
+        let kubernetes = c.pod_uid.is_some() || c.pod.is_some();
+        if let Some(name) = &c.container {
+            self.attributes
+                .push(("container.name", Value::Str(name.clone())));
+            if kubernetes {
+                self.attributes
+                    .push(("k8s.container.name", Value::Str(name.clone())));
+            }
+        }
+        for (key, value) in [
+            ("k8s.namespace.name", &c.namespace),
+            ("k8s.pod.name", &c.pod),
+            ("k8s.pod.uid", &c.pod_uid),
+        ] {
+            if let Some(v) = value {
+                self.attributes.push((key, Value::Str(v.clone())));
+            }
+        }
+        self
+    }
+
     /// A slow syscall: `start_unix_ns` is its entry in wall-clock time.
     pub fn slow_syscall(
         ev: &agent_common::syscall::SlowSyscallEvent,

@@ -11,6 +11,8 @@ use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::{
 };
 use prost::Message;
 
+use crate::collector::{counter_value, gauge_value};
+
 /// The families as Prometheus text 0.0.4.
 pub fn prometheus_text(families: &[MetricFamily], out: &mut String) {
     for f in families {
@@ -82,13 +84,7 @@ fn samples(f: &MetricFamily, kind: MetricType, name: &str, out: &mut String) {
     for m in &f.metric {
         match kind {
             MetricType::Counter => {
-                line(
-                    out,
-                    name,
-                    m,
-                    None,
-                    m.counter.as_ref().map_or(0.0, |c| c.value),
-                );
+                line(out, name, m, None, counter_value(m));
             }
             MetricType::Histogram | MetricType::GaugeHistogram => {
                 let Some(h) = &m.histogram else { continue };
@@ -111,15 +107,7 @@ fn samples(f: &MetricFamily, kind: MetricType, name: &str, out: &mut String) {
                     h.sample_count as f64,
                 );
             }
-            _ => {
-                let v = m
-                    .gauge
-                    .as_ref()
-                    .map(|g| g.value)
-                    .or(m.untyped.as_ref().map(|u| u.value))
-                    .unwrap_or(0.0);
-                line(out, name, m, None, v);
-            }
+            _ => line(out, name, m, None, gauge_value(m)),
         }
     }
 }

@@ -335,6 +335,7 @@ impl Pipeline {
                 if let Some(sink) = sink {
                     sink.offer(|| {
                         SpanRecord::slow_syscall(&ev, services.name(service), ev.start_ns + offset)
+                            .in_container(processes.container_of(ev.tgid).as_deref())
                     });
                 }
             });
@@ -363,6 +364,7 @@ impl Pipeline {
                             services.name(service),
                             ev.timestamp_ns + offset,
                         )
+                        .in_container(processes.container_of(ev.tgid).as_deref())
                     });
                 }
             });
@@ -394,6 +396,7 @@ impl Pipeline {
                                 ev.tgid,
                                 done.start_ns + offset,
                             )
+                            .in_container(processes.container_of(ev.tgid).as_deref())
                         });
                     }
                 }

@@ -192,6 +192,11 @@ impl ProcessTable {
         service
     }
 
+    /// The container `tgid` runs in, if the table knows it and it runs in one.
+    pub fn container_of(&self, tgid: u32) -> Option<Arc<Identity>> {
+        self.entries.get(&tgid).and_then(|e| e.container.clone())
+    }
+
     pub fn is_pending(&self, tgid: u32) -> bool {
         self.entries.get(&tgid).is_some_and(|e| e.pending.is_some())
     }

@@ -5,10 +5,11 @@
 //! always present), `_sum` and `_count`, as a scrape of the text format would give them.
 
 use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::{
-    Metric, MetricFamily, MetricType,
+    MetricFamily, MetricType,
 };
 
 use super::Labels;
+use crate::collector::{counter_value, gauge_value};
 
 /// The samples of `families` whose name `wanted` accepts and whose labels `keep` accepts
 /// (`keep` sees the name and the labels without `__name__`, `le` included for buckets).
@@ -47,7 +48,7 @@ pub fn samples(
                     .collect()
             };
             match kind {
-                MetricType::Counter => push(f.name.clone(), labels(), counter(m)),
+                MetricType::Counter => push(f.name.clone(), labels(), counter_value(m)),
                 MetricType::Histogram | MetricType::GaugeHistogram => {
                     let Some(h) = &m.histogram else { continue };
                     let name = |suffix: &str| format!("{}{suffix}", f.name);
@@ -66,23 +67,11 @@ pub fn samples(
                     push(name("_sum"), labels(), h.sample_sum);
                     push(name("_count"), labels(), h.sample_count as f64);
                 }
-                _ => push(f.name.clone(), labels(), gauge(m)),
+                _ => push(f.name.clone(), labels(), gauge_value(m)),
             }
         }
     }
     out
-}
-
-fn counter(m: &Metric) -> f64 {
-    m.counter.as_ref().map_or(0.0, |c| c.value)
-}
-
-fn gauge(m: &Metric) -> f64 {
-    m.gauge
-        .as_ref()
-        .map(|g| g.value)
-        .or(m.untyped.as_ref().map(|u| u.value))
-        .unwrap_or(0.0)
 }
 
 /// A bucket bound as [`super::exposition::canonical_le`] writes it.
