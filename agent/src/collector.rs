@@ -29,6 +29,9 @@ use prometheus_client::{
 };
 use tokio::sync::{watch, Notify};
 
+/// The Prometheus data model the snapshots are made of.
+pub use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as model;
+
 use crate::pipeline::Pipeline;
 
 /// When the periodic collection last completed: bumped by the collection task, read by the

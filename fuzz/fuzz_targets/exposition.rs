@@ -1,21 +1,34 @@
-//! The exposition reader (fed the agent's own output to the OTLP exporter) never panics and
-//! always gets to the end: the text is cut into small OTLP requests, so splitting families
-//! between requests is exercised too; and the rule store's line filter takes it in pieces.
+//! The readers of snapshots never panic and always get to the end, whatever the families hold
+//! (families decoded from arbitrary bytes as length-delimited `io.prometheus.client`
+//! messages, so histograms with any spans, deltas and buckets): the text encoders, OTLP
+//! conversion in small requests (exponential and explicit) and the rule store's samples.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use prost::Message;
 use steadfast::{
+    collector::model::MetricFamily,
+    config::OtlpHistograms,
     export::otlp_metrics::{next_request, Cursor},
-    metrics::exposition::SampleFilter,
+    metrics::encode,
+    store::families,
 };
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let mut cursor = Cursor::default();
-        while let Ok(Some(_)) = next_request(text, &mut cursor, 3, 1, 2) {}
-        let mut filter = SampleFilter::new(|name: &str| name.len() % 2 == 0);
-        for piece in text.split_inclusive(['\n', '{', ' ']) {
-            let _ = std::fmt::Write::write_str(&mut filter, piece);
+    let mut buf = data;
+    let mut fams = Vec::new();
+    while !buf.is_empty() && fams.len() < 64 {
+        match MetricFamily::decode_length_delimited(&mut buf) {
+            Ok(f) => fams.push(f),
+            Err(_) => break,
         }
-        let _ = filter.into_text();
     }
+    let mut text = String::new();
+    encode::prometheus_text(&fams, &mut text);
+    encode::openmetrics(&fams, &mut text);
+    let _ = encode::protobuf(&fams);
+    for h in [OtlpHistograms::Exponential, OtlpHistograms::Explicit] {
+        let mut cursor = Cursor::default();
+        while next_request(&fams, &mut cursor, 3, 1, 2, h).is_some() {}
+    }
+    let _ = families::samples(&fams, |n| n.len() % 2 == 0, |_, _| true);
 });

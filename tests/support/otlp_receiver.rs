@@ -232,14 +232,14 @@ impl Receiver {
             .lock()
             .unwrap()
             .iter()
-            .flat_map(|r| r.histograms.iter())
-            .filter(|h| {
+            .rev()
+            .flat_map(|r| r.histograms.iter().rev())
+            .find(|h| {
                 h.name == name
                     && attrs
                         .iter()
                         .all(|(k, v)| h.attributes.get(*k).map(String::as_str) == Some(*v))
             })
-            .last()
             .cloned()
     }
 

@@ -250,6 +250,9 @@ fn explicit_point(m: &pm::Metric, start_ns: u64, now_ns: u64, semconv: bool) -> 
     point
 }
 
+/// Buckets of one exponential point at most (the kernel's histograms have 30).
+const MAX_BUCKETS: usize = 4096;
+
 /// A native histogram of schema 0 as an exponential one of scale 0. Prometheus's bucket `k`
 /// is `(2^(k-1), 2^k]`, OTLP's bucket `i` is `(2^i, 2^(i+1)]`: the same bucket has `i = k - 1`.
 /// Observations that no native bucket holds (the kernel's overflow, over 2^9 s) stay in the
@@ -270,15 +273,23 @@ fn exponential_point(
         index = if i == 0 {
             span.offset
         } else {
-            index + span.offset
+            index.saturating_add(span.offset)
         };
         let start = *first.get_or_insert(index);
-        // Buckets between spans are empty.
-        counts.resize((index - start) as usize, 0);
-        for _ in 0..span.length {
-            running += deltas.next().copied().unwrap_or(0);
+        // Buckets between spans are empty. A span that goes back, or past MAX_BUCKETS,
+        // ends the conversion (the registry never writes one).
+        let Some(gap) = index
+            .checked_sub(start)
+            .and_then(|g| usize::try_from(g).ok())
+            .filter(|&g| g >= counts.len() && g <= MAX_BUCKETS)
+        else {
+            break;
+        };
+        counts.resize(gap, 0);
+        for _ in 0..span.length.min((MAX_BUCKETS - counts.len()) as u32) {
+            running = running.saturating_add(deltas.next().copied().unwrap_or(0));
             counts.push(running.max(0) as u64);
-            index += 1;
+            index = index.saturating_add(1);
         }
     }
     ExponentialHistogramDataPoint {
@@ -474,6 +485,34 @@ mod tests {
         assert_eq!(p.bucket_counts[at(0.03125)], 1);
         assert_eq!(p.bucket_counts[at(1.0)], 1);
         assert_eq!(*p.bucket_counts.last().unwrap(), 1, "over 8 s: +Inf");
+    }
+
+    /// Spans that go back or absurdly far end the conversion instead of allocating or
+    /// panicking (the registry never writes them; the fuzzer does).
+    #[test]
+    fn malformed_spans_end_the_conversion() {
+        let point = |spans: &[(i32, u32)], deltas: &[i64]| {
+            let m = pm::Metric {
+                histogram: Some(pm::Histogram {
+                    sample_count: 9,
+                    zero_threshold: 1.0,
+                    positive_span: spans
+                        .iter()
+                        .map(|&(offset, length)| pm::BucketSpan { offset, length })
+                        .collect(),
+                    positive_delta: deltas.to_vec(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            exponential_point(&m, 1, 2, false).positive.unwrap()
+        };
+        assert_eq!(point(&[(5, 2), (-4, 1)], &[3, 1, 1]).bucket_counts, [3, 4]);
+        assert_eq!(point(&[(5, 1), (i32::MAX, 1)], &[3, 1]).bucket_counts, [3]);
+        assert_eq!(
+            point(&[(0, u32::MAX)], &[1]).bucket_counts.len(),
+            MAX_BUCKETS
+        );
     }
 
     #[test]

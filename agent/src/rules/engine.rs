@@ -562,8 +562,8 @@ impl Engine {
         self.store.ingest(t, samples);
     }
 
-    /// Feeds the store from exposition text: tests write their series this way.
-    #[cfg(test)]
+    /// Feeds the store from exposition text: tests and the fuzzer write their series this way
+    /// (the agent feeds it typed families, [`Engine::ingest_families`]).
     pub fn ingest_text(
         &mut self,
         t: i64,
