@@ -76,10 +76,11 @@ const ALLOC_POINTS: [(&str, &str); 7] = [
 
 /// Go runtime functions and the program attached to each (entries only: no uretprobes on
 /// Go code, whose stacks move): goroutines, then the garbage collector (`go_gc.rs` in the
-/// eBPF crate). One set, attached all or nothing, in this order: exits before creations, so
+/// eBPF crate). A set is attached all or nothing, in this order: exits before creations, so
 /// in a running process a goroutine that starts and ends between the two attaches can only be
 /// missed (an undercount, clamped at 0), never counted as live forever; a seed from memory
-/// (`pipeline::go_seed`) then corrects either way.
+/// (`pipeline::go_seed`) then corrects either way. [`GoSet`] picks the goroutine half, the GC
+/// half (the last [`GC_POINTS`] entries) or both.
 const GO_POINTS: [(&str, &str); 6] = [
     ("go_goexit", "runtime.goexit0"),
     ("go_newproc", "runtime.newproc1"),
@@ -88,6 +89,31 @@ const GO_POINTS: [(&str, &str); 6] = [
     ("go_stw_stop", "runtime.stopTheWorldWithSema"),
     ("go_stw_start", "runtime.startTheWorldWithSema"),
 ];
+
+/// How many of [`GO_POINTS`], at its end, are the GC probes.
+const GC_POINTS: usize = 4;
+
+/// Which Go probes an attachment holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoSet {
+    /// Goroutines and GC.
+    All,
+    /// The GC probes only (`probes.go.gc_all_processes`).
+    Gc,
+    /// The goroutine probes only (a process whose file has the GC probes already).
+    Goroutines,
+}
+
+impl GoSet {
+    fn range(self) -> std::ops::Range<usize> {
+        let split = GO_POINTS.len() - GC_POINTS;
+        match self {
+            GoSet::All => 0..GO_POINTS.len(),
+            GoSet::Gc => split..GO_POINTS.len(),
+            GoSet::Goroutines => 0..split,
+        }
+    }
+}
 
 /// Programs loaded at start.
 const ALLOC_PROGRAMS: [&str; 5] = [
@@ -218,14 +244,15 @@ impl Uprobes {
         self.attach_all(&ALLOC_POINTS, &libc, UProbeScope::OneProcess(pid))
     }
 
-    /// Attaches the goroutine and GC probes to a Go executable: for every process running it
-    /// (`pid` None), or for one process. The functions are found through the Go runtime's
-    /// function table (`pipeline::go_pclntab`), which stripped binaries keep too; where it
-    /// cannot be read (a Go older than 1.18), by symbol name.
-    pub fn attach_goroutines(
+    /// Attaches the goroutine and GC probes (`set`: both or one half) to a Go executable: for
+    /// every process running it (`pid` None), or for one process. The functions are found
+    /// through the Go runtime's function table (`pipeline::go_pclntab`), which stripped
+    /// binaries keep too; where it cannot be read (a Go older than 1.18), by symbol name.
+    pub fn attach_go(
         &mut self,
         exe: &Path,
         pid: Option<u32>,
+        set: GoSet,
     ) -> Result<LinkSet, AttachError> {
         if !self.goroutines_loaded {
             return Err(AttachError::NotLoaded("goroutine"));
@@ -234,20 +261,20 @@ impl Uprobes {
             None => UProbeScope::AllProcesses,
             Some(p) => UProbeScope::OneProcess(NonZeroU32::new(p).ok_or(AttachError::BadPid)?),
         };
-        match crate::pipeline::go_pclntab::function_offsets(exe, &GO_POINTS.map(|(_, f)| f)) {
-            Ok(offsets) => {
-                let mut at = [0u64; GO_POINTS.len()];
-                at.copy_from_slice(&offsets);
+        let points = &GO_POINTS[set.range()];
+        let functions: Vec<&str> = points.iter().map(|&(_, f)| f).collect();
+        match crate::pipeline::go_pclntab::function_offsets(exe, &functions) {
+            Ok(mut at) => {
                 if let Ok(file) = std::fs::File::open(exe) {
                     for o in at.iter_mut() {
                         *o += past_stack_check(&file, *o);
                     }
                 }
-                self.attach_all_at(&GO_POINTS, |i| at[i].into(), exe, scope)
+                self.attach_all_at(points, |i| at[i].into(), exe, scope)
             }
             Err(table) => {
                 tracing::debug!(path = %exe.display(), error = %table, "no Go function table: attaching by symbol");
-                self.attach_all(&GO_POINTS, exe, scope)
+                self.attach_all(points, exe, scope)
                     .map_err(|e| AttachError::GoFunctions {
                         path: exe.display().to_string(),
                         table,
