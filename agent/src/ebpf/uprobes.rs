@@ -369,7 +369,8 @@ impl Uprobes {
 
 /// Where to put a Go function's probe, relative to its entry: past the stack check when the
 /// function starts with the small-frame one (`CMPQ 0x10(R14), SP` then `JBE` to the
-/// `morestack` call), else at the entry (0).
+/// `morestack` call) or the large-frame one (`LEAQ -n(SP), R12`, `CMPQ 0x10(R14), R12`, then
+/// `JBE`), else at the entry (0).
 ///
 /// The entry instruction compares with a memory operand: the kernel cannot emulate it, so a
 /// uprobe there single-steps it out of line, a second trap on every hit. The `JBE` after it is
@@ -377,21 +378,32 @@ impl Uprobes {
 /// `runtime.newproc1` and `runtime.goexit0` (tracefs uprobes, 200,000 goroutines): ~29 µs of
 /// CPU per goroutine at the entries, ~2.6 µs past the check (bare ~1 µs). Every call runs the
 /// `JBE` exactly once, as it runs the entry (a stack growth jumps back to the entry, which
-/// both count again). Functions with larger frames start otherwise and keep the entry.
+/// both count again). The large-frame check's `LEAQ` is not emulated either (a GC probe,
+/// `runtime.gcMarkTermination`, starts with it: docs/benchmarks.md, section 8). Functions
+/// that start otherwise (`NOSPLIT` ones) keep the entry.
 fn past_stack_check(file: &std::fs::File, offset: u64) -> u64 {
     use std::os::unix::fs::FileExt;
-    let mut code = [0u8; 6];
+    let mut code = [0u8; 16];
     if file.read_exact_at(&mut code, offset).is_err() {
         return 0;
     }
     u64::from(go_stack_check_len(&code))
 }
 
-/// Length of the small-frame stack check's compare (`49 3b 66 10`: `CMPQ 0x10(R14), SP`) when
-/// a `JBE` (`0f 86 rel32` or `76 rel8`) follows it; 0 otherwise.
+/// Length of the stack check before its `JBE` (`0f 86 rel32` or `76 rel8`): the small-frame
+/// compare (`49 3b 66 10`: `CMPQ 0x10(R14), SP`), 4 bytes; or the large-frame `LEAQ -n(SP),
+/// R12` (`4c 8d 64 24 d8` or `4c 8d a4 24 d32`) and `CMPQ 0x10(R14), R12` (`4d 3b 66 10`),
+/// 9 or 12 bytes; 0 when the code starts otherwise.
 pub fn go_stack_check_len(code: &[u8]) -> u8 {
-    match code {
-        [0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, ..] | [0x49, 0x3b, 0x66, 0x10, 0x76, ..] => 4,
+    let jbe = |rest: &[u8]| matches!(rest, [0x0f, 0x86, ..] | [0x76, ..]);
+    let lea = match code {
+        [0x49, 0x3b, 0x66, 0x10, rest @ ..] => return if jbe(rest) { 4 } else { 0 },
+        [0x4c, 0x8d, 0x64, 0x24, ..] => 5,
+        [0x4c, 0x8d, 0xa4, 0x24, ..] => 8,
+        _ => return 0,
+    };
+    match code.get(lea..) {
+        Some([0x4d, 0x3b, 0x66, 0x10, rest @ ..]) if jbe(rest) => lea as u8 + 4,
         _ => 0,
     }
 }
@@ -491,8 +503,20 @@ mod tests {
         ];
         assert_eq!(go_stack_check_len(&newproc1), 4);
         assert_eq!(go_stack_check_len(&[0x49, 0x3b, 0x66, 0x10, 0x76, 0x20]), 4);
-        // A larger frame: LEAQ -0x100(SP), R12 first; and a NOSPLIT function: stay at entry.
+        // A larger frame (runtime.gcMarkTermination, Go 1.19): LEAQ -0x130(SP), R12;
+        // CMPQ 0x10(R14), R12; JBE rel32. And with an 8-bit displacement.
+        let large = [
+            0x4c, 0x8d, 0xa4, 0x24, 0xd0, 0xfe, 0xff, 0xff, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86,
+        ];
+        assert_eq!(go_stack_check_len(&large), 12);
+        let small_disp = [
+            0x4c, 0x8d, 0x64, 0x24, 0xf8, 0x4d, 0x3b, 0x66, 0x10, 0x76, 0x10,
+        ];
+        assert_eq!(go_stack_check_len(&small_disp), 9);
+        // Cut short, or no branch after the compare: the entry.
+        assert_eq!(go_stack_check_len(&large[..12]), 0);
         assert_eq!(go_stack_check_len(&[0x4c, 0x8d, 0xa4, 0x24, 0x00, 0xff]), 0);
+        // A NOSPLIT function: stay at entry.
         assert_eq!(go_stack_check_len(&[0x48, 0x83, 0xec, 0x18, 0x48, 0x89]), 0);
         // The compare without the branch after it.
         assert_eq!(go_stack_check_len(&[0x49, 0x3b, 0x66, 0x10, 0x90, 0x90]), 0);
