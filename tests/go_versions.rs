@@ -360,3 +360,98 @@ fn goroutines_of_programs_started_before_the_agent_are_exact() {
         gos.len()
     );
 }
+
+/// Issue 19, item 4: `probes.go.gc_all_processes` (default on). A Go program that no target
+/// names (its service is its comm), started after the agent, gets the GC probes alone on its
+/// file: `runtime.GC()` K times moves its cycle counter by exactly the change of
+/// `runtime.NumGC` and its pause count by exactly the change of the runtime's
+/// `/gc/pauses:seconds`, and it has no goroutine gauge (those probes stay opt-in). With
+/// `gc_all_processes: false` it has neither. Built stripped by the newest toolchain.
+#[test]
+fn gc_of_every_go_process_by_default() {
+    const K: u64 = 10;
+    let (v, go) = toolchains().pop().expect("a Go toolchain");
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique_name("sfgc");
+    let bin = build(&go, dir.path(), &name, false, &["-ldflags=-s -w"]);
+    for on in [true, false] {
+        let config = if on {
+            String::new()
+        } else {
+            "probes:\n  go:\n    gc_all_processes: false\n".to_string()
+        };
+        let agent = Agent::start(&config);
+        let gc_files = |s: &Scrape| {
+            s.value(
+                "steadfast_uprobe_attachments",
+                &[("probe", "gc"), ("scope", "file")],
+            )
+            .unwrap_or(0.0)
+        };
+        let files_before = gc_files(&agent.scrape());
+        let read = |s: &Scrape| {
+            let v = |metric| s.value(metric, &[("service", &name)]);
+            (
+                v("steadfast_go_gc_cycles_total"),
+                v("steadfast_go_gc_pause_seconds_count"),
+                v("steadfast_go_goroutines"),
+            )
+        };
+        let runtime_says = |line: &str, tag: &str| -> (u64, u64) {
+            let f: Vec<&str> = line.split(' ').collect();
+            assert_eq!(f[0], tag, "{v}: {line}");
+            (f[1].parse().unwrap(), f[2].parse().unwrap())
+        };
+        let mut w = Interactive::spawn(&bin, &["gc", &K.to_string()]);
+        let (gc0, p0) = runtime_says(&w.read_line(), "before");
+        if on {
+            // The agent attaches when it reads the exec event: wait for it (the program
+            // waits too), then for the process to be known under its comm.
+            support::wait_until(
+                "GC probes on the untargeted Go program's file",
+                std::time::Duration::from_secs(10),
+                || gc_files(&agent.scrape()) > files_before,
+            );
+        }
+        agent.await_collections(2);
+        let (c0, n0, g0) = read(&agent.scrape());
+        w.step();
+        let (gc1, p1) = runtime_says(&w.read_line(), "after");
+        agent.await_collections(2);
+        let s = agent.scrape();
+        let (c1, n1, g1) = read(&s);
+        assert!(
+            s.value("steadfast_process_tasks", &[("service", &name)])
+                .is_some(),
+            "the process is seen under its comm: {}",
+            agent.log()
+        );
+        w.finish();
+        let line = format!(
+            "gc_all_processes {on}, {v} stripped: runtime.GC() x{K}: NumGC {gc0} -> {gc1}, agent cycles {c0:?} -> {c1:?}; /gc/pauses:seconds {p0} -> {p1}, agent pauses {n0:?} -> {n1:?}; goroutine gauge {g0:?} {g1:?}; GC file attachments {files_before} -> {}",
+            gc_files(&s)
+        );
+        eprintln!("{line}");
+        assert!(gc1 - gc0 >= K, "{line}");
+        assert_eq!((g0, g1), (None, None), "no goroutine gauge: {line}");
+        if on {
+            let (c0, n0) = (c0.unwrap_or(0.0) as u64, n0.unwrap_or(0.0) as u64);
+            assert_eq!(
+                c1.map(|c| c as u64 - c0),
+                Some(gc1 - gc0),
+                "{line}\n{}",
+                agent.log()
+            );
+            assert_eq!(
+                n1.map(|n| n as u64 - n0),
+                Some(p1 - p0),
+                "{line}\n{}",
+                agent.log()
+            );
+            promtool_check(&s);
+        } else {
+            assert_eq!((c1, n1), (None, None), "no GC series: {line}");
+            assert_eq!(gc_files(&s), 0.0, "{line}");
+        }
+    }
+}

@@ -400,10 +400,12 @@ fn go_programs_of_no_target_are_counted_only_with_all_processes() {
         let mut w = Interactive::spawn(&bin, &["300", "wait"]);
         w.expect("started");
         if all {
+            // Other Go programs on the host (builds, promtool, other tests' workloads) get
+            // probed too: wait for this one's gauge (its seed), not for a count of files.
             wait_for(
                 &agent,
                 "file-wide probes on the untargeted Go program",
-                |s| files(s) == 1.0,
+                |s| gauge(s).is_some(),
             );
         } else {
             agent.await_collections(2);
@@ -442,15 +444,16 @@ fn go_programs_of_no_target_are_counted_only_with_all_processes() {
             num - 1.0 + r,
             files(&s)
         );
-        assert_eq!(files(&s), 1.0);
+        assert!(files(&s) >= 1.0);
         assert_eq!(at_ready, Some(num - 1.0 + r), "{}", agent.log());
         assert_eq!(at_done, Some(r));
-        assert_eq!(
+        assert!(
             s.value(
                 "steadfast_go_goroutine_seeds_total",
                 &[("result", "seeded")]
-            ),
-            Some(1.0)
+            )
+            .is_some_and(|n| n >= 1.0),
+            "this one at least"
         );
         promtool_check(&s);
         w.finish();

@@ -586,7 +586,7 @@ impl Default for TasksProbeConfig {
 }
 
 /// Which Go processes get the goroutine and GC probes.
-#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GoProbeConfig {
     /// Every Go process on the host, not only the `targets` that opt in (a target with
@@ -595,6 +595,21 @@ pub struct GoProbeConfig {
     /// program that starts 100,000 a second.
     #[serde(default)]
     pub all_processes: bool,
+    /// The GC probes alone on every Go process that has no goroutine probes (a target with
+    /// `goroutines: false` stays out): `steadfast_go_gc_cycles_total` and
+    /// `steadfast_go_gc_pause_seconds` for all of them. On by default: they fire a few times
+    /// per GC cycle (docs/benchmarks.md, section 8).
+    #[serde(default = "yes")]
+    pub gc_all_processes: bool,
+}
+
+impl Default for GoProbeConfig {
+    fn default() -> Self {
+        Self {
+            all_processes: false,
+            gc_all_processes: true,
+        }
+    }
 }
 
 /// Bounds of the uprobe-based probes (allocations, goroutines), which act on `targets` only.

@@ -23,7 +23,7 @@ pub use loss::LossCounters;
 pub use percpu_table::{PerCpuTable, SharedTable, SyscallErrorMap, SyscallHistMap, TaskCountMap};
 pub use ring::{decode, EventRing};
 pub use tcp_events::{ConnEvents, ConnProbe, TcpCountsMap, TcpEvents, TcpProbe};
-pub use uprobes::{libc_in_maps, AllocCountMap, AttachError, GoCountMap, LinkSet, Uprobes};
+pub use uprobes::{libc_in_maps, AllocCountMap, AttachError, GoCountMap, GoSet, LinkSet, Uprobes};
 
 use crate::config::{Config, SyscallProbeConfig};
 
@@ -110,8 +110,9 @@ impl Probes {
         let tcp_wakeup = u64::from(tcp.wakeup_min_bytes);
         let u = &config.probes.uprobes;
         let allocations = config.targets.iter().any(|t| t.allocations);
-        let goroutines =
-            config.probes.go.all_processes || config.targets.iter().any(|t| t.goroutines);
+        let goroutines = config.probes.go.all_processes
+            || config.probes.go.gc_all_processes
+            || config.targets.iter().any(|t| t.goroutines);
         // Maps of probe sets no target uses stay small (LRU maps need room per CPU).
         let sized = |on: bool, n: u32| if on { n } else { 256 };
         let http = &config.probes.http;

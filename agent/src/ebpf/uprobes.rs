@@ -76,10 +76,11 @@ const ALLOC_POINTS: [(&str, &str); 7] = [
 
 /// Go runtime functions and the program attached to each (entries only: no uretprobes on
 /// Go code, whose stacks move): goroutines, then the garbage collector (`go_gc.rs` in the
-/// eBPF crate). One set, attached all or nothing, in this order: exits before creations, so
+/// eBPF crate). A set is attached all or nothing, in this order: exits before creations, so
 /// in a running process a goroutine that starts and ends between the two attaches can only be
 /// missed (an undercount, clamped at 0), never counted as live forever; a seed from memory
-/// (`pipeline::go_seed`) then corrects either way.
+/// (`pipeline::go_seed`) then corrects either way. [`GoSet`] picks the goroutine half, the GC
+/// half (the last [`GC_POINTS`] entries) or both.
 const GO_POINTS: [(&str, &str); 6] = [
     ("go_goexit", "runtime.goexit0"),
     ("go_newproc", "runtime.newproc1"),
@@ -88,6 +89,31 @@ const GO_POINTS: [(&str, &str); 6] = [
     ("go_stw_stop", "runtime.stopTheWorldWithSema"),
     ("go_stw_start", "runtime.startTheWorldWithSema"),
 ];
+
+/// How many of [`GO_POINTS`], at its end, are the GC probes.
+const GC_POINTS: usize = 4;
+
+/// Which Go probes an attachment holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoSet {
+    /// Goroutines and GC.
+    All,
+    /// The GC probes only (`probes.go.gc_all_processes`).
+    Gc,
+    /// The goroutine probes only (a process whose file has the GC probes already).
+    Goroutines,
+}
+
+impl GoSet {
+    fn range(self) -> std::ops::Range<usize> {
+        let split = GO_POINTS.len() - GC_POINTS;
+        match self {
+            GoSet::All => 0..GO_POINTS.len(),
+            GoSet::Gc => split..GO_POINTS.len(),
+            GoSet::Goroutines => 0..split,
+        }
+    }
+}
 
 /// Programs loaded at start.
 const ALLOC_PROGRAMS: [&str; 5] = [
@@ -218,14 +244,15 @@ impl Uprobes {
         self.attach_all(&ALLOC_POINTS, &libc, UProbeScope::OneProcess(pid))
     }
 
-    /// Attaches the goroutine and GC probes to a Go executable: for every process running it
-    /// (`pid` None), or for one process. The functions are found through the Go runtime's
-    /// function table (`pipeline::go_pclntab`), which stripped binaries keep too; where it
-    /// cannot be read (a Go older than 1.18), by symbol name.
-    pub fn attach_goroutines(
+    /// Attaches the goroutine and GC probes (`set`: both or one half) to a Go executable: for
+    /// every process running it (`pid` None), or for one process. The functions are found
+    /// through the Go runtime's function table (`pipeline::go_pclntab`), which stripped
+    /// binaries keep too; where it cannot be read (a Go older than 1.18), by symbol name.
+    pub fn attach_go(
         &mut self,
         exe: &Path,
         pid: Option<u32>,
+        set: GoSet,
     ) -> Result<LinkSet, AttachError> {
         if !self.goroutines_loaded {
             return Err(AttachError::NotLoaded("goroutine"));
@@ -234,20 +261,20 @@ impl Uprobes {
             None => UProbeScope::AllProcesses,
             Some(p) => UProbeScope::OneProcess(NonZeroU32::new(p).ok_or(AttachError::BadPid)?),
         };
-        match crate::pipeline::go_pclntab::function_offsets(exe, &GO_POINTS.map(|(_, f)| f)) {
-            Ok(offsets) => {
-                let mut at = [0u64; GO_POINTS.len()];
-                at.copy_from_slice(&offsets);
+        let points = &GO_POINTS[set.range()];
+        let functions: Vec<&str> = points.iter().map(|&(_, f)| f).collect();
+        match crate::pipeline::go_pclntab::function_offsets(exe, &functions) {
+            Ok(mut at) => {
                 if let Ok(file) = std::fs::File::open(exe) {
                     for o in at.iter_mut() {
                         *o += past_stack_check(&file, *o);
                     }
                 }
-                self.attach_all_at(&GO_POINTS, |i| at[i].into(), exe, scope)
+                self.attach_all_at(points, |i| at[i].into(), exe, scope)
             }
             Err(table) => {
                 tracing::debug!(path = %exe.display(), error = %table, "no Go function table: attaching by symbol");
-                self.attach_all(&GO_POINTS, exe, scope)
+                self.attach_all(points, exe, scope)
                     .map_err(|e| AttachError::GoFunctions {
                         path: exe.display().to_string(),
                         table,
@@ -342,7 +369,8 @@ impl Uprobes {
 
 /// Where to put a Go function's probe, relative to its entry: past the stack check when the
 /// function starts with the small-frame one (`CMPQ 0x10(R14), SP` then `JBE` to the
-/// `morestack` call), else at the entry (0).
+/// `morestack` call) or the large-frame one (`LEAQ -n(SP), R12`, `CMPQ 0x10(R14), R12`, then
+/// `JBE`), else at the entry (0).
 ///
 /// The entry instruction compares with a memory operand: the kernel cannot emulate it, so a
 /// uprobe there single-steps it out of line, a second trap on every hit. The `JBE` after it is
@@ -350,21 +378,32 @@ impl Uprobes {
 /// `runtime.newproc1` and `runtime.goexit0` (tracefs uprobes, 200,000 goroutines): ~29 µs of
 /// CPU per goroutine at the entries, ~2.6 µs past the check (bare ~1 µs). Every call runs the
 /// `JBE` exactly once, as it runs the entry (a stack growth jumps back to the entry, which
-/// both count again). Functions with larger frames start otherwise and keep the entry.
+/// both count again). The large-frame check's `LEAQ` is not emulated either (a GC probe,
+/// `runtime.gcMarkTermination`, starts with it: docs/benchmarks.md, section 8). Functions
+/// that start otherwise (`NOSPLIT` ones) keep the entry.
 fn past_stack_check(file: &std::fs::File, offset: u64) -> u64 {
     use std::os::unix::fs::FileExt;
-    let mut code = [0u8; 6];
+    let mut code = [0u8; 16];
     if file.read_exact_at(&mut code, offset).is_err() {
         return 0;
     }
     u64::from(go_stack_check_len(&code))
 }
 
-/// Length of the small-frame stack check's compare (`49 3b 66 10`: `CMPQ 0x10(R14), SP`) when
-/// a `JBE` (`0f 86 rel32` or `76 rel8`) follows it; 0 otherwise.
+/// Length of the stack check before its `JBE` (`0f 86 rel32` or `76 rel8`): the small-frame
+/// compare (`49 3b 66 10`: `CMPQ 0x10(R14), SP`), 4 bytes; or the large-frame `LEAQ -n(SP),
+/// R12` (`4c 8d 64 24 d8` or `4c 8d a4 24 d32`) and `CMPQ 0x10(R14), R12` (`4d 3b 66 10`),
+/// 9 or 12 bytes; 0 when the code starts otherwise.
 pub fn go_stack_check_len(code: &[u8]) -> u8 {
-    match code {
-        [0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, ..] | [0x49, 0x3b, 0x66, 0x10, 0x76, ..] => 4,
+    let jbe = |rest: &[u8]| matches!(rest, [0x0f, 0x86, ..] | [0x76, ..]);
+    let lea = match code {
+        [0x49, 0x3b, 0x66, 0x10, rest @ ..] => return if jbe(rest) { 4 } else { 0 },
+        [0x4c, 0x8d, 0x64, 0x24, ..] => 5,
+        [0x4c, 0x8d, 0xa4, 0x24, ..] => 8,
+        _ => return 0,
+    };
+    match code.get(lea..) {
+        Some([0x4d, 0x3b, 0x66, 0x10, rest @ ..]) if jbe(rest) => lea as u8 + 4,
         _ => 0,
     }
 }
@@ -464,8 +503,20 @@ mod tests {
         ];
         assert_eq!(go_stack_check_len(&newproc1), 4);
         assert_eq!(go_stack_check_len(&[0x49, 0x3b, 0x66, 0x10, 0x76, 0x20]), 4);
-        // A larger frame: LEAQ -0x100(SP), R12 first; and a NOSPLIT function: stay at entry.
+        // A larger frame (runtime.gcMarkTermination, Go 1.19): LEAQ -0x130(SP), R12;
+        // CMPQ 0x10(R14), R12; JBE rel32. And with an 8-bit displacement.
+        let large = [
+            0x4c, 0x8d, 0xa4, 0x24, 0xd0, 0xfe, 0xff, 0xff, 0x4d, 0x3b, 0x66, 0x10, 0x0f, 0x86,
+        ];
+        assert_eq!(go_stack_check_len(&large), 12);
+        let small_disp = [
+            0x4c, 0x8d, 0x64, 0x24, 0xf8, 0x4d, 0x3b, 0x66, 0x10, 0x76, 0x10,
+        ];
+        assert_eq!(go_stack_check_len(&small_disp), 9);
+        // Cut short, or no branch after the compare: the entry.
+        assert_eq!(go_stack_check_len(&large[..12]), 0);
         assert_eq!(go_stack_check_len(&[0x4c, 0x8d, 0xa4, 0x24, 0x00, 0xff]), 0);
+        // A NOSPLIT function: stay at entry.
         assert_eq!(go_stack_check_len(&[0x48, 0x83, 0xec, 0x18, 0x48, 0x89]), 0);
         // The compare without the branch after it.
         assert_eq!(go_stack_check_len(&[0x49, 0x3b, 0x66, 0x10, 0x90, 0x90]), 0);

@@ -678,7 +678,7 @@ fn encode_uprobes(p: &Pipeline, encoder: &mut DescriptorEncoder) -> Result<(), s
     }
     let mut family = encoder.encode_descriptor(
         "uprobe_attachments",
-        "Uprobe attachments now, by probe (allocations, goroutines) and scope (process, or file: every process of a Go executable).",
+        "Uprobe attachments now, by probe (allocations; goroutines: the goroutine probes, with the GC probes unless the file has them alone; gc: the GC probes alone) and scope (process, or file: every process of a Go executable).",
         None,
         MetricType::Gauge,
     )?;

@@ -185,6 +185,7 @@ impl Pipeline {
                 config.probes.uprobes.max_attachments,
                 uprobe_targets::go_check,
                 config.probes.go.all_processes,
+                config.probes.go.gc_all_processes,
             ),
             uprobe_missed: (0, 0),
             telemetry: Telemetry::default(),

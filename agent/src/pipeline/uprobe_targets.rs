@@ -13,6 +13,10 @@
 //!   it and its path names another file.
 //! - With `probes.go.all_processes`, every Go process that no target claims gets the
 //!   goroutine probes too, on its file (by device and inode, like an `exe` target).
+//! - With `probes.go.gc_all_processes` (the default), every Go process that no target claims
+//!   and that has no goroutine probes gets the GC probes alone, on its file. A file has the GC
+//!   probes once: goroutine probes attached later to a file (or a process of it) that has
+//!   them already are the goroutine half only, so no GC cycle is counted twice.
 //! - A process the goroutine probes reach after it started (running before the agent, or
 //!   matched other than by `exe`) is queued to be seeded from its memory
 //!   ([`UprobeTargets::take_seeds`], `go_seed`); one started after its file's probes were
@@ -28,13 +32,15 @@ use std::{
 };
 
 use super::{go_elf::is_go_binary, services::ProcessFacts};
-use crate::config::Target;
+use crate::{config::Target, ebpf::GoSet};
 
 /// The probe sets, as `probe` label values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Probe {
     Allocations,
     Goroutines,
+    /// The GC probes alone (`probes.go.gc_all_processes`).
+    Gc,
 }
 
 impl Probe {
@@ -42,6 +48,7 @@ impl Probe {
         match self {
             Probe::Allocations => "allocations",
             Probe::Goroutines => "goroutines",
+            Probe::Gc => "gc",
         }
     }
 }
@@ -50,8 +57,13 @@ impl Probe {
 pub trait Attacher {
     type Links;
     fn attach_allocations(&mut self, pid: u32) -> Result<Self::Links, String>;
-    /// `pid` None: every process running `exe`.
-    fn attach_goroutines(&mut self, exe: &Path, pid: Option<u32>) -> Result<Self::Links, String>;
+    /// The Go probes `set` on `exe`; `pid` None: every process running it.
+    fn attach_go(
+        &mut self,
+        exe: &Path,
+        pid: Option<u32>,
+        set: GoSet,
+    ) -> Result<Self::Links, String>;
     fn detach(&mut self, links: Self::Links);
 }
 
@@ -60,8 +72,13 @@ impl Attacher for crate::ebpf::Uprobes {
     fn attach_allocations(&mut self, pid: u32) -> Result<Self::Links, String> {
         crate::ebpf::Uprobes::attach_allocations(self, pid).map_err(|e| e.to_string())
     }
-    fn attach_goroutines(&mut self, exe: &Path, pid: Option<u32>) -> Result<Self::Links, String> {
-        crate::ebpf::Uprobes::attach_goroutines(self, exe, pid).map_err(|e| e.to_string())
+    fn attach_go(
+        &mut self,
+        exe: &Path,
+        pid: Option<u32>,
+        set: GoSet,
+    ) -> Result<Self::Links, String> {
+        crate::ebpf::Uprobes::attach_go(self, exe, pid, set).map_err(|e| e.to_string())
     }
     fn detach(&mut self, links: Self::Links) {
         crate::ebpf::Uprobes::detach(self, links)
@@ -118,6 +135,10 @@ pub struct UprobeTargets<L> {
     attached_at: HashMap<FileId, u64>,
     /// Every Go process, not only targets (`probes.go.all_processes`).
     all_processes: bool,
+    /// The GC probes on every Go process (`probes.go.gc_all_processes`).
+    gc_all_processes: bool,
+    /// Go executables with file-wide GC probes alone, with the path they were found by.
+    gc_files: HashMap<FileId, (PathBuf, L)>,
     /// Processes probed after they started, to be seeded.
     to_seed: Vec<u32>,
     /// Pid-scoped attachments.
@@ -133,12 +154,19 @@ pub struct UprobeTargets<L> {
 }
 
 impl<L> UprobeTargets<L> {
-    pub fn new(max_attachments: u32, is_go: GoCheck, all_processes: bool) -> Self {
+    pub fn new(
+        max_attachments: u32,
+        is_go: GoCheck,
+        all_processes: bool,
+        gc_all_processes: bool,
+    ) -> Self {
         Self {
             max_attachments: max_attachments as usize,
             files: HashMap::new(),
             attached_at: HashMap::new(),
             all_processes,
+            gc_all_processes,
+            gc_files: HashMap::new(),
             to_seed: Vec::new(),
             processes: HashMap::new(),
             seen: HashSet::new(),
@@ -200,7 +228,8 @@ impl<L> UprobeTargets<L> {
             Some((_, t)) => t.goroutines,
             None => self.all_processes,
         };
-        if !wanted {
+        let gc_only = !wanted && target.is_none() && self.gc_all_processes;
+        if !wanted && !gc_only {
             return;
         }
         let link = self.exe_link(tgid);
@@ -208,12 +237,28 @@ impl<L> UprobeTargets<L> {
         if let Some(&at) = self.attached_at.get(&id) {
             // Covered by the file-wide probes: from its first instruction if it started after
             // they were attached.
-            if self.started_by(tgid, at) {
+            if wanted && self.started_by(tgid, at) {
                 self.to_seed.push(tgid);
             }
             return;
         }
-        if !(self.is_go)(&link) {
+        if (gc_only && self.gc_files.contains_key(&id)) || !(self.is_go)(&link) {
+            return;
+        }
+        let path = || {
+            facts
+                .exe
+                .as_deref()
+                .map_or_else(|| link.clone(), PathBuf::from)
+                .to_string_lossy()
+                .into_owned()
+        };
+        if gc_only || self.gc_all_processes {
+            // The GC probes of this file, once (goroutine probes below are then the goroutine
+            // half only).
+            self.attach_gc_file(id, &link, &path(), a);
+        }
+        if gc_only {
             return;
         }
         match (target, facts.exe.as_deref()) {
@@ -225,16 +270,15 @@ impl<L> UprobeTargets<L> {
             }
             // Any Go process: its file too (known by the path it was started from, or while a
             // process runs it).
-            (None, exe) => {
-                let path = exe.map_or_else(|| link.clone(), PathBuf::from);
-                let path = path.to_string_lossy().into_owned();
-                self.attach_file(None, id, &link, &path, a);
+            (None, _) => {
+                self.attach_file(None, id, &link, &path(), a);
                 self.to_seed.push(tgid);
             }
             (Some((i, t)), _) => {
+                let set = self.go_set(id);
                 let r = self
                     .reserve()
-                    .and_then(|()| a.attach_goroutines(&link, Some(tgid)));
+                    .and_then(|()| a.attach_go(&link, Some(tgid), set));
                 let ok = r.is_ok();
                 self.record(Some((i, t)), Probe::Goroutines, r, |s, l| {
                     s.processes.insert((tgid, Probe::Goroutines), l);
@@ -289,13 +333,15 @@ impl<L> UprobeTargets<L> {
         for tgid in gone {
             self.on_exit(tgid, a);
         }
-        let stale: Vec<FileId> = self
-            .files
-            .iter()
-            .filter(|(id, (path, _))| file_id(path) != Some(**id))
-            .map(|(id, _)| *id)
-            .collect();
-        if stale.is_empty() {
+        let stale_in = |m: &HashMap<FileId, (PathBuf, L)>| -> Vec<FileId> {
+            m.iter()
+                .filter(|(id, (path, _))| file_id(path) != Some(**id))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let stale = stale_in(&self.files);
+        let stale_gc = stale_in(&self.gc_files);
+        if stale.is_empty() && stale_gc.is_empty() {
             return;
         }
         let running: HashSet<FileId> = self
@@ -310,6 +356,42 @@ impl<L> UprobeTargets<L> {
                 a.detach(l);
             }
         }
+        for id in stale_gc.into_iter().filter(|id| !running.contains(id)) {
+            if let Some((path, l)) = self.gc_files.remove(&id) {
+                tracing::debug!(path = %path.display(), "replaced executable: GC probes detached");
+                a.detach(l);
+            }
+        }
+    }
+
+    /// The Go probes to attach to (a process of) file `id`: the goroutine half when the
+    /// file has the GC probes already, else both.
+    fn go_set(&self, id: FileId) -> GoSet {
+        if self.gc_files.contains_key(&id) {
+            GoSet::Goroutines
+        } else {
+            GoSet::All
+        }
+    }
+
+    /// Attaches the GC probes alone to the file `id` (reached through `link`, found at
+    /// `path`), for every process of it, unless it has them.
+    fn attach_gc_file<A: Attacher<Links = L>>(
+        &mut self,
+        id: FileId,
+        link: &Path,
+        path: &str,
+        a: &mut A,
+    ) {
+        if self.gc_files.contains_key(&id) || self.files.contains_key(&id) {
+            return;
+        }
+        let r = self
+            .reserve()
+            .and_then(|()| a.attach_go(link, None, GoSet::Gc));
+        self.record(None, Probe::Gc, r, |s, l| {
+            s.gc_files.insert(id, (PathBuf::from(path), l));
+        });
     }
 
     /// Attaches file-wide probes to the file `id`, reached through `path`; `target_path` is
@@ -325,9 +407,8 @@ impl<L> UprobeTargets<L> {
         if self.files.contains_key(&id) {
             return;
         }
-        let r = self
-            .reserve()
-            .and_then(|()| a.attach_goroutines(path, None));
+        let set = self.go_set(id);
+        let r = self.reserve().and_then(|()| a.attach_go(path, None, set));
         self.record(target, Probe::Goroutines, r, |s, l| {
             s.files.insert(id, (PathBuf::from(target_path), l));
             s.attached_at.insert(id, boot_ticks());
@@ -335,7 +416,7 @@ impl<L> UprobeTargets<L> {
     }
 
     fn reserve(&self) -> Result<(), String> {
-        if self.files.len() + self.processes.len() >= self.max_attachments {
+        if self.files.len() + self.gc_files.len() + self.processes.len() >= self.max_attachments {
             Err(format!(
                 "probes.uprobes.max_attachments ({}) reached",
                 self.max_attachments
@@ -387,6 +468,7 @@ impl<L> UprobeTargets<L> {
             *out.entry((p, "process")).or_default() += 1;
         }
         *out.entry((Probe::Goroutines, "file")).or_default() += self.files.len() as u64;
+        *out.entry((Probe::Gc, "file")).or_default() += self.gc_files.len() as u64;
         out
     }
 
@@ -418,8 +500,13 @@ mod tests {
             self.live.insert(self.next);
             Ok(self.next)
         }
-        fn attach_goroutines(&mut self, exe: &Path, pid: Option<u32>) -> Result<u32, String> {
-            self.calls.push(format!("go {} {pid:?}", exe.display()));
+        fn attach_go(&mut self, exe: &Path, pid: Option<u32>, set: GoSet) -> Result<u32, String> {
+            let what = match set {
+                GoSet::All => "go",
+                GoSet::Gc => "gc",
+                GoSet::Goroutines => "goroutines",
+            };
+            self.calls.push(format!("{what} {} {pid:?}", exe.display()));
             self.next += 1;
             self.live.insert(self.next);
             Ok(self.next)
@@ -449,7 +536,7 @@ mod tests {
 
     #[test]
     fn allocations_per_process_detached_at_exit() {
-        let mut u = UprobeTargets::new(8, |_| false, false);
+        let mut u = UprobeTargets::new(8, |_| false, false, false);
         let mut a = Fake::default();
         let t = target(None, true);
         u.on_process(10, &facts("/bin/c"), Some((0, &t)), &mut a);
@@ -481,7 +568,7 @@ mod tests {
         let other = dir.path().join("other");
         std::fs::write(&bin, b"v1").unwrap();
         std::fs::write(&other, b"x").unwrap();
-        let mut u = UprobeTargets::new(8, |_| true, false).with_proc(&proc);
+        let mut u = UprobeTargets::new(8, |_| true, false, false).with_proc(&proc);
         let mut a = Fake::default();
         let by_exe = target(Some(bin.to_str().unwrap()), false);
         u.start(std::slice::from_ref(&by_exe), &mut a);
@@ -527,7 +614,7 @@ mod tests {
 
     #[test]
     fn the_cap_and_failures_are_counted_not_fatal() {
-        let mut u = UprobeTargets::new(1, |_| false, false);
+        let mut u = UprobeTargets::new(1, |_| false, false, false);
         let mut a = Fake::default();
         let t = target(None, true);
         u.on_process(1, &facts("/bin/c"), Some((0, &t)), &mut a);
@@ -548,7 +635,7 @@ mod tests {
         let proc = dir.path().join("proc");
         let bin = dir.path().join("app");
         std::fs::write(&bin, b"v1").unwrap();
-        let mut u = UprobeTargets::new(8, |_| true, false).with_proc(&proc);
+        let mut u = UprobeTargets::new(8, |_| true, false, false).with_proc(&proc);
         let mut a = Fake::default();
         let by_exe = target(Some(bin.to_str().unwrap()), false);
         u.start(std::slice::from_ref(&by_exe), &mut a);
@@ -593,11 +680,11 @@ mod tests {
         run(&proc, 40, &bin);
         run(&proc, 41, &bin);
         let f = facts(bin.to_str().unwrap());
-        let mut off = UprobeTargets::new(8, |_| true, false).with_proc(&proc);
+        let mut off = UprobeTargets::new(8, |_| true, false, false).with_proc(&proc);
         let mut a = Fake::default();
         off.on_process(40, &f, None, &mut a);
         assert!(a.calls.is_empty());
-        let mut on = UprobeTargets::new(8, |_| true, true).with_proc(&proc);
+        let mut on = UprobeTargets::new(8, |_| true, true, false).with_proc(&proc);
         on.on_process(40, &f, None, &mut a);
         on.on_process(41, &f, None, &mut a);
         assert_eq!(a.calls, [format!("go {}/40/exe None", proc.display())]);
@@ -606,16 +693,80 @@ mod tests {
         // A target that opts out stays out.
         let mut t = target(None, false);
         t.goroutines = false;
-        let mut on2 = UprobeTargets::new(8, |_| true, true).with_proc(&proc);
+        let mut on2 = UprobeTargets::new(8, |_| true, true, false).with_proc(&proc);
         on2.on_process(40, &f, Some((0, &t)), &mut a);
         assert_eq!(a.calls.len(), 1);
         // Not Go: nothing. Over the bound: counted.
-        let mut not_go = UprobeTargets::new(8, |_| false, true).with_proc(&proc);
+        let mut not_go = UprobeTargets::new(8, |_| false, true, false).with_proc(&proc);
         not_go.on_process(40, &f, None, &mut a);
         assert_eq!(a.calls.len(), 1);
-        let mut full = UprobeTargets::new(0, |_| true, true).with_proc(&proc);
+        let mut full = UprobeTargets::new(0, |_| true, true, false).with_proc(&proc);
         full.on_process(40, &f, None, &mut a);
         assert_eq!(full.failures()[&Probe::Goroutines], 1);
+    }
+
+    #[test]
+    fn gc_all_processes_gives_each_go_file_the_gc_probes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc = dir.path().join("proc");
+        let bin = dir.path().join("app");
+        let other = dir.path().join("other");
+        std::fs::write(&bin, b"v1").unwrap();
+        std::fs::write(&other, b"x").unwrap();
+        run(&proc, 50, &bin);
+        run(&proc, 51, &bin);
+        run(&proc, 52, &other);
+        let f = facts(bin.to_str().unwrap());
+        let mut u = UprobeTargets::new(8, |_| true, false, true).with_proc(&proc);
+        let mut a = Fake::default();
+        // No target: the GC probes on the file, once; nothing to seed.
+        u.on_process(50, &f, None, &mut a);
+        u.on_process(51, &f, None, &mut a);
+        assert_eq!(a.calls, [format!("gc {}/50/exe None", proc.display())]);
+        assert!(u.take_seeds().is_empty());
+        assert_eq!(u.attachments()[&(Probe::Gc, "file")], 1);
+        assert_eq!(u.attachments()[&(Probe::Goroutines, "file")], 0);
+        // A target process of another file matched by comm: that file's GC probes, then the
+        // goroutine half for the process.
+        let by_comm = target(None, false);
+        u.on_process(52, &facts("/opt/other"), Some((0, &by_comm)), &mut a);
+        assert_eq!(
+            a.calls[1..],
+            [
+                format!("gc {}/52/exe None", proc.display()),
+                format!("goroutines {}/52/exe Some(52)", proc.display()),
+            ]
+        );
+        assert_eq!(u.take_seeds(), [52]);
+        // A target that opts out of goroutines stays out of GC too.
+        let mut out = target(None, false);
+        out.goroutines = false;
+        run(&proc, 53, &other);
+        let before = a.calls.len();
+        u.on_process(53, &facts("/opt/other"), Some((0, &out)), &mut a);
+        assert_eq!(a.calls.len(), before);
+        // Off: nothing for processes of no target.
+        let mut off = UprobeTargets::new(8, |_| true, false, false).with_proc(&proc);
+        off.on_process(50, &f, None, &mut a);
+        assert_eq!(a.calls.len(), before);
+        // With all_processes too: the whole set on the file, no GC-only attachment.
+        let mut all = UprobeTargets::new(8, |_| true, true, true).with_proc(&proc);
+        all.on_process(50, &f, None, &mut a);
+        assert_eq!(
+            a.calls[before..],
+            [
+                format!("gc {}/50/exe None", proc.display()),
+                format!("goroutines {}/50/exe None", proc.display()),
+            ]
+        );
+        // Bounded, counted.
+        let mut full = UprobeTargets::new(0, |_| true, false, true).with_proc(&proc);
+        full.on_process(50, &f, None, &mut a);
+        assert_eq!(full.failures()[&Probe::Gc], 1);
+        // The file replaced and its processes gone: detached.
+        std::fs::remove_file(&bin).unwrap();
+        u.sweep(|t| t == 52, &mut a);
+        assert_eq!(u.attachments()[&(Probe::Gc, "file")], 1);
     }
 
     #[test]
