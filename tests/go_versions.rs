@@ -361,25 +361,21 @@ fn goroutines_of_programs_started_before_the_agent_are_exact() {
     );
 }
 
-/// Issue 19, item 4: `probes.go.gc_all_processes` (default on). A Go program that no target
+/// Issue 19, item 4: `probes.go.gc_all_processes` (set on here; off by default). A Go program that no target
 /// names (its service is its comm), started after the agent, gets the GC probes alone on its
 /// file: `runtime.GC()` K times moves its cycle counter by exactly the change of
 /// `runtime.NumGC` and its pause count by exactly the change of the runtime's
 /// `/gc/pauses:seconds`, and it has no goroutine gauge (those probes stay opt-in). With
 /// `gc_all_processes: false` it has neither. Built stripped by the newest toolchain.
 #[test]
-fn gc_of_every_go_process_by_default() {
+fn gc_of_every_go_process_with_gc_all_processes() {
     const K: u64 = 10;
     let (v, go) = toolchains().pop().expect("a Go toolchain");
     let dir = tempfile::tempdir().unwrap();
     let name = unique_name("sfgc");
     let bin = build(&go, dir.path(), &name, false, &["-ldflags=-s -w"]);
     for on in [true, false] {
-        let config = if on {
-            String::new()
-        } else {
-            "probes:\n  go:\n    gc_all_processes: false\n".to_string()
-        };
+        let config = format!("probes:\n  go:\n    gc_all_processes: {on}\n");
         let agent = Agent::start(&config);
         let gc_files = |s: &Scrape| {
             s.value(

@@ -597,9 +597,10 @@ pub struct GoProbeConfig {
     pub all_processes: bool,
     /// The GC probes alone on every Go process that has no goroutine probes (a target with
     /// `goroutines: false` stays out): `steadfast_go_gc_cycles_total` and
-    /// `steadfast_go_gc_pause_seconds` for all of them. On by default: they fire a few times
-    /// per GC cycle (docs/benchmarks.md, section 8).
-    #[serde(default = "yes")]
+    /// `steadfast_go_gc_pause_seconds` for all of them. Off by default: they fire a few times
+    /// per GC cycle (docs/benchmarks.md, section 8), but each new Go executable on the host is
+    /// parsed and attached on the collection path, which stalls it.
+    #[serde(default)]
     pub gc_all_processes: bool,
 }
 
@@ -607,7 +608,7 @@ impl Default for GoProbeConfig {
     fn default() -> Self {
         Self {
             all_processes: false,
-            gc_all_processes: true,
+            gc_all_processes: false,
         }
     }
 }

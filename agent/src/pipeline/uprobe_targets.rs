@@ -13,7 +13,7 @@
 //!   it and its path names another file.
 //! - With `probes.go.all_processes`, every Go process that no target claims gets the
 //!   goroutine probes too, on its file (by device and inode, like an `exe` target).
-//! - With `probes.go.gc_all_processes` (the default), every Go process that no target claims
+//! - With `probes.go.gc_all_processes` (off by default), every Go process that no target claims
 //!   and that has no goroutine probes gets the GC probes alone, on its file. A file has the GC
 //!   probes once: goroutine probes attached later to a file (or a process of it) that has
 //!   them already are the goroutine half only, so no GC cycle is counted twice.
