@@ -586,7 +586,7 @@ impl Default for TasksProbeConfig {
 }
 
 /// Which Go processes get the goroutine and GC probes.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GoProbeConfig {
     /// Every Go process on the host, not only the `targets` that opt in (a target with
@@ -602,15 +602,6 @@ pub struct GoProbeConfig {
     /// parsed and attached on the collection path, which stalls it.
     #[serde(default)]
     pub gc_all_processes: bool,
-}
-
-impl Default for GoProbeConfig {
-    fn default() -> Self {
-        Self {
-            all_processes: false,
-            gc_all_processes: false,
-        }
-    }
 }
 
 /// Bounds of the uprobe-based probes (allocations, goroutines), which act on `targets` only.
