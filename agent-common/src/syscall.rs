@@ -106,9 +106,10 @@ pub fn bucket_of(ns: u64) -> usize {
     if v >= 1 << 1 {
         r += 1;
     }
-    // 2^r <= ns < 2^(r+1) and 2^(r-30) s < 2^r ns < 2^(r-29) s... precisely, with
-    // 2^(r-29) s = 2^(r+1) * 5^9 / 2^21 ns, ns is in bucket r - 8 when ns <= 2^(r-29) s, that is
-    // ns * 2^21 <= 5^9 * 2^(r+1) (both sides exact integers below 2^61), else in r - 7.
+    // 2^r ns lies between 2^(r-30) s and 2^(r-29) s, and 2^(r+1) ns below 2^(r-28) s, so ns is
+    // in bucket r - 8 (upper bound 2^(r-29) s) or r - 7 (2^(r-28) s). Since 2^(r-29) s is
+    // 2^(r+1) * 5^9 / 2^21 ns, it is r - 8 exactly when ns * 2^21 <= 5^9 * 2^(r+1) (both
+    // sides whole numbers below 2^61).
     let above = ((ns << 21) > (FIVE_POW_9 << (r + 1))) as u64;
     let b = r - 8 + above;
     if b > LAST_FINITE_BUCKET as u64 {
