@@ -1,7 +1,7 @@
-//! A parser of the Prometheus text exposition format (0.0.4), enough for the agent's own
-//! output: `# HELP`, `# TYPE`, and samples with escaped label values, one line at a time.
-//! Consumers (the OTLP metrics exporter, the rule store) read every family through it, so a
-//! new family needs no consumer change.
+//! A parser of the Prometheus text exposition format (0.0.4): `# HELP`, `# TYPE`, and samples
+//! with escaped label values, one line at a time. The agent's own consumers read typed
+//! snapshots (`collector`); this reads series written as text by rule tests and the fuzzer
+//! (`store::exposition`, `Engine::ingest_text`). Also the size hint of the text encoders.
 
 use std::{
     fmt,
@@ -128,54 +128,6 @@ impl SizeHint {
     }
 }
 
-/// A `fmt::Write` that keeps only the sample lines whose metric name `keep` accepts
-/// (comments are dropped): encoding a large catalogue through it holds the lines a
-/// consumer reads, not the whole text.
-pub struct SampleFilter<F> {
-    keep: F,
-    line: String,
-    kept: String,
-}
-
-impl<F: FnMut(&str) -> bool> SampleFilter<F> {
-    pub fn new(keep: F) -> Self {
-        Self {
-            keep,
-            line: String::new(),
-            kept: String::new(),
-        }
-    }
-
-    /// The kept lines.
-    pub fn into_text(mut self) -> String {
-        self.end_line();
-        self.kept
-    }
-
-    fn end_line(&mut self) {
-        let line = self.line.trim_start();
-        if !line.is_empty() && !line.starts_with('#') && (self.keep)(metric_name(line)) {
-            self.kept.push_str(line);
-            if !line.ends_with('\n') {
-                self.kept.push('\n');
-            }
-        }
-        self.line.clear();
-    }
-}
-
-impl<F: FnMut(&str) -> bool> fmt::Write for SampleFilter<F> {
-    fn write_str(&mut self, mut s: &str) -> fmt::Result {
-        while let Some(i) = s.find('\n') {
-            self.line.push_str(&s[..=i]);
-            self.end_line();
-            s = &s[i + 1..];
-        }
-        self.line.push_str(s);
-        Ok(())
-    }
-}
-
 /// The metric name a sample line starts with: up to its labels or its value (the whole line
 /// when it has neither).
 pub fn metric_name(line: &str) -> &str {
@@ -184,8 +136,7 @@ pub fn metric_name(line: &str) -> &str {
 }
 
 /// Parses one sample line `name{label="value",...} value [timestamp]` (the timestamp is
-/// ignored). Label values may hold the escapes `\\`, `\"` and `\n`. The rule store reads
-/// the agent's exposition through this too (`store::exposition`).
+/// ignored). Label values may hold the escapes `\\`, `\"` and `\n`.
 pub fn parse_sample(line: &str) -> Result<Sample, String> {
     let name = metric_name(line);
     if name.len() == line.len() {
@@ -344,26 +295,6 @@ steadfast_tracked_processes 12
         ));
         assert!(!belongs(f, "steadfast_syscall_duration_seconds_max"));
         assert!(!belongs(f, "steadfast_syscall"));
-    }
-
-    #[test]
-    fn the_filter_keeps_the_sample_lines_of_wanted_names() {
-        use std::fmt::Write as _;
-        let mut f = SampleFilter::new(|name: &str| name.starts_with("steadfast_events_lost"));
-        // Written in pieces that split lines and names, as an encoder does.
-        for piece in TEXT.split_inclusive(['{', ' ', '\n']) {
-            f.write_str(piece).unwrap();
-        }
-        f.write_str("steadfast_events_lost_total{source=\"x\"} 1")
-            .unwrap();
-        assert_eq!(
-            f.into_text(),
-            "steadfast_events_lost_total{source=\"process\"} 0\n\
-             steadfast_events_lost_total{source=\"x\"} 1\n"
-        );
-        let mut all = SampleFilter::new(|_: &str| true);
-        all.write_str(TEXT).unwrap();
-        assert_eq!(all.into_text().lines().count(), 6);
     }
 
     #[test]
