@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use support::{build_workload, free_port, http_get, run_to_end, unique_name, Agent};
+use support::{build_workload, free_port, http_get, run_to_end, unique_name, wait_until, Agent};
 
 struct Prometheus {
     child: Child,
@@ -108,9 +108,11 @@ fn prometheus_sees_the_exact_workload() {
     const N: u64 = 123_456;
     let agent = Agent::start("");
     let prom = start_prometheus(agent.addr);
-    // Two scrapes before the workload.
+    // Scrapes before the workload (three, as a fixed 4.2 s at 2 s gave).
     assert_eq!(wait_for_value(&prom, "up{job=\"steadfast\"}", 1.0), 1.0);
-    std::thread::sleep(Duration::from_millis(4200));
+    wait_until("three scrapes", Duration::from_secs(30), || {
+        query(&prom, "count_over_time(up{job=\"steadfast\"}[5m])").is_some_and(|n| n >= 3.0)
+    });
 
     let name = unique_name("sfpm");
     let bin = build_workload("getppid_loop", agent.dir.path(), &name);
@@ -272,8 +274,20 @@ fn exported_slo_rules_in_prometheus_match_the_agents_burn_rate() {
     let bin = build_workload("nanosleep_steady", agent.dir.path(), &service);
     let mut work = Command::new(&bin).args(["3", "20", "120"]).spawn().unwrap();
     // The 30 s window (the second page pair's short window, scaled) must be full of the
-    // workload in both systems before they are compared.
-    std::thread::sleep(Duration::from_secs(40));
+    // workload in both systems before they are compared: Prometheus's first sample of the
+    // workload's series is over 32 s old (the agent's rule store sees the series within a
+    // second of Prometheus: both read the same collections, each once a second).
+    let calls = format!(
+        "steadfast_syscall_duration_seconds_count{{syscall=\"nanosleep\",service=\"{service}\"}}"
+    );
+    wait_until(
+        "a 30 s window full of the workload",
+        Duration::from_secs(90),
+        || {
+            query(&prom, &format!("count_over_time({calls}[1m] offset 32s)"))
+                .is_some_and(|n| n > 0.0)
+        },
+    );
     let q = format!("slo:burn_rate:ratio_rate30s{{slo=\"{slo}\"}}");
     let mut compared = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
