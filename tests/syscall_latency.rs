@@ -41,7 +41,7 @@ fn getppid_count_matches_the_workload_exactly() {
     );
     // The same calls must not be counted again by later collections (the exited process's
     // keys are deleted two collections after its exit).
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    agent.await_collections(3);
     let later = agent.scrape();
     assert_eq!(count(&later, "getppid", &name), N as f64);
     // Buckets are cumulative and end at the count.
