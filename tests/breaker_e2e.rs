@@ -104,7 +104,9 @@ fn kernel_latency_opens_the_breaker_within_a_second_and_it_recovers_through_prob
 
     // Healthy traffic first: the breaker admits. Then a quiet spell empties the 2 s window,
     // so the slow-ratio condition becomes true at a known moment: when the second slow call
-    // (min_volume 2) completes in the kernel, which the workload reports as "cond".
+    // (min_volume 2) completes in the kernel, which the workload reports as "cond". Fixed
+    // times: workload phases of known length (the breaker admitting through 1.5 s of healthy
+    // traffic, a quiet spell longer than the 2 s window).
     say(&mut stdin, "fast");
     std::thread::sleep(Duration::from_millis(1500));
     let (_, state) = breaker(&api, 0, "0s");
@@ -394,7 +396,14 @@ fn a_breaker_without_matching_series_shows_unknown_within_one_interval() {
     assert!(!snap.signals["present-pressure"].inputs_unknown);
 
     // Said once in the log, with the reason, however many evaluations since.
-    std::thread::sleep(2 * interval);
+    let evaluations = |s: &support::Scrape| {
+        s.value("steadfast_rules_evaluation_duration_seconds_count", &[])
+            .unwrap()
+    };
+    let before = evaluations(&agent.scrape());
+    wait_until("two more evaluations", 5 * interval, || {
+        evaluations(&agent.scrape()) >= before + 2.0
+    });
     let log = agent.log();
     let lines: Vec<&str> = log
         .lines()
