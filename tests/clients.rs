@@ -284,7 +284,8 @@ fn kernel_to_allow(client: &str, follow: impl FnOnce(&Path) -> Follower) {
         }
     };
     // Healthy traffic, then a quiet spell that empties the 2 s window: the condition becomes
-    // true when the second slow call completes in the kernel ("cond").
+    // true when the second slow call completes in the kernel ("cond"). Fixed times: workload
+    // phases of known length, the quiet one longer than the window.
     say(&mut stdin, "fast");
     std::thread::sleep(Duration::from_millis(1500));
     say(&mut stdin, "idle");

@@ -377,6 +377,8 @@ fn hanging_receiver(protocol: &str) {
     wait_until("the new spans", Duration::from_secs(15), || {
         new_spans() >= 5
     });
+    // A fixed time: that no more spans come is what is checked (the exporter holds a batch
+    // for up to 1 s before sending it).
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(new_spans(), 5, "log:\n{}", agent.log());
     let spans = receiver.spans_with(EXECUTABLE, &name);
@@ -490,6 +492,8 @@ fn retryable_errors(protocol: &str) {
     wait_until("the 40 spans", Duration::from_secs(15), || {
         receiver.spans_with(EXECUTABLE, &name).len() >= 40
     });
+    // A fixed time: that no more spans come is what is checked (the exporter holds a batch
+    // for up to 1 s before sending it).
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         receiver.spans_with(EXECUTABLE, &name).len(),
@@ -621,6 +625,8 @@ fn permanent_errors(protocol: &str) {
     wait_until("the next spans", Duration::from_secs(15), || {
         receiver.spans_with(EXECUTABLE, &second).len() >= 10
     });
+    // A fixed time: that no more spans come is what is checked (the exporter holds a batch
+    // for up to 1 s before sending it).
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(receiver.spans_with(EXECUTABLE, &second).len(), 10);
     assert_eq!(

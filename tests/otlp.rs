@@ -45,6 +45,8 @@ fn slow_syscalls_arrive_as_spans(protocol: &str) {
     wait_until("10 spans", Duration::from_secs(15), || {
         r.spans_of(&name).len() >= 10
     });
+    // A fixed time: that no eleventh span comes is what is checked (the exporter holds a
+    // batch for up to 1 s before sending it).
     std::thread::sleep(Duration::from_millis(1500));
     let spans = r.spans_of(&name);
     assert_eq!(
@@ -209,13 +211,27 @@ fn a_large_catalogue_arrives_in_requests_of_bounded_size() {
         "a catalogue of {} cumulative series is too small to need splitting",
         expected.len()
     );
-    // Three intervals: at least two whole rounds start after the scrape.
-    std::thread::sleep(Duration::from_secs(3));
-    let requests: Vec<_> = receiver
-        .requests()
-        .into_iter()
-        .filter(|r| r.signal == Signal::Metrics && r.at >= after)
-        .collect();
+    // Within three intervals at least two whole rounds start after the scrape: wait (at
+    // most that) until every series has arrived in requests sent after it.
+    let after_scrape = || -> Vec<_> {
+        receiver
+            .requests()
+            .into_iter()
+            .filter(|r| r.signal == Signal::Metrics && r.at >= after)
+            .collect()
+    };
+    let deadline = after + Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        let got: BTreeSet<Point> = after_scrape()
+            .iter()
+            .flat_map(|r| r.points.clone())
+            .collect();
+        if expected.is_subset(&got) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let requests = after_scrape();
     let sizes: Vec<usize> = requests.iter().map(|r| r.points.len()).collect();
     assert!(
         sizes.iter().all(|&n| (1..=BATCH).contains(&n)),
@@ -409,7 +425,8 @@ fn slow_and_failed_http_requests_arrive_as_spans() {
     wait_until("the spans of both sides", Duration::from_secs(20), || {
         r.spans_of(&srv).len() >= want && r.spans_of(&crl).len() >= want
     });
-    // One more export interval: nothing else may come.
+    // One more export interval: nothing else may come. A fixed time: nothing happening is
+    // what is checked (the exporter holds a batch for up to 1 s before sending it).
     std::thread::sleep(Duration::from_millis(2500));
     for (service, kind, peer_key) in [
         (&srv, SpanKind::Server, "client.address"),
