@@ -81,7 +81,7 @@ fn build(go: &Path, dir: &Path, name: &str, cgo: bool, flags: &[&str]) -> PathBu
         .env("HOME", &home)
         .env(
             "GOCACHE",
-            home.join(format!("cache-{}", go.display()).replace('/', "_")),
+            support::go_cache(&home.join(format!("cache-{}", go.display()).replace('/', "_"))),
         )
         .env("GOPATH", home.join("path"))
         .env("GOFLAGS", "")
