@@ -186,6 +186,8 @@ fn resident_memory_matches_vmrss() {
     let bin = build_workload("memory_hold", agent.dir.path(), &name);
     let mut w = Interactive::spawn(&bin, &["96"]);
     w.expect("ready");
+    // A fixed time: one memory probe interval (1 s) and some, so the probe has sampled the
+    // workload since it was ready (nothing says when it samples).
     std::thread::sleep(Duration::from_millis(1200));
     let vmrss_kib = support::vm_rss_kib(w.pid()) as f64;
     let reported = agent
