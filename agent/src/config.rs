@@ -7,9 +7,11 @@ use std::{collections::BTreeMap, fmt, net::SocketAddr, path::Path};
 use serde::Deserialize;
 
 mod connections;
+mod host_protection;
 mod otel_env;
 
 pub use connections::ConnectionsProbeConfig;
+pub use host_protection::{HostProtectionConfig, Scaled};
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -147,7 +149,7 @@ pub struct ControlConfig {
     #[serde(default = "default_control_interval_ms")]
     pub interval_ms: u64,
     #[serde(default)]
-    pub host_protection: crate::control::host::HostProtectionConfig,
+    pub host_protection: HostProtectionConfig,
 }
 
 fn default_api_socket() -> Option<std::path::PathBuf> {

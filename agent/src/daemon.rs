@@ -138,7 +138,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         snapshots,
     };
     let (mut registry, scrape_duration) = metrics::registry(pipeline.clone());
-    metrics::register_control(&mut registry, control.clone());
+    crate::control::metrics::register(&mut registry, control.clone());
     let export_stats = Arc::new(ExportStats::default());
     if config.otlp.enabled() {
         metrics::register_export_stats(&mut registry, export_stats.clone());
@@ -194,7 +194,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     let exporter = export::start(
         &config.otlp,
         snapshots.clone(),
-        export::otlp::unix_now_ns(),
+        crate::clock::unix_now_ns(),
         export_stats,
     )
     .map_err(DaemonError::Export)?;
@@ -203,7 +203,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
             pipeline
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .set_span_sink(sink.clone());
+                .set_span_sink(Arc::new(sink.clone()));
         }
         let target = |s| {
             config

@@ -2,61 +2,10 @@
 //! protection: one level in [0, 1], the highest of the scaled levels of CPU and memory
 //! pressure (PSI `some avg10`, percent) and of the run queue (runnable tasks per CPU).
 
-use serde::Deserialize;
-
-use super::signal::Scaled;
+use crate::config::HostProtectionConfig;
 
 /// Name of the built-in signal.
 pub const HOST_PROTECTION: &str = "host_protection";
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HostProtectionConfig {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// `/proc/pressure/cpu` `some avg10`, in percent.
-    #[serde(default = "default_cpu")]
-    pub cpu_pressure_percent: Scaled,
-    /// `/proc/pressure/memory` `some avg10`, in percent.
-    #[serde(default = "default_memory")]
-    pub memory_pressure_percent: Scaled,
-    /// Runnable tasks (`procs_running` in `/proc/stat`) per online CPU.
-    #[serde(default = "default_run_queue")]
-    pub run_queue_per_cpu: Scaled,
-}
-
-const fn yes() -> bool {
-    true
-}
-const fn default_cpu() -> Scaled {
-    Scaled {
-        scaling: 40.0,
-        saturation: 90.0,
-    }
-}
-const fn default_memory() -> Scaled {
-    Scaled {
-        scaling: 10.0,
-        saturation: 50.0,
-    }
-}
-const fn default_run_queue() -> Scaled {
-    Scaled {
-        scaling: 2.0,
-        saturation: 8.0,
-    }
-}
-
-impl Default for HostProtectionConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            cpu_pressure_percent: default_cpu(),
-            memory_pressure_percent: default_memory(),
-            run_queue_per_cpu: default_run_queue(),
-        }
-    }
-}
 
 /// What the kernel says about the host now; `None` where it does not say (no PSI).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -123,17 +72,6 @@ impl HostProtectionConfig {
             (0.0, "none"),
             |best, cur| if cur.0 > best.0 { cur } else { best },
         )
-    }
-
-    pub fn problems(&self) -> Vec<String> {
-        [
-            ("cpu_pressure_percent", &self.cpu_pressure_percent),
-            ("memory_pressure_percent", &self.memory_pressure_percent),
-            ("run_queue_per_cpu", &self.run_queue_per_cpu),
-        ]
-        .into_iter()
-        .filter_map(|(k, s)| s.problem().map(|p| format!("{k}: {p}")))
-        .collect()
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod breaker;
 pub mod files;
 pub mod host;
+pub mod metrics;
 pub mod page;
 pub mod persist;
 pub mod signal;

@@ -1,41 +1,7 @@
 //! Degrade signals: a level in [0, 1] from a pressure value, in the shape of Envoy's
 //! ScaledTrigger: 0 below `scaling`, 1 at or above `saturation`, linear between.
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Scaled {
-    /// Pressure at which the level starts to rise above 0.
-    pub scaling: f64,
-    /// Pressure at which the level reaches 1.
-    pub saturation: f64,
-}
-
-impl Scaled {
-    pub fn level(&self, pressure: f64) -> f64 {
-        if pressure.is_nan() || pressure <= self.scaling {
-            0.0
-        } else if pressure >= self.saturation {
-            1.0
-        } else {
-            (pressure - self.scaling) / (self.saturation - self.scaling)
-        }
-    }
-
-    /// Problems with the thresholds, if any.
-    pub fn problem(&self) -> Option<String> {
-        (!(self.scaling.is_finite()
-            && self.saturation.is_finite()
-            && self.scaling < self.saturation))
-            .then(|| {
-                format!(
-                    "scaling ({}) must be below saturation ({})",
-                    self.scaling, self.saturation
-                )
-            })
-    }
-}
+pub use crate::config::Scaled;
 
 /// Levels are published rounded to this step, so a pressure that wobbles does not wake every
 /// blocked reader each evaluation.

@@ -2,6 +2,7 @@
 //! to the kernel through BPF syscalls; everything above it sees plain Rust values.
 
 pub mod btf_offsets;
+pub mod go_pclntab;
 mod http;
 mod loss;
 mod percpu_table;

@@ -143,7 +143,7 @@ pub enum AttachError {
     #[error("{path}: Go functions not found by symbol ({source}) nor in the Go function table ({table})")]
     GoFunctions {
         path: String,
-        table: crate::pipeline::go_pclntab::PclntabError,
+        table: super::go_pclntab::PclntabError,
         source: Box<AttachError>,
     },
     #[error("attaching {program} to {function} in {path}: {source}")]
@@ -246,7 +246,7 @@ impl Uprobes {
 
     /// Attaches the goroutine and GC probes (`set`: both or one half) to a Go executable: for
     /// every process running it (`pid` None), or for one process. The functions are found
-    /// through the Go runtime's function table (`pipeline::go_pclntab`), which stripped
+    /// through the Go runtime's function table (`ebpf::go_pclntab`), which stripped
     /// binaries keep too; where it cannot be read (a Go older than 1.18), by symbol name.
     pub fn attach_go(
         &mut self,
@@ -263,7 +263,7 @@ impl Uprobes {
         };
         let points = &GO_POINTS[set.range()];
         let functions: Vec<&str> = points.iter().map(|&(_, f)| f).collect();
-        match crate::pipeline::go_pclntab::function_offsets(exe, &functions) {
+        match super::go_pclntab::function_offsets(exe, &functions) {
             Ok(mut at) => {
                 if let Ok(file) = std::fs::File::open(exe) {
                     for o in at.iter_mut() {

@@ -24,8 +24,10 @@ use super::{
 };
 use crate::{
     backoff::Backoff,
+    clock::unix_now_ns,
     collector::Snapshots,
     config::{OtlpConfig, Signal},
+    pipeline::spans::SpanOut,
 };
 
 /// How long a partial batch waits for more spans before it is sent.
@@ -48,29 +50,29 @@ struct Limiter {
     ids: IdSource,
 }
 
-impl SpanSink {
-    /// Offers a span; `build` runs only once sampling and the rate limit have admitted it, so
-    /// an event flood does not build (and allocate) spans only to drop them.
-    pub fn offer(&self, build: impl FnOnce() -> SpanRecord) {
+impl SpanOut for SpanSink {
+    fn admit(&self) -> bool {
         ExportStats::add(&self.stats.spans_offered, 1);
-        {
-            let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
-            if l.ratio < 1.0 && l.ids.unit() >= l.ratio {
-                ExportStats::add(&self.stats.spans_sampled_out, 1);
-                return;
-            }
-            let now = Instant::now();
-            if now.duration_since(l.window_start) >= Duration::from_secs(1) {
-                l.window_start = now;
-                l.in_window = 0;
-            }
-            if l.per_sec > 0 && l.in_window >= l.per_sec {
-                ExportStats::add(&self.stats.spans_rate_limited, 1);
-                return;
-            }
-            l.in_window += 1;
+        let mut l = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+        if l.ratio < 1.0 && l.ids.unit() >= l.ratio {
+            ExportStats::add(&self.stats.spans_sampled_out, 1);
+            return false;
         }
-        if self.tx.try_send(build()).is_err() {
+        let now = Instant::now();
+        if now.duration_since(l.window_start) >= Duration::from_secs(1) {
+            l.window_start = now;
+            l.in_window = 0;
+        }
+        if l.per_sec > 0 && l.in_window >= l.per_sec {
+            ExportStats::add(&self.stats.spans_rate_limited, 1);
+            return false;
+        }
+        l.in_window += 1;
+        true
+    }
+
+    fn push(&self, span: SpanRecord) {
+        if self.tx.try_send(span).is_err() {
             ExportStats::add(&self.stats.spans_queue_full, 1);
         }
         self.stats.queue_length.store(
@@ -432,12 +434,6 @@ async fn wait_to_retry(
         _ = tokio::time::sleep(delay) => false,
         _ = shutdown.wait() => true,
     }
-}
-
-pub fn unix_now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// A one-shot shutdown signal every task can wait on.

@@ -6,8 +6,6 @@ pub mod encode;
 pub mod exposition;
 pub mod server;
 
-pub use catalogue::{
-    export_buckets, register_control, register_export_stats, registry, SCRAPE_BUCKETS,
-};
+pub use catalogue::{export_buckets, register_export_stats, registry, SCRAPE_BUCKETS};
 #[cfg(test)]
 pub use catalogue::{kernel_histogram_families, KernelHistogramForTests};

@@ -33,7 +33,7 @@ use std::{
     time::Duration,
 };
 
-use super::go_pclntab::{self, AllG, PclntabError};
+use crate::ebpf::go_pclntab::{self, AllG, PclntabError};
 
 /// Tries of the two walks before a busy process is refused.
 pub const ATTEMPTS: u32 = 8;

@@ -6,7 +6,6 @@ pub mod conn_stats;
 pub mod containers;
 pub mod delta;
 pub mod go_elf;
-pub mod go_pclntab;
 pub mod go_seed;
 pub mod histogram;
 pub mod http_stats;
@@ -14,6 +13,7 @@ pub mod memory;
 pub mod peers;
 pub mod processes;
 pub mod services;
+pub mod spans;
 pub mod syscall_stats;
 pub mod task_stats;
 pub mod tcp_stats;
@@ -22,6 +22,7 @@ pub mod uprobe_targets;
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -39,7 +40,6 @@ use crate::{
         ConnProbe, EventRing, HttpProbe, LinkSet, LossCounters, Probes, SyscallMaps, TaskCountMap,
         TcpProbe, Uprobes,
     },
-    export::{SpanRecord, SpanSink},
     telemetry::Telemetry,
 };
 use conn_stats::ConnStats;
@@ -47,6 +47,7 @@ use http_stats::HttpStats;
 use memory::Memory;
 use processes::{procfs_tgids, Admission, ProcessTable};
 use services::{Naming, ServiceId, ServiceNames};
+use spans::{SpanOut, SpanRecord};
 use syscall_stats::SyscallStats;
 use task_stats::{procfs_threads, TaskStats};
 use tcp_stats::TcpStats;
@@ -107,7 +108,7 @@ pub struct Pipeline {
     pub telemetry: Telemetry,
     generation: u64,
     /// Where slow syscalls go as spans, when OTLP export is on.
-    span_sink: Option<SpanSink>,
+    span_sink: Option<Arc<dyn SpanOut>>,
     /// Unix time minus monotonic time, to date kernel events.
     unix_minus_monotonic_ns: u64,
     /// Which HTTP requests become spans.
@@ -191,7 +192,7 @@ impl Pipeline {
             telemetry: Telemetry::default(),
             generation: 0,
             span_sink: None,
-            unix_minus_monotonic_ns: crate::export::otlp::unix_now_ns()
+            unix_minus_monotonic_ns: crate::clock::unix_now_ns()
                 .saturating_sub(crate::ebpf::monotonic_ns()),
             http_spans: HttpSpans {
                 slow_ns: config.probes.http.slow_ms.saturating_mul(1_000_000),
@@ -247,7 +248,7 @@ impl Pipeline {
     }
 
     /// Sends slow syscalls to OTLP as spans from now on.
-    pub fn set_span_sink(&mut self, sink: SpanSink) {
+    pub fn set_span_sink(&mut self, sink: Arc<dyn SpanOut>) {
         self.span_sink = Some(sink);
     }
 
@@ -322,7 +323,7 @@ impl Pipeline {
                 &mut self.services,
                 &mut self.naming,
                 &mut self.syscalls,
-                self.span_sink.as_ref(),
+                self.span_sink.as_deref(),
             );
             let offset = self.unix_minus_monotonic_ns;
             let (ok, malformed) = maps.slow_events.drain(|ev| {
@@ -349,7 +350,7 @@ impl Pipeline {
                 &mut self.services,
                 &mut self.naming,
                 &mut self.tcp,
-                self.span_sink.as_ref(),
+                self.span_sink.as_deref(),
             );
             let offset = self.unix_minus_monotonic_ns;
             let (ok, malformed) = probe.events.drain(|ev| {
@@ -377,7 +378,7 @@ impl Pipeline {
                 &mut self.services,
                 &mut self.naming,
                 &mut self.http,
-                self.span_sink.as_ref(),
+                self.span_sink.as_deref(),
                 self.http_spans,
             );
             let offset = self.unix_minus_monotonic_ns;
