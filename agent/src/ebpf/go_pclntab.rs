@@ -551,9 +551,26 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::process::Command;
+
+    /// The Go build cache the unit tests share with the integration tests (`tests/support`'s
+    /// `go_cache`): `<target>/tmp/go-cache`, found from this test binary's path
+    /// (`<target>/debug/deps/`), kept between runs; `fallback` where it cannot be written
+    /// (a read-only target directory, as in a VM guest). Go keys its cache by toolchain, flags
+    /// and sources, so a program built from it is the one an empty cache gives.
+    pub(crate) fn go_cache(fallback: &Path) -> std::path::PathBuf {
+        let shared = std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join("tmp/go-cache")));
+        match shared {
+            Some(s) if std::fs::create_dir_all(&s).is_ok() && tempfile::tempfile_in(&s).is_ok() => {
+                s
+            }
+            _ => fallback.to_path_buf(),
+        }
+    }
 
     const FUNCS: [&str; 2] = ["runtime.newproc1", "runtime.goexit0"];
 
@@ -587,7 +604,7 @@ mod tests {
             .arg(&out)
             .arg(&file)
             .env("HOME", &home)
-            .env("GOCACHE", home.join("cache"))
+            .env("GOCACHE", go_cache(&home.join("cache")))
             .env("GOPATH", home.join("path"))
             .env("GOFLAGS", "")
             .env("GOTOOLCHAIN", "local")

@@ -442,7 +442,10 @@ mod tests {
                     .arg(&bin)
                     .arg(&src)
                     .env("HOME", &home)
-                    .env("GOCACHE", home.join(format!("cache{gi}")))
+                    .env(
+                        "GOCACHE",
+                        crate::ebpf::go_pclntab::tests::go_cache(&home.join(format!("cache{gi}"))),
+                    )
                     .env("GOPATH", home.join("path"))
                     .env("GOFLAGS", "")
                     .env("GOTOOLCHAIN", "local")
