@@ -121,7 +121,7 @@ impl Opts {
                 _ => bail!(
                     "unknown option {a:?}; options: --quick --rounds N --calls N --idle-secs N \
                      --load-secs N --event-secs S --rates R1,R2,..(0 = flat out) \
-                     --short-lived N --live N --only overhead,agent,events,scale,decision,clients,http"
+                     --short-lived N --live N --only overhead,agent,events,scale,decision,clients,http,series"
                 ),
             }
         }
@@ -191,6 +191,11 @@ impl Env {
         Ok(env)
     }
 
+    /// The agent binary under test.
+    pub(crate) fn agent_bin(&self) -> PathBuf {
+        self.agent.clone()
+    }
+
     pub(crate) fn bin(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
@@ -211,6 +216,7 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
             "event_gen",
             "hold",
             "tiny",
+            "many_syscalls",
         ],
     )?;
     let dir = env.dir.clone();
@@ -264,6 +270,10 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
         }
         if opts.wants("http") {
             crate::bench_http::keepalive(&env, root, opts.rounds, &mut out)?;
+            loads.push(loadavg1());
+        }
+        if opts.wants("series") {
+            crate::bench_series::series_scale(&env, &mut out)?;
             loads.push(loadavg1());
         }
         Ok(())
@@ -658,6 +668,11 @@ impl Agent {
 
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Port of its loopback listener.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
     }
 
     pub(crate) fn scrape(&self) -> Result<(String, Duration)> {

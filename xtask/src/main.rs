@@ -18,6 +18,7 @@ mod bench;
 mod bench_clients;
 mod bench_decision;
 mod bench_http;
+mod bench_series;
 mod coverage;
 mod fuzz;
 mod k8s;
