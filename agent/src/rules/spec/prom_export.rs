@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use super::{
     file::{RuleFile, Sli, SloDef},
-    slo::{fmt_ms, windows},
+    time::{fmt_ms, windows},
 };
 
 #[derive(Debug, Serialize)]
@@ -255,7 +255,7 @@ fn slo_rules(slo: &SloDef) -> Vec<PromRule> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::file::parse;
+    use crate::rules::spec::file::parse;
 
     #[test]
     fn an_slo_becomes_sloth_style_records_and_workbook_alerts() {
