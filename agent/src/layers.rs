@@ -17,6 +17,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("backoff", 0),
     ("notify", 0),
     ("logging", 0),
+    ("yaml", 0),
     // The kernel side.
     ("ebpf", 1),
     ("telemetry", 2),

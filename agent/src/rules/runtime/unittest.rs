@@ -183,7 +183,7 @@ pub fn run_file(path: &Path) -> (Vec<String>, bool) {
     let shown = path.display().to_string();
     let tf: TestFile = match crate::input::read_text(path, file::MAX_FILE_BYTES)
         .map_err(|e| e.to_string())
-        .and_then(|t| serde_yaml_ng::from_str(&t).map_err(|e| e.to_string()))
+        .and_then(|t| crate::yaml::from_str(&t).map_err(|e| e.to_string()))
     {
         Ok(t) => t,
         Err(e) => return (vec![format!("{shown}: {e}")], false),
