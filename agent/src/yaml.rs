@@ -185,9 +185,7 @@ fn scalar_text(node: &Node, text: &str) -> Option<String> {
         YamlDataOwned::Representation(s, _, _) => Some(s.clone()),
         YamlDataOwned::Value(v) => {
             // Typed by saphyr: the source between the node's marks is what was written.
-            let (start, end) = (node.span.start.index(), node.span.end.index());
-            let written: String = text.chars().skip(start).take(end - start).collect();
-            let written = written.trim();
+            let written = written(node, text);
             Some(if written.is_empty() {
                 match v {
                     ScalarOwned::Integer(i) => i.to_string(),
@@ -201,6 +199,17 @@ fn scalar_text(node: &Node, text: &str) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// The source text of a node, trimmed (empty for a key without a value).
+fn written(node: &Node, text: &str) -> String {
+    let (start, end) = (node.span.start.index(), node.span.end.index());
+    let s: String = text
+        .chars()
+        .skip(start)
+        .take(end.saturating_sub(start))
+        .collect();
+    s.trim().to_string()
 }
 
 /// The deserializer of one node; `path` is its key path for errors.
@@ -270,7 +279,20 @@ impl<'a> De<'a> {
         self.locate(de::Error::invalid_type(self.unexpected(), visitor))
     }
 
+    /// A key written without a value (`log:`), which a struct, map or sequence reads as
+    /// empty, as serde_yaml did (an explicit `~` or `null` is no collection).
+    fn nothing(&self) -> bool {
+        is_null(self.node) && written(self.node, self.text).is_empty()
+    }
+
     fn visit_map<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
+        if self.nothing() {
+            let empty =
+                de::value::MapDeserializer::<std::iter::Empty<(String, String)>, Error>::new(
+                    std::iter::empty(),
+                );
+            return visitor.visit_map(empty).map_err(|e| self.locate(e));
+        }
         let YamlDataOwned::Mapping(m) = self.data() else {
             return Err(self.invalid_type(&visitor));
         };
@@ -413,6 +435,7 @@ impl<'a> de::Deserializer<'a> for De<'a> {
     }
 
     fn deserialize_option<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
+        // `o:`, `o: ~` and `o: null` are None.
         if is_null(self.node) {
             visitor.visit_none().map_err(|e| self.locate(e))
         } else {
@@ -434,6 +457,12 @@ impl<'a> de::Deserializer<'a> for De<'a> {
     }
 
     fn deserialize_seq<V: Visitor<'a>>(self, visitor: V) -> Result<V::Value, Error> {
+        if self.nothing() {
+            let empty = de::value::SeqDeserializer::<std::iter::Empty<String>, Error>::new(
+                std::iter::empty(),
+            );
+            return visitor.visit_seq(empty).map_err(|e| self.locate(e));
+        }
         match self.data() {
             YamlDataOwned::Sequence(_) => self.deserialize_any(visitor),
             _ => Err(self.invalid_type(&visitor)),
@@ -563,6 +592,44 @@ mod tests {
         assert_eq!(
             from_str::<Top>("# only a comment\n").unwrap(),
             Top::default()
+        );
+    }
+
+    /// What serde_yaml_ng 0.10 gave for the same documents (checked with it before it left).
+    #[test]
+    fn keys_without_values_read_as_serde_yaml_read_them() {
+        #[derive(Debug, Default, Deserialize, PartialEq)]
+        #[serde(deny_unknown_fields, default)]
+        struct T {
+            log: Inner,
+            list: Vec<u8>,
+            n: u64,
+            s: String,
+            o: Option<u8>,
+        }
+        let ok = |text: &str| from_str::<T>(text).unwrap();
+        for text in [
+            "", "---\n", "# c\n", "log:\n", "list:\n", "s:\n", "o:\n", "o: ~\n",
+        ] {
+            assert_eq!(ok(text), T::default(), "{text:?}");
+        }
+        assert_eq!(ok("s: ~\n").s, "~");
+        assert_eq!(ok("s: true\n").s, "true");
+        assert_eq!(ok("n: 0x10\n").n, 16);
+        assert_eq!(ok("n: +5\n").n, 5);
+        let err = |text: &str| from_str::<T>(text).unwrap_err().to_string();
+        assert_eq!(
+            err("log: ~\n"),
+            "log: invalid type: unit value, expected struct Inner at line 1 column 6"
+        );
+        // A missing value is placed at its key's colon (serde_yaml_ng said column 3).
+        assert_eq!(
+            err("n:\n"),
+            "n: invalid type: unit value, expected u64 at line 1 column 2"
+        );
+        assert_eq!(
+            err("s: [1]\n"),
+            "s: invalid type: sequence, expected a string at line 1 column 4"
         );
     }
 
