@@ -393,3 +393,62 @@ pub fn offset_ms(vs: &VectorSelector) -> i64 {
         None => 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checks run in promql-parser's walk: strings only where label_replace takes them
+    /// (through brackets too), the first refused node in text order is the error, and an
+    /// aggregation's parameter, which the walk skips, is checked as well.
+    #[test]
+    fn the_walk_checks_every_node_in_order() {
+        for q in [
+            "label_replace(x, \"dst\", \"$1\", \"src\", \"(.*)\")",
+            "label_replace(x, (\"dst\"), \"$1\", (\"src\"), (\"(.*)\"))",
+            "sum by (a) (label_replace(rate(x[5m]), \"b\", \"$1\", \"a\", \"(.+)\")) > 1",
+            "topk(3, x) or -vector(1)",
+        ] {
+            assert!(parse(q).is_ok(), "{q}: {:?}", parse(q));
+        }
+        assert_eq!(
+            parse("label_replace(x, \"d\", \"$1\", \"s\", \"(.*)\") + on (a) group_left x"),
+            Err(ExprError::Unsupported("group_left/group_right".into()))
+        );
+        assert_eq!(
+            parse("abs(x) + stddev(rate(x[5m:1m]))"),
+            Err(ExprError::Unsupported("aggregation stddev".into())),
+            "the outer node first"
+        );
+        assert_eq!(
+            parse("x1 atan2 x2 + x @ 5"),
+            Err(ExprError::Unsupported("atan2".into())),
+            "left before right"
+        );
+        assert_eq!(
+            parse("topk(scalar(x @ 5), y)"),
+            Err(ExprError::Unsupported("@ modifier".into()))
+        );
+    }
+
+    #[test]
+    fn selectors_ranges_and_sizes_come_from_the_walk() {
+        let e = parse("sum(rate(a{x=\"1\"}[5m] offset 1m)) / b + max_over_time(c[1h])").unwrap();
+        let mut sel = Vec::new();
+        selectors(&e, &mut sel);
+        let names: Vec<String> = sel
+            .iter()
+            .map(|m| {
+                m.iter()
+                    .find(|m| m.name == "__name__")
+                    .unwrap()
+                    .value
+                    .clone()
+            })
+            .collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(max_range_ms(&e), 3_600_000);
+        // binary(binary(sum(call(matrix)), b), call(matrix))
+        assert_eq!(node_count(&e), 8);
+    }
+}
