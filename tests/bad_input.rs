@@ -339,7 +339,7 @@ fn refused_input_is_named_and_the_running_state_is_kept() {
             config("latin1.yaml"),
             "latin1.yaml: not UTF-8: invalid byte at line 2, column 11",
         ),
-        (config("garbage.yaml"), "garbage.yaml: log: invalid type: sequence, expected struct LogConfig at line 1 column 6"),
+        (config("garbage.yaml"), "garbage.yaml: while parsing a node, did not find expected node content at line 3 column 1"),
         (config("types.yaml"), "types.yaml: rules.max_series: invalid type: string \"lots\", expected usize at line 2 column 15"),
         (config("fifo.yaml"), "fifo.yaml: not a regular file but a FIFO"),
         (

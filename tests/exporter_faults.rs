@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use steadfast::rules::alertmanager::{ATTEMPTS, QUEUE_BATCHES};
+use steadfast::rules::runtime::alertmanager::{ATTEMPTS, QUEUE_BATCHES};
 use support::{
     build_workload, free_port,
     otlp_receiver::{

@@ -11,7 +11,7 @@ use std::{
     process::Command,
 };
 
-use serde_yaml_ng::Value;
+use serde_json::Value;
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
@@ -44,7 +44,7 @@ fn validate(path: &Path) -> (bool, String) {
 
 fn load(name: &str) -> Value {
     let text = std::fs::read_to_string(repo(&format!("packaging/kubernetes/{name}"))).unwrap();
-    serde_yaml_ng::from_str(&text).unwrap()
+    steadfast::yaml::from_str(&text).unwrap()
 }
 
 fn str_of<'a>(v: &'a Value, path: &[&str]) -> &'a str {
@@ -87,7 +87,7 @@ fn manifests_pass_offline_schema_validation() {
 fn kustomization_and_podmonitor_point_at_the_daemonset() {
     let k = load("kustomization.yaml");
     let listed: Vec<&str> = k["resources"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_str().unwrap())
@@ -116,7 +116,7 @@ fn kustomization_and_podmonitor_point_at_the_daemonset() {
     let container = &ds["spec"]["template"]["spec"]["containers"][0];
     assert!(
         container["ports"]
-            .as_sequence()
+            .as_array()
             .unwrap()
             .iter()
             .any(|p| p["name"].as_str() == Some(port)),
@@ -146,7 +146,7 @@ fn configmaps_hold_a_valid_config_and_the_packaged_rules() {
     );
 
     let rules = load("rules.yaml");
-    let data: BTreeMap<String, String> = serde_yaml_ng::from_value(rules["data"].clone()).unwrap();
+    let data: BTreeMap<String, String> = serde_json::from_value(rules["data"].clone()).unwrap();
     let mut packaged = BTreeMap::new();
     for e in std::fs::read_dir(repo("packaging/rules.d")).unwrap() {
         let p = e.unwrap().path();
@@ -201,7 +201,7 @@ fn daemonset_runs_unprivileged_with_host_pid_and_shares_run_steadfast() {
         "SYS_RESOURCE",
         "CHOWN",
     ];
-    for cap in sc["capabilities"]["add"].as_sequence().unwrap() {
+    for cap in sc["capabilities"]["add"].as_array().unwrap() {
         let cap = cap.as_str().unwrap();
         assert!(
             allowed.contains(&cap),
@@ -212,13 +212,13 @@ fn daemonset_runs_unprivileged_with_host_pid_and_shares_run_steadfast() {
     assert!(c["resources"]["requests"]["cpu"].is_string());
 
     let volumes: BTreeMap<&str, &Value> = pod["volumes"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|v| (v["name"].as_str().unwrap(), v))
         .collect();
     let mounts: BTreeMap<&str, &Value> = c["volumeMounts"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|m| (m["mountPath"].as_str().unwrap(), m))
@@ -249,7 +249,7 @@ fn daemonset_runs_unprivileged_with_host_pid_and_shares_run_steadfast() {
         }
     }
     let args: Vec<&str> = c["args"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|a| a.as_str().unwrap())

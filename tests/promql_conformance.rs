@@ -53,7 +53,10 @@ fn promql_expressions_mean_the_same_in_steadfast_and_promtool() {
     let aggregations = [
         "sum", "avg", "min", "max", "count", "topk", "bottomk", "quantile",
     ];
-    for f in steadfast::rules::expr::FUNCS.iter().chain(&aggregations) {
+    for f in steadfast::rules::spec::promql::FUNCS
+        .iter()
+        .chain(&aggregations)
+    {
         assert!(
             all.contains(&format!("{f}(")) || all.contains(&format!("{f} by (")),
             "{f} is not covered by tests/rules/promql_test.yaml"

@@ -644,14 +644,14 @@ fn the_readme_breaker_example_opens_on_glibc_nanosleep_once_fixed() {
 /// `check rules` accepts.
 #[test]
 fn the_catalogue_check_rules_knows_agrees_with_a_running_agent() {
-    use steadfast::rules::lint::Catalogue;
+    use steadfast::rules::spec::lint::Catalogue;
     let agent = Agent::start(
         "otlp:\n  endpoint: http://127.0.0.1:9\nalertmanager:\n  url: http://127.0.0.1:9\nprobes:\n  tcp:\n    top_peers: 5\n",
     );
     // Some syscall traffic so the histograms have series.
     let _ = std::fs::read_to_string("/proc/self/status");
     let c = Catalogue::agent();
-    let fams: std::collections::BTreeMap<&str, &steadfast::rules::lint::Family> =
+    let fams: std::collections::BTreeMap<&str, &steadfast::rules::spec::lint::Family> =
         c.families().map(|f| (f.name.as_str(), f)).collect();
     let text = wait_for(20, "histogram series", || {
         let t = agent.scrape().0;

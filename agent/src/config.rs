@@ -933,18 +933,16 @@ impl Config {
         origin: &str,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let parse_error = |e: serde_yaml_ng::Error| ConfigError::Parse {
+        let parse_error = |e: crate::yaml::Error| ConfigError::Parse {
             path: origin.to_string(),
             message: e.to_string(),
         };
-        // An empty file is the default configuration.
-        let (mut config, document): (Config, serde_yaml_ng::Value) = if text.trim().is_empty() {
-            (Config::default(), serde_yaml_ng::Value::Null)
+        // An empty file (or one of comments only) is the default configuration.
+        let document = crate::yaml::Document::parse(text).map_err(parse_error)?;
+        let mut config: Config = if document.is_empty() {
+            Config::default()
         } else {
-            (
-                serde_yaml_ng::from_str(text).map_err(parse_error)?,
-                serde_yaml_ng::from_str(text).map_err(parse_error)?,
-            )
+            document.decode().map_err(parse_error)?
         };
         let mut problems = otel_env::apply(&mut config.otlp, &document, env);
         problems.extend(config.problems());

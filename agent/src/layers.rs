@@ -18,6 +18,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("backoff", 0),
     ("notify", 0),
     ("logging", 0),
+    ("yaml", 0),
     // The kernel side.
     ("ebpf", 1),
     ("telemetry", 2),
@@ -37,6 +38,13 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("cli", 9),
 ];
 
+/// Inside `rules`, the same rule one level down: a rule file's spec, then PromQL evaluation
+/// over the store, then the engine (schedule, alert state, SLO budgets, what control is
+/// told), then the runtime (files, persistence, timers, the Alertmanager client). Imports
+/// between them are written `crate::rules::<layer>` (or `super::super::<layer>`), which the
+/// test reads; there are no known debts.
+pub const RULES_LAYERS: &[(&str, u8)] = &[("spec", 0), ("eval", 1), ("engine", 2), ("runtime", 3)];
+
 /// Imports against the flow that are known and not yet undone, with why: each is a debt,
 /// listed so that a new one fails the test. Remove a line when its import goes.
 pub const KNOWN: &[(&str, &str, &str)] = &[
@@ -55,6 +63,12 @@ mod tests {
 
     /// The `crate::<module>` paths a module's code (not its comments or tests) names.
     fn imports(src: &Path, module: &str) -> BTreeSet<String> {
+        imports_under(src, module, &["crate::"])
+    }
+
+    /// The modules a module's code names after one of `prefixes` (`crate::` for the top
+    /// level, `crate::rules::` inside rules).
+    fn imports_under(src: &Path, module: &str, prefixes: &[&str]) -> BTreeSet<String> {
         let mut files = Vec::new();
         let file = src.join(format!("{module}.rs"));
         if file.exists() {
@@ -82,16 +96,21 @@ mod tests {
                 .next()
                 .unwrap_or_default();
             let mut in_use_group = false;
+            let mut group_prefix = String::new();
             for line in code.lines().map(str::trim) {
                 if line.starts_with("//") {
                     continue;
                 }
                 // `use crate::{a, b::c, ...};` over several lines.
-                if line.starts_with("use crate::{") {
+                let group = prefixes
+                    .iter()
+                    .find(|p| line.starts_with(&format!("use {p}{{")));
+                if let Some(p) = group {
                     in_use_group = true;
+                    group_prefix = format!("use {p}{{");
                 }
                 if in_use_group {
-                    let body = line.trim_start_matches("use crate::{");
+                    let body = line.trim_start_matches(group_prefix.as_str());
                     for item in body.split(',') {
                         let name: String = item
                             .trim()
@@ -108,13 +127,15 @@ mod tests {
                     }
                     continue;
                 }
-                for (i, _) in line.match_indices("crate::") {
-                    let name: String = line[i + 7..]
-                        .chars()
-                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-                        .collect();
-                    if !name.is_empty() {
-                        out.insert(name);
+                for p in prefixes {
+                    for (i, _) in line.match_indices(p) {
+                        let name: String = line[i + p.len()..]
+                            .chars()
+                            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                            .collect();
+                        if !name.is_empty() {
+                            out.insert(name);
+                        }
                     }
                 }
             }
@@ -164,6 +185,46 @@ mod tests {
         }
     }
 
+    /// The same inside `rules`: spec <- eval <- engine <- runtime, and every file of rules/
+    /// belongs to one of them.
+    #[test]
+    fn no_rules_layer_imports_one_after_it() {
+        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/rules");
+        let layer = |m: &str| RULES_LAYERS.iter().find(|(n, _)| *n == m).map(|(_, l)| *l);
+        for e in std::fs::read_dir(&rules).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            let m = name.trim_end_matches(".rs");
+            if m == "mod" {
+                continue;
+            }
+            assert!(
+                layer(m).is_some(),
+                "rules::{m} has no layer in layers::RULES_LAYERS"
+            );
+        }
+        let mut against = Vec::new();
+        for (m, l) in RULES_LAYERS {
+            let deps = imports_under(&rules, m, &["crate::rules::", "super::super::"]);
+            assert!(
+                !deps.is_empty() || *m == "spec",
+                "rules::{m} imports no other layer: is the checker reading it?"
+            );
+            for dep in deps {
+                let Some(dl) = layer(&dep) else { continue };
+                if dl > *l {
+                    against.push(format!(
+                        "rules::{m} (layer {l}) imports rules::{dep} (layer {dl})"
+                    ));
+                }
+            }
+        }
+        assert!(
+            against.is_empty(),
+            "imports against the order inside rules (agent/src/layers.rs):\n{}",
+            against.join("\n")
+        );
+    }
+
     /// The checker sees an import written in each of the ways the code writes them.
     #[test]
     fn the_checker_sees_every_form_of_import() {
@@ -174,6 +235,16 @@ mod tests {
         )
         .unwrap();
         let got: Vec<String> = imports(dir.path(), "m").into_iter().collect();
+        assert_eq!(got, ["a", "b", "c", "d"]);
+        std::fs::write(
+            dir.path().join("n.rs"),
+            "use crate::rules::{\n    a::X,\n    b,\n};\nuse crate::rules::c::Y;\nuse super::super::d;\nuse crate::store::e;\n",
+        )
+        .unwrap();
+        let got: Vec<String> =
+            imports_under(dir.path(), "n", &["crate::rules::", "super::super::"])
+                .into_iter()
+                .collect();
         assert_eq!(got, ["a", "b", "c", "d"]);
     }
 }

@@ -28,6 +28,7 @@ pub mod rules;
 pub mod store;
 pub mod syscalls;
 pub mod telemetry;
+pub mod yaml;
 
 /// Exit code for a bad configuration or bad usage (sysexits' EX_USAGE).
 pub const EXIT_BAD_CONFIG: u8 = 64;

@@ -58,7 +58,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_BAD_CONFIG);
                 }
             };
-            if steadfast::rules::lint::check_command(&paths, strict, eval_interval_ms) {
+            if steadfast::rules::spec::lint::check_command(&paths, strict, eval_interval_ms) {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -69,9 +69,12 @@ fn main() -> ExitCode {
             let Some(paths) = rule_paths(files, false) else {
                 return ExitCode::FAILURE;
             };
-            match steadfast::rules::file::load_files(&paths) {
+            match steadfast::rules::spec::file::load_files(&paths) {
                 Ok(loaded) => {
-                    print!("{}", steadfast::rules::prom_export::to_prometheus(&loaded));
+                    print!(
+                        "{}",
+                        steadfast::rules::spec::prom_export::to_prometheus(&loaded)
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(problems) => {
@@ -84,7 +87,7 @@ fn main() -> ExitCode {
         Command::Test(TestCmd::Rules { files }) => {
             let mut all = true;
             for f in files {
-                let (report, ok) = steadfast::rules::unittest::run_file(&f);
+                let (report, ok) = steadfast::rules::runtime::unittest::run_file(&f);
                 println!("{}: {}", f.display(), if ok { "ok" } else { "FAILED" });
                 for line in report {
                     println!("{line}");

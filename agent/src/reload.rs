@@ -49,7 +49,7 @@ use serde::Serialize;
 
 use crate::{
     config::{Config, ConfigError},
-    rules::{file::RuleCounts, runtime::RulesRuntime},
+    rules::{runtime::RulesRuntime, spec::file::RuleCounts},
 };
 
 /// How long the rules directory must be quiet after a change before it is reloaded.

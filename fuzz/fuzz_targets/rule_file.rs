@@ -4,7 +4,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        if let Err(problems) = steadfast::rules::file::parse(text, "fuzz.yaml") {
+        if let Err(problems) = steadfast::rules::spec::file::parse(text, "fuzz.yaml") {
             assert!(!problems.0.is_empty());
         }
     }

@@ -22,22 +22,19 @@
 
 use std::collections::BTreeMap;
 
-use serde_yaml_ng::Value;
-
 use super::{OtlpConfig, OtlpProtocol, Problem};
 
 /// Applies the variables `env` gives to `otlp`, leaving every key `file` (the parsed config
 /// document) sets alone. Returns the problems of malformed variables, each named by variable.
 pub fn apply(
     otlp: &mut OtlpConfig,
-    file: &Value,
+    file: &crate::yaml::Document<'_>,
     env: impl Fn(&str) -> Option<String>,
 ) -> Vec<Problem> {
     let mut problems = Vec::new();
     let in_file = |key: &str| {
-        file.get("otlp")
-            .and_then(|o| o.get(key))
-            .is_some_and(|v| !v.is_null())
+        file.get(&["otlp", key])
+            .is_some_and(|v| !crate::yaml::is_null(v))
     };
     // Empty variables count as unset, as the specification asks.
     let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
@@ -147,9 +144,7 @@ pub fn apply(
     if let Some(name) = var("OTEL_SERVICE_NAME") {
         let from_file = file_attributes
             && file
-                .get("otlp")
-                .and_then(|o| o.get("resource_attributes"))
-                .and_then(|a| a.get("service.name"))
+                .get(&["otlp", "resource_attributes", "service.name"])
                 .is_some();
         if !from_file {
             otlp.resource_attributes
@@ -237,10 +232,10 @@ mod tests {
     use super::*;
 
     fn run(file: &str, vars: &[(&str, &str)]) -> (OtlpConfig, Vec<Problem>) {
-        let doc: Value = serde_yaml_ng::from_str(file).unwrap();
-        let mut otlp = match doc.get("otlp") {
-            Some(o) => serde_yaml_ng::from_value(o.clone()).unwrap(),
-            None => OtlpConfig::default(),
+        let doc = crate::yaml::Document::parse(file).unwrap();
+        let mut otlp = match doc.decode::<super::super::Config>() {
+            Ok(c) => c.otlp,
+            Err(e) => panic!("{e}"),
         };
         let env = |name: &str| {
             vars.iter()

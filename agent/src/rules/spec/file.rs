@@ -44,7 +44,7 @@ use std::{collections::BTreeMap, fmt, path::Path, time::Duration};
 use promql_parser::parser::Expr;
 use saphyr::{LoadableYamlNode, MarkedYamlOwned, ScalarOwned, YamlDataOwned};
 
-use super::expr;
+use super::{promql, time::parse_duration};
 
 /// One problem in a rule file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,52 +215,6 @@ pub struct SloDef {
     pub ticket_labels: BTreeMap<String, String>,
     pub budget_signal: Option<String>,
     pub window_scale: f64,
-}
-
-/// Parses a Prometheus duration (`1h30m`, `5m`, `30s`, `100ms`, `1d`, `1w`, `1y`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration (like 30s, 5m, 1h30m, 28d)");
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let units: [(&str, u64); 7] = [
-        ("y", 365 * 86_400_000),
-        ("w", 7 * 86_400_000),
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-        ("ms", 1),
-    ];
-    let mut rest = s;
-    let mut total: u64 = 0;
-    let mut next_unit = 0;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-        if digits == 0 {
-            return Err(bad());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = if rest.starts_with("ms") { 2 } else { 1 };
-        let unit = rest.get(..unit_len).ok_or_else(bad)?;
-        let i = units.iter().position(|(u, _)| *u == unit).ok_or_else(bad)?;
-        if i < next_unit {
-            return Err(bad());
-        }
-        next_unit = i + 1;
-        total = n
-            .checked_mul(units[i].1)
-            .and_then(|x| total.checked_add(x))
-            .filter(|t| i64::try_from(*t).is_ok())
-            .ok_or_else(|| format!("{s:?} is too long a duration"))?;
-        rest = &rest[unit_len..];
-    }
-    // At most i64::MAX ms: the engine keeps times and durations in i64 ms.
-    Ok(Duration::from_millis(total))
 }
 
 /// Rule files larger than this are refused (memory stays bounded whatever is in the directory).
@@ -558,10 +512,10 @@ impl<'a> Cx<'a> {
         if self.budget.nodes > MAX_EXPR_NODES {
             return None; // said once already; parsing the rest would only take time
         }
-        match expr::parse(&text) {
+        match promql::parse(&text) {
             Ok(expr) => {
                 let before = self.budget.nodes;
-                self.budget.nodes += expr::node_count(&expr);
+                self.budget.nodes += promql::node_count(&expr);
                 if self.budget.nodes > MAX_EXPR_NODES {
                     if before <= MAX_EXPR_NODES {
                         self.err(node, format!("{what}: the expressions of the rule files hold more than {MAX_EXPR_NODES} syntax tree nodes together (the limit)"));
@@ -939,7 +893,7 @@ impl<'a> Cx<'a> {
         };
         let inner = rest.trim_start_matches('{').trim_end_matches('}').trim();
         let sep = if inner.is_empty() { "" } else { "," };
-        let w = super::slo::fmt_ms(window.as_millis() as i64);
+        let w = super::time::fmt_ms(window.as_millis() as i64);
         let count = format!("sum(increase({name}_count{{{inner}}}[{w}]))");
         let slow = format!(
             "1 - sum(increase({name}_bucket{{{inner}{sep}le=\"{bound}\"}}[{w}])) / {count}"
@@ -1218,7 +1172,7 @@ impl<'a> Cx<'a> {
                         self.err(n, format!("{key}: must contain {{{{.window}}}} as the range (e.g. rate(x[{{{{.window}}}}]))"));
                         return None;
                     }
-                    if let Err(e) = expr::parse(&text.replace("{{.window}}", "5m")) {
+                    if let Err(e) = promql::parse(&text.replace("{{.window}}", "5m")) {
                         self.err(n, format!("{key}: bad expression: {e}"));
                         return None;
                     }
@@ -1235,7 +1189,7 @@ impl<'a> Cx<'a> {
                 let lf = self.mapping(l, "latency", &["histogram", "threshold_seconds"])?;
                 let histogram = self.required(&lf, "histogram", "latency").and_then(|n| {
                     let text = self.expr_text(n, "histogram")?;
-                    match expr::parse(&text) {
+                    match promql::parse(&text) {
                         Ok(Expr::VectorSelector(vs)) if vs.name.is_some() && vs.offset.is_none() => Some(text),
                         Ok(_) => {
                             self.err(n, "histogram: expected a selector with a metric name, like h_seconds{service=\"x\"}".into());
@@ -1287,27 +1241,6 @@ fn valid_label_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(
-            parse_duration("30d").unwrap(),
-            Duration::from_secs(30 * 86400)
-        );
-        assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        for bad in ["", "5", "m", "5x", "1m1h", "1.5h", "-1m", "5m5m"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-        // The engine keeps ms in an i64: longer durations are refused, not wrapped.
-        assert!(parse_duration("292000000y").is_ok());
-        assert_eq!(
-            parse_duration("293000000y").unwrap_err(),
-            "\"293000000y\" is too long a duration"
-        );
-        assert!(parse_duration("18446744073709551615ms").is_err());
-    }
 
     /// A file with one group of `n` alerting rules whose expression is `expr`.
     fn rules_file(n: usize, expr: &str) -> String {
@@ -1375,7 +1308,7 @@ mod tests {
         let group = format!("({})", vec!["x"; 60].join("+"));
         let big = vec![group.as_str(); 60].join("+");
         assert!(big.len() < MAX_EXPR_BYTES);
-        let per = expr::node_count(&expr::parse(&big).unwrap());
+        let per = promql::node_count(&promql::parse(&big).unwrap());
         let n = MAX_EXPR_NODES / per / 2 + 1;
         std::fs::write(&a, rules_file(n, &big)).unwrap();
         std::fs::write(&b, rules_file(n, &big).replace("- name: g", "- name: h")).unwrap();

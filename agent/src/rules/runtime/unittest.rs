@@ -18,11 +18,9 @@ use std::{
 
 use serde::Deserialize;
 
-use super::{
-    alert::State,
-    engine::{Engine, EngineOptions},
-    file::{self, parse_duration},
-};
+use crate::rules::engine::{alert::State, Engine, EngineOptions};
+use crate::rules::eval;
+use crate::rules::spec::{file, promql, time::parse_duration};
 use crate::store::{stale_marker, Labels};
 
 #[derive(Debug, Deserialize)]
@@ -185,7 +183,7 @@ pub fn run_file(path: &Path) -> (Vec<String>, bool) {
     let shown = path.display().to_string();
     let tf: TestFile = match crate::input::read_text(path, file::MAX_FILE_BYTES)
         .map_err(|e| e.to_string())
-        .and_then(|t| serde_yaml_ng::from_str(&t).map_err(|e| e.to_string()))
+        .and_then(|t| crate::yaml::from_str(&t).map_err(|e| e.to_string()))
     {
         Ok(t) => t,
         Err(e) => return (vec![format!("{shown}: {e}")], false),
@@ -292,8 +290,7 @@ fn run_group(
         checks.push((at_ms(&a.eval_time, eval_ms)?, Check::Alert(a)));
     }
     for e in &g.promql_expr_test {
-        let parsed =
-            super::expr::parse(&e.expr).map_err(|err| format!("expr {:?}: {err}", e.expr))?;
+        let parsed = promql::parse(&e.expr).map_err(|err| format!("expr {:?}: {err}", e.expr))?;
         checks.push((at_ms(&e.eval_time, eval_ms)?, Check::Expr(e, parsed)));
     }
     for b in &g.breaker_test {
@@ -350,7 +347,7 @@ fn run_group(
         }
         engine.evaluate(t);
         control.tick(clock(t));
-        super::runtime::feed(
+        crate::rules::runtime::feed(
             &mut control,
             engine.take_control_inputs(),
             &engine.signals(),
@@ -504,11 +501,10 @@ fn check_expr(
         };
         format!("{name}{ls} {v}")
     };
-    let got: Result<Vec<(Labels, f64)>, String> = match super::expr::eval(parsed, &engine.store, t)
-    {
+    let got: Result<Vec<(Labels, f64)>, String> = match eval::eval(parsed, &engine.store, t) {
         Ok(ev) => Ok(match ev.value {
-            super::expr::Value::Scalar(v) => vec![(Labels::new(), v)],
-            super::expr::Value::Vector(v) => v.into_iter().map(|s| (s.labels, s.value)).collect(),
+            eval::Value::Scalar(v) => vec![(Labels::new(), v)],
+            eval::Value::Vector(v) => v.into_iter().map(|s| (s.labels, s.value)).collect(),
         }),
         Err(err) => Err(err.to_string()),
     };

@@ -21,13 +21,13 @@ use std::{
 use prometheus_client::registry::Registry;
 use tokio::task::JoinSet;
 
-use super::engine::ControlInput;
-use super::{
-    alertmanager::Notifier,
-    engine::{Engine, EngineOptions},
-    file,
-    metrics::RulesCollector,
-};
+pub mod alertmanager;
+pub mod metrics;
+pub mod unittest;
+
+use self::{alertmanager::Notifier, metrics::RulesCollector};
+use crate::rules::engine::{ControlInput, Engine, EngineOptions};
+use crate::rules::spec::{file, lint};
 use crate::{collector::Snapshots, config::Config, control::Control};
 
 pub struct RulesRuntime {
@@ -157,12 +157,12 @@ impl RulesRuntime {
             Ok(files) => {
                 let n = files.len();
                 let eval_ms = self.eval_interval.as_millis() as u64;
-                for f in super::lint::lint(&files, super::lint::Catalogue::agent(), eval_ms) {
+                for f in lint::lint(&files, lint::Catalogue::agent(), eval_ms) {
                     match f.severity {
-                        super::lint::Severity::Warning => {
+                        lint::Severity::Warning => {
                             tracing::warn!(reason, finding = %f, "rules loaded with a warning (see `steadfast check rules`)")
                         }
-                        super::lint::Severity::Note => {
+                        lint::Severity::Note => {
                             tracing::info!(reason, finding = %f, "rules")
                         }
                     }

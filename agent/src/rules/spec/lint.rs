@@ -18,9 +18,14 @@ use std::{collections::BTreeMap, sync::OnceLock};
 use promql_parser::label::{MatchOp, Matcher};
 
 use super::{
-    expr,
     file::{Group, Position, RuleFile, Sli},
+    promql,
 };
+
+/// Bucket bounds of the engine's `steadfast_rules_evaluation_duration_seconds` (seconds).
+/// Here rather than in `engine` because the catalogue below knows every family's buckets
+/// and the spec comes before the engine; the engine observes with them.
+pub const EVAL_BUCKETS: [f64; 8] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5];
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +83,7 @@ pub struct Catalogue {
 }
 
 /// The metric reference, whose tables list every family with its type and labels.
-const METRICS_MD: &str = include_str!("../../../docs/metrics.md");
+const METRICS_MD: &str = include_str!("../../../../docs/metrics.md");
 
 /// Which part of a family a series name is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +152,7 @@ impl Catalogue {
             ("steadfast_http_client_request_duration_seconds", http),
             (
                 "steadfast_rules_evaluation_duration_seconds",
-                super::engine::EVAL_BUCKETS.to_vec(),
+                EVAL_BUCKETS.to_vec(),
             ),
             (
                 "steadfast_scrape_duration_seconds",
@@ -380,7 +385,7 @@ impl Linter<'_> {
     /// Every selector of an expression.
     fn expr(&mut self, what: &str, e: &promql_parser::parser::Expr, at: Position) {
         let mut selectors = Vec::new();
-        expr::selectors(e, &mut selectors);
+        promql::selectors(e, &mut selectors);
         for ms in selectors {
             self.selector(what, &ms, at);
         }
@@ -638,7 +643,7 @@ impl Linter<'_> {
                 total_query,
             } => {
                 for (key, q) in [("error_query", error_query), ("total_query", total_query)] {
-                    if let Ok(e) = expr::parse(&q.replace("{{.window}}", "1m")) {
+                    if let Ok(e) = promql::parse(&q.replace("{{.window}}", "1m")) {
                         self.expr(&format!("{what} {key}"), &e, at);
                     }
                 }
@@ -662,7 +667,7 @@ impl Linter<'_> {
                 };
                 let family_name = family.name.clone();
                 let count = histogram.replacen(name, &format!("{name}_count"), 1);
-                if let Ok(e) = expr::parse(&count) {
+                if let Ok(e) = promql::parse(&count) {
                     self.expr(&format!("{what} latency.histogram"), &e, at);
                 }
                 if let Some(bounds) = self.catalogue.bounds(&family_name) {
@@ -771,7 +776,7 @@ pub fn check_command(paths: &[std::path::PathBuf], strict: bool, eval_interval_m
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::file;
+    use crate::rules::spec::file;
 
     fn findings(text: &str, eval_ms: u64) -> Vec<String> {
         let f = file::parse(text, "r.yaml").unwrap();

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::expr::Sample;
+use crate::rules::eval::Sample;
 use crate::store::Labels;
 
 /// How long a resolved alert is kept to re-send its resolution.

@@ -42,57 +42,19 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{
-    alert::{AlertSpec, AlertingRule, Outcome},
-    expr::{self, Sample, Value},
-    file::{Sli, SloDef},
-};
+use super::alert::{AlertSpec, AlertingRule, Outcome};
+use crate::rules::eval::{self, Sample, Value};
+use crate::rules::spec::file::{Sli, SloDef};
+use crate::rules::spec::promql;
+use crate::rules::spec::time::{fmt_ms, windows, Window, MIN_MS};
 use crate::store::{Labels, Store};
 
 /// Share of a long window the SLO's data must cover before its window pair can alert.
 pub const MIN_COVERAGE: f64 = 0.9;
 
-const DAY_MS: i64 = 86_400_000;
-const HOUR_MS: i64 = 3_600_000;
-const MIN_MS: i64 = 60_000;
 pub const BUCKET_MS: i64 = 10 * MIN_MS;
 /// Budget state is written at most this often.
 const PERSIST_EVERY_MS: i64 = 5_000;
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Window {
-    pub long_ms: i64,
-    pub short_ms: i64,
-    pub factor: f64,
-    pub page: bool,
-}
-
-/// The workbook windows for `period_ms`, scaled.
-pub fn windows(period_ms: i64, scale: f64) -> Vec<Window> {
-    let k = period_ms as f64 / (30.0 * DAY_MS as f64);
-    let w = |long: i64, short: i64, factor: f64, page: bool| Window {
-        long_ms: ((long as f64 * scale).round() as i64).max(1000),
-        short_ms: ((short as f64 * scale).round() as i64).max(1000),
-        factor: factor * k,
-        page,
-    };
-    vec![
-        w(HOUR_MS, 5 * MIN_MS, 14.4, true),
-        w(6 * HOUR_MS, 30 * MIN_MS, 6.0, true),
-        w(DAY_MS, 2 * HOUR_MS, 3.0, false),
-        w(3 * DAY_MS, 6 * HOUR_MS, 1.0, false),
-    ]
-}
-
-/// A duration in Prometheus notation (`1h`, `5m`, `90s`, `1d`, `1500ms`).
-pub fn fmt_ms(ms: i64) -> String {
-    for (unit, len) in [("d", DAY_MS), ("h", HOUR_MS), ("m", MIN_MS), ("s", 1000)] {
-        if ms >= len && ms % len == 0 {
-            return format!("{}{unit}", ms / len);
-        }
-    }
-    format!("{ms}ms")
-}
 
 /// Errors and events per 10 minute bucket over the period.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -333,8 +295,8 @@ impl SloRuntime {
             }
         };
         for t in texts {
-            if let Ok(e) = expr::parse(&t.replace("{{.window}}", "1m")) {
-                expr::selectors(&e, &mut out);
+            if let Ok(e) = promql::parse(&t.replace("{{.window}}", "1m")) {
+                promql::selectors(&e, &mut out);
             }
         }
         out
@@ -358,8 +320,8 @@ impl SloRuntime {
                 if self.latency_bound.is_none() {
                     let sel = format!("{name}_bucket{rest}");
                     let mut ms = Vec::new();
-                    if let Ok(e) = expr::parse(&sel) {
-                        expr::selectors(&e, &mut ms);
+                    if let Ok(e) = promql::parse(&sel) {
+                        promql::selectors(&e, &mut ms);
                     }
                     let best = ms.first().and_then(|m| {
                         store
@@ -526,8 +488,8 @@ fn split_selector(s: &str) -> (&str, &str) {
 
 /// Sum of the query's samples at `t`; None when it selects nothing (missing input) or fails.
 fn sum_of(store: &Store, query: &str, t: i64) -> Option<f64> {
-    let e = expr::parse(query).ok()?;
-    let r = expr::eval(&e, store, t).ok()?;
+    let e = promql::parse(query).ok()?;
+    let r = eval::eval(&e, store, t).ok()?;
     match r.value {
         Value::Scalar(v) => Some(v),
         Value::Vector(v) if v.is_empty() => None,
@@ -542,6 +504,7 @@ mod tests {
         usize::MAX
     }
     use super::*;
+    use crate::rules::spec::time::DAY_MS;
     use crate::store::{tests::l, StoreLimits};
     use std::time::Duration;
 
@@ -653,8 +616,14 @@ mod tests {
             let b = b.expect("known");
             assert!((b - 5.0).abs() < 1e-6, "window {}: {b}", fmt_ms(*w));
         }
-        assert_eq!(slo.page.count(super::super::alert::State::Firing), 0);
-        assert_eq!(slo.ticket.count(super::super::alert::State::Firing), 1);
+        assert_eq!(
+            slo.page.count(crate::rules::engine::alert::State::Firing),
+            0
+        );
+        assert_eq!(
+            slo.ticket.count(crate::rules::engine::alert::State::Firing),
+            1
+        );
         // budget: 5% errors against a 1% budget -> remaining 1 - 5 = -4
         assert!(
             (slo.budget_remaining() + 4.0).abs() < 1e-3,
@@ -690,7 +659,7 @@ mod tests {
                 ],
             );
             slo.evaluate(&store, t, None, &mut unlimited());
-            let firing = slo.page.count(super::super::alert::State::Firing) == 1;
+            let firing = slo.page.count(crate::rules::engine::alert::State::Firing) == 1;
             if firing && fired_at.is_none() {
                 fired_at = Some(i);
             }

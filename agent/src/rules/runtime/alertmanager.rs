@@ -24,8 +24,8 @@ use hyper::body::Bytes;
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tokio::sync::mpsc;
 
-use super::engine::Notification;
 use crate::backoff::{parse_retry_after, Backoff};
+use crate::rules::engine::Notification;
 
 pub const QUEUE_BATCHES: usize = 64;
 pub const ATTEMPTS: u32 = 4;

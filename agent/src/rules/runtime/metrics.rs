@@ -11,11 +11,9 @@ use prometheus_client::{
     registry::Unit,
 };
 
-use super::{
-    alertmanager::NotifierStats,
-    engine::{Engine, EVAL_BUCKETS},
-    slo::fmt_ms,
-};
+use super::alertmanager::NotifierStats;
+use crate::rules::engine::{Engine, EVAL_BUCKETS};
+use crate::rules::spec::time::fmt_ms;
 
 #[derive(Debug)]
 pub struct RulesCollector {

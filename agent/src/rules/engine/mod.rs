@@ -14,12 +14,16 @@ use std::{
     path::PathBuf,
 };
 
-use super::{
+pub mod alert;
+pub mod slo;
+
+use self::{
     alert::{Alert, AlertSpec, AlertingRule, Outcome, State},
-    expr::{self, Sample, Value},
-    file::{AlertRule, BreakerDef, Query, RuleCounts, RuleFile, SignalDef},
-    slo::{self, Budget, SloRuntime},
+    slo::{Budget, SloRuntime},
 };
+use crate::rules::eval::{self, Sample, Value};
+use crate::rules::spec::file::{AlertRule, BreakerDef, Query, RuleCounts, RuleFile, SignalDef};
+use crate::rules::spec::promql;
 use crate::store::{Labels, Store, StoreLimits, LOOKBACK_MS};
 
 /// Engine settings (from the agent's config, or from a rule test).
@@ -58,12 +62,12 @@ pub struct EngineStats {
     /// Evaluation durations: (sum in seconds, count per bucket of [`EVAL_BUCKETS`]).
     pub eval_seconds_sum: f64,
     pub eval_buckets: [u64; EVAL_BUCKETS.len() + 1],
-    /// New alerts refused because a rule held [`super::alert::MAX_ALERTS_PER_RULE`] or the
+    /// New alerts refused because a rule held [`alert::MAX_ALERTS_PER_RULE`] or the
     /// engine held `max_alerts`.
     pub alerts_refused: u64,
 }
 
-pub const EVAL_BUCKETS: [f64; 8] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5];
+pub use crate::rules::spec::lint::EVAL_BUCKETS;
 
 #[derive(Debug)]
 struct RuleRt {
@@ -101,7 +105,7 @@ pub enum ControlInput {
 /// One number from an evaluation: a scalar, or a vector of exactly one sample. Anything
 /// else is unknown, and the error says why (no series matched, several series, NaN, ...).
 pub fn one_number(q: &Query, store: &Store, t: i64) -> Result<f64, String> {
-    let ev = expr::eval(&q.expr, store, t).map_err(|e| format!("evaluation failed: {e}"))?;
+    let ev = eval::eval(&q.expr, store, t).map_err(|e| format!("evaluation failed: {e}"))?;
     let v = match ev.value {
         Value::Scalar(s) => s,
         Value::Vector(v) if v.len() == 1 => v[0].value,
@@ -422,8 +426,8 @@ impl Engine {
         let mut interest = Vec::new();
         let mut longest = 0i64;
         for e in exprs {
-            expr::selectors(e, &mut interest);
-            longest = longest.max(expr::max_range_ms(e));
+            promql::selectors(e, &mut interest);
+            longest = longest.max(promql::max_range_ms(e));
         }
         self.extra_interest = (interest, longest);
         let limits = StoreLimits {
@@ -439,8 +443,8 @@ impl Engine {
         let mut longest = self.extra_interest.1;
         for g in &self.groups {
             for r in &g.rules {
-                expr::selectors(&r.def.expr.expr, &mut interest);
-                longest = longest.max(expr::max_range_ms(&r.def.expr.expr));
+                promql::selectors(&r.def.expr.expr, &mut interest);
+                longest = longest.max(promql::max_range_ms(&r.def.expr.expr));
             }
             for s in &g.slos {
                 interest.extend(s.selectors());
@@ -459,8 +463,8 @@ impl Engine {
                 .flatten()
                 .chain(g.signals.iter().map(|s| &s.expr));
             for q in queries {
-                expr::selectors(&q.expr, &mut interest);
-                longest = longest.max(expr::max_range_ms(&q.expr));
+                promql::selectors(&q.expr, &mut interest);
+                longest = longest.max(promql::max_range_ms(&q.expr));
             }
         }
         // Saturating: a range can be up to i64::MAX ms (`x[100000000y]`).
@@ -611,7 +615,7 @@ impl Engine {
                     Self::record(&mut self.store, &mut self.stats, &g.name, r, t);
                     continue;
                 }
-                let outcome = match expr::eval(&r.def.expr.expr, &self.store, t) {
+                let outcome = match eval::eval(&r.def.expr.expr, &self.store, t) {
                     Ok(ev) => {
                         r.last_error = None;
                         match ev.value {
@@ -684,7 +688,7 @@ impl Engine {
     /// has two series with one label set, writes nothing (its series age out through the
     /// lookback).
     fn record(store: &mut Store, stats: &mut EngineStats, group: &str, r: &mut RuleRt, t: i64) {
-        let result = expr::eval(&r.def.expr.expr, store, t).and_then(|ev| {
+        let result = eval::eval(&r.def.expr.expr, store, t).and_then(|ev| {
             let samples = match ev.value {
                 Value::Scalar(v) => vec![Sample {
                     labels: Labels::new(),
@@ -704,7 +708,7 @@ impl Engine {
                     }
                 }
                 if out.insert(labels, s.value).is_some() {
-                    return Err(expr::ExprError::Eval(
+                    return Err(promql::ExprError::Eval(
                         "vector contains metrics with the same labelset after applying rule labels"
                             .into(),
                     ));
@@ -858,7 +862,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::file;
+    use crate::rules::spec::file;
 
     fn opts(state_dir: Option<PathBuf>) -> EngineOptions {
         EngineOptions {
@@ -916,7 +920,7 @@ groups:
             (l, v)
         };
         let read = |e: &Engine, q: &str, t: i64| -> Vec<(Labels, f64)> {
-            match expr::eval(&expr::parse(q).unwrap(), &e.store, t)
+            match eval::eval(&promql::parse(q).unwrap(), &e.store, t)
                 .unwrap()
                 .value
             {
@@ -965,7 +969,7 @@ groups:
 "#,
         );
         // Nothing reads `same`: keep it as a rule test's promql_expr_test would.
-        e.keep_also(&[&expr::parse("same").unwrap()]);
+        e.keep_also(&[&promql::parse("same").unwrap()]);
         let x = |k: &str| {
             let mut l = Labels::new();
             l.insert("__name__".into(), "x".into());
@@ -1034,7 +1038,7 @@ groups:
         e.ingest_text(2000, &without_0).unwrap();
         e.evaluate(2000);
         assert_eq!(e.alerts().len(), 5);
-        let later = 2000 + super::super::alert::RESOLVED_RETENTION_MS;
+        let later = 2000 + super::alert::RESOLVED_RETENTION_MS;
         e.ingest_text(later, &without_0).unwrap();
         e.evaluate(later);
         assert_eq!(held(&e), BTreeMap::from([("A".into(), 3), ("B".into(), 2)]));
