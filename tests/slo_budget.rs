@@ -9,7 +9,7 @@
 
 use steadfast::rules::{
     engine::{Engine, EngineOptions},
-    file,
+    spec::file,
 };
 
 const SLO: &str = r#"groups:
