@@ -143,8 +143,12 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     if config.otlp.enabled() {
         metrics::register_export_stats(&mut registry, export_stats.clone());
     }
-    let rules =
-        crate::rules::runtime::setup(&config, &mut registry, &mut tasks, Some(control.clone()));
+    let rules = crate::rules::runtime::setup(
+        &config,
+        &mut registry,
+        &mut tasks,
+        Some(control.clone() as Arc<Mutex<dyn crate::rules::runtime::Decisions>>),
+    );
     let reloader = {
         let pipeline = pipeline.clone();
         Reloader::new(

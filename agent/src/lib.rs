@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod random;
 pub mod reload;
 pub mod rules;
+pub mod ruletest;
 pub mod store;
 pub mod syscalls;
 pub mod telemetry;

@@ -87,7 +87,7 @@ fn main() -> ExitCode {
         Command::Test(TestCmd::Rules { files }) => {
             let mut all = true;
             for f in files {
-                let (report, ok) = steadfast::rules::runtime::unittest::run_file(&f);
+                let (report, ok) = steadfast::ruletest::run_file(&f);
                 println!("{}: {}", f.display(), if ok { "ok" } else { "FAILED" });
                 for line in report {
                     println!("{line}");

@@ -478,6 +478,28 @@ impl Control {
     }
 }
 
+/// The rules hand their decisions to control through this (the wiring connects them).
+impl crate::rules::runtime::Decisions for Control {
+    fn configure_breakers(&mut self, specs: Vec<(String, Spec)>, now: Instant) {
+        Control::configure_breakers(self, specs, now);
+    }
+    fn observe(&mut self, name: &str, obs: Observation, now: Instant) {
+        Control::observe(self, name, obs, now);
+    }
+    fn set_breaker_inputs(&mut self, name: &str, unknown: Option<String>) {
+        Control::set_breaker_inputs(self, name, unknown);
+    }
+    fn set_signal(&mut self, name: &str, level: f64, source: &str) {
+        Control::set_signal(self, name, level, source);
+    }
+    fn set_signal_unknown(&mut self, name: &str, reason: &str, source: &str) {
+        Control::set_signal_unknown(self, name, reason, source);
+    }
+    fn remove_signal(&mut self, name: &str) {
+        Control::remove_signal(self, name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,8 +15,8 @@
 //!   burn rates, multiwindow multi-burn-rate alerts, error budgets persisted on disk;
 //! - `runtime`: the daemon side (wall clock, files, the store fed from snapshots, SIGHUP and
 //!   `POST /-/reload` through `crate::reload`); `runtime::alertmanager`: the API v2 sender;
-//!   `runtime::metrics`: the engine's metric families; `runtime::unittest`: `steadfast test
-//!   rules`.
+//!   `runtime::metrics`: the engine's metric families. `steadfast test rules` (which runs the
+//!   rules against control's breakers on a test clock) is `crate::ruletest`, above both.
 //!
 //! Everything below `runtime` takes time as an argument, so tests inject it.
 

@@ -95,7 +95,11 @@ struct GroupRt {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ControlInput {
     /// A breaker's inputs, and why they are unknown (None: known).
-    Breaker(String, crate::control::breaker::Observation, Option<String>),
+    Breaker(
+        String,
+        crate::rules::spec::breaker::Observation,
+        Option<String>,
+    ),
     /// A degrade signal's level in [0, 1].
     Signal(String, f64),
     /// A degrade signal whose expression gave no number, and why: its level is held.
@@ -132,11 +136,11 @@ pub fn breaker_inputs(
     b: &BreakerDef,
     store: &Store,
     t: i64,
-) -> (crate::control::breaker::Observation, Option<String>) {
+) -> (crate::rules::spec::breaker::Observation, Option<String>) {
     let volume = one_number(&b.volume, store, t);
     let failure = b.failure_ratio.as_ref().map(|q| one_number(q, store, t));
     let slow = b.slow_ratio.as_ref().map(|q| one_number(q, store, t));
-    let obs = crate::control::breaker::Observation {
+    let obs = crate::rules::spec::breaker::Observation {
         failure_ratio: failure.as_ref().and_then(|r| r.as_ref().ok().copied()),
         slow_ratio: slow.as_ref().and_then(|r| r.as_ref().ok().copied()),
         volume: volume.as_ref().ok().copied(),
@@ -497,7 +501,7 @@ impl Engine {
     }
 
     /// The breakers the loaded rules define, for `control::Control::configure_breakers`.
-    pub fn breaker_specs(&self) -> Vec<(String, crate::control::breaker::Spec)> {
+    pub fn breaker_specs(&self) -> Vec<(String, crate::rules::spec::breaker::Spec)> {
         self.groups
             .iter()
             .flat_map(|g| g.breakers.iter().map(|b| (b.name.clone(), b.spec.clone())))

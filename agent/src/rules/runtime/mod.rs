@@ -23,17 +23,17 @@ use tokio::task::JoinSet;
 
 pub mod alertmanager;
 pub mod metrics;
-pub mod unittest;
 
 use self::{alertmanager::Notifier, metrics::RulesCollector};
 use crate::rules::engine::{ControlInput, Engine, EngineOptions};
+use crate::rules::spec::breaker::{Observation, Spec};
 use crate::rules::spec::{file, lint};
-use crate::{collector::Snapshots, config::Config, control::Control};
+use crate::{collector::Snapshots, config::Config};
 
 pub struct RulesRuntime {
     pub engine: Arc<Mutex<Engine>>,
     /// Where breaker observations and signal levels go.
-    control: Option<Arc<Mutex<Control>>>,
+    control: Option<Arc<Mutex<dyn Decisions>>>,
     /// Signal names the loaded rules define or may raise (to lower ones that went away).
     signal_names: Mutex<std::collections::BTreeSet<String>>,
     /// Of those, the ones `signals:` entries define (set from their expression only).
@@ -93,7 +93,7 @@ pub fn setup(
     config: &Config,
     registry: &mut Registry,
     tasks: &mut JoinSet<()>,
-    control: Option<Arc<Mutex<Control>>>,
+    control: Option<Arc<Mutex<dyn Decisions>>>,
 ) -> Arc<RulesRuntime> {
     let opts = EngineOptions {
         eval_interval_ms: config.rules.evaluation_interval_ms as i64,
@@ -226,7 +226,7 @@ impl RulesRuntime {
             .clone();
         let mut c = control.lock().unwrap_or_else(|p| p.into_inner());
         feed(
-            &mut c,
+            &mut *c,
             inputs,
             &raised,
             &names,
@@ -267,13 +267,30 @@ impl RulesRuntime {
     }
 }
 
+/// Where the rules' decisions go: the local control layer (`control::Control` implements
+/// it; the wiring connects them), so that the rules do not import the layer they feed.
+pub trait Decisions: Send {
+    /// The breakers the loaded rules define (a reload restarts changed ones).
+    fn configure_breakers(&mut self, specs: Vec<(String, Spec)>, now: tokio::time::Instant);
+    /// One evaluation's inputs of a breaker.
+    fn observe(&mut self, name: &str, obs: Observation, now: tokio::time::Instant);
+    /// Why a breaker's inputs could not be evaluated (`None`: they could).
+    fn set_breaker_inputs(&mut self, name: &str, unknown: Option<String>);
+    /// A signal's level from `source`.
+    fn set_signal(&mut self, name: &str, level: f64, source: &str);
+    /// A signal whose expression gave no number: its level is held.
+    fn set_signal_unknown(&mut self, name: &str, reason: &str, source: &str);
+    /// A signal no rule defines any more.
+    fn remove_signal(&mut self, name: &str);
+}
+
 /// Hands an evaluation's breaker observations and signal levels to `c` (the daemon, and
 /// `steadfast test rules`): `names` are every signal the rules define or may raise,
 /// `from_exprs` those `signals:` entries define (set from their expression only, when their
 /// group is evaluated); the others read 1 while `raised` (by a firing alert or a spent SLO
 /// budget), else 0.
 pub fn feed(
-    c: &mut Control,
+    c: &mut dyn Decisions,
     inputs: Vec<ControlInput>,
     raised: &std::collections::BTreeSet<String>,
     names: &std::collections::BTreeSet<String>,

@@ -141,7 +141,7 @@ pub struct BreakerDef {
     pub failure_ratio: Option<Query>,
     pub slow_ratio: Option<Query>,
     pub volume: Query,
-    pub spec: crate::control::breaker::Spec,
+    pub spec: crate::rules::spec::breaker::Spec,
 }
 
 /// A degrade signal: `expr` (one number) scaled to [0, 1].
@@ -149,7 +149,7 @@ pub struct BreakerDef {
 pub struct SignalDef {
     pub name: String,
     pub expr: Query,
-    pub scaled: crate::control::signal::Scaled,
+    pub scaled: crate::config::Scaled,
 }
 
 /// Breaker and signal names become file names under the signals directory.
@@ -661,7 +661,7 @@ impl<'a> Cx<'a> {
     }
 
     fn breaker(&mut self, node: &MarkedYamlOwned) -> Option<BreakerDef> {
-        use crate::control::breaker::Spec;
+        use crate::rules::spec::breaker::Spec;
         let f = self.mapping(
             node,
             "breaker",
@@ -915,7 +915,7 @@ impl<'a> Cx<'a> {
         let saturation = self
             .required(&f, "saturation", "signal")
             .and_then(|n| self.number(n, "saturation"));
-        let scaled = crate::control::signal::Scaled {
+        let scaled = crate::config::Scaled {
             scaling: scaling?,
             saturation: saturation?,
         };

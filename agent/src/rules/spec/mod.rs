@@ -2,6 +2,7 @@
 //! its durations and SLO windows (`time`), what `check rules` adds (`lint`) and its
 //! translation to Prometheus rule groups (`prom_export`). Nothing here evaluates anything.
 
+pub mod breaker;
 pub mod file;
 pub mod lint;
 pub mod prom_export;
