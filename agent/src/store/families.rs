@@ -19,25 +19,40 @@ pub fn samples(
     keep: impl Fn(&str, &[(String, String)]) -> bool,
 ) -> Vec<(Labels, f64)> {
     let mut out = Vec::new();
-    let mut push = |name: String, labels: Vec<(String, String)>, value: f64| {
-        if wanted(&name) && keep(&name, &labels) {
+    // A bound's text, formatted once per run: every kernel histogram has the same bounds.
+    let mut bounds: Vec<(u64, String)> = Vec::new();
+    let mut bound = |v: f64| -> String {
+        match bounds.iter().find(|(b, _)| *b == v.to_bits()) {
+            Some((_, s)) => s.clone(),
+            None => {
+                let s = canonical(v);
+                bounds.push((v.to_bits(), s.clone()));
+                s
+            }
+        }
+    };
+    let mut push = |name: &str, labels: Vec<(String, String)>, value: f64| {
+        if keep(name, &labels) {
             let mut set: Labels = labels.into_iter().collect();
-            set.insert("__name__".into(), name);
+            set.insert("__name__".into(), name.to_string());
             out.push((set, value));
         }
     };
     for f in families {
         let kind = MetricType::try_from(f.r#type).unwrap_or(MetricType::Untyped);
         let histogram = matches!(kind, MetricType::Histogram | MetricType::GaugeHistogram);
-        if histogram
-            && !["_bucket", "_sum", "_count"]
-                .iter()
-                .any(|s| wanted(&format!("{}{s}", f.name)))
-        {
+        // The names this family's samples take, each asked once per family.
+        let named = |suffix: &str| {
+            let n = format!("{}{suffix}", f.name);
+            wanted(&n).then_some(n)
+        };
+        let (plain, bucket, sum, count) = if histogram {
+            (None, named("_bucket"), named("_sum"), named("_count"))
+        } else {
+            (named(""), None, None, None)
+        };
+        if plain.is_none() && bucket.is_none() && sum.is_none() && count.is_none() {
             // Most of the catalogue is histogram buckets no rule reads.
-            continue;
-        }
-        if !histogram && !wanted(&f.name) {
             continue;
         }
         for m in &f.metric {
@@ -48,26 +63,39 @@ pub fn samples(
                     .collect()
             };
             match kind {
-                MetricType::Counter => push(f.name.clone(), labels(), counter_value(m)),
                 MetricType::Histogram | MetricType::GaugeHistogram => {
                     let Some(h) = &m.histogram else { continue };
-                    let name = |suffix: &str| format!("{}{suffix}", f.name);
-                    let mut inf = false;
-                    for b in &h.bucket {
-                        inf |= b.upper_bound == f64::INFINITY;
-                        let mut l = labels();
-                        l.push(("le".into(), canonical(b.upper_bound)));
-                        push(name("_bucket"), l, b.cumulative_count as f64);
+                    if let Some(name) = &bucket {
+                        let mut inf = false;
+                        for b in &h.bucket {
+                            inf |= b.upper_bound == f64::INFINITY;
+                            let mut l = labels();
+                            l.push(("le".into(), bound(b.upper_bound)));
+                            push(name, l, b.cumulative_count as f64);
+                        }
+                        if !inf {
+                            let mut l = labels();
+                            l.push(("le".into(), "+Inf".into()));
+                            push(name, l, h.sample_count as f64);
+                        }
                     }
-                    if !inf {
-                        let mut l = labels();
-                        l.push(("le".into(), "+Inf".into()));
-                        push(name("_bucket"), l, h.sample_count as f64);
+                    if let Some(name) = &sum {
+                        push(name, labels(), h.sample_sum);
                     }
-                    push(name("_sum"), labels(), h.sample_sum);
-                    push(name("_count"), labels(), h.sample_count as f64);
+                    if let Some(name) = &count {
+                        push(name, labels(), h.sample_count as f64);
+                    }
                 }
-                _ => push(f.name.clone(), labels(), gauge_value(m)),
+                MetricType::Counter => {
+                    if let Some(name) = &plain {
+                        push(name, labels(), counter_value(m));
+                    }
+                }
+                _ => {
+                    if let Some(name) = &plain {
+                        push(name, labels(), gauge_value(m));
+                    }
+                }
             }
         }
     }
