@@ -751,11 +751,16 @@ pub(crate) fn terminate(child: &mut Child) {
 }
 
 pub(crate) fn http_get(port: u16, path: &str) -> Result<String> {
-    let mut s = TcpStream::connect_timeout(
+    let s = TcpStream::connect_timeout(
         &format!("127.0.0.1:{port}").parse()?,
         Duration::from_secs(2),
     )?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    get_on(s, path)
+}
+
+/// One HTTP/1.0 `GET` on a connected stream (TCP or the API's unix socket); the body of a 200.
+pub(crate) fn get_on(mut s: impl Read + Write, path: &str) -> Result<String> {
     write!(s, "GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n")?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;

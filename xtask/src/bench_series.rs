@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::bench::{series, status_kb, Agent, CpuWindow, Env};
 
@@ -285,19 +285,9 @@ fn wait_series(agent: &Agent) -> Result<usize> {
 
 /// GET on the API socket; the body of a 200.
 fn api_get(socket: &Path, path: &str) -> Result<String> {
-    let mut s = UnixStream::connect(socket)?;
+    let s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: local\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    if !head.contains(" 200 ") {
-        bail!("GET {path}: {head}");
-    }
-    Ok(body.to_string())
+    crate::bench::get_on(s, path)
 }
 
 fn snapshot_index(socket: &Path) -> Result<u64> {
