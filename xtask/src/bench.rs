@@ -1319,6 +1319,36 @@ fn max(v: &[f64]) -> f64 {
 mod tests {
     use super::*;
 
+    /// `get_on` sends one GET and gives the body of a 200, and an error with the status line
+    /// otherwise (over a unix socket pair, as the series bench uses it on the API socket).
+    #[test]
+    fn get_on_gives_the_body_of_a_200_only() {
+        for (answer, want) in [
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nbody",
+                Ok("body"),
+            ),
+            (
+                "HTTP/1.0 503 Service Unavailable\r\n\r\nno",
+                Err("GET /x: HTTP/1.0 503"),
+            ),
+        ] {
+            let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let server = std::thread::spawn(move || {
+                let mut req = [0u8; 256];
+                let n = b.read(&mut req).unwrap();
+                b.write_all(answer.as_bytes()).unwrap();
+                String::from_utf8_lossy(&req[..n]).into_owned()
+            });
+            let got = get_on(a, "/x");
+            assert!(server.join().unwrap().starts_with("GET /x HTTP/1.0\r\n"));
+            match want {
+                Ok(body) => assert_eq!(got.unwrap(), body),
+                Err(head) => assert!(got.unwrap_err().to_string().starts_with(head)),
+            }
+        }
+    }
+
     #[test]
     fn medians_and_metric_sums() {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
