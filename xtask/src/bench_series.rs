@@ -23,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::bench::{series, status_kb, Agent, CpuWindow, Env};
 
@@ -194,6 +194,7 @@ fn run_case(env: &Env, bin: &Path, names: &[PathBuf]) -> Result<Figures> {
     let cpu_rules_pct = w.close(agent.pid())?.0;
 
     let index = snapshot_index(&socket)?;
+    let fds_before = open_fds(agent.pid());
     let mut holders = Vec::with_capacity(HOLDERS);
     for _ in 0..HOLDERS {
         let mut s = UnixStream::connect(&socket).context("a held query's connection")?;
@@ -204,8 +205,15 @@ fn run_case(env: &Env, bin: &Path, names: &[PathBuf]) -> Result<Figures> {
         s.set_nonblocking(true)?;
         holders.push(s);
     }
-    // Every held request is read by the agent before the measurement starts.
-    sleep(Duration::from_secs(1));
+    // The agent has accepted every held connection before the measurement starts (each is
+    // one more descriptor of its own).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while open_fds(agent.pid()) < fds_before + HOLDERS {
+        if Instant::now() > deadline {
+            bail!("the agent did not accept the {HOLDERS} held queries' connections in 30 s");
+        }
+        sleep(Duration::from_millis(20));
+    }
 
     let port = agent.port();
     let scraper = std::thread::spawn(move || -> Result<Vec<f64>> {
@@ -288,6 +296,11 @@ fn api_get(socket: &Path, path: &str) -> Result<String> {
     let s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
     crate::bench::get_on(s, path)
+}
+
+/// Descriptors the process holds now.
+fn open_fds(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
 fn snapshot_index(socket: &Path) -> Result<u64> {
