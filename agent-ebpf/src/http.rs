@@ -33,18 +33,15 @@ use agent_common::{
     loss::LOSS_HTTP_EVENTS,
 };
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
-        generated,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
     macros::{btf_tracepoint, map},
     maps::{LruHashMap, RingBuf},
     programs::BtfTracePointContext,
 };
 
-use aya_ebpf::bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 
-use crate::loss::{count_lost, record_fill};
+use crate::loss::{count_lost, record_fill_value};
 
 /// A socket() call in flight (internal to this file, never sent).
 const KIND_SOCKET: u32 = 6;
@@ -215,23 +212,22 @@ const REGS_DI: usize = 112;
 const REGS_SI: usize = 104;
 
 /// Bytes moved on a socket, from inside the syscall that moved them: which syscall, its fd
-/// and its buffer come from the task's saved user registers.
+/// and its buffer come from the task's saved user registers, read directly (the registers are
+/// a BTF pointer here, no helper call). The event is built in its ring-buffer entry.
 #[inline(always)]
 fn try_sock_io(ctx: &BtfTracePointContext, kind: u32) -> Result<(), i64> {
     let ret: i32 = ctx.arg(1);
     if ret <= 0 {
         return Ok(());
     }
-    let ts = now();
-    let id = bpf_get_current_pid_tgid();
-    let tgid = (id >> 32) as u32;
-    // SAFETY: helpers without preconditions; the registers are read through the
-    // fault-handling helper.
+    // SAFETY: helpers without preconditions. `bpf_task_pt_regs` returns a BTF pointer to
+    // `struct pt_regs`: the verifier checks each load against the kernel's BTF and turns it
+    // into a fault-handling load.
     let regs =
         unsafe { generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) } as *const u8;
+    // SAFETY: as above; 8-byte loads of `orig_ax`, `di` and `si`.
     let reg = |off: usize| -> u64 {
-        // SAFETY: as above.
-        unsafe { bpf_probe_read_kernel(regs.wrapping_add(off).cast::<u64>()) }.unwrap_or(u64::MAX)
+        unsafe { core::ptr::read_volatile(regs.wrapping_add(off).cast::<u64>()) }
     };
     // x86_64 syscall numbers.
     let layout = match (kind, reg(REGS_ORIG_AX)) {
@@ -242,6 +238,7 @@ fn try_sock_io(ctx: &BtfTracePointContext, kind: u32) -> Result<(), i64> {
         _ => return Ok(()),
     };
     let fd = reg(REGS_DI) as u32;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: the value is copied out at once.
     let role = match unsafe { HTTP_SOCKS.get(key(tgid, fd)) } {
         Some(&r) if r != ROLE_CANDIDATE => r,
@@ -254,11 +251,29 @@ fn try_sock_io(ctx: &BtfTracePointContext, kind: u32) -> Result<(), i64> {
         layout,
         role,
     };
-    let mut ev = event(tgid, fd, kind, role);
-    ev.timestamp_ns = ts;
-    ev.len = ret as u32;
-    capture(&mut ev, &slot, ret as u64);
-    send(&ev);
+    let ts = now();
+    let Some(mut entry) = HTTP_EVENTS.reserve::<HttpEvent>(0) else {
+        count_lost(LOSS_HTTP_EVENTS);
+        return Ok(());
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is the reserved entry, `size_of::<HttpEvent>()` bytes this program owns
+    // until it submits them. Every field but `data` beyond `captured` is written.
+    unsafe {
+        (*ev).timestamp_ns = ts;
+        (*ev).tgid = tgid;
+        (*ev).fd = fd;
+        (*ev).kind = kind;
+        (*ev).role = role;
+        (*ev).len = ret as u32;
+        (*ev).captured = 0;
+        (*ev).family = 0;
+        (*ev).port = 0;
+        (*ev)._pad = 0;
+        (*ev).addr = [0; 16];
+        capture(&mut *ev, &slot, ret as u64);
+    }
+    entry.submit(submit_flags());
     Ok(())
 }
 
@@ -385,14 +400,33 @@ fn send(ev: &HttpEvent) {
         return;
     };
     entry.write(*ev);
+    entry.submit(submit_flags());
+}
+
+/// Bytes of one `HTTP_EVENTS` record: the event and the ring buffer's 8-byte header.
+const RECORD_BYTES: u64 = core::mem::size_of::<HttpEvent>() as u64 + 8;
+/// `RING_FILL` is written when the ring's fill crosses a multiple of this (or the ring was
+/// empty): a shared cache line both CPUs would otherwise write on every event.
+const FILL_SAMPLE_BYTES: u64 = 4096;
+
+/// Submit flags for a record just reserved: wake the reader when the unread bytes cross a
+/// multiple of `HTTP_WAKEUP_MIN_BYTES` (once per that many bytes, not on every record while
+/// the reader is catching up: each wakeup is an interrupt on this CPU).
+#[inline(always)]
+fn submit_flags() -> u64 {
+    let fill = HTTP_EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let before = fill.saturating_sub(RECORD_BYTES);
+    if before == 0 || before / FILL_SAMPLE_BYTES != fill / FILL_SAMPLE_BYTES {
+        record_fill_value(LOSS_HTTP_EVENTS, fill);
+    }
     // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
     let min = unsafe { core::ptr::read_volatile(&HTTP_WAKEUP_MIN_BYTES) };
-    let flags = if record_fill(&HTTP_EVENTS, LOSS_HTTP_EVENTS) >= min {
-        BPF_RB_FORCE_WAKEUP
+    let min = if min == 0 { 1 } else { min };
+    if before / min != fill / min {
+        BPF_RB_FORCE_WAKEUP as u64
     } else {
-        BPF_RB_NO_WAKEUP
-    };
-    entry.submit(flags as u64);
+        BPF_RB_NO_WAKEUP as u64
+    }
 }
 
 #[inline(always)]

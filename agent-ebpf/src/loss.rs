@@ -36,6 +36,15 @@ pub fn record_fill(ring: &RingBuf, source: u32) -> u64 {
     avail
 }
 
+/// Stores `avail` (bytes waiting in its ring buffer) as `RING_FILL[source]`.
+#[inline(always)]
+pub fn record_fill_value(source: u32, avail: u64) {
+    if let Some(slot) = RING_FILL.get_ptr_mut(source) {
+        // SAFETY: as in `record_fill`.
+        unsafe { *slot = avail };
+    }
+}
+
 /// Flags for `submit`, after sampling the ring's fill for `source`.
 #[inline(always)]
 pub fn submit_flags(ring: &RingBuf, source: u32) -> u64 {
