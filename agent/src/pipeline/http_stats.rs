@@ -184,12 +184,24 @@ fn status_start(b: &[u8]) -> Verdict<u16> {
     Verdict::Is(code)
 }
 
-/// Bytes gathered while a line's start is undecided.
-#[derive(Debug, Clone, Default)]
+/// Bytes gathered while a line's start is undecided (at most [`HTTP_CAPTURE`], inline: one
+/// event per read or write must not cost an allocation).
+#[derive(Debug, Clone, Copy)]
 struct Prefix {
-    bytes: Vec<u8>,
+    buf: [u8; HTTP_CAPTURE],
+    len: u8,
     /// The previous piece was captured whole: the next one continues it.
     open: bool,
+}
+
+impl Default for Prefix {
+    fn default() -> Self {
+        Prefix {
+            buf: [0; HTTP_CAPTURE],
+            len: 0,
+            open: false,
+        }
+    }
 }
 
 impl Prefix {
@@ -199,11 +211,22 @@ impl Prefix {
         p
     }
 
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     fn push(&mut self, ev: &HttpEvent) {
-        let room = HTTP_CAPTURE.saturating_sub(self.bytes.len());
+        let have = usize::from(self.len);
+        let room = HTTP_CAPTURE.saturating_sub(have);
         let b = ev.bytes();
-        self.bytes.extend_from_slice(&b[..b.len().min(room)]);
-        self.open = ev.captured == ev.len && self.bytes.len() < HTTP_CAPTURE;
+        let n = b.len().min(room);
+        self.buf[have..have + n].copy_from_slice(&b[..n]);
+        self.len = (have + n) as u8;
+        self.open = ev.captured == ev.len && have + n < HTTP_CAPTURE;
     }
 }
 
@@ -352,7 +375,7 @@ impl Conn {
                 },
                 false,
             ) => {
-                if prefix.bytes.is_empty() || prefix.open {
+                if prefix.is_empty() || prefix.open {
                     prefix.push(ev);
                     // A pipelined request's own line was not told apart: no target.
                     let line = Prefix::default();
@@ -440,7 +463,7 @@ impl Conn {
                 },
                 false,
             ) => {
-                if prefix.bytes.is_empty() || prefix.open {
+                if prefix.is_empty() || prefix.open {
                     prefix.push(ev);
                     self.decide_status(start_ns, method, prefix, line, ev.timestamp_ns)
                 } else {
@@ -453,7 +476,7 @@ impl Conn {
     }
 
     fn decide_request(&self, start_ns: u64, prefix: Prefix) -> (State, Outcome) {
-        let next = match request_start(&prefix.bytes) {
+        let next = match request_start(prefix.bytes()) {
             Verdict::Is(RequestStart::Http1(method)) => State::Pending {
                 start_ns,
                 method,
@@ -475,7 +498,7 @@ impl Conn {
         line: Prefix,
         now_ns: u64,
     ) -> (State, Outcome) {
-        match status_start(&prefix.bytes) {
+        match status_start(prefix.bytes()) {
             // Interim answers: the final status comes later.
             Verdict::Is(code) if (100..200).contains(&code) && code != 101 => (
                 State::Pending {
@@ -493,7 +516,7 @@ impl Conn {
                     status,
                     start_ns,
                     end_ns: now_ns,
-                    target: Target::of_line(&line.bytes),
+                    target: Target::of_line(line.bytes()),
                     peer: self.peer,
                 };
                 let next = if status == 101 {
@@ -522,10 +545,39 @@ impl Conn {
     }
 }
 
+/// Hashes a connection key (tgid, fd) with a rotate, a xor and a multiply per word (the
+/// scheme of rustc's FxHasher): every socket read and write looks its connection up, and
+/// SipHash would be most of that lookup. Both words are chosen by the kernel (a tgid, the
+/// lowest free fd), and the table is bounded by `max_connections`.
+#[derive(Debug, Default, Clone, Copy)]
+struct ConnHasher(u64);
+
+impl std::hash::Hasher for ConnHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type ConnMap = HashMap<(u32, u32), Conn, std::hash::BuildHasherDefault<ConnHasher>>;
+
 /// Per-connection state machines and the resulting series.
 #[derive(Debug)]
 pub struct HttpStats {
-    conns: HashMap<(u32, u32), Conn>,
+    conns: ConnMap,
     max_connections: usize,
     server: BTreeMap<(ServiceId, Method, u16), Histogram>,
     client: BTreeMap<(ServiceId, String, Method, u16), Histogram>,
@@ -541,7 +593,7 @@ pub use super::peers::OTHER_PEER;
 impl HttpStats {
     pub fn new(max_connections: usize, max_peers: usize) -> Self {
         Self {
-            conns: HashMap::new(),
+            conns: ConnMap::default(),
             max_connections: max_connections.max(1),
             server: BTreeMap::new(),
             client: BTreeMap::new(),
