@@ -258,7 +258,7 @@ fn try_sock_io(ctx: &BtfTracePointContext, kind: u32) -> Result<(), i64> {
     };
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` is the reserved entry, `size_of::<HttpEvent>()` bytes this program owns
-    // until it submits them. Every field but `data` beyond `captured` is written.
+    // until it submits them. Every field is written before `capture` takes a reference.
     unsafe {
         (*ev).timestamp_ns = ts;
         (*ev).tgid = tgid;
@@ -271,6 +271,7 @@ fn try_sock_io(ctx: &BtfTracePointContext, kind: u32) -> Result<(), i64> {
         (*ev).port = 0;
         (*ev)._pad = 0;
         (*ev).addr = [0; 16];
+        (*ev).data = [0; HTTP_CAPTURE];
         capture(&mut *ev, &slot, ret as u64);
     }
     entry.submit(submit_flags());
