@@ -821,9 +821,9 @@ pub struct HttpProbeConfig {
     /// Size of the socket I/O event ring buffer: a power of two, at least one page.
     #[serde(default = "default_http_ring_buffer_bytes")]
     pub ring_buffer_bytes: u32,
-    /// The kernel wakes the reader each time the unread bytes cross a multiple of this; in
-    /// between events wait for the next wakeup or collection (at most a second). Durations
-    /// are timed in the kernel either way.
+    /// Unread bytes at which the kernel wakes the reader, once (not again until the reader
+    /// has read); below it events wait for the next collection (at most a second).
+    /// Durations are timed in the kernel either way.
     #[serde(default = "default_tcp_wakeup_min_bytes")]
     pub wakeup_min_bytes: u32,
     /// Connections tracked at once (LRU in the kernel; the same bound on their states in the
