@@ -111,6 +111,12 @@ static SYSCALL_CPU: PerCpuArray<InFlight> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static SYSCALL_HIST: LruHashMap<HistKey, Hist> = LruHashMap::with_max_entries(16384, 0);
 
+/// Keys this CPU inserted into `SYSCALL_HIST`. With the keys userspace deleted and those it
+/// finds, they tell how many the LRU evicted, including keys evicted before any read (whose
+/// calls would otherwise be lost without a trace). Touched only on an insert.
+#[map]
+static SYSCALL_HIST_INSERTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// (tgid, nr, errno) -> failed calls (atomic adds). Touched only when a syscall fails.
 #[map]
 static SYSCALL_ERRORS: LruHashMap<ErrKey, u64> = LruHashMap::with_max_entries(16384, 0);
@@ -294,6 +300,9 @@ fn try_record_exit(now: u64, id: u64, ret: i64) -> Result<(), i64> {
                 let hist = SYSCALL_HIST.get_ptr_mut(key).ok_or(0i64)?;
                 // SAFETY: as above.
                 unsafe { add_sample(hist, b, delta) };
+            } else if let Some(n) = SYSCALL_HIST_INSERTS.get_ptr_mut(0) {
+                // SAFETY: this CPU's slot; programs on one CPU do not run concurrently.
+                unsafe { *n += 1 };
             }
         }
     }

@@ -21,7 +21,9 @@ use aya::{
 
 pub use http::{HttpEvents, HttpProbe};
 pub use loss::LossCounters;
-pub use percpu_table::{PerCpuTable, SharedTable, SyscallErrorMap, SyscallHistMap, TaskCountMap};
+pub use percpu_table::{
+    KeyInserts, PerCpuTable, SharedTable, SyscallErrorMap, SyscallHistMap, TaskCountMap,
+};
 pub use ring::{decode, EventRing};
 pub use tcp_events::{ConnEvents, ConnProbe, TcpCountsMap, TcpEvents, TcpProbe};
 pub use uprobes::{libc_in_maps, AllocCountMap, AttachError, GoCountMap, GoSet, LinkSet, Uprobes};
@@ -60,6 +62,8 @@ pub struct Attached {
 /// The syscall probe's maps.
 pub struct SyscallMaps {
     pub hist: SyscallHistMap,
+    /// Keys the programs inserted into `hist` (for evictions nobody saw).
+    pub hist_inserts: KeyInserts,
     pub errors: SyscallErrorMap,
     pub slow_events: EventRing<SlowSyscallEvent>,
     pub thresholds: SlowThresholds,
@@ -196,6 +200,10 @@ impl Probes {
             thresholds.write(syscalls)?;
             let maps = SyscallMaps {
                 hist: SyscallHistMap::new(take_map(&mut ebpf, "SYSCALL_HIST")?, "SYSCALL_HIST")?,
+                hist_inserts: KeyInserts::new(
+                    take_map(&mut ebpf, "SYSCALL_HIST_INSERTS")?,
+                    "SYSCALL_HIST_INSERTS",
+                )?,
                 errors: SyscallErrorMap::new(
                     take_map(&mut ebpf, "SYSCALL_ERRORS")?,
                     "SYSCALL_ERRORS",
