@@ -477,9 +477,10 @@ fn one_off_commands_leave_targets_and_units_intact() {
     println!(
         "1000 one-off commands in {flood:?}: series with a service label {series_before} -> \
          {series_after}; {} one-off names on /metrics; {short_lived} syscalls under short_lived; \
-         overflow {:?}",
+         overflow {:?}; kernel keys evicted {:?}",
         one_offs.len(),
-        after.value("steadfast_services_overflow_total", &[])
+        after.value("steadfast_services_overflow_total", &[]),
+        after.value("steadfast_syscall_map_keys_evicted_total", &[])
     );
     assert!(
         one_offs.is_empty(),
