@@ -122,6 +122,7 @@ impl Probes {
         let sized = |on: bool, n: u32| if on { n } else { 256 };
         let http = &config.probes.http;
         let http_wakeup = u64::from(http.wakeup_min_bytes);
+        let syscall_wakeup = u64::from(syscalls.wakeup_min_bytes);
         let btf = Btf::from_sys_fs()?;
         // Socket reads and writes through `sock_recv_length`/`sock_send_length` (6.3+), else
         // by number in the raw syscall programs.
@@ -132,6 +133,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("WAKEUP_MIN_BYTES", &config.probes.wakeup_min_bytes, true)
+            .override_global("SYSCALL_WAKEUP_MIN_BYTES", &syscall_wakeup, true)
             .override_global("TCP_OFFSETS", &tcp_offsets, true)
             .override_global("TCP_WAKEUP_MIN_BYTES", &tcp_wakeup, true)
             .map_max_entries("TCP_EVENTS", tcp.ring_buffer_bytes)
