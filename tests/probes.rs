@@ -139,7 +139,7 @@ fn exactly_the_slow_calls_become_events() {
 fn ring_buffer_overflow_is_counted_and_the_agent_stays_responsive() {
     const PRODUCED: f64 = 1500.0;
     let agent = Agent::start(
-        "probes:\n  wakeup_min_bytes: 1048576\n  syscalls:\n    events_ring_buffer_bytes: 4096\n    slow_ms:\n      nanosleep: 1\n",
+        "probes:\n  syscalls:\n    events_ring_buffer_bytes: 4096\n    wakeup_min_bytes: 1048576\n    slow_ms:\n      nanosleep: 1\n",
     );
     let lost = |s: &support::Scrape| {
         s.value("steadfast_events_lost_total", &[("source", "slow_syscall")])

@@ -177,6 +177,18 @@ fn the_watchdog_is_fed_only_while_collection_makes_progress() {
     );
     expect(&sock, "READY=1", Duration::from_secs(10), &agent);
     expect(&sock, "WATCHDOG=1", Duration::from_secs(2), &agent);
+    // A collection with syscall series is published before the stall, so the scrape during
+    // the stall has something to serve.
+    wait_until(
+        "syscall series on /metrics",
+        Duration::from_secs(10),
+        || {
+            agent
+                .scrape()
+                .0
+                .contains("steadfast_syscall_duration_seconds")
+        },
+    );
 
     std::fs::write(&stall, "").unwrap();
     let stalled_at = Instant::now();
@@ -359,8 +371,19 @@ fn counted(agent: &Agent, expected: &[(&str, &str, u64)]) -> Scrape {
         }
         assert!(
             Instant::now() < deadline,
-            "getppid calls {got:?}, expected {expected:?}; other {}; services {:?}\n{}",
-            getppid_count(&s, "other"),
+            "calls {got:?}, expected {expected:?}; where the calls are:\n{}\nservices {:?}\n{}",
+            s.0.lines()
+                .filter(
+                    |l| l.starts_with("steadfast_syscall_duration_seconds_count")
+                        && expected
+                            .iter()
+                            .any(|(_, syscall, _)| l.contains(&format!("syscall=\"{syscall}\"")))
+                        || l.starts_with("steadfast_events_lost_total")
+                        || l.starts_with("steadfast_syscall_map_keys")
+                        || l.starts_with("steadfast_tracked_processes")
+                )
+                .collect::<Vec<_>>()
+                .join("\n"),
             service_values(&s),
             agent.log()
         );
@@ -371,9 +394,10 @@ fn counted(agent: &Agent, expected: &[(&str, &str, u64)]) -> Scrape {
 /// 1,000 one-off commands with distinct names (symlinks to `true`: the comm is the link's
 /// name), with the default cap and admission, between runs of two `targets` programs and two
 /// programs in `*.service` cgroups (one of each runs before and after the flood, the other only
-/// after): each is counted under its own service (exact getppid and nanosleep counts), none of
-/// the one-off names gets a series, their syscalls are under `short_lived`, and the number of `service`
-/// values grows by a few (other processes on the host) at most.
+/// after; the late target many times, back to back): each is counted under its own service
+/// (exact getppid and nanosleep counts), none of the one-off names gets a series, their
+/// syscalls are under `short_lived`, and the number of `service` values grows by other
+/// processes on the host only.
 #[test]
 fn one_off_commands_leave_targets_and_units_intact() {
     const N: u64 = 3_000;
@@ -420,8 +444,15 @@ fn one_off_commands_leave_targets_and_units_intact() {
     }
     let flood = started.elapsed();
 
-    for bin in [&early_bin, &late_bin] {
-        run_to_end(bin, &[&n]);
+    run_to_end(&early_bin, &[&n]);
+    // The late target runs back to back, one short process after another, across at least
+    // two collections: some of them start, work and end while the agent reads its maps (the
+    // flood's keys make that read long), and each must still be named (it once went to
+    // `unknown` when its exec event came after the ring drain and before its keys).
+    let (late_started, mut late_runs) = (Instant::now(), 0u64);
+    while late_started.elapsed() < Duration::from_millis(2500) {
+        run_to_end(&late_bin, &[&n]);
+        late_runs += 1;
     }
     early_cg.run(&unit_bin, &unit_args);
     late_cg.run(&unit_bin, &unit_args);
@@ -430,7 +461,7 @@ fn one_off_commands_leave_targets_and_units_intact() {
         &[
             (&early_svc, "getppid", 2 * N),
             (&units[0], "nanosleep", 10),
-            (&late_svc, "getppid", N),
+            (&late_svc, "getppid", late_runs * N),
             (&units[1], "nanosleep", 5),
         ],
     );
@@ -446,9 +477,10 @@ fn one_off_commands_leave_targets_and_units_intact() {
     println!(
         "1000 one-off commands in {flood:?}: series with a service label {series_before} -> \
          {series_after}; {} one-off names on /metrics; {short_lived} syscalls under short_lived; \
-         overflow {:?}",
+         overflow {:?}; kernel keys evicted {:?}",
         one_offs.len(),
-        after.value("steadfast_services_overflow_total", &[])
+        after.value("steadfast_services_overflow_total", &[]),
+        after.value("steadfast_syscall_map_keys_evicted_total", &[])
     );
     assert!(
         one_offs.is_empty(),
@@ -459,12 +491,21 @@ fn one_off_commands_leave_targets_and_units_intact() {
         short_lived >= 1000.0 * 20.0,
         "{short_lived} syscalls under short_lived"
     );
-    // Other processes on the host (builds) come and go meanwhile: a few values, not hundreds.
+    // Not under the name of what they run either (the link's target).
+    assert!(
+        !service_values(&after).contains("true"),
+        "{:?}",
+        service_values(&after)
+    );
+    // Other processes on the host (builds, other tests) come and go meanwhile: tens of values
+    // on a busy machine, never the hundreds the flood would make if its names leaked.
     let (values_before, values_after) =
         (service_values(&before).len(), service_values(&after).len());
-    println!("service values {values_before} -> {values_after}");
+    println!(
+        "service values {values_before} -> {values_after}; {late_runs} runs of the late target"
+    );
     assert!(
-        values_after <= values_before + 10,
+        values_after <= values_before + 50,
         "service values {values_before} -> {values_after}: {:?}",
         service_values(&after)
     );

@@ -287,3 +287,35 @@ fn a_reused_thread_id_records_no_bogus_sample() {
     }
     panic!("pid reuse never happened in 50 attempts");
 }
+
+/// Keys the kernel's LRU evicts before any read are counted, not lost without a trace. With
+/// the smallest histogram map (256 keys), 60 one-off processes (about 20 distinct syscalls
+/// each, so more than 1,000 keys) run within a collection interval or two: the map cannot
+/// hold their keys until the next read, and `steadfast_syscall_map_keys_evicted_total` says
+/// so. With the default map the same burst fits, and nothing is counted as evicted.
+#[test]
+fn keys_evicted_before_any_read_are_counted() {
+    const EVICTED: &str = "steadfast_syscall_map_keys_evicted_total";
+    let burst = || {
+        for _ in 0..60 {
+            run_to_end(std::path::Path::new("/bin/true"), &[]);
+        }
+    };
+    let small = Agent::start("probes:\n  syscalls:\n    max_histogram_keys: 256\n");
+    burst();
+    small.await_collections(2);
+    let evicted = small.scrape().value(EVICTED, &[]).unwrap();
+    println!("256-key map: {evicted} keys evicted");
+    assert!(evicted > 0.0, "no eviction counted:\n{}", small.log());
+
+    let default = Agent::start("");
+    burst();
+    default.await_collections(2);
+    let s = default.scrape();
+    println!(
+        "default map: {:?} evicted, {:?} keys",
+        s.value(EVICTED, &[]),
+        s.value("steadfast_syscall_map_keys", &[])
+    );
+    assert_eq!(s.value(EVICTED, &[]), Some(0.0), "{}", default.log());
+}

@@ -19,9 +19,14 @@ static WAKEUP_MIN_BYTES: u64 = 0;
 /// Flags for `RingBufEntry::submit`: batch wakeups up to `WAKEUP_MIN_BYTES`.
 #[inline(always)]
 pub fn wakeup_flags(ring: &aya_ebpf::maps::RingBuf) -> u64 {
-    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
     // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
-    let min = unsafe { core::ptr::read_volatile(&WAKEUP_MIN_BYTES) };
+    wakeup_flags_at(ring, unsafe { core::ptr::read_volatile(&WAKEUP_MIN_BYTES) })
+}
+
+/// Flags for `RingBufEntry::submit`: wake the reader once `min` bytes wait (0: always).
+#[inline(always)]
+pub fn wakeup_flags_at(ring: &aya_ebpf::maps::RingBuf, min: u64) -> u64 {
+    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
     if min == 0 {
         return 0;
     }

@@ -51,3 +51,10 @@ pub fn submit_flags(ring: &RingBuf, source: u32) -> u64 {
     record_fill(ring, source);
     crate::config::wakeup_flags(ring)
 }
+
+/// [`submit_flags`] for a ring with its own wakeup threshold (`min` bytes, 0: always).
+#[inline(always)]
+pub fn submit_flags_at(ring: &RingBuf, source: u32, min: u64) -> u64 {
+    record_fill(ring, source);
+    crate::config::wakeup_flags_at(ring, min)
+}

@@ -43,7 +43,7 @@ use crate::{
     atomic,
     config::agent_tgid,
     http,
-    loss::{count_lost, submit_flags},
+    loss::{count_lost, submit_flags_at},
 };
 
 /// 1 when `probes.syscalls.enabled`: the latency histograms, error counters and slow events.
@@ -111,6 +111,12 @@ static SYSCALL_CPU: PerCpuArray<InFlight> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static SYSCALL_HIST: LruHashMap<HistKey, Hist> = LruHashMap::with_max_entries(16384, 0);
 
+/// Keys this CPU inserted into `SYSCALL_HIST`. With the keys userspace deleted and those it
+/// finds, they tell how many the LRU evicted, including keys evicted before any read (whose
+/// calls would otherwise be lost without a trace). Touched only on an insert.
+#[map]
+static SYSCALL_HIST_INSERTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// (tgid, nr, errno) -> failed calls (atomic adds). Touched only when a syscall fails.
 #[map]
 static SYSCALL_ERRORS: LruHashMap<ErrKey, u64> = LruHashMap::with_max_entries(16384, 0);
@@ -119,6 +125,11 @@ static SYSCALL_ERRORS: LruHashMap<ErrKey, u64> = LruHashMap::with_max_entries(16
 /// userspace from the config, and rewritten on reload without reattaching.
 #[map]
 static SYSCALL_SLOW_NS: Array<u64> = Array::with_max_entries(MAX_SYSCALL_NR, 0);
+
+/// Unread bytes in `SYSCALL_EVENTS` at which a submit wakes the reader; below, the events
+/// wait for the next collection (at most a second). Written by userspace.
+#[unsafe(no_mangle)]
+static SYSCALL_WAKEUP_MIN_BYTES: u64 = 0;
 
 /// Slow syscall events. Sized by userspace from the config.
 #[map]
@@ -294,6 +305,9 @@ fn try_record_exit(now: u64, id: u64, ret: i64) -> Result<(), i64> {
                 let hist = SYSCALL_HIST.get_ptr_mut(key).ok_or(0i64)?;
                 // SAFETY: as above.
                 unsafe { add_sample(hist, b, delta) };
+            } else if let Some(n) = SYSCALL_HIST_INSERTS.get_ptr_mut(0) {
+                // SAFETY: this CPU's slot; programs on one CPU do not run concurrently.
+                unsafe { *n += 1 };
             }
         }
     }
@@ -378,5 +392,7 @@ fn emit_slow(pid_tgid: u64, nr: u32, start_ns: u64, latency_ns: u64, ret: i64) {
         ret,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    entry.submit(submit_flags(&SYSCALL_EVENTS, LOSS_SYSCALL_EVENTS));
+    // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
+    let min = unsafe { core::ptr::read_volatile(&SYSCALL_WAKEUP_MIN_BYTES) };
+    entry.submit(submit_flags_at(&SYSCALL_EVENTS, LOSS_SYSCALL_EVENTS, min));
 }

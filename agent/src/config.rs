@@ -558,8 +558,9 @@ pub struct ProbesConfig {
     pub http: HttpProbeConfig,
     #[serde(default)]
     pub connections: ConnectionsProbeConfig,
-    /// Ring buffers wake the agent only once this many bytes wait (0: on every event); the
-    /// agent drains them every second anyway.
+    /// The process lifecycle ring wakes the agent only once this many bytes wait (0: on every
+    /// event, so that a process is named from procfs while it still runs); the agent drains
+    /// it every second anyway. The other rings have their own threshold.
     #[serde(default)]
     pub wakeup_min_bytes: u64,
 }
@@ -697,8 +698,19 @@ pub struct SyscallProbeConfig {
     #[serde(default)]
     pub slow_ns: BTreeMap<String, u64>,
     /// Size of the slow-syscall event ring buffer: a power of two, at least one page.
-    #[serde(default = "default_ring_buffer_bytes")]
+    #[serde(default = "default_syscall_ring_buffer_bytes")]
     pub events_ring_buffer_bytes: u32,
+    /// Unread bytes in that ring at which the kernel wakes the reader; below it events wait
+    /// for the next collection (at most a second). 0 wakes on every event; more than the ring
+    /// holds: only the collection drains it.
+    #[serde(default = "default_tcp_wakeup_min_bytes")]
+    pub wakeup_min_bytes: u32,
+}
+
+/// 1 MiB: with batched wakeups it holds 2 M slow-syscall events/s here without a loss
+/// (docs/benchmarks.md, section 3); 256 KiB with a wakeup per event lost some at 200,000/s.
+const fn default_syscall_ring_buffer_bytes() -> u32 {
+    1024 * 1024
 }
 
 fn default_slow_ms() -> BTreeMap<String, u64> {
@@ -747,7 +759,8 @@ impl Default for SyscallProbeConfig {
             slow_default_ms: 0,
             slow_ms: default_slow_ms(),
             slow_ns: BTreeMap::new(),
-            events_ring_buffer_bytes: default_ring_buffer_bytes(),
+            events_ring_buffer_bytes: default_syscall_ring_buffer_bytes(),
+            wakeup_min_bytes: default_tcp_wakeup_min_bytes(),
         }
     }
 }

@@ -982,9 +982,17 @@ fn locked_bpf_bytes(pid: u32) -> u64 {
 
 fn events(env: &Env, opts: &Opts, out: &mut String) -> Result<()> {
     let configs: [(&str, u32, u32); 5] = [
-        ("ring 256 KiB (default), wakeup on every event", 262_144, 0),
+        (
+            "ring 256 KiB, wakeup on every event (the old default)",
+            262_144,
+            0,
+        ),
         ("ring 1 MiB, wakeup on every event", 1_048_576, 0),
-        ("ring 1 MiB, wakeup_min_bytes 64 KiB", 1_048_576, 65_536),
+        (
+            "ring 1 MiB, wakeup_min_bytes 64 KiB (default)",
+            1_048_576,
+            65_536,
+        ),
         ("ring 4 MiB, wakeup on every event", 4_194_304, 0),
         ("ring 4 MiB, wakeup_min_bytes 256 KiB", 4_194_304, 262_144),
     ];
@@ -1008,7 +1016,7 @@ fn events(env: &Env, opts: &Opts, out: &mut String) -> Result<()> {
         let agent = Agent::start(
             env,
             &format!(
-                "probes:\n  wakeup_min_bytes: {wakeup}\n  syscalls:\n    events_ring_buffer_bytes: {ring}\n    slow_ns:\n      getpgid: 1\n"
+                "probes:\n  syscalls:\n    wakeup_min_bytes: {wakeup}\n    events_ring_buffer_bytes: {ring}\n    slow_ns:\n      getpgid: 1\n"
             ),
         )?;
         // Rates are tried in the order given (ascending): zero loss at every rate before the

@@ -21,7 +21,9 @@ use aya::{
 
 pub use http::{HttpEvents, HttpProbe};
 pub use loss::LossCounters;
-pub use percpu_table::{PerCpuTable, SharedTable, SyscallErrorMap, SyscallHistMap, TaskCountMap};
+pub use percpu_table::{
+    KeyInserts, PerCpuTable, SharedTable, SyscallErrorMap, SyscallHistMap, TaskCountMap,
+};
 pub use ring::{decode, EventRing};
 pub use tcp_events::{ConnEvents, ConnProbe, TcpCountsMap, TcpEvents, TcpProbe};
 pub use uprobes::{libc_in_maps, AllocCountMap, AttachError, GoCountMap, GoSet, LinkSet, Uprobes};
@@ -60,6 +62,8 @@ pub struct Attached {
 /// The syscall probe's maps.
 pub struct SyscallMaps {
     pub hist: SyscallHistMap,
+    /// Keys the programs inserted into `hist` (for evictions nobody saw).
+    pub hist_inserts: KeyInserts,
     pub errors: SyscallErrorMap,
     pub slow_events: EventRing<SlowSyscallEvent>,
     pub thresholds: SlowThresholds,
@@ -118,6 +122,7 @@ impl Probes {
         let sized = |on: bool, n: u32| if on { n } else { 256 };
         let http = &config.probes.http;
         let http_wakeup = u64::from(http.wakeup_min_bytes);
+        let syscall_wakeup = u64::from(syscalls.wakeup_min_bytes);
         let btf = Btf::from_sys_fs()?;
         // Socket reads and writes through `sock_recv_length`/`sock_send_length` (6.3+), else
         // by number in the raw syscall programs.
@@ -128,6 +133,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("WAKEUP_MIN_BYTES", &config.probes.wakeup_min_bytes, true)
+            .override_global("SYSCALL_WAKEUP_MIN_BYTES", &syscall_wakeup, true)
             .override_global("TCP_OFFSETS", &tcp_offsets, true)
             .override_global("TCP_WAKEUP_MIN_BYTES", &tcp_wakeup, true)
             .map_max_entries("TCP_EVENTS", tcp.ring_buffer_bytes)
@@ -196,6 +202,10 @@ impl Probes {
             thresholds.write(syscalls)?;
             let maps = SyscallMaps {
                 hist: SyscallHistMap::new(take_map(&mut ebpf, "SYSCALL_HIST")?, "SYSCALL_HIST")?,
+                hist_inserts: KeyInserts::new(
+                    take_map(&mut ebpf, "SYSCALL_HIST_INSERTS")?,
+                    "SYSCALL_HIST_INSERTS",
+                )?,
                 errors: SyscallErrorMap::new(
                     take_map(&mut ebpf, "SYSCALL_ERRORS")?,
                     "SYSCALL_ERRORS",

@@ -10,7 +10,7 @@ use agent_common::{
     task::TaskCounts,
 };
 use aya::{
-    maps::{HashMap, Map, MapData, PerCpuHashMap},
+    maps::{HashMap, Map, MapData, PerCpuArray, PerCpuHashMap},
     Pod,
 };
 
@@ -96,8 +96,26 @@ impl<K: Pod, V: Pod> SharedTable<K, V> {
         self.map.get(key, 0).ok()
     }
 
-    /// Deletes a key (its process has exited and its last counts were read).
-    pub fn remove(&mut self, key: &K) {
-        let _ = self.map.remove(key);
+    /// Deletes a key (its process has exited and its last counts were read); true if it was
+    /// there (false: the LRU evicted it first).
+    pub fn remove(&mut self, key: &K) -> bool {
+        self.map.remove(key).is_ok()
+    }
+}
+
+/// A per-CPU count of the keys the programs inserted into a shared table (one slot).
+pub struct KeyInserts {
+    map: PerCpuArray<MapData, u64>,
+}
+
+impl KeyInserts {
+    pub(super) fn new(map: Map, name: &'static str) -> Result<Self, ProbeError> {
+        let map = PerCpuArray::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
+        Ok(Self { map })
+    }
+
+    /// Keys inserted since the probes were loaded, over every CPU.
+    pub fn total(&self) -> u64 {
+        self.map.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0)
     }
 }

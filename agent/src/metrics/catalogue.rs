@@ -364,7 +364,7 @@ impl Collector for PipelineCollector {
         }
         ConstCounter::new(t.syscall_hist_evicted).encode(encoder.encode_descriptor(
             "syscall_map_keys_evicted",
-            "Kernel histogram keys evicted by the LRU before their last read (raise probes.syscalls.max_histogram_keys if this grows).",
+            "Kernel histogram keys the LRU evicted, also those no read saw (calls counted after a key's last read are lost with it; raise probes.syscalls.max_histogram_keys if this grows steadily).",
             None,
             MetricType::Counter,
         )?)?;

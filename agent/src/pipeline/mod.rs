@@ -107,6 +107,8 @@ pub struct Pipeline {
     pub uprobe_missed: (u64, u64),
     pub telemetry: Telemetry,
     generation: u64,
+    /// Histogram keys this agent deleted from the kernel map (its processes exited).
+    hist_keys_removed: u64,
     /// Where slow syscalls go as spans, when OTLP export is on.
     span_sink: Option<Arc<dyn SpanOut>>,
     /// Unix time minus monotonic time, to date kernel events.
@@ -191,6 +193,7 @@ impl Pipeline {
             uprobe_missed: (0, 0),
             telemetry: Telemetry::default(),
             generation: 0,
+            hist_keys_removed: 0,
             span_sink: None,
             unix_minus_monotonic_ns: crate::clock::unix_now_ns()
                 .saturating_sub(crate::ebpf::monotonic_ns()),
@@ -283,40 +286,8 @@ impl Pipeline {
     /// Applies every event waiting in the ring buffers (process lifecycle first, so other
     /// events find their process named).
     pub fn drain_events(&mut self) {
-        let generation = self.generation;
+        self.drain_process_events();
         let now = Instant::now();
-        let mut lifecycle = Vec::new();
-        if let Some(ring) = self.sources.process_events.as_mut() {
-            let (processes, services, naming) =
-                (&mut self.processes, &mut self.services, &mut self.naming);
-            let watch = self.sources.uprobes.is_some();
-            let tcp = &mut self.tcp;
-            let (ok, malformed) = ring.drain(|ev| {
-                processes.on_event(&ev, generation, now, services, naming);
-                if ev.kind != PROC_EXIT {
-                    // A new process with a retired owner's pid.
-                    tcp.reused(ev.tgid);
-                }
-                if watch {
-                    lifecycle.push((ev.kind, ev.tgid));
-                }
-            });
-            self.telemetry.add_received(LOSS_PROC_EVENTS, ok, malformed);
-        }
-        // Uprobes follow processes: detach at exit (or exec: the old image is gone), attach
-        // right after exec, while the new image has hardly run.
-        for (kind, tgid) in lifecycle {
-            if kind != PROC_EXEC && kind != PROC_EXIT {
-                continue;
-            }
-            if let Some(u) = self.sources.uprobes.as_mut() {
-                self.uprobe_targets.on_exit(tgid, u);
-            }
-            self.goroutines.unseed(tgid);
-            if kind == PROC_EXEC {
-                self.consider_uprobes(tgid);
-            }
-        }
         if let Some(maps) = self.sources.syscalls.as_mut() {
             let (processes, services, naming, stats, sink) = (
                 &mut self.processes,
@@ -423,6 +394,44 @@ impl Pipeline {
         }
     }
 
+    /// Applies the process lifecycle events waiting in their ring buffer.
+    fn drain_process_events(&mut self) {
+        let generation = self.generation;
+        let now = Instant::now();
+        let mut lifecycle = Vec::new();
+        if let Some(ring) = self.sources.process_events.as_mut() {
+            let (processes, services, naming) =
+                (&mut self.processes, &mut self.services, &mut self.naming);
+            let watch = self.sources.uprobes.is_some();
+            let tcp = &mut self.tcp;
+            let (ok, malformed) = ring.drain(|ev| {
+                processes.on_event(&ev, generation, now, services, naming);
+                if ev.kind != PROC_EXIT {
+                    // A new process with a retired owner's pid.
+                    tcp.reused(ev.tgid);
+                }
+                if watch {
+                    lifecycle.push((ev.kind, ev.tgid));
+                }
+            });
+            self.telemetry.add_received(LOSS_PROC_EVENTS, ok, malformed);
+        }
+        // Uprobes follow processes: detach at exit (or exec: the old image is gone), attach
+        // right after exec, while the new image has hardly run.
+        for (kind, tgid) in lifecycle {
+            if kind != PROC_EXEC && kind != PROC_EXIT {
+                continue;
+            }
+            if let Some(u) = self.sources.uprobes.as_mut() {
+                self.uprobe_targets.on_exit(tgid, u);
+            }
+            self.goroutines.unseed(tgid);
+            if kind == PROC_EXEC {
+                self.consider_uprobes(tgid);
+            }
+        }
+    }
+
     /// Collections completed since the agent started (each drains the rings and reads every
     /// kernel map once).
     pub fn collections(&self) -> u64 {
@@ -452,7 +461,10 @@ impl Pipeline {
         // and the keys of those still pending stay out of this fold (held in the kernel).
         let mut hist = Vec::new();
         let mut errors = Vec::new();
+        // Read before the snapshot: every key counted here was inserted before it.
+        let mut hist_inserted = 0;
         if let Some(maps) = self.sources.syscalls.as_ref() {
+            hist_inserted = maps.hist_inserts.total();
             maps.hist.snapshot(&mut hist);
             maps.errors.snapshot(&mut errors);
         }
@@ -471,6 +483,17 @@ impl Pipeline {
             u.go_gc.snapshot(&mut gc);
             self.uprobe_missed = u.missed();
         }
+        // A process may have started, worked and ended while the maps were read (a full map
+        // takes tens of milliseconds): its exec event came after the drain above but before
+        // its keys, so read the lifecycle events again, now that the keys are taken, and no
+        // key is named before its process is known. Exits read here are of this generation:
+        // their last counts may be after the snapshot, so they are forgotten next time.
+        self.drain_process_events();
+        // Inserted = present + deleted by us + evicted: this counts evictions of keys no
+        // snapshot ever saw (a process that lived and ended between two reads of a full map),
+        // which `vanished` (keys seen once, then gone) cannot. An estimate from below: a key
+        // inserted between the counter's read and the snapshot is present but not counted.
+        let evicted = hist_inserted.saturating_sub(hist.len() as u64 + self.hist_keys_removed);
         let now = Instant::now();
         let pending = self.decide_pending(&hist, &errors, &counts, &tcp, &allocs, &go, now);
         let hist_keys = hist.len();
@@ -549,7 +572,11 @@ impl Pipeline {
 
         self.telemetry.tracked_processes = self.processes.len() as u64;
         self.telemetry.syscall_hist_keys = hist_keys as u64;
-        self.telemetry.syscall_hist_evicted = self.syscalls.hist.vanished();
+        self.telemetry.syscall_hist_evicted = self
+            .telemetry
+            .syscall_hist_evicted
+            .max(self.syscalls.hist.vanished())
+            .max(evicted);
     }
 
     /// Names every process with a kernel key, then decides the pending ones; returns the
@@ -612,7 +639,7 @@ impl Pipeline {
         let (hist_keys, err_keys) = self.syscalls.keys_of(tgid);
         if let Some(maps) = self.sources.syscalls.as_mut() {
             for k in &hist_keys {
-                maps.hist.remove(k);
+                self.hist_keys_removed += u64::from(maps.hist.remove(k));
                 self.syscalls.hist.forget(k);
             }
             for k in &err_keys {
