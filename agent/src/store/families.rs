@@ -1,49 +1,83 @@
 //! The agent's catalogue as store samples, from the registry's typed families (the Prometheus
 //! data model as `prometheus_client` encodes it; no text is written or parsed back): every
-//! counter, gauge and classic histogram series becomes label sets with `__name__`, histograms
+//! counter, gauge and classic histogram series becomes a label set with `__name__`, histograms
 //! as `_bucket` (bounds in the canonical form of [`super::exposition::canonical_le`], `+Inf`
 //! always present), `_sum` and `_count`, as a scrape of the text format would give them.
+//!
+//! The label sets are views ([`Series`]) borrowed from the families: the store copies the
+//! labels of a series only when it starts to hold it.
 
 use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::{
-    MetricFamily, MetricType,
+    LabelPair, MetricFamily, MetricType,
 };
 
-use super::Labels;
+use super::{LabelView, Labels};
 use crate::collector::{counter_value, gauge_value};
 
-/// The samples of `families` whose name `wanted` accepts and whose labels `keep` accepts
-/// (`keep` sees the name and the labels without `__name__`, `le` included for buckets).
-pub fn samples(
-    families: &[MetricFamily],
-    wanted: impl Fn(&str) -> bool,
-    keep: impl Fn(&str, &[(String, String)]) -> bool,
-) -> Vec<(Labels, f64)> {
-    let mut out = Vec::new();
-    // A bound's text, formatted once per run: every kernel histogram has the same bounds.
-    let mut bounds: Vec<(u64, String)> = Vec::new();
-    let mut bound = |v: f64| -> String {
-        match bounds.iter().find(|(b, _)| *b == v.to_bits()) {
-            Some((_, s)) => s.clone(),
-            None => {
-                let s = canonical(v);
-                bounds.push((v.to_bits(), s.clone()));
-                s
+/// One series of a family, borrowed: its name, the metric's labels and, for a bucket, its
+/// bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Series<'a> {
+    pub name: &'a str,
+    pub labels: &'a [LabelPair],
+    pub le: Option<&'a str>,
+}
+
+impl<'a> Series<'a> {
+    fn of(name: &'a str, labels: &'a [LabelPair]) -> Self {
+        Self {
+            name,
+            labels,
+            le: None,
+        }
+    }
+}
+
+impl LabelView for Series<'_> {
+    fn label(&self, name: &str) -> Option<&str> {
+        match name {
+            "__name__" => Some(self.name),
+            "le" if self.le.is_some() => self.le,
+            _ => self
+                .labels
+                .iter()
+                .rev()
+                .find(|l| l.name == name)
+                .map(|l| l.value.as_str()),
+        }
+    }
+
+    fn label_count(&self) -> usize {
+        self.labels.len() + 1 + usize::from(self.le.is_some())
+    }
+
+    fn for_each_label(&self, f: &mut dyn FnMut(&str, &str)) {
+        for l in self.labels {
+            if !(l.name == "__name__" || (l.name == "le" && self.le.is_some())) {
+                f(&l.name, &l.value);
             }
         }
-    };
-    let mut push = |name: &str, labels: Vec<(String, String)>, value: f64| {
-        if keep(name, &labels) {
-            let mut set: Labels = labels.into_iter().collect();
-            set.insert("__name__".into(), name.to_string());
-            out.push((set, value));
+        f("__name__", self.name);
+        if let Some(le) = self.le {
+            f("le", le);
         }
-    };
-    for f in families {
-        let kind = MetricType::try_from(f.r#type).unwrap_or(MetricType::Untyped);
+    }
+}
+
+/// Calls `f` with every sample of `families` whose name `wanted` accepts.
+pub fn visit(
+    families: &[MetricFamily],
+    wanted: impl Fn(&str) -> bool,
+    f: &mut dyn FnMut(&dyn LabelView, f64),
+) {
+    // A bound's text, formatted once per run: every kernel histogram has the same bounds.
+    let mut bounds: Vec<(u64, String)> = Vec::new();
+    for fam in families {
+        let kind = MetricType::try_from(fam.r#type).unwrap_or(MetricType::Untyped);
         let histogram = matches!(kind, MetricType::Histogram | MetricType::GaugeHistogram);
         // The names this family's samples take, each asked once per family.
         let named = |suffix: &str| {
-            let n = format!("{}{suffix}", f.name);
+            let n = format!("{}{suffix}", fam.name);
             wanted(&n).then_some(n)
         };
         let (plain, bucket, sum, count) = if histogram {
@@ -55,13 +89,8 @@ pub fn samples(
             // Most of the catalogue is histogram buckets no rule reads.
             continue;
         }
-        for m in &f.metric {
-            let labels = || -> Vec<(String, String)> {
-                m.label
-                    .iter()
-                    .map(|l| (l.name.clone(), l.value.clone()))
-                    .collect()
-            };
+        for m in &fam.metric {
+            let series = |name| Series::of(name, &m.label);
             match kind {
                 MetricType::Histogram | MetricType::GaugeHistogram => {
                     let Some(h) = &m.histogram else { continue };
@@ -69,37 +98,59 @@ pub fn samples(
                         let mut inf = false;
                         for b in &h.bucket {
                             inf |= b.upper_bound == f64::INFINITY;
-                            let mut l = labels();
-                            l.push(("le".into(), bound(b.upper_bound)));
-                            push(name, l, b.cumulative_count as f64);
+                            let i = bound(&mut bounds, b.upper_bound);
+                            let s = Series {
+                                le: Some(&bounds[i].1),
+                                ..series(name)
+                            };
+                            f(&s, b.cumulative_count as f64);
                         }
                         if !inf {
-                            let mut l = labels();
-                            l.push(("le".into(), "+Inf".into()));
-                            push(name, l, h.sample_count as f64);
+                            let s = Series {
+                                le: Some("+Inf"),
+                                ..series(name)
+                            };
+                            f(&s, h.sample_count as f64);
                         }
                     }
                     if let Some(name) = &sum {
-                        push(name, labels(), h.sample_sum);
+                        f(&series(name), h.sample_sum);
                     }
                     if let Some(name) = &count {
-                        push(name, labels(), h.sample_count as f64);
+                        f(&series(name), h.sample_count as f64);
                     }
                 }
                 MetricType::Counter => {
                     if let Some(name) = &plain {
-                        push(name, labels(), counter_value(m));
+                        f(&series(name), counter_value(m));
                     }
                 }
                 _ => {
                     if let Some(name) = &plain {
-                        push(name, labels(), gauge_value(m));
+                        f(&series(name), gauge_value(m));
                     }
                 }
             }
         }
     }
+}
+
+/// The samples of `families` whose name `wanted` accepts, as label sets (tests, tools).
+pub fn samples(families: &[MetricFamily], wanted: impl Fn(&str) -> bool) -> Vec<(Labels, f64)> {
+    let mut out = Vec::new();
+    visit(families, wanted, &mut |s, v| out.push((s.to_labels(), v)));
     out
+}
+
+/// The position in `bounds` of the bound `v`'s text, added when new.
+fn bound(bounds: &mut Vec<(u64, String)>, v: f64) -> usize {
+    match bounds.iter().position(|(b, _)| *b == v.to_bits()) {
+        Some(i) => i,
+        None => {
+            bounds.push((v.to_bits(), canonical(v)));
+            bounds.len() - 1
+        }
+    }
 }
 
 /// A bucket bound as [`super::exposition::canonical_le`] writes it.
@@ -126,7 +177,7 @@ mod tests {
             hist.sum_ns += ns;
         }
         let families = crate::metrics::kernel_histogram_families("steadfast_x_seconds", &hist);
-        let mut typed = samples(&families, |_| true, |_, _| true);
+        let mut typed = samples(&families, |_| true);
         let mut text = String::new();
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register_collector(Box::new(crate::metrics::KernelHistogramForTests(
@@ -155,12 +206,11 @@ mod tests {
     }
 
     #[test]
-    fn unwanted_names_and_labels_are_skipped() {
+    fn unwanted_names_are_skipped() {
         use agent_common::syscall::Hist;
         let families = crate::metrics::kernel_histogram_families("h_seconds", &Hist::default());
-        let only_count = samples(&families, |n| n == "h_seconds_count", |_, _| true);
+        let only_count = samples(&families, |n| n == "h_seconds_count");
         assert_eq!(only_count.len(), 1);
-        assert!(samples(&families, |_| false, |_, _| true).is_empty());
-        assert!(samples(&families, |_| true, |_, l| l.is_empty()).is_empty());
+        assert!(samples(&families, |_| false).is_empty());
     }
 }
