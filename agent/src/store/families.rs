@@ -11,7 +11,7 @@ use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::{
     LabelPair, MetricFamily, MetricType,
 };
 
-use super::{LabelView, Labels};
+use super::{pair_hash, series_hash, LabelView, Labels};
 use crate::collector::{counter_value, gauge_value};
 
 /// One series of a family, borrowed: its name, the metric's labels and, for a bucket, its
@@ -21,14 +21,20 @@ pub struct Series<'a> {
     pub name: &'a str,
     pub labels: &'a [LabelPair],
     pub le: Option<&'a str>,
+    /// Its [`LabelView::series_hash`], when known (from parts hashed once per metric, family
+    /// and bound).
+    pub hash: Option<u64>,
 }
 
 impl<'a> Series<'a> {
-    fn of(name: &'a str, labels: &'a [LabelPair]) -> Self {
+    /// The series `name` (with the hash of its `__name__` label) of a metric with `labels`,
+    /// whose hash without `__name__` is `base` when known.
+    fn named(name: &'a (String, u64), labels: &'a [LabelPair], base: Option<u64>) -> Self {
         Self {
-            name,
+            name: &name.0,
             labels,
             le: None,
+            hash: base.map(|b| b.wrapping_add(name.1)),
         }
     }
 }
@@ -45,6 +51,10 @@ impl LabelView for Series<'_> {
                 .find(|l| l.name == name)
                 .map(|l| l.value.as_str()),
         }
+    }
+
+    fn series_hash(&self) -> u64 {
+        self.hash.unwrap_or_else(|| series_hash(self))
     }
 
     fn label_count(&self) -> usize {
@@ -70,15 +80,19 @@ pub fn visit(
     wanted: impl Fn(&str) -> bool,
     f: &mut dyn FnMut(&dyn LabelView, f64),
 ) {
-    // A bound's text, formatted once per run: every kernel histogram has the same bounds.
-    let mut bounds: Vec<(u64, String)> = Vec::new();
+    // A bound's text and hash, made once per run: every kernel histogram has the same bounds.
+    let mut bounds: Vec<Bound> = Vec::new();
+    let inf_hash = pair_hash("le", "+Inf");
     for fam in families {
         let kind = MetricType::try_from(fam.r#type).unwrap_or(MetricType::Untyped);
         let histogram = matches!(kind, MetricType::Histogram | MetricType::GaugeHistogram);
-        // The names this family's samples take, each asked once per family.
+        // The names this family's samples take, each asked once per family, with their hash.
         let named = |suffix: &str| {
             let n = format!("{}{suffix}", fam.name);
-            wanted(&n).then_some(n)
+            wanted(&n).then(|| {
+                let h = pair_hash("__name__", &n);
+                (n, h)
+            })
         };
         let (plain, bucket, sum, count) = if histogram {
             (None, named("_bucket"), named("_sum"), named("_count"))
@@ -90,7 +104,18 @@ pub fn visit(
             continue;
         }
         for m in &fam.metric {
-            let series = |name| Series::of(name, &m.label);
+            // The metric's labels hashed once for all its series (unless one would be replaced
+            // by `__name__` or `le`: then each series hashes its own view).
+            let base = (!m
+                .label
+                .iter()
+                .any(|l| l.name == "__name__" || l.name == "le"))
+            .then(|| {
+                m.label
+                    .iter()
+                    .fold(0u64, |h, l| h.wrapping_add(pair_hash(&l.name, &l.value)))
+            });
+            let series = |name| Series::named(name, &m.label, base);
             match kind {
                 MetricType::Histogram | MetricType::GaugeHistogram => {
                     let Some(h) = &m.histogram else { continue };
@@ -98,17 +123,21 @@ pub fn visit(
                         let mut inf = false;
                         for b in &h.bucket {
                             inf |= b.upper_bound == f64::INFINITY;
-                            let i = bound(&mut bounds, b.upper_bound);
+                            let bound = bound(&mut bounds, b.upper_bound);
+                            let s = series(name);
                             let s = Series {
-                                le: Some(&bounds[i].1),
-                                ..series(name)
+                                le: Some(&bound.text),
+                                hash: s.hash.map(|h| h.wrapping_add(bound.hash)),
+                                ..s
                             };
                             f(&s, b.cumulative_count as f64);
                         }
                         if !inf {
+                            let s = series(name);
                             let s = Series {
                                 le: Some("+Inf"),
-                                ..series(name)
+                                hash: s.hash.map(|h| h.wrapping_add(inf_hash)),
+                                ..s
                             };
                             f(&s, h.sample_count as f64);
                         }
@@ -142,15 +171,29 @@ pub fn samples(families: &[MetricFamily], wanted: impl Fn(&str) -> bool) -> Vec<
     out
 }
 
-/// The position in `bounds` of the bound `v`'s text, added when new.
-fn bound(bounds: &mut Vec<(u64, String)>, v: f64) -> usize {
-    match bounds.iter().position(|(b, _)| *b == v.to_bits()) {
+/// A bucket bound's text and its `le` label's [`pair_hash`].
+struct Bound {
+    bits: u64,
+    text: String,
+    hash: u64,
+}
+
+/// The bound `v` in `bounds`, added when new.
+fn bound(bounds: &mut Vec<Bound>, v: f64) -> &Bound {
+    let i = match bounds.iter().position(|b| b.bits == v.to_bits()) {
         Some(i) => i,
         None => {
-            bounds.push((v.to_bits(), canonical(v)));
+            let text = canonical(v);
+            let hash = pair_hash("le", &text);
+            bounds.push(Bound {
+                bits: v.to_bits(),
+                text,
+                hash,
+            });
             bounds.len() - 1
         }
-    }
+    };
+    &bounds[i]
 }
 
 /// A bucket bound as [`super::exposition::canonical_le`] writes it.
@@ -203,6 +246,23 @@ mod tests {
         assert_eq!(bucket("0.03125"), Some(3.0));
         assert_eq!(bucket("8"), Some(3.0));
         assert_eq!(bucket("+Inf"), Some(4.0));
+    }
+
+    /// The hash a view gets from its parts is the hash of its labels.
+    #[test]
+    fn views_hash_as_their_labels() {
+        use agent_common::syscall::Hist;
+        let mut families = crate::metrics::kernel_histogram_families("h_seconds", &Hist::default());
+        families.extend(crate::metrics::kernel_histogram_families(
+            "g_seconds",
+            &Hist::default(),
+        ));
+        let mut n = 0;
+        visit(&families, |_| true, &mut |s, _| {
+            assert_eq!(s.series_hash(), series_hash(&s.to_labels()));
+            n += 1;
+        });
+        assert!(n > 20, "{n} samples");
     }
 
     #[test]

@@ -68,6 +68,11 @@ pub trait LabelView {
     fn label_count(&self) -> usize;
     /// Calls `f` with every label, in any order.
     fn for_each_label(&self, f: &mut dyn FnMut(&str, &str));
+    /// The store's hash of these labels: [`pair_hash`] of every label, summed. A view that
+    /// knows it (from parts hashed once for many series) gives it without walking its labels.
+    fn series_hash(&self) -> u64 {
+        series_hash(self)
+    }
     /// The labels as a map.
     fn to_labels(&self) -> Labels {
         let mut out = Labels::new();
@@ -281,19 +286,22 @@ fn fx_str(mut h: u64, s: &str) -> u64 {
     h
 }
 
+/// One label's part of a series' hash ([`LabelView::series_hash`]): FxHash of the name and
+/// the value, mixed (MurmurHash3's finaliser) so that sums of them spread.
+pub fn pair_hash(name: &str, value: &str) -> u64 {
+    let mut h = fx_str(fx_str(0, name), value);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
 /// A hash of a label set that does not depend on the order its labels come in: the sum of
-/// each pair's hash, mixed (MurmurHash3's finaliser) so that sums spread.
-fn series_hash<V: LabelView + ?Sized>(labels: &V) -> u64 {
+/// each label's [`pair_hash`].
+pub fn series_hash<V: LabelView + ?Sized>(labels: &V) -> u64 {
     let mut sum = 0u64;
-    labels.for_each_label(&mut |k, v| {
-        let mut h = fx_str(fx_str(0, k), v);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^= h >> 33;
-        sum = sum.wrapping_add(h);
-    });
+    labels.for_each_label(&mut |k, v| sum = sum.wrapping_add(pair_hash(k, v)));
     sum
 }
 
@@ -387,7 +395,7 @@ impl Store {
     /// ingests).
     fn put<V: LabelView + ?Sized>(&mut self, t: i64, labels: &V, value: f64, recorded: bool) {
         // Only series the interest matches are held (`configure` drops the others).
-        if let Some(i) = self.find(series_hash(labels), labels) {
+        if let Some(i) = self.find(labels.series_hash(), labels) {
             self.entries[i].series.push(t, value);
             return;
         }
@@ -806,6 +814,7 @@ pub(crate) mod tests {
                         name: "a",
                         labels: pairs,
                         le: None,
+                        hash: None,
                     },
                     t as f64,
                 )
@@ -816,14 +825,13 @@ pub(crate) mod tests {
             s.range(&name("a"), 0, 3000)[0].1,
             vec![(1000, 1.0), (2000, 2000.0), (3000, 3000.0)]
         );
-        assert_eq!(
-            series_hash(&as_map),
-            series_hash(&families::Series {
-                name: "a",
-                labels: &ba,
-                le: None,
-            })
-        );
+        let view = families::Series {
+            name: "a",
+            labels: &ba,
+            le: None,
+            hash: None,
+        };
+        assert_eq!(as_map.series_hash(), view.series_hash());
         // Another value is another series.
         s.ingest(4000, [(l("a", &[("x", "1"), ("y", "3")]), 1.0)]);
         assert_eq!(s.instant(&name("a"), 4000).len(), 1);
