@@ -30,5 +30,5 @@ fuzz_target!(|data: &[u8]| {
         let mut cursor = Cursor::default();
         while next_request(&fams, &mut cursor, 3, 1, 2, h).is_some() {}
     }
-    let _ = families::samples(&fams, |n| n.len() % 2 == 0, |_, _| true);
+    let _ = families::samples(&fams, |n| n.len() % 2 == 0);
 });

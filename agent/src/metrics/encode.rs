@@ -81,6 +81,14 @@ fn kind(f: &MetricFamily) -> MetricType {
 }
 
 fn samples(f: &MetricFamily, kind: MetricType, name: &str, out: &mut String) {
+    // Every histogram of a family has the same names and, in this agent, the same bounds:
+    // written once per family.
+    let (bucket, sum, count) = (
+        format!("{name}_bucket"),
+        format!("{name}_sum"),
+        format!("{name}_count"),
+    );
+    let mut bounds: Vec<(u64, String)> = Vec::new();
     for m in &f.metric {
         match kind {
             MetricType::Counter => {
@@ -88,24 +96,31 @@ fn samples(f: &MetricFamily, kind: MetricType, name: &str, out: &mut String) {
             }
             MetricType::Histogram | MetricType::GaugeHistogram => {
                 let Some(h) = &m.histogram else { continue };
-                let bucket = format!("{name}_bucket");
                 let mut inf = false;
-                for b in &h.bucket {
+                for (i, b) in h.bucket.iter().enumerate() {
                     inf |= b.upper_bound == f64::INFINITY;
-                    let le = number(b.upper_bound);
-                    line(out, &bucket, m, Some(&le), b.cumulative_count as f64);
+                    let bits = b.upper_bound.to_bits();
+                    if bounds.get(i).is_none_or(|(k, _)| *k != bits) {
+                        let text = number(b.upper_bound);
+                        if i < bounds.len() {
+                            bounds[i] = (bits, text);
+                        } else {
+                            bounds.push((bits, text));
+                        }
+                    }
+                    line(
+                        out,
+                        &bucket,
+                        m,
+                        Some(&bounds[i].1),
+                        b.cumulative_count as f64,
+                    );
                 }
                 if !inf {
                     line(out, &bucket, m, Some("+Inf"), h.sample_count as f64);
                 }
-                line(out, &format!("{name}_sum"), m, None, h.sample_sum);
-                line(
-                    out,
-                    &format!("{name}_count"),
-                    m,
-                    None,
-                    h.sample_count as f64,
-                );
+                line(out, &sum, m, None, h.sample_sum);
+                line(out, &count, m, None, h.sample_count as f64);
             }
             _ => line(out, name, m, None, gauge_value(m)),
         }
@@ -139,27 +154,38 @@ fn line(out: &mut String, name: &str, m: &Metric, le: Option<&str>, value: f64) 
         out.push('}');
     }
     out.push(' ');
-    out.push_str(&number(value));
+    write_number(value, out);
     out.push('\n');
 }
 
 /// A value as the formats write it: whole numbers without a fraction, `+Inf`, `-Inf`, `NaN`,
 /// otherwise the shortest decimal that reads back the same.
 pub fn number(v: f64) -> String {
+    let mut s = String::new();
+    write_number(v, &mut s);
+    s
+}
+
+/// [`number`], written to `out`.
+fn write_number(v: f64, out: &mut String) {
     if v.is_nan() {
-        "NaN".into()
+        out.push_str("NaN");
     } else if v == f64::INFINITY {
-        "+Inf".into()
+        out.push_str("+Inf");
     } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
+        out.push_str("-Inf");
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
+        let _ = write!(out, "{}", v as i64);
     } else {
-        format!("{v}")
+        let _ = write!(out, "{v}");
     }
 }
 
 fn escape_label(v: &str, out: &mut String) {
+    if !v.contains(['\\', '"', '\n']) {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),

@@ -482,9 +482,15 @@ impl Engine {
                 "the loaded rules need a longer retention than rules.max_retention_secs: longer windows see only part of their range"
             );
         }
+        // Ranges and instants are read at the latest ingest: past the longest range (and a
+        // tick, for a group evaluated late) only an instant lookup's newest sample is needed.
+        let range_ms = longest
+            .saturating_add(self.opts.eval_interval_ms)
+            .min(self.opts.max_retention_ms);
         let limits = StoreLimits {
             max_series: self.opts.max_series,
             retention_ms: wanted.min(self.opts.max_retention_ms),
+            range_ms,
             ..self.store.limits()
         };
         self.store.configure(limits, interest);
@@ -561,13 +567,11 @@ impl Engine {
         t: i64,
         families: &[prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily],
     ) {
-        let store = &self.store;
-        let samples = crate::store::families::samples(
-            families,
-            |name| store.wants_name(name),
-            |name, labels| store.might_want(name, labels),
-        );
-        self.store.ingest(t, samples);
+        let names = self.store.wanted_names();
+        let wanted = |name: &str| names.as_ref().is_none_or(|n| n.contains(name));
+        self.store.ingest_with(t, |put| {
+            crate::store::families::visit(families, wanted, put)
+        });
     }
 
     /// Feeds the store from exposition text: tests and the fuzzer write their series this way
