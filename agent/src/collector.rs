@@ -166,8 +166,9 @@ pub fn spawn(
             }
             let generation = started.fetch_add(1, SeqCst) + 1;
             let (p, r) = (pipeline.clone(), registry.clone());
-            // Map walks and encoding are blocking work: off the runtime's workers.
-            let read = tokio::task::spawn_blocking(move || {
+            // Map walks and encoding are bulk work: off the runtime's workers, which serve
+            // the local API (`background`).
+            let read = crate::background::run(move || {
                 p.lock().unwrap_or_else(|e| e.into_inner()).collect();
                 // The pipeline's lock is released: the registry's collectors take it again.
                 encode(&r)
@@ -182,7 +183,7 @@ pub fn spawn(
                     progress.bump();
                 }
                 Ok(Err(e)) => tracing::error!(error = %e, "encoding the registry failed"),
-                Err(e) => tracing::error!(error = %e, "a collection panicked"),
+                Err(e) => tracing::error!(error = %e, "a collection failed"),
             }
         }
     });

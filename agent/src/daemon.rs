@@ -288,10 +288,20 @@ async fn drain_on_wakeup(ready: AsyncFd<OwnedFd>, pipeline: Arc<Mutex<Pipeline>>
         // again, whereas clearing afterwards could swallow its (only) wakeup, leaving it for
         // the next once-a-second collection.
         guard.clear_ready();
-        pipeline
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain_events();
+        drop(guard);
+        // On the blocking pool, not on a runtime worker: a collection holds the pipeline's
+        // lock for its map walks (tens of milliseconds at ~30,000 series), and a drain names
+        // new processes from /proc and may attach uprobes to them, so a worker doing it would
+        // leave the local API's requests queued behind it (two drains waiting on the lock
+        // would stall both workers).
+        let pipeline = pipeline.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            pipeline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .drain_events();
+        })
+        .await;
     }
 }
 

@@ -16,6 +16,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("syscalls", 0),
     ("random", 0),
     ("backoff", 0),
+    ("background", 0),
     ("notify", 0),
     ("logging", 0),
     ("yaml", 0),

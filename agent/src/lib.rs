@@ -5,6 +5,7 @@
 //! them together; `config` and `cli` are checked before anything touches the kernel.
 
 pub mod api;
+pub mod background;
 pub mod backoff;
 pub mod cli;
 pub mod clock;

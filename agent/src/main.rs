@@ -147,10 +147,12 @@ fn rule_paths(files: Vec<std::path::PathBuf>, say_empty: bool) -> Option<Vec<std
 
 fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<()> {
     // Two workers: the local API keeps answering while a collection reads the kernel maps
-    // (which runs on the blocking pool).
+    // (which runs on the bulk-work threads, `steadfast::background`).
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(4)
+        // A short time slice for the workers and the ring drains: woken, they run first.
+        .on_thread_start(steadfast::background::latency_slice)
         .enable_all()
         .build()
         .context("starting the tokio runtime")?

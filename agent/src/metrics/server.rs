@@ -99,9 +99,8 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     let format = negotiate(&headers);
     let snapshot = state.snapshots.fresh(FRESH_BOUND).await;
     let size = state.text_size.clone();
-    // Encoding a large catalogue takes milliseconds: off the async workers.
-    let encoded =
-        tokio::task::spawn_blocking(move || encode_snapshot(&snapshot, format, &size)).await;
+    // Encoding a large catalogue takes milliseconds: off the async workers (`background`).
+    let encoded = crate::background::run(move || encode_snapshot(&snapshot, format, &size)).await;
     state
         .scrape_duration
         .observe(started.elapsed().as_secs_f64());

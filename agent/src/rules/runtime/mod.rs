@@ -337,11 +337,11 @@ async fn evaluate_periodically(rt: Arc<RulesRuntime>, snapshots: Snapshots) {
         // Counts collected after this tick began (waited for before locking the engine: the
         // collector's registry read locks it too).
         let snapshot = snapshots.fresh(FRESH_BOUND).await;
-        // Ingesting and evaluating run on the blocking pool: with a large catalogue they take
-        // milliseconds, which the two runtime workers that serve the local API should not
-        // spend.
+        // Ingesting and evaluating run on the bulk-work threads: with a large catalogue they
+        // take milliseconds, which the two runtime workers that serve the local API should
+        // not spend (`background`).
         let engine_rt = rt.clone();
-        let work = tokio::task::spawn_blocking(move || {
+        let work = crate::background::run(move || {
             let families = &snapshot.families;
             let t = now_ms();
             let mut engine = engine_rt.engine.lock().unwrap_or_else(|p| p.into_inner());
