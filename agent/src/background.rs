@@ -24,8 +24,10 @@ use std::{
     time::Duration,
 };
 
-/// Threads of bulk work: a collection and a scrape's encoding (or a rule tick) at once.
-pub const THREADS: usize = 2;
+/// Threads of bulk work: a collection, a rule tick's evaluation and scrapes' encodings at
+/// once (as many as tokio's blocking pool had for all of them: with two, a scrape's encoding
+/// queued behind a collection and an evaluation).
+pub const THREADS: usize = 4;
 
 /// The time slice the runtime's threads ask for: the shortest the kernel allows.
 pub const LATENCY_SLICE: Duration = Duration::from_micros(100);
