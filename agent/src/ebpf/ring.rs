@@ -173,52 +173,59 @@ impl Reader {
         let (mut ok, mut bad) = (0, 0);
         let consumer_pos = self.consumer.atomic_usize(0);
         let mut cons = consumer_pos.load(Ordering::Acquire);
+        // The kernel wakes the reader when, on submitting a record, it sees the consumer
+        // position at that record. The reader stores its position and then reads the next
+        // record's header (or the producer position); the kernel stores the header and then
+        // reads the consumer position. Without a full fence between the reader's store and its
+        // read, each can see the other's old value: the reader sees the record still busy,
+        // the kernel an old position, and nobody wakes the reader until the next collection.
+        // So before concluding "nothing more" after a store, fence and look once more (as
+        // libbpf and aya do).
+        let mut fenced = true;
         loop {
             let prod = self.producer.atomic_usize(0).load(Ordering::Acquire);
-            let mut got = false;
-            while cons < prod {
-                let at = cons & self.mask;
-                let header = self
-                    .producer
-                    .atomic_u32(self.page + at)
-                    .load(Ordering::Acquire);
-                if header & BUSY != 0 {
-                    // Reserved, not yet submitted: the next drain (or wakeup) takes it.
+            let header = if cons < prod {
+                self.producer
+                    .atomic_u32(self.page + (cons & self.mask))
+                    .load(Ordering::Acquire)
+            } else {
+                BUSY
+            };
+            if header & BUSY != 0 {
+                // Caught up, or the next record is reserved but not yet submitted.
+                if fenced {
                     return (ok, bad);
                 }
-                got = true;
-                let len = (header & !(BUSY | DISCARD)) as usize;
-                if header & DISCARD == 0 {
-                    let start = (at + HEADER) & self.mask;
-                    let first = len.min(self.mask + 1 - start);
-                    let record = if first == len {
-                        self.producer.bytes(self.page + start, len)
-                    } else {
-                        self.scratch.clear();
-                        self.scratch
-                            .extend_from_slice(self.producer.bytes(self.page + start, first));
-                        self.scratch
-                            .extend_from_slice(self.producer.bytes(self.page, len - first));
-                        &self.scratch
-                    };
-                    match decode::<T>(record) {
-                        Some(ev) => {
-                            ok += 1;
-                            f(ev)
-                        }
-                        None => bad += 1,
+                fence(Ordering::SeqCst);
+                fenced = true;
+                continue;
+            }
+            let at = cons & self.mask;
+            let len = (header & !(BUSY | DISCARD)) as usize;
+            if header & DISCARD == 0 {
+                let start = (at + HEADER) & self.mask;
+                let first = len.min(self.mask + 1 - start);
+                let record = if first == len {
+                    self.producer.bytes(self.page + start, len)
+                } else {
+                    self.scratch.clear();
+                    self.scratch
+                        .extend_from_slice(self.producer.bytes(self.page + start, first));
+                    self.scratch
+                        .extend_from_slice(self.producer.bytes(self.page, len - first));
+                    &self.scratch
+                };
+                match decode::<T>(record) {
+                    Some(ev) => {
+                        ok += 1;
+                        f(ev)
                     }
+                    None => bad += 1,
                 }
-                cons += (HEADER + len).next_multiple_of(8);
-                consumer_pos.store(cons, Ordering::Release);
             }
-            if !got {
-                return (ok, bad);
-            }
-            // The kernel decides whether to wake the reader from the consumer position it
-            // sees after publishing a record: order the store above before reading the
-            // producer position again (as libbpf and aya do).
-            fence(Ordering::SeqCst);
+            cons += (HEADER + len).next_multiple_of(8);
+            consumer_pos.store(cons, Ordering::Release);
+            fenced = false;
         }
     }
 }
