@@ -37,9 +37,11 @@ struct Object {
     memlock: u64,
 }
 
-/// The agent's BPF maps and programs with their locked memory (`memlock:` in fdinfo).
+/// The agent's BPF maps and programs with their locked memory (`memlock:` in fdinfo), each
+/// once: the agent may hold two descriptors of one map (`map_id:`, `prog_id:`).
 fn bpf_objects(pid: u32) -> Vec<Object> {
     let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap() {
         let Ok(text) = std::fs::read_to_string(entry.unwrap().path()) else {
             continue;
@@ -59,6 +61,12 @@ fn bpf_objects(pid: u32) -> Vec<Object> {
             (None, Some(t)) => format!("prog type {t}"),
             (None, None) => continue,
         };
+        let id = field("map_id").or_else(|| field("prog_id"));
+        if let Some(id) = id {
+            if !seen.insert((kind.starts_with("map"), id)) {
+                continue;
+            }
+        }
         out.push(Object {
             kind,
             max_entries: field("max_entries")

@@ -16,23 +16,9 @@ pub fn agent_tgid() -> u32 {
 #[unsafe(no_mangle)]
 static WAKEUP_MIN_BYTES: u64 = 0;
 
-/// Flags for `RingBufEntry::submit`: batch wakeups up to `WAKEUP_MIN_BYTES`.
+/// [`WAKEUP_MIN_BYTES`], for `loss::submit_flags`.
 #[inline(always)]
-pub fn wakeup_flags(ring: &aya_ebpf::maps::RingBuf) -> u64 {
+pub fn wakeup_min_bytes() -> u64 {
     // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
-    wakeup_flags_at(ring, unsafe { core::ptr::read_volatile(&WAKEUP_MIN_BYTES) })
-}
-
-/// Flags for `RingBufEntry::submit`: wake the reader once `min` bytes wait (0: always).
-#[inline(always)]
-pub fn wakeup_flags_at(ring: &aya_ebpf::maps::RingBuf, min: u64) -> u64 {
-    use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
-    if min == 0 {
-        return 0;
-    }
-    if ring.query(BPF_RB_AVAIL_DATA as u64) >= min {
-        BPF_RB_FORCE_WAKEUP as u64
-    } else {
-        BPF_RB_NO_WAKEUP as u64
-    }
+    unsafe { core::ptr::read_volatile(&WAKEUP_MIN_BYTES) }
 }

@@ -28,14 +28,13 @@ use agent_common::{
     },
 };
 use aya_ebpf::{
-    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::map,
     maps::{LruHashMap, RingBuf},
 };
 
 use crate::{
-    loss::{count_lost, record_fill},
+    loss::{count_lost, submit_flags_at},
     tcp_retransmit::{listener_owner, read},
 };
 
@@ -172,10 +171,5 @@ fn emit(sock: u64, c: &ConnSock, outcome: u16, err: i32, common: *const u8, o: &
     });
     // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
     let min = unsafe { core::ptr::read_volatile(&CONN_WAKEUP_MIN_BYTES) };
-    let flags = if record_fill(&CONN_EVENTS, LOSS_CONN_EVENTS) >= min {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    entry.submit(flags as u64);
+    entry.submit(submit_flags_at(&CONN_EVENTS, LOSS_CONN_EVENTS, min));
 }

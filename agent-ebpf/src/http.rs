@@ -35,15 +35,13 @@ use agent_common::{
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
     macros::{btf_tracepoint, map},
-    maps::{Array, LruHashMap, RingBuf},
+    maps::{LruHashMap, RingBuf},
     programs::BtfTracePointContext,
 };
 
-use aya_ebpf::bindings::{
-    BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
-};
+use aya_ebpf::bindings::BPF_RB_AVAIL_DATA;
 
-use crate::loss::{count_lost, record_fill_value};
+use crate::loss::{count_lost, record_fill_value, wake_flags};
 
 /// A socket() call in flight (internal to this file, never sent).
 const KIND_SOCKET: u32 = 6;
@@ -412,15 +410,9 @@ const RECORD_BYTES: u64 = core::mem::size_of::<HttpEvent>() as u64 + 8;
 /// empty): a shared cache line both CPUs would otherwise write on every event.
 const FILL_SAMPLE_BYTES: u64 = 4096;
 
-/// Consumer position (plus one, so that the initial 0 matches nothing) at which the kernel
-/// last woke the reader of `HTTP_EVENTS`.
-#[map]
-static HTTP_WOKE_AT: Array<u64> = Array::with_max_entries(1, 0);
-
-/// Submit flags for a record just reserved: below `HTTP_WAKEUP_MIN_BYTES` unread bytes no
-/// wakeup; at or above it one wakeup, unless the reader was already woken at the current
-/// consumer position and has not read since (it is about to, and reads until the ring is
-/// empty). Waking on every submit while the reader catches up cost an interrupt per event.
+/// Submit flags for a record just reserved: the fill is sampled once per 4 KiB it grows (the
+/// exact figure per event cost a map write per read and write), then the shared wakeup rule
+/// (`loss::wake_flags`: one wakeup per drain at or above `HTTP_WAKEUP_MIN_BYTES`).
 #[inline(always)]
 fn submit_flags() -> u64 {
     let fill = HTTP_EVENTS.query(BPF_RB_AVAIL_DATA as u64);
@@ -430,21 +422,7 @@ fn submit_flags() -> u64 {
     }
     // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
     let min = unsafe { core::ptr::read_volatile(&HTTP_WAKEUP_MIN_BYTES) };
-    if fill < min {
-        return BPF_RB_NO_WAKEUP as u64;
-    }
-    let Some(woke) = HTTP_WOKE_AT.get_ptr_mut(0) else {
-        return BPF_RB_FORCE_WAKEUP as u64;
-    };
-    let at = HTTP_EVENTS.query(BPF_RB_CONS_POS as u64).wrapping_add(1);
-    // SAFETY: a u64 slot; two CPUs racing here both wake the reader, which is harmless.
-    unsafe {
-        if core::ptr::read_volatile(woke) == at {
-            return BPF_RB_NO_WAKEUP as u64;
-        }
-        core::ptr::write_volatile(woke, at);
-    }
-    BPF_RB_FORCE_WAKEUP as u64
+    wake_flags(&HTTP_EVENTS, LOSS_HTTP_EVENTS, fill, min)
 }
 
 #[inline(always)]

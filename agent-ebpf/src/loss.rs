@@ -1,8 +1,9 @@
-//! Loss accounting: every failed ring-buffer reservation is counted per source, per CPU, and
-//! each ring buffer's fill is sampled whenever an event is submitted.
+//! Loss accounting and wakeups: every failed ring-buffer reservation is counted per source, per
+//! CPU; each ring buffer's fill is sampled when an event is submitted; and one rule decides, for
+//! every ring, when a submit wakes the reader ([`wake_flags`]).
 
 use aya_ebpf::{
-    bindings::BPF_RB_AVAIL_DATA,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
 };
@@ -45,16 +46,53 @@ pub fn record_fill_value(source: u32, avail: u64) {
     }
 }
 
-/// Flags for `submit`, after sampling the ring's fill for `source`.
+/// Index = loss source, value = the consumer position (plus one, so that the initial 0 matches
+/// nothing) at which a submit last woke the reader of its ring.
+#[map]
+static WOKE_AT: Array<u64> = Array::with_max_entries(agent_common::loss::SOURCES, 0);
+
+/// Submit flags for a record just reserved in `ring` (loss source `source`), with `fill` bytes
+/// unread and a wakeup threshold of `min` bytes:
+/// - `min` 0: the kernel's own rule (a wakeup when the reader had caught up), an event at a time;
+/// - below `min`: no wakeup, the reader drains on its collection tick (at most a second);
+/// - at or above it: one wakeup, unless the reader was already woken at the current consumer
+///   position and has not read since (it is about to, and reads until the ring is empty).
+///
+/// Waking on every submit above the threshold while the reader catches up costs an interrupt
+/// and a scheduler wakeup per event: most of the HTTP probe's cost per request before this rule
+/// (docs/benchmarks.md). Two CPUs racing here may both wake the reader, which is harmless.
+#[inline(always)]
+pub fn wake_flags(ring: &RingBuf, source: u32, fill: u64, min: u64) -> u64 {
+    if min == 0 {
+        return 0;
+    }
+    if fill < min {
+        return BPF_RB_NO_WAKEUP as u64;
+    }
+    let Some(woke) = WOKE_AT.get_ptr_mut(source) else {
+        return BPF_RB_FORCE_WAKEUP as u64;
+    };
+    let at = ring.query(BPF_RB_CONS_POS as u64).wrapping_add(1);
+    // SAFETY: a u64 slot; a racing writer on another CPU only causes one more wakeup.
+    unsafe {
+        if core::ptr::read_volatile(woke) == at {
+            return BPF_RB_NO_WAKEUP as u64;
+        }
+        core::ptr::write_volatile(woke, at);
+    }
+    BPF_RB_FORCE_WAKEUP as u64
+}
+
+/// Flags for `submit` on a ring that wakes at `probes.wakeup_min_bytes`, after sampling its
+/// fill for `source`.
 #[inline(always)]
 pub fn submit_flags(ring: &RingBuf, source: u32) -> u64 {
-    record_fill(ring, source);
-    crate::config::wakeup_flags(ring)
+    submit_flags_at(ring, source, crate::config::wakeup_min_bytes())
 }
 
 /// [`submit_flags`] for a ring with its own wakeup threshold (`min` bytes, 0: always).
 #[inline(always)]
 pub fn submit_flags_at(ring: &RingBuf, source: u32, min: u64) -> u64 {
-    record_fill(ring, source);
-    crate::config::wakeup_flags_at(ring, min)
+    let fill = record_fill(ring, source);
+    wake_flags(ring, source, fill, min)
 }

@@ -34,7 +34,7 @@ use agent_common::{
     },
 };
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
@@ -43,7 +43,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 
-use crate::loss::{count_lost, record_fill};
+use crate::loss::{count_lost, submit_flags_at};
 
 /// Field offsets from the kernel's BTF, written by userspace at load time.
 #[unsafe(no_mangle)]
@@ -341,14 +341,7 @@ fn emit(kind: u32, common: *const u8, owner: &TcpOwner, err: i32, segs: u32, o: 
         daddr,
         comm: owner.comm,
     });
-    // Batch wakeups: the reader drains on its collection tick; wake it early only when the
-    // unread data reaches the threshold.
     // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
     let min = unsafe { core::ptr::read_volatile(&TCP_WAKEUP_MIN_BYTES) };
-    let flags = if record_fill(&TCP_EVENTS, LOSS_TCP_EVENTS) >= min {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    };
-    entry.submit(flags as u64);
+    entry.submit(submit_flags_at(&TCP_EVENTS, LOSS_TCP_EVENTS, min));
 }

@@ -185,11 +185,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
             })?;
         // Changes (overrides, `POST /-/reload`) are served here only: see `api::read_only`.
         let app = api::router(api_state.clone()).merge(crate::reload::router(&reloader));
-        tasks.spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "API socket server failed");
-            }
-        });
+        tasks.spawn(api::serve_unix(listener, app));
         tracing::info!(socket = %path.display(), "local API listening");
     }
 

@@ -61,12 +61,27 @@ pub fn build_go(src: &str, dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-/// A short name unique to this test process and call (comm keeps 15 bytes).
+/// A short name unique to this test process and call (comm keeps 15 bytes): the prefix, the
+/// process id modulo 36^3 and a sequence number, both in base 36, so that a 9-byte prefix still
+/// fits at any process id and after hundreds of calls.
 pub fn unique_name(prefix: &str) -> String {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let name = format!("{prefix}{}x{n}", std::process::id() % 10_000);
+    let pid = base36(std::process::id() % 36u32.pow(3));
+    let name = format!("{prefix}{pid}x{}", base36(n));
     assert!(name.len() <= 15, "comm would truncate {name}");
     name
+}
+
+fn base36(mut n: u32) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(char::from_digit(n % 36, 36).expect("a base-36 digit"));
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.iter().rev().collect()
 }
 
 pub fn require_root() {

@@ -834,6 +834,77 @@ pub(crate) fn status_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The agent's resident memory by mapping kind, from `/proc/<pid>/smaps` (kB): its own
+/// binary, other files (shared libraries), BPF maps it mapped (ring buffers), anonymous
+/// memory (the heap, thread stacks), and the total `Rss`.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct MemSplit {
+    pub(crate) binary: u64,
+    pub(crate) libs: u64,
+    pub(crate) bpf: u64,
+    pub(crate) anon: u64,
+    pub(crate) total: u64,
+    pub(crate) hwm: u64,
+}
+
+impl MemSplit {
+    pub(crate) fn read(pid: u32) -> MemSplit {
+        let exe = fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let smaps = fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+        let mut m = MemSplit {
+            hwm: status_kb(pid, "VmHWM"),
+            ..MemSplit::default()
+        };
+        let mut kind = 0u8;
+        for l in smaps.lines() {
+            let first = l.split_whitespace().next().unwrap_or("");
+            if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                // A mapping's header: address range, perms, offset, device, inode, path.
+                let path = l.split_whitespace().nth(5).unwrap_or("");
+                kind = if path.is_empty() || path.starts_with("[") {
+                    3
+                } else if path.contains("bpf") {
+                    2
+                } else if path == exe.trim_end_matches(" (deleted)") {
+                    0
+                } else {
+                    1
+                };
+            } else if let Some(v) = l.strip_prefix("Rss:") {
+                let kb: u64 = v
+                    .split_whitespace()
+                    .next()
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or(0);
+                m.total += kb;
+                match kind {
+                    0 => m.binary += kb,
+                    1 => m.libs += kb,
+                    2 => m.bpf += kb,
+                    _ => m.anon += kb,
+                }
+            }
+        }
+        m
+    }
+
+    /// `total (binary + libraries + BPF maps + anonymous)` in MiB, and the peak so far.
+    pub(crate) fn describe(&self) -> String {
+        let mib = |k: u64| k as f64 / 1024.0;
+        format!(
+            "{:.1} MiB ({:.1} binary + {:.1} libraries + {:.1} BPF maps + {:.1} anonymous); VmHWM {:.1}",
+            mib(self.total),
+            mib(self.binary),
+            mib(self.libs),
+            mib(self.bpf),
+            mib(self.anon),
+            mib(self.hwm)
+        )
+    }
+}
+
 pub(crate) struct CpuWindow {
     ticks: u64,
     sched_ns: u64,
@@ -1122,6 +1193,7 @@ fn scale(env: &Env, opts: &Opts, out: &mut String) -> Result<()> {
     let (m0, _) = agent.scrape()?;
     let series0 = series(&m0);
     let hwm0 = status_kb(pid, "VmHWM");
+    let mem0 = MemSplit::read(pid);
 
     let w = CpuWindow::open(pid)?;
     let t = Instant::now();
@@ -1161,6 +1233,11 @@ fn scale(env: &Env, opts: &Opts, out: &mut String) -> Result<()> {
     let lost_proc = metric(&m1, "steadfast_events_lost_total", &["source=\"process\""]);
     let hwm1 = status_kb(pid, "VmHWM");
     let rss1 = status_kb(pid, "VmRSS");
+    let mem1 = MemSplit::read(pid);
+    eprintln!(
+        "bench: scale: memory with the processes: {}",
+        mem1.describe()
+    );
     drop(live);
     sleep(Duration::from_secs(4));
     let (m2, d2) = agent.scrape()?;
@@ -1218,6 +1295,12 @@ fn scale(env: &Env, opts: &Opts, out: &mut String) -> Result<()> {
         "| scrape time (median of 5; after: one) | | {:.1} ms | {:.1} ms |",
         median(&scrapes),
         d2.as_secs_f64() * 1000.0
+    )?;
+    writeln!(
+        out,
+        "\nResident memory by mapping (`/proc/<pid>/smaps`): before, {}; with the processes, {}.",
+        mem0.describe(),
+        mem1.describe()
     )?;
     writeln!(
         out,

@@ -25,7 +25,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{series, status_kb, Agent, CpuWindow, Env};
+use crate::bench::{series, status_kb, Agent, CpuWindow, Env, MemSplit};
 
 const PROCESSES: usize = 34;
 const HOLDERS: usize = 1000;
@@ -73,6 +73,9 @@ struct Figures {
     cpu_idle_pct: f64,
     hwm_kb: u64,
     rss_kb: u64,
+    /// Resident memory by mapping: without rules, with rules before the held queries, once
+    /// they are held, and at the end of the load.
+    mem: [(&'static str, MemSplit); 4],
 }
 
 pub(crate) fn series_scale(env: &Env, out: &mut String) -> Result<()> {
@@ -99,6 +102,9 @@ pub(crate) fn series_scale(env: &Env, out: &mut String) -> Result<()> {
             f.cpu_rules_pct,
             f.cpu_idle_pct
         );
+        for (when, m) in &f.mem {
+            eprintln!("bench: series {label}: memory {when}: {}", m.describe());
+        }
         results.push((*label, f));
     }
 
@@ -147,6 +153,16 @@ pub(crate) fn series_scale(env: &Env, out: &mut String) -> Result<()> {
             f.rss_kb as f64 / 1024.0,
         )?;
     }
+    writeln!(
+        out,
+        "\nResident memory by mapping (`/proc/<pid>/smaps`: the agent's binary, other files, \
+         BPF maps it mapped, anonymous):\n"
+    )?;
+    for (label, f) in &results {
+        for (when, m) in &f.mem {
+            writeln!(out, "- {label}, {when}: {}", m.describe())?;
+        }
+    }
     Ok(())
 }
 
@@ -182,8 +198,9 @@ fn run_case(env: &Env, bin: &Path, names: &[PathBuf]) -> Result<Figures> {
         wait_series(&agent)?;
         let w = CpuWindow::open(agent.pid())?;
         sleep(CPU_WINDOW);
-        w.close(agent.pid())?.0
+        (w.close(agent.pid())?.0, MemSplit::read(agent.pid()))
     };
+    let (cpu_idle_pct, mem_idle) = cpu_idle_pct;
 
     fs::write(rules_dir.join("series.yaml"), RULES)?;
     let agent = Agent::start_bin(env, bin, &control(true))?;
@@ -192,6 +209,7 @@ fn run_case(env: &Env, bin: &Path, names: &[PathBuf]) -> Result<Figures> {
     let w = CpuWindow::open(agent.pid())?;
     sleep(CPU_WINDOW);
     let cpu_rules_pct = w.close(agent.pid())?.0;
+    let mem_rules = MemSplit::read(agent.pid());
 
     let index = snapshot_index(&socket)?;
     let fds_before = open_fds(agent.pid());
@@ -214,6 +232,7 @@ fn run_case(env: &Env, bin: &Path, names: &[PathBuf]) -> Result<Figures> {
         }
         sleep(Duration::from_millis(20));
     }
+    let mem_held = MemSplit::read(agent.pid());
 
     let port = agent.port();
     let scraper = std::thread::spawn(move || -> Result<Vec<f64>> {
@@ -248,6 +267,7 @@ fn run_case(env: &Env, bin: &Path, names: &[PathBuf]) -> Result<Figures> {
         status_kb(agent.pid(), "VmHWM"),
         status_kb(agent.pid(), "VmRSS"),
     );
+    let mem_end = MemSplit::read(agent.pid());
     drop(holders);
     drop(agent);
     Ok(Figures {
@@ -259,6 +279,12 @@ fn run_case(env: &Env, bin: &Path, names: &[PathBuf]) -> Result<Figures> {
         cpu_idle_pct,
         hwm_kb,
         rss_kb,
+        mem: [
+            ("without rules, after the CPU window", mem_idle),
+            ("with rules, after the CPU window", mem_rules),
+            ("with the held queries accepted", mem_held),
+            ("after the load", mem_end),
+        ],
     })
 }
 

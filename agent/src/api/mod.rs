@@ -242,6 +242,37 @@ async fn override_breaker(
     }
 }
 
+/// Serves `app` on the unix socket, HTTP/1.1 only, one task per connection.
+///
+/// Not `axum::serve`: its connections are made by hyper-util's auto builder (which first reads
+/// the preface to tell HTTP/1 from HTTP/2) with upgrades, about 26 KiB per connection while a
+/// blocking query waits; hyper's own HTTP/1 connection is smaller. Local clients speak
+/// HTTP/1.1 (the clients in `clients/`, curl), and the API has no upgrades: server-sent events
+/// are a plain streamed body.
+pub async fn serve_unix(listener: tokio::net::UnixListener, app: Router) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely: wait a little instead of spinning.
+                tracing::warn!(error = %e, "API socket: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let io = hyper_util::rt::TokioIo::new(stream);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await
+            {
+                tracing::debug!(error = %e, "API socket connection ended with an error");
+            }
+        });
+    }
+}
+
 /// Binds the unix socket: removes a stale one, sets mode 0660 and the group (if it exists).
 pub fn bind_unix(
     path: &std::path::Path,

@@ -30,6 +30,23 @@ pub use uprobes::{libc_in_maps, AllocCountMap, AttachError, GoCountMap, GoSet, L
 
 use crate::config::{Config, SyscallProbeConfig};
 
+/// Every tracepoint a BTF program attaches to (`attach_btf`): aya is handed a BTF with only
+/// their `btf_trace_*` typedefs (`btf_offsets::Btf::tracepoint_blob`), so one missing here
+/// fails to load with "type not found".
+const TRACEPOINTS: &[&str] = &[
+    "sched_process_exec",
+    "sched_process_exit",
+    "task_newtask",
+    "sched_switch",
+    "inet_sock_set_state",
+    "tcp_retransmit_skb",
+    "tcp_retransmit_synack",
+    "sys_enter",
+    "sys_exit",
+    "sock_recv_length",
+    "sock_send_length",
+];
+
 /// The compiled eBPF object, built by `agent/build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("STEADFAST_EBPF_OBJECT"));
 
@@ -49,6 +66,8 @@ pub enum ProbeError {
         name: &'static str,
         source: aya::maps::MapError,
     },
+    #[error("ring buffer {name}: {reason}")]
+    Ring { name: &'static str, reason: String },
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
 }
@@ -95,8 +114,16 @@ impl Probes {
         let conn = &config.probes.connections;
         // Offsets of the kernel fields the TCP probes read. A kernel whose layout we do not
         // understand loses these probes, not the agent.
+        // `EbpfLoader::new` parses the whole kernel BTF (about 15 MiB while it does), which
+        // the loader does not need: the object has no CO-RE relocations. It is dropped at
+        // once, first thing, so that the parses below reuse its memory instead of adding to
+        // the agent's peak (VmHWM).
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        // The kernel's BTF, parsed by our own parser (see `btf` below for aya's part).
+        let kernel = btf_offsets::KernelOffsets::from_sys_fs();
         let tcp_offsets = if tcp.enabled || conn.enabled {
-            match btf_offsets::KernelOffsets::from_sys_fs().and_then(|k| k.tcp()) {
+            match kernel.as_ref().map_err(Clone::clone).and_then(|k| k.tcp()) {
                 Ok(offsets) => Some(offsets),
                 Err(error) => {
                     tracing::warn!(%error, "TCP retransmit and connection probes disabled");
@@ -123,14 +150,26 @@ impl Probes {
         let http = &config.probes.http;
         let http_wakeup = u64::from(http.wakeup_min_bytes);
         let syscall_wakeup = u64::from(syscalls.wakeup_min_bytes);
-        let btf = Btf::from_sys_fs()?;
+        // aya's view of the kernel BTF is only asked for the ids of the `btf_trace_*` typedefs
+        // of the tracepoints the programs attach to: a blob with just those (at their ids)
+        // instead of aya's parse of the whole BTF, which was the agent's peak of memory
+        // (VmHWM: about 15 MiB more than its steady state). If our parser cannot read the
+        // kernel's BTF, aya parses all of it as before.
+        let btf = match kernel {
+            Ok(k) => {
+                let blob = k.btf().tracepoint_blob(TRACEPOINTS);
+                drop(k);
+                Btf::parse(&blob, Default::default())?
+            }
+            Err(_) => Btf::from_sys_fs()?,
+        };
         // Socket reads and writes through `sock_recv_length`/`sock_send_length` (6.3+), else
         // by number in the raw syscall programs.
         let http_sock_io = http::has_sock_tracepoints(&btf);
         let syscall_probe_on = u32::from(syscalls.enabled);
         let http_probe_on = u32::from(http.enabled);
         let http_syscall_io = u32::from(!http_sock_io);
-        let mut ebpf = EbpfLoader::new()
+        let mut ebpf = loader
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("WAKEUP_MIN_BYTES", &config.probes.wakeup_min_bytes, true)
             .override_global("SYSCALL_WAKEUP_MIN_BYTES", &syscall_wakeup, true)

@@ -1201,21 +1201,21 @@ groups:
         // A new store has no data: unknown, so the alert holds until the window is covered.
         e2.evaluate(61_000);
         assert_eq!(page(&e2), Some(State::Firing));
-        for i in 62..=80 {
-            e2.ingest_text(i * 1000, &format!("err_total 0\nreq_total {}\n", i * 20))
-                .unwrap();
-            e2.evaluate(i * 1000);
-        }
+        // Healthy seconds: no new errors, 20 requests a second.
+        let healthy = |e: &mut Engine, seconds: std::ops::RangeInclusive<i64>| {
+            for i in seconds {
+                e.ingest_text(i * 1000, &format!("err_total 0\nreq_total {}\n", i * 20))
+                    .unwrap();
+                e.evaluate(i * 1000);
+            }
+        };
+        healthy(&mut e2, 62..=80);
         assert_eq!(
             page(&e2),
             Some(State::Firing),
             "18 s of data cover no 36 s window"
         );
-        for i in 81..=120 {
-            e2.ingest_text(i * 1000, &format!("err_total 0\nreq_total {}\n", i * 20))
-                .unwrap();
-            e2.evaluate(i * 1000);
-        }
+        healthy(&mut e2, 81..=120);
         assert_ne!(
             page(&e2),
             Some(State::Firing),
