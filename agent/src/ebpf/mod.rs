@@ -30,22 +30,26 @@ pub use uprobes::{libc_in_maps, AllocCountMap, AttachError, GoCountMap, GoSet, L
 
 use crate::config::{Config, SyscallProbeConfig};
 
-/// Every tracepoint a BTF program attaches to (`attach_btf`): aya is handed a BTF with only
-/// their `btf_trace_*` typedefs (`btf_offsets::Btf::tracepoint_blob`), so one missing here
-/// fails to load with "type not found".
-const TRACEPOINTS: &[&str] = &[
-    "sched_process_exec",
-    "sched_process_exit",
-    "task_newtask",
-    "sched_switch",
-    "inet_sock_set_state",
-    "tcp_retransmit_skb",
-    "tcp_retransmit_synack",
-    "sys_enter",
-    "sys_exit",
-    "sock_recv_length",
-    "sock_send_length",
-];
+/// The tracepoints the object's BTF programs attach to, from their ELF section names
+/// (`tp_btf/<tracepoint>`, in the section-name string table): aya is handed a BTF with only
+/// their `btf_trace_*` typedefs (`btf_offsets::Btf::tracepoint_blob`). Read from the object
+/// rather than listed again, so that a new program cannot be missing from the list.
+fn btf_tracepoints(object: &[u8]) -> Vec<&str> {
+    const PREFIX: &[u8] = b"tp_btf/";
+    let mut out: Vec<&str> = object
+        .windows(PREFIX.len())
+        .enumerate()
+        .filter(|(_, w)| *w == PREFIX)
+        .filter_map(|(at, _)| {
+            let rest = &object[at + PREFIX.len()..];
+            let name = &rest[..rest.iter().position(|&b| b == 0)?];
+            std::str::from_utf8(name).ok().filter(|n| !n.is_empty())
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
 
 /// The compiled eBPF object, built by `agent/build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(env!("STEADFAST_EBPF_OBJECT"));
@@ -157,7 +161,7 @@ impl Probes {
         // kernel's BTF, aya parses all of it as before.
         let btf = match kernel {
             Ok(k) => {
-                let blob = k.btf().tracepoint_blob(TRACEPOINTS);
+                let blob = k.btf().tracepoint_blob(&btf_tracepoints(OBJECT));
                 drop(k);
                 Btf::parse(&blob, Default::default())?
             }
@@ -465,5 +469,34 @@ pub fn clock_ticks_per_sec() -> u64 {
         ticks as u64
     } else {
         100
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn btf_tracepoints_are_read_from_the_section_names() {
+        let strtab =
+            b"\0.text\0tp_btf/sys_exit\0license\0tp_btf/sys_enter\0tp_btf/sys_exit\0tp_btf/\0";
+        assert_eq!(btf_tracepoints(strtab), ["sys_enter", "sys_exit"]);
+        // The agent's own object: every tracepoint `attach_btf` is called with.
+        let ours = btf_tracepoints(OBJECT);
+        for tp in [
+            "sched_process_exec",
+            "sched_process_exit",
+            "task_newtask",
+            "sched_switch",
+            "inet_sock_set_state",
+            "tcp_retransmit_skb",
+            "tcp_retransmit_synack",
+            "sys_enter",
+            "sys_exit",
+            "sock_recv_length",
+            "sock_send_length",
+        ] {
+            assert!(ours.contains(&tp), "{tp} not in {ours:?}");
+        }
     }
 }
