@@ -171,5 +171,9 @@ fn emit(sock: u64, c: &ConnSock, outcome: u16, err: i32, common: *const u8, o: &
     });
     // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
     let min = unsafe { core::ptr::read_volatile(&CONN_WAKEUP_MIN_BYTES) };
-    entry.submit(submit_flags_at(&CONN_EVENTS, LOSS_CONN_EVENTS, min));
+    entry.submit(submit_flags_at::<ConnEvent>(
+        &CONN_EVENTS,
+        LOSS_CONN_EVENTS,
+        min,
+    ));
 }

@@ -39,9 +39,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 
-use aya_ebpf::bindings::BPF_RB_AVAIL_DATA;
-
-use crate::loss::{count_lost, record_fill_value, wake_flags};
+use crate::loss::{count_lost, submit_flags_at};
 
 /// A socket() call in flight (internal to this file, never sent).
 const KIND_SOCKET: u32 = 6;
@@ -404,25 +402,13 @@ fn send(ev: &HttpEvent) {
     entry.submit(submit_flags());
 }
 
-/// Bytes of one `HTTP_EVENTS` record: the event and the ring buffer's 8-byte header.
-const RECORD_BYTES: u64 = core::mem::size_of::<HttpEvent>() as u64 + 8;
-/// `RING_FILL` is written when the ring's fill crosses a multiple of this (or the ring was
-/// empty): a shared cache line both CPUs would otherwise write on every event.
-const FILL_SAMPLE_BYTES: u64 = 4096;
-
-/// Submit flags for a record just reserved: the fill is sampled once per 4 KiB it grows (the
-/// exact figure per event cost a map write per read and write), then the shared wakeup rule
-/// (`loss::wake_flags`: one wakeup per drain at or above `HTTP_WAKEUP_MIN_BYTES`).
+/// Submit flags for a record just reserved: the rule every ring follows (`loss`: the fill
+/// sampled once per 4 KiB it grows, one wakeup per drain at or above `HTTP_WAKEUP_MIN_BYTES`).
 #[inline(always)]
 fn submit_flags() -> u64 {
-    let fill = HTTP_EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let before = fill.saturating_sub(RECORD_BYTES);
-    if before == 0 || before / FILL_SAMPLE_BYTES != fill / FILL_SAMPLE_BYTES {
-        record_fill_value(LOSS_HTTP_EVENTS, fill);
-    }
     // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
     let min = unsafe { core::ptr::read_volatile(&HTTP_WAKEUP_MIN_BYTES) };
-    wake_flags(&HTTP_EVENTS, LOSS_HTTP_EVENTS, fill, min)
+    submit_flags_at::<HttpEvent>(&HTTP_EVENTS, LOSS_HTTP_EVENTS, min)
 }
 
 #[inline(always)]

@@ -1,6 +1,6 @@
 //! Loss accounting and wakeups: every failed ring-buffer reservation is counted per source, per
-//! CPU; each ring buffer's fill is sampled when an event is submitted; and one rule decides, for
-//! every ring, when a submit wakes the reader ([`wake_flags`]).
+//! CPU; each ring buffer's fill is sampled as events are submitted ([`FILL_SAMPLE_BYTES`]); and
+//! one rule decides, for every ring, when a submit wakes the reader ([`wake_flags`]).
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_CONS_POS, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -26,24 +26,29 @@ pub fn count_lost(source: u32) {
 #[map]
 static RING_FILL: Array<u64> = Array::with_max_entries(agent_common::loss::SOURCES, 0);
 
-/// Samples the bytes waiting in `ring` into `RING_FILL[source]` and returns them.
-#[inline(always)]
-pub fn record_fill(ring: &RingBuf, source: u32) -> u64 {
-    let avail = ring.query(BPF_RB_AVAIL_DATA as u64);
-    if let Some(slot) = RING_FILL.get_ptr_mut(source) {
-        // SAFETY: a u64 slot; a racing writer on another CPU only makes the sample older.
-        unsafe { *slot = avail };
-    }
-    avail
+/// `RING_FILL[source]` is written when a record lands in an empty ring or the fill crosses a
+/// multiple of this: the slot is a cache line that every CPU submitting to the ring would
+/// otherwise write on every event.
+const FILL_SAMPLE_BYTES: u64 = 4096;
+
+/// Bytes a record of `T` takes in a ring buffer: its 8-byte header and the value, 8-aligned.
+const fn record_bytes<T>() -> u64 {
+    ((core::mem::size_of::<T>() + 8 + 7) & !7) as u64
 }
 
-/// Stores `avail` (bytes waiting in its ring buffer) as `RING_FILL[source]`.
+/// Samples the bytes waiting in `ring` (a record of `T` just reserved in it) into
+/// `RING_FILL[source]`, on the rule of [`FILL_SAMPLE_BYTES`], and returns them.
 #[inline(always)]
-pub fn record_fill_value(source: u32, avail: u64) {
-    if let Some(slot) = RING_FILL.get_ptr_mut(source) {
-        // SAFETY: as in `record_fill`.
-        unsafe { *slot = avail };
+fn sample_fill<T>(ring: &RingBuf, source: u32) -> u64 {
+    let fill = ring.query(BPF_RB_AVAIL_DATA as u64);
+    let before = fill.saturating_sub(record_bytes::<T>());
+    if before == 0 || before / FILL_SAMPLE_BYTES != fill / FILL_SAMPLE_BYTES {
+        if let Some(slot) = RING_FILL.get_ptr_mut(source) {
+            // SAFETY: a u64 slot; a racing writer on another CPU only makes the sample older.
+            unsafe { *slot = fill };
+        }
     }
+    fill
 }
 
 /// Index = loss source, value = the consumer position (plus one, so that the initial 0 matches
@@ -83,16 +88,16 @@ pub fn wake_flags(ring: &RingBuf, source: u32, fill: u64, min: u64) -> u64 {
     BPF_RB_FORCE_WAKEUP as u64
 }
 
-/// Flags for `submit` on a ring that wakes at `probes.wakeup_min_bytes`, after sampling its
-/// fill for `source`.
+/// Flags for submitting a record of `T` just reserved in `ring`, which wakes at
+/// `probes.wakeup_min_bytes`, after sampling its fill for `source`.
 #[inline(always)]
-pub fn submit_flags(ring: &RingBuf, source: u32) -> u64 {
-    submit_flags_at(ring, source, crate::config::wakeup_min_bytes())
+pub fn submit_flags<T>(ring: &RingBuf, source: u32) -> u64 {
+    submit_flags_at::<T>(ring, source, crate::config::wakeup_min_bytes())
 }
 
 /// [`submit_flags`] for a ring with its own wakeup threshold (`min` bytes, 0: always).
 #[inline(always)]
-pub fn submit_flags_at(ring: &RingBuf, source: u32, min: u64) -> u64 {
-    let fill = record_fill(ring, source);
+pub fn submit_flags_at<T>(ring: &RingBuf, source: u32, min: u64) -> u64 {
+    let fill = sample_fill::<T>(ring, source);
     wake_flags(ring, source, fill, min)
 }

@@ -56,6 +56,6 @@ fn try_emit(kind: u32, leader_only: bool) -> Result<(), i64> {
         cgroup_id,
         comm,
     });
-    entry.submit(submit_flags(&PROC_EVENTS, LOSS_PROC_EVENTS));
+    entry.submit(submit_flags::<ProcEvent>(&PROC_EVENTS, LOSS_PROC_EVENTS));
     Ok(())
 }

@@ -394,5 +394,9 @@ fn emit_slow(pid_tgid: u64, nr: u32, start_ns: u64, latency_ns: u64, ret: i64) {
     });
     // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
     let min = unsafe { core::ptr::read_volatile(&SYSCALL_WAKEUP_MIN_BYTES) };
-    entry.submit(submit_flags_at(&SYSCALL_EVENTS, LOSS_SYSCALL_EVENTS, min));
+    entry.submit(submit_flags_at::<SlowSyscallEvent>(
+        &SYSCALL_EVENTS,
+        LOSS_SYSCALL_EVENTS,
+        min,
+    ));
 }

@@ -343,5 +343,9 @@ fn emit(kind: u32, common: *const u8, owner: &TcpOwner, err: i32, segs: u32, o: 
     });
     // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
     let min = unsafe { core::ptr::read_volatile(&TCP_WAKEUP_MIN_BYTES) };
-    entry.submit(submit_flags_at(&TCP_EVENTS, LOSS_TCP_EVENTS, min));
+    entry.submit(submit_flags_at::<TcpEvent>(
+        &TCP_EVENTS,
+        LOSS_TCP_EVENTS,
+        min,
+    ));
 }

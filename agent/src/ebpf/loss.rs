@@ -22,7 +22,8 @@ impl LossCounters {
         Ok(Self { map, fill })
     }
 
-    /// Bytes waiting in `source`'s ring buffer when its last event was submitted.
+    /// Bytes waiting in `source`'s ring buffer, sampled by the programs when an event lands in an
+    /// empty ring or the fill crosses a multiple of 4 KiB.
     pub fn ring_fill(&self, source: u32) -> u64 {
         self.fill.get(&source, 0).unwrap_or(0)
     }

@@ -355,7 +355,7 @@ impl Collector for PipelineCollector {
         }
         let mut fill = encoder.encode_descriptor(
             "ring_buffer_used",
-            "Bytes waiting in each ring buffer when its last event was submitted (how far the agent lags).",
+            "Bytes waiting in each ring buffer, sampled as events land on it in steps of 4 KiB (how far the agent lags).",
             Some(&Unit::Bytes),
             MetricType::Gauge,
         )?;
