@@ -88,6 +88,70 @@ fn a_blocking_query_waits_for_a_newer_index_or_its_deadline() {
     assert_eq!(json(&body)["index"].as_u64(), Some(index));
 }
 
+/// SIGTERM while clients hold blocking queries and an event stream on both listeners: each
+/// gets its answer (the control's last snapshot) and the end of its connection, and the agent
+/// exits 0 without waiting for the queries' deadline.
+#[test]
+fn held_queries_and_streams_end_when_the_agent_stops() {
+    use std::{io::Read, os::unix::net::UnixStream};
+    let agent = Agent::start(&format!(
+        "control:\n  api_socket: {d}/api.sock\n  signals_dir: {d}/signals\n  state_dir: {d}/state\n  host_protection:\n    enabled: false\n",
+        d = agent_dir_placeholder()
+    ));
+    let to = Endpoint::Unix(agent.api_socket());
+    let (_, body) = request(&to, "GET", "/v1/snapshot", b"").unwrap();
+    let index = json(&body)["index"].as_u64().unwrap();
+    // The agent's sockets by inode (not its other descriptors: collection opens /proc files).
+    // New ones are the held connections: one still closing from an earlier request is old.
+    let sockets = || {
+        std::fs::read_dir(format!("/proc/{}/fd", agent.pid()))
+            .unwrap()
+            .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+            .map(|target| target.to_string_lossy().into_owned())
+            .filter(|target| target.starts_with("socket:"))
+            .collect::<std::collections::HashSet<_>>()
+    };
+    let before = sockets();
+    let query = format!("GET /v1/snapshot?index={index}&wait=300s HTTP/1.1\r\nHost: test\r\n\r\n");
+    let stream = "GET /v1/watch HTTP/1.1\r\nHost: test\r\n\r\n";
+    let mut held: Vec<(&str, Box<dyn Read>)> = Vec::new();
+    for (what, request) in [("TCP query", &query[..]), ("TCP stream", stream)] {
+        let mut s = std::net::TcpStream::connect(agent.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        held.push((what, Box::new(s)));
+    }
+    for (what, request) in [("unix query", &query[..]), ("unix stream", stream)] {
+        let mut s = UnixStream::connect(agent.api_socket()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        held.push((what, Box::new(s)));
+    }
+    support::wait_until(
+        "the agent holds the four connections",
+        Duration::from_secs(10),
+        || sockets().difference(&before).count() >= 4,
+    );
+
+    let t = Instant::now();
+    let status = agent.stop();
+    let took = t.elapsed();
+    assert!(status.success(), "exit {status:?} after {took:?}");
+    assert!(took < Duration::from_secs(8), "stopping took {took:?}");
+    for (what, mut s) in held {
+        let mut got = Vec::new();
+        // To the end: the agent closed the connection (a read timeout fails here).
+        s.read_to_end(&mut got)
+            .unwrap_or_else(|e| panic!("{what}: {e} after {:?}", String::from_utf8_lossy(&got)));
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 200"), "{what}: {got:?}");
+        if what.ends_with("query") {
+            let body = got.split("\r\n\r\n").nth(1).unwrap_or_default();
+            assert_eq!(json(body)["index"].as_u64(), Some(index), "{what}: {got:?}");
+        }
+    }
+}
+
 /// The test's agents configure their own paths; `Agent::start` replaces this marker.
 fn agent_dir_placeholder() -> &'static str {
     "@AGENT_DIR@"

@@ -52,8 +52,6 @@ pub enum DaemonError {
     },
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
-    #[error("serving HTTP: {0}")]
-    Serve(std::io::Error),
 }
 
 /// Test hook: when this variable names a file, the periodic collection waits (without
@@ -185,7 +183,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
             })?;
         // Changes (overrides, `POST /-/reload`) are served here only: see `api::read_only`.
         let app = api::router(api_state.clone()).merge(crate::reload::router(&reloader));
-        tasks.spawn(api::serve_unix(listener, app));
+        tasks.spawn(api::serve(listener, app, std::future::pending()));
         tracing::info!(socket = %path.display(), "local API listening");
     }
 
@@ -230,7 +228,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         "probes attached, serving /metrics on {}",
         config.http.listen_address
     ));
-    let served = axum::serve(
+    api::serve(
         listener,
         // Anyone local can reach the port: reading only (changes go to the unix socket).
         api::read_only(
@@ -238,25 +236,22 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
                 .merge(api::router(api_state))
                 .merge(crate::reload::router(&reloader)),
         ),
+        {
+            let control = control.clone();
+            async move {
+                lifecycle
+                    .until_shutdown(move || {
+                        let reloader = reloader.clone();
+                        async move { reloader.reload(Trigger::Signal).await.status_line() }
+                    })
+                    .await;
+                // First, so that held blocking queries and event streams end before the server
+                // waits for its connections to close, and nothing reads a stale "running" page.
+                control.lock().unwrap_or_else(|e| e.into_inner()).shutdown();
+            }
+        },
     )
-    .with_graceful_shutdown({
-        let control = control.clone();
-        async move {
-            lifecycle
-                .until_shutdown(move || {
-                    let reloader = reloader.clone();
-                    async move { reloader.reload(Trigger::Signal).await.status_line() }
-                })
-                .await;
-            // First, so that held blocking queries and event streams end before the server
-            // waits for its connections to close, and nothing reads a stale "running" page.
-            control.lock().unwrap_or_else(|e| e.into_inner()).shutdown();
-        }
-    })
     .await;
-    // Also when serving failed: the page must not keep saying "running".
-    control.lock().unwrap_or_else(|e| e.into_inner()).shutdown();
-    served.map_err(DaemonError::Serve)?;
     tasks.abort_all();
     rules.shutdown();
     drop(attached);

@@ -242,35 +242,51 @@ async fn override_breaker(
     }
 }
 
-/// Serves `app` on the unix socket, HTTP/1.1 only, one task per connection.
+/// Serves `app` on `listener` (the unix socket, or the loopback TCP port), HTTP/1.1 only, one
+/// task per connection, until `shutdown` resolves. Then it stops accepting, asks every
+/// connection to close after its response in progress (a held blocking query ends first: the
+/// caller shuts the control down in `shutdown`), and returns when all have closed.
 ///
 /// Not `axum::serve`: its connections are made by hyper-util's auto builder (which first reads
 /// the preface to tell HTTP/1 from HTTP/2) with upgrades, about 26 KiB per connection while a
-/// blocking query waits; hyper's own HTTP/1 connection is smaller. Local clients speak
-/// HTTP/1.1 (the clients in `clients/`, curl), and the API has no upgrades: server-sent events
-/// are a plain streamed body.
-pub async fn serve_unix(listener: tokio::net::UnixListener, app: Router) {
+/// blocking query waits; hyper's own HTTP/1 connection takes 8.4 KiB. Local clients and
+/// Prometheus speak HTTP/1.1 (the clients in `clients/`, curl; a scraper uses HTTP/2 only over
+/// TLS), and the API has no upgrades: server-sent events are a plain streamed body.
+pub async fn serve<L>(mut listener: L, app: Router, shutdown: impl std::future::Future<Output = ()>)
+where
+    L: axum::serve::Listener,
+{
+    // Each connection holds a receiver; `closed` resolves when the last one is dropped.
+    let (close, closing) = watch::channel(());
+    tokio::pin!(shutdown);
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of descriptors, most likely: wait a little instead of spinning.
-                tracing::warn!(error = %e, "API socket: accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        // `Listener::accept` retries failed accepts itself (out of descriptors: it waits).
+        let (io, _) = tokio::select! {
+            conn = listener.accept() => conn,
+            () = &mut shutdown => break,
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut closing = closing.clone();
         tokio::spawn(async move {
-            let io = hyper_util::rt::TokioIo::new(stream);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, service)
-                .await
-            {
-                tracing::debug!(error = %e, "API socket connection ended with an error");
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                // Sent once, after the last accept: every receiver sees it as a change.
+                _ = closing.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "API connection ended with an error");
             }
         });
     }
+    drop(closing);
+    let _ = close.send(());
+    close.closed().await;
 }
 
 /// Binds the unix socket: removes a stale one, sets mode 0660 and the group (if it exists).
