@@ -54,9 +54,9 @@ fn snapshots_and_the_host_protection_signal() {
     assert!(s.value("steadfast_control_snapshot_index", &[]).unwrap() >= 1.0);
 }
 
-#[test]
-fn a_blocking_query_waits_for_a_newer_index_or_its_deadline() {
-    // Host protection off: nothing changes by itself, so the query must wait it out.
+/// An agent whose snapshot index moves only when a client changes something (host
+/// protection off), and its index now.
+fn quiet_agent() -> (Agent, u64) {
     let agent = Agent::start(&format!(
         "control:\n  api_socket: {d}/api.sock\n  signals_dir: {d}/signals\n  state_dir: {d}/state\n  host_protection:\n    enabled: false\n",
         d = agent_dir_placeholder()
@@ -64,6 +64,14 @@ fn a_blocking_query_waits_for_a_newer_index_or_its_deadline() {
     let to = Endpoint::Unix(agent.api_socket());
     let (_, body) = request(&to, "GET", "/v1/snapshot", b"").unwrap();
     let index = json(&body)["index"].as_u64().unwrap();
+    (agent, index)
+}
+
+#[test]
+fn a_blocking_query_waits_for_a_newer_index_or_its_deadline() {
+    // Host protection off: nothing changes by itself, so the query must wait it out.
+    let (agent, index) = quiet_agent();
+    let to = Endpoint::Unix(agent.api_socket());
 
     let t = Instant::now();
     let (status, body) = request(
@@ -94,13 +102,7 @@ fn a_blocking_query_waits_for_a_newer_index_or_its_deadline() {
 #[test]
 fn held_queries_and_streams_end_when_the_agent_stops() {
     use std::{io::Read, os::unix::net::UnixStream};
-    let agent = Agent::start(&format!(
-        "control:\n  api_socket: {d}/api.sock\n  signals_dir: {d}/signals\n  state_dir: {d}/state\n  host_protection:\n    enabled: false\n",
-        d = agent_dir_placeholder()
-    ));
-    let to = Endpoint::Unix(agent.api_socket());
-    let (_, body) = request(&to, "GET", "/v1/snapshot", b"").unwrap();
-    let index = json(&body)["index"].as_u64().unwrap();
+    let (agent, index) = quiet_agent();
     // The agent's sockets by inode (not its other descriptors: collection opens /proc files).
     // New ones are the held connections: one still closing from an earlier request is old.
     let sockets = || {
