@@ -60,8 +60,7 @@ const ECONNREFUSED: i32 = 111;
 
 #[inline(always)]
 pub fn enabled() -> bool {
-    // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
-    unsafe { core::ptr::read_volatile(&CONN_ENABLED) != 0 }
+    crate::config::load(&CONN_ENABLED) != 0
 }
 
 /// One TCP state change of `sk` (its `struct sock_common` at `common`).
@@ -169,8 +168,7 @@ fn emit(sock: u64, c: &ConnSock, outcome: u16, err: i32, common: *const u8, o: &
         saddr,
         daddr,
     });
-    // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
-    let min = unsafe { core::ptr::read_volatile(&CONN_WAKEUP_MIN_BYTES) };
+    let min = crate::config::load(&CONN_WAKEUP_MIN_BYTES);
     entry.submit(submit_flags_at::<ConnEvent>(
         &CONN_EVENTS,
         LOSS_CONN_EVENTS,

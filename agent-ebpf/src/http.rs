@@ -106,9 +106,8 @@ static HTTP_IO: LruHashMap<u32, HttpIoSlot> = LruHashMap::with_max_entries(16384
 static HTTP_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 #[inline(always)]
-fn flag(v: &u32) -> bool {
-    // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
-    unsafe { core::ptr::read_volatile(v) != 0 }
+fn flag(v: &'static u32) -> bool {
+    crate::config::load(v) != 0
 }
 
 /// Whether syscall `nr` is one the HTTP probe watches (always false with the probe off).
@@ -406,8 +405,7 @@ fn send(ev: &HttpEvent) {
 /// sampled once per 4 KiB it grows, one wakeup per drain at or above `HTTP_WAKEUP_MIN_BYTES`).
 #[inline(always)]
 fn submit_flags() -> u64 {
-    // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
-    let min = unsafe { core::ptr::read_volatile(&HTTP_WAKEUP_MIN_BYTES) };
+    let min = crate::config::load(&HTTP_WAKEUP_MIN_BYTES);
     submit_flags_at::<HttpEvent>(&HTTP_EVENTS, LOSS_HTTP_EVENTS, min)
 }
 

@@ -53,8 +53,7 @@ static SYSCALL_PROBE_ON: u32 = 1;
 
 #[inline(always)]
 fn syscall_probe_on() -> bool {
-    // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
-    unsafe { core::ptr::read_volatile(&SYSCALL_PROBE_ON) != 0 }
+    crate::config::load(&SYSCALL_PROBE_ON) != 0
 }
 
 /// x86_64 `struct pt_regs` offsets: the first two syscall arguments and the syscall number.
@@ -392,8 +391,7 @@ fn emit_slow(pid_tgid: u64, nr: u32, start_ns: u64, latency_ns: u64, ret: i64) {
         ret,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     });
-    // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
-    let min = unsafe { core::ptr::read_volatile(&SYSCALL_WAKEUP_MIN_BYTES) };
+    let min = crate::config::load(&SYSCALL_WAKEUP_MIN_BYTES);
     entry.submit(submit_flags_at::<SlowSyscallEvent>(
         &SYSCALL_EVENTS,
         LOSS_SYSCALL_EVENTS,

@@ -115,8 +115,7 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 fn offsets() -> TcpOffsets {
-    // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
-    unsafe { core::ptr::read_volatile(&TCP_OFFSETS) }
+    crate::config::load(&TCP_OFFSETS)
 }
 
 /// Reads a `T` at `base + off` in kernel memory; zero if the read faults.
@@ -341,8 +340,7 @@ fn emit(kind: u32, common: *const u8, owner: &TcpOwner, err: i32, segs: u32, o: 
         daddr,
         comm: owner.comm,
     });
-    // SAFETY: a plain read of a static; volatile so the compiler does not fold the default.
-    let min = unsafe { core::ptr::read_volatile(&TCP_WAKEUP_MIN_BYTES) };
+    let min = crate::config::load(&TCP_WAKEUP_MIN_BYTES);
     entry.submit(submit_flags_at::<TcpEvent>(
         &TCP_EVENTS,
         LOSS_TCP_EVENTS,
