@@ -249,7 +249,8 @@ async fn override_breaker(
 ///
 /// Not `axum::serve`: its connections are made by hyper-util's auto builder (which first reads
 /// the preface to tell HTTP/1 from HTTP/2) with upgrades, about 26 KiB per connection while a
-/// blocking query waits; hyper's own HTTP/1 connection takes 8.4 KiB. Local clients and
+/// blocking query waits; hyper's own HTTP/1 connection takes 8.4 KiB on the unix socket and
+/// 10.7 KiB over TCP (docs/benchmarks.md). Local clients and
 /// Prometheus speak HTTP/1.1 (the clients in `clients/`, curl; a scraper uses HTTP/2 only over
 /// TLS), and the API has no upgrades: server-sent events are a plain streamed body.
 pub async fn serve<L>(mut listener: L, app: Router, shutdown: impl std::future::Future<Output = ()>)
