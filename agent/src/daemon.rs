@@ -218,7 +218,6 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
     let state = AppState {
         snapshots,
         scrape_duration,
-        text_size: Default::default(),
     };
     tracing::info!(address = %config.http.listen_address, "serving /metrics");
     if let Some(watchdog) = lifecycle.watchdog(progress, COLLECT_INTERVAL) {

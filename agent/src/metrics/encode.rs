@@ -13,55 +13,64 @@ use prost::Message;
 
 use crate::collector::{counter_value, gauge_value};
 
+/// The exposition formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text 0.0.4.
+    PrometheusText,
+    /// OpenMetrics 1.0 text.
+    OpenMetrics,
+    /// Delimited `io.prometheus.client.MetricFamily` messages.
+    PrometheusProtobuf,
+}
+
+/// Where an encoding in chunks stands: the next family, and the next series within it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    family: usize,
+    metric: usize,
+}
+
+/// The next chunk of the families in `format`, from `pos` on: whole series only, stopping
+/// at the first series boundary at or past `min_bytes` (a chunk can be larger by one series,
+/// or one family's header; it is never empty before the end). Returns the chunk and whether it ends the encoding; the chunks in
+/// order are byte for byte the whole encoding ([`prometheus_text`], [`openmetrics`],
+/// [`protobuf`]).
+pub fn chunk(
+    families: &[MetricFamily],
+    format: Format,
+    pos: &mut Position,
+    min_bytes: usize,
+) -> (Vec<u8>, bool) {
+    let room = min_bytes.saturating_add(min_bytes / 8).min(1 << 20);
+    match format {
+        Format::PrometheusProtobuf => {
+            let mut out = Vec::with_capacity(room);
+            let end = protobuf_from(families, pos, &mut out, min_bytes);
+            (out, end)
+        }
+        text => {
+            let mut out = String::with_capacity(room);
+            let end = text_from(
+                families,
+                text == Format::OpenMetrics,
+                pos,
+                &mut out,
+                min_bytes,
+            );
+            (out.into_bytes(), end)
+        }
+    }
+}
+
 /// The families as Prometheus text 0.0.4.
 pub fn prometheus_text(families: &[MetricFamily], out: &mut String) {
-    for f in families {
-        let kind = kind(f);
-        let _ = writeln!(out, "# HELP {} {}", f.name, escape_help(&f.help));
-        let _ = writeln!(
-            out,
-            "# TYPE {} {}",
-            f.name,
-            match kind {
-                MetricType::Counter => "counter",
-                MetricType::Gauge => "gauge",
-                MetricType::Histogram | MetricType::GaugeHistogram => "histogram",
-                MetricType::Summary => "summary",
-                MetricType::Untyped => "untyped",
-            }
-        );
-        samples(f, kind, &f.name, out);
-    }
+    text_from(families, false, &mut Position::default(), out, usize::MAX);
 }
 
 /// The families as OpenMetrics 1.0 text, ending in `# EOF`.
 pub fn openmetrics(families: &[MetricFamily], out: &mut String) {
-    for f in families {
-        let kind = kind(f);
-        // OpenMetrics names a counter family without its `_total`.
-        let base = match kind {
-            MetricType::Counter => f.name.strip_suffix("_total").unwrap_or(&f.name),
-            _ => &f.name,
-        };
-        let _ = writeln!(out, "# HELP {base} {}", escape_help(&f.help));
-        let _ = writeln!(
-            out,
-            "# TYPE {base} {}",
-            match kind {
-                MetricType::Counter => "counter",
-                MetricType::Gauge => "gauge",
-                MetricType::Histogram => "histogram",
-                MetricType::GaugeHistogram => "gaugehistogram",
-                MetricType::Summary => "summary",
-                MetricType::Untyped => "unknown",
-            }
-        );
-        if !f.unit.is_empty() && base.ends_with(&format!("_{}", f.unit)) {
-            let _ = writeln!(out, "# UNIT {base} {}", f.unit);
-        }
-        samples(f, kind, &f.name, out);
-    }
-    out.push_str("# EOF\n");
+    text_from(families, true, &mut Position::default(), out, usize::MAX);
 }
 
 /// The families as length-delimited protobuf messages.
@@ -69,61 +78,177 @@ pub fn protobuf(families: &[MetricFamily]) -> Vec<u8> {
     let mut out = Vec::with_capacity(
         families.iter().map(Message::encoded_len).sum::<usize>() + 8 * families.len(),
     );
-    for f in families {
-        // Cannot fail: the buffer grows.
-        let _ = f.encode_length_delimited(&mut out);
-    }
+    protobuf_from(families, &mut Position::default(), &mut out, usize::MAX);
     out
+}
+
+/// Text from `pos` on, until `out` holds `min_bytes` at a series boundary (false) or the
+/// families end (true; OpenMetrics' `# EOF` written).
+fn text_from(
+    families: &[MetricFamily],
+    openmetrics: bool,
+    pos: &mut Position,
+    out: &mut String,
+    min_bytes: usize,
+) -> bool {
+    while let Some(f) = families.get(pos.family) {
+        let kind = kind(f);
+        if pos.metric == 0 {
+            if !out.is_empty() && out.len() >= min_bytes {
+                return false;
+            }
+            header(f, kind, openmetrics, out);
+        }
+        let names = SampleNames::new(&f.name);
+        let mut bounds = Vec::new();
+        for m in &f.metric[pos.metric.min(f.metric.len())..] {
+            series(m, kind, &names, &mut bounds, out);
+            pos.metric += 1;
+            if out.len() >= min_bytes && pos.metric < f.metric.len() {
+                return false;
+            }
+        }
+        *pos = Position {
+            family: pos.family + 1,
+            metric: 0,
+        };
+    }
+    if openmetrics {
+        out.push_str("# EOF\n");
+    }
+    true
+}
+
+/// A family's `# HELP`, `# TYPE` and (OpenMetrics) `# UNIT` lines.
+fn header(f: &MetricFamily, kind: MetricType, openmetrics: bool, out: &mut String) {
+    // OpenMetrics names a counter family without its `_total`.
+    let base = match kind {
+        MetricType::Counter if openmetrics => f.name.strip_suffix("_total").unwrap_or(&f.name),
+        _ => &f.name,
+    };
+    let _ = writeln!(out, "# HELP {base} {}", escape_help(&f.help));
+    let type_name = match kind {
+        MetricType::Counter => "counter",
+        MetricType::Gauge => "gauge",
+        MetricType::Histogram => "histogram",
+        MetricType::GaugeHistogram if openmetrics => "gaugehistogram",
+        MetricType::GaugeHistogram => "histogram",
+        MetricType::Summary => "summary",
+        MetricType::Untyped if openmetrics => "unknown",
+        MetricType::Untyped => "untyped",
+    };
+    let _ = writeln!(out, "# TYPE {base} {type_name}");
+    if openmetrics && !f.unit.is_empty() && base.ends_with(&format!("_{}", f.unit)) {
+        let _ = writeln!(out, "# UNIT {base} {}", f.unit);
+    }
+}
+
+/// Delimited protobuf from `pos` on, field by field as prost writes a whole family (name,
+/// help, type, each metric, unit), so a family can end in a later chunk than it starts.
+fn protobuf_from(
+    families: &[MetricFamily],
+    pos: &mut Position,
+    out: &mut Vec<u8>,
+    min_bytes: usize,
+) -> bool {
+    use prost::encoding::{encode_varint, int32, message, string};
+    while let Some(f) = families.get(pos.family) {
+        if pos.metric == 0 {
+            if !out.is_empty() && out.len() >= min_bytes {
+                return false;
+            }
+            encode_varint(f.encoded_len() as u64, out);
+            if !f.name.is_empty() {
+                string::encode(1, &f.name, out);
+            }
+            if !f.help.is_empty() {
+                string::encode(2, &f.help, out);
+            }
+            if f.r#type != 0 {
+                int32::encode(3, &f.r#type, out);
+            }
+        }
+        for m in &f.metric[pos.metric.min(f.metric.len())..] {
+            message::encode(4, m, out);
+            pos.metric += 1;
+            if out.len() >= min_bytes && pos.metric < f.metric.len() {
+                return false;
+            }
+        }
+        if !f.unit.is_empty() {
+            string::encode(5, &f.unit, out);
+        }
+        *pos = Position {
+            family: pos.family + 1,
+            metric: 0,
+        };
+    }
+    true
 }
 
 fn kind(f: &MetricFamily) -> MetricType {
     MetricType::try_from(f.r#type).unwrap_or(MetricType::Untyped)
 }
 
-fn samples(f: &MetricFamily, kind: MetricType, name: &str, out: &mut String) {
-    // Every histogram of a family has the same names and, in this agent, the same bounds:
-    // written once per family.
-    let (bucket, sum, count) = (
-        format!("{name}_bucket"),
-        format!("{name}_sum"),
-        format!("{name}_count"),
-    );
-    let mut bounds: Vec<(u64, String)> = Vec::new();
-    for m in &f.metric {
-        match kind {
-            MetricType::Counter => {
-                line(out, name, m, None, counter_value(m));
-            }
-            MetricType::Histogram | MetricType::GaugeHistogram => {
-                let Some(h) = &m.histogram else { continue };
-                let mut inf = false;
-                for (i, b) in h.bucket.iter().enumerate() {
-                    inf |= b.upper_bound == f64::INFINITY;
-                    let bits = b.upper_bound.to_bits();
-                    if bounds.get(i).is_none_or(|(k, _)| *k != bits) {
-                        let text = number(b.upper_bound);
-                        if i < bounds.len() {
-                            bounds[i] = (bits, text);
-                        } else {
-                            bounds.push((bits, text));
-                        }
-                    }
-                    line(
-                        out,
-                        &bucket,
-                        m,
-                        Some(&bounds[i].1),
-                        b.cumulative_count as f64,
-                    );
-                }
-                if !inf {
-                    line(out, &bucket, m, Some("+Inf"), h.sample_count as f64);
-                }
-                line(out, &sum, m, None, h.sample_sum);
-                line(out, &count, m, None, h.sample_count as f64);
-            }
-            _ => line(out, name, m, None, gauge_value(m)),
+/// The sample names of a family's series (a histogram's three are written once per family).
+struct SampleNames<'a> {
+    name: &'a str,
+    bucket: String,
+    sum: String,
+    count: String,
+}
+
+impl<'a> SampleNames<'a> {
+    fn new(name: &'a str) -> Self {
+        Self {
+            name,
+            bucket: format!("{name}_bucket"),
+            sum: format!("{name}_sum"),
+            count: format!("{name}_count"),
         }
+    }
+}
+
+/// One series' sample lines. `bounds` keeps the text of the bucket bounds seen last: every
+/// histogram of a family has the same bounds in this agent, so each is written once.
+fn series(
+    m: &Metric,
+    kind: MetricType,
+    names: &SampleNames<'_>,
+    bounds: &mut Vec<(u64, String)>,
+    out: &mut String,
+) {
+    match kind {
+        MetricType::Counter => line(out, names.name, m, None, counter_value(m)),
+        MetricType::Histogram | MetricType::GaugeHistogram => {
+            let Some(h) = &m.histogram else { return };
+            let mut inf = false;
+            for (i, b) in h.bucket.iter().enumerate() {
+                inf |= b.upper_bound == f64::INFINITY;
+                let bits = b.upper_bound.to_bits();
+                if bounds.get(i).is_none_or(|(k, _)| *k != bits) {
+                    let text = number(b.upper_bound);
+                    if i < bounds.len() {
+                        bounds[i] = (bits, text);
+                    } else {
+                        bounds.push((bits, text));
+                    }
+                }
+                line(
+                    out,
+                    &names.bucket,
+                    m,
+                    Some(&bounds[i].1),
+                    b.cumulative_count as f64,
+                );
+            }
+            if !inf {
+                line(out, &names.bucket, m, Some("+Inf"), h.sample_count as f64);
+            }
+            line(out, &names.sum, m, None, h.sample_sum);
+            line(out, &names.count, m, None, h.sample_count as f64);
+        }
+        _ => line(out, names.name, m, None, gauge_value(m)),
     }
 }
 
@@ -302,5 +427,92 @@ mod tests {
             back.push(MetricFamily::decode_length_delimited(&mut buf).unwrap());
         }
         assert_eq!(back, families);
+    }
+
+    /// Every format in chunks of any size is byte for byte the whole encoding, each chunk
+    /// ending on a series boundary at or past the size asked (so it is never empty before
+    /// the end), and prost's own encoding of the families is the protobuf one.
+    #[test]
+    fn chunks_make_the_whole_encoding() {
+        use agent_common::syscall::{bucket_of, Hist};
+        use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as pm;
+        let mut hist = Hist::default();
+        for ns in [100, 15_625_000, 15_625_001, 20_000_000_000] {
+            hist.buckets[bucket_of(ns)] += 1;
+            hist.sum_ns += ns;
+        }
+        let mut families = crate::metrics::kernel_histogram_families("steadfast_x_seconds", &hist);
+        let mut big = families[0].clone();
+        big.name = "steadfast_y_seconds".into();
+        big.unit = "seconds".into();
+        big.metric = (0..50)
+            .map(|i| {
+                let mut m = families[0].metric[0].clone();
+                m.label[0].value = format!("service-{i}");
+                m
+            })
+            .collect();
+        families.push(big);
+        families.push(MetricFamily {
+            name: "steadfast_empty_total".into(),
+            help: "None yet.".into(),
+            r#type: MetricType::Counter as i32,
+            ..Default::default()
+        });
+        families.push(MetricFamily {
+            name: "steadfast_lost_total".into(),
+            help: "Lost.".into(),
+            r#type: MetricType::Counter as i32,
+            metric: (0..30)
+                .map(|i| Metric {
+                    label: vec![pm::LabelPair {
+                        name: "source".into(),
+                        value: format!("s{i}"),
+                    }],
+                    counter: Some(pm::Counter {
+                        value: i as f64,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        });
+        let mut whole_text = String::new();
+        prometheus_text(&families, &mut whole_text);
+        let mut whole_om = String::new();
+        openmetrics(&families, &mut whole_om);
+        let whole_pb = protobuf(&families);
+        let mut prost_pb = Vec::new();
+        for f in &families {
+            f.encode_length_delimited(&mut prost_pb).unwrap();
+        }
+        assert_eq!(whole_pb, prost_pb);
+        for (format, whole) in [
+            (Format::PrometheusText, whole_text.as_bytes()),
+            (Format::OpenMetrics, whole_om.as_bytes()),
+            (Format::PrometheusProtobuf, &whole_pb[..]),
+        ] {
+            for min in [0, 1, 100, 1000, 4096, usize::MAX] {
+                let (mut pos, mut all, mut chunks) = (Position::default(), Vec::new(), 0);
+                loop {
+                    let (c, end) = chunk(&families, format, &mut pos, min);
+                    chunks += 1;
+                    assert!(
+                        end || c.len() >= min.max(1),
+                        "{format:?} {min}: short chunk"
+                    );
+                    all.extend_from_slice(&c);
+                    if end {
+                        break;
+                    }
+                    assert!(chunks < 10_000, "{format:?} {min}: no end");
+                }
+                assert_eq!(all, whole, "{format:?} in chunks of at least {min} bytes");
+                if min == 100 {
+                    assert!(chunks > 20, "{format:?}: {chunks} chunks of 100 bytes");
+                }
+            }
+        }
     }
 }

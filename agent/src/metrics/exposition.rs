@@ -1,12 +1,9 @@
 //! A parser of the Prometheus text exposition format (0.0.4): `# HELP`, `# TYPE`, and samples
 //! with escaped label values, one line at a time. The agent's own consumers read typed
 //! snapshots (`collector`); this reads series written as text by rule tests and the fuzzer
-//! (`store::exposition`, `Engine::ingest_text`). Also the size hint of the text encoders.
+//! (`store::exposition`, `Engine::ingest_text`).
 
-use std::{
-    fmt,
-    sync::atomic::{AtomicUsize, Ordering::Relaxed},
-};
+use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -108,24 +105,6 @@ pub fn belongs(family: &str, sample: &str) -> bool {
         || ["_bucket", "_sum", "_count", "_total"]
             .iter()
             .any(|suffix| sample.strip_suffix(suffix) == Some(family))
-}
-
-/// The length of the last exposition a consumer encoded, so the next one's buffer is
-/// allocated once with room to spare instead of growing by doubling (a 4 MiB text copies
-/// about as much again on the way, and leaves the smaller buffers behind).
-#[derive(Debug, Default)]
-pub struct SizeHint(AtomicUsize);
-
-impl SizeHint {
-    /// An empty buffer an eighth larger than the last text.
-    pub fn buffer(&self) -> String {
-        let last = self.0.load(Relaxed);
-        String::with_capacity(last + last / 8)
-    }
-
-    pub fn remember(&self, text: &str) {
-        self.0.store(text.len(), Relaxed);
-    }
 }
 
 /// The metric name a sample line starts with: up to its labels or its value (the whole line
@@ -295,14 +274,6 @@ steadfast_tracked_processes 12
         ));
         assert!(!belongs(f, "steadfast_syscall_duration_seconds_max"));
         assert!(!belongs(f, "steadfast_syscall"));
-    }
-
-    #[test]
-    fn the_next_buffer_fits_the_last_text_and_an_eighth() {
-        let hint = SizeHint::default();
-        assert_eq!(hint.buffer().capacity(), 0);
-        hint.remember(&"x".repeat(8_000));
-        assert!(hint.buffer().capacity() >= 9_000);
     }
 
     #[test]

@@ -3,10 +3,20 @@
 //! format the scraper asks for: Prometheus protobuf (delimited `io.prometheus.client.MetricFamily`,
 //! with native histograms) when its Accept header lists it first among the formats served,
 //! else OpenMetrics text when listed, else Prometheus text 0.0.4.
+//!
+//! The answer is encoded while it is sent, [`CHUNK_BYTES`] at a time on the bulk threads
+//! (`background`), each chunk when the connection has taken the one before: a scrape holds
+//! its snapshot and one chunk, not the whole text (about 4.5 MiB at 46,000 series), and a slow
+//! scraper holds no thread. The first chunk is encoded before the answer starts, so a failure
+//! there is a 500; a failure after it cuts the body short (the scraper sees an error).
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
+    body::{Body, Bytes},
     extract::State,
     http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
@@ -15,7 +25,8 @@ use axum::{
 };
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::{encode, exposition::SizeHint};
+pub use super::encode::Format;
+use super::encode::{self, Position};
 use crate::collector::{Snapshot, Snapshots};
 
 /// How long a scrape waits for a collection started after it: past it, the latest snapshot
@@ -27,20 +38,15 @@ pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub const PROMETHEUS_PROTOBUF: &str =
     "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
 
-/// The exposition formats served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    PrometheusText,
-    OpenMetrics,
-    PrometheusProtobuf,
-}
+/// How much of an answer is encoded at a time (whole series, so a chunk can be a little
+/// larger).
+pub const CHUNK_BYTES: usize = 128 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
     pub snapshots: Snapshots,
     /// `steadfast_scrape_duration_seconds`.
     pub scrape_duration: Histogram,
-    pub text_size: Arc<SizeHint>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -95,43 +101,87 @@ pub fn negotiate(headers: &HeaderMap) -> Format {
 }
 
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let started = std::time::Instant::now();
     let format = negotiate(&headers);
-    let snapshot = state.snapshots.fresh(FRESH_BOUND).await;
-    let size = state.text_size.clone();
-    // Encoding a large catalogue takes milliseconds: off the async workers (`background`).
-    let encoded = crate::background::run(move || encode_snapshot(&snapshot, format, &size)).await;
-    state
-        .scrape_duration
-        .observe(started.elapsed().as_secs_f64());
-    match encoded {
-        Ok((body, content_type)) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response(),
+    let waited = Instant::now();
+    let answer = Answer {
+        snapshot: state.snapshots.fresh(FRESH_BOUND).await,
+        format,
+        pos: Position::default(),
+        end: false,
+        timer: ScrapeTimer {
+            spent: waited.elapsed(),
+            histogram: state.scrape_duration,
+        },
+    };
+    let Some((first, answer)) = answer.next_chunk().await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response();
+    };
+    let first = futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(first)));
+    let rest = futures_util::stream::unfold(Some(answer), |answer| async move {
+        let answer = answer?;
+        if answer.end {
+            return None;
+        }
+        Some(match answer.next_chunk().await {
+            Some((chunk, answer)) => (Ok(chunk), Some(answer)),
+            None => (Err(std::io::Error::other("encoding failed")), None),
+        })
+    });
+    let content_type = match format {
+        Format::PrometheusProtobuf => PROMETHEUS_PROTOBUF,
+        Format::OpenMetrics => OPENMETRICS,
+        Format::PrometheusText => PROMETHEUS_TEXT,
+    };
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(futures_util::StreamExt::chain(first, rest)),
+    )
+        .into_response()
+}
+
+/// One scrape's answer being encoded.
+struct Answer {
+    snapshot: Arc<Snapshot>,
+    format: Format,
+    pos: Position,
+    /// The last chunk was encoded.
+    end: bool,
+    timer: ScrapeTimer,
+}
+
+impl Answer {
+    /// Encodes the next chunk on the bulk threads; `None` if that failed.
+    async fn next_chunk(mut self) -> Option<(Bytes, Self)> {
+        let started = Instant::now();
+        let encoded = crate::background::run(move || {
+            let (chunk, end) = encode::chunk(
+                &self.snapshot.families,
+                self.format,
+                &mut self.pos,
+                CHUNK_BYTES,
+            );
+            self.end = end;
+            (chunk, self)
+        })
+        .await;
+        let (chunk, mut answer) = encoded.ok()?;
+        answer.timer.spent += started.elapsed();
+        Some((Bytes::from(chunk), answer))
     }
 }
 
-/// The snapshot in `format`, with its content type.
-fn encode_snapshot(
-    snapshot: &Snapshot,
-    format: Format,
-    size: &SizeHint,
-) -> (Vec<u8>, &'static str) {
-    let families = &snapshot.families;
-    let (body, content_type) = match format {
-        Format::PrometheusProtobuf => return (encode::protobuf(families), PROMETHEUS_PROTOBUF),
-        Format::OpenMetrics => {
-            let mut body = size.buffer();
-            encode::openmetrics(families, &mut body);
-            (body, OPENMETRICS)
-        }
-        Format::PrometheusText => {
-            let mut body = size.buffer();
-            encode::prometheus_text(families, &mut body);
-            (body, PROMETHEUS_TEXT)
-        }
-    };
-    size.remember(&body);
-    (body.into_bytes(), content_type)
+/// Observes `steadfast_scrape_duration_seconds` when the answer is done (or dropped): the
+/// wait for the snapshot and the encoding, not the time the scraper took to read.
+struct ScrapeTimer {
+    /// The wait for the snapshot and the encoding so far.
+    spent: Duration,
+    histogram: Histogram,
+}
+
+impl Drop for ScrapeTimer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.spent.as_secs_f64());
+    }
 }
 
 #[cfg(test)]
@@ -142,6 +192,64 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, v.parse().unwrap());
         h
+    }
+
+    /// A large answer goes out in several chunks that make the whole encoding, in each
+    /// format; the scrape is timed once, when the body is done.
+    #[tokio::test]
+    async fn answers_are_sent_in_chunks_that_make_the_whole_encoding() {
+        use agent_common::syscall::{bucket_of, Hist};
+        use http_body_util::BodyExt;
+        let mut hist = Hist::default();
+        for ns in [100, 15_625_000, 20_000_000_000] {
+            hist.buckets[bucket_of(ns)] += 1;
+            hist.sum_ns += ns;
+        }
+        let mut families = crate::metrics::kernel_histogram_families("steadfast_x_seconds", &hist);
+        let one = families[0].metric[0].clone();
+        families[0].metric = (0..3000)
+            .map(|i| {
+                let mut m = one.clone();
+                m.label[0].value = format!("service-{i}");
+                m
+            })
+            .collect();
+        let scrape_duration = Histogram::new([1.0]);
+        let state = AppState {
+            snapshots: Snapshots::fixed(families.clone()),
+            scrape_duration: scrape_duration.clone(),
+        };
+        let mut text = String::new();
+        encode::prometheus_text(&families, &mut text);
+        let mut om = String::new();
+        encode::openmetrics(&families, &mut om);
+        let cases = [
+            ("text/plain", text.into_bytes()),
+            ("application/openmetrics-text", om.into_bytes()),
+            (PROMETHEUS_PROTOBUF, encode::protobuf(&families)),
+        ];
+        for (i, (accept_header, whole)) in cases.into_iter().enumerate() {
+            assert!(whole.len() > 3 * CHUNK_BYTES, "{} bytes", whole.len());
+            let answer = metrics(State(state.clone()), accept(accept_header)).await;
+            assert_eq!(answer.status(), StatusCode::OK);
+            let mut body = answer.into_body();
+            let (mut got, mut frames) = (Vec::new(), 0);
+            while let Some(frame) = body.frame().await {
+                got.extend_from_slice(frame.unwrap().data_ref().unwrap());
+                frames += 1;
+            }
+            assert!(frames >= 3, "{accept_header}: {frames} chunks");
+            assert!(got == whole, "{accept_header}: not the whole encoding");
+            drop(body);
+            let mut timed = String::new();
+            let mut registry = prometheus_client::registry::Registry::default();
+            registry.register("t", "t", scrape_duration.clone());
+            prometheus_client::encoding::text::encode(&mut timed, &registry).unwrap();
+            assert!(
+                timed.contains(&format!("t_count {}\n", i + 1)),
+                "{accept_header}: {timed}"
+            );
+        }
     }
 
     #[test]
