@@ -744,8 +744,10 @@ fn a_stop_resets_every_signal_file_and_marks_the_page_stopped() {
         ..Default::default()
     })
     .unwrap();
-    assert!(client.healthy() && !client.allow("b"));
-    assert_eq!(client.signal("half"), Some(0.5));
+    // The page is written after the files (one control step): await it too.
+    wait_until("the page", Duration::from_secs(10), || {
+        client.healthy() && !client.allow("b") && client.signal("half") == Some(0.5)
+    });
 
     assert!(agent.stop().success());
     let mut names: Vec<String> = std::fs::read_dir(&signals)
