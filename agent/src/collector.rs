@@ -10,6 +10,12 @@
 //! right after a workload ends sees all of it (the tests count calls exactly), and a stalled
 //! collection delays a scrape by the bound, never forever. Concurrent askers share one
 //! collection.
+//!
+//! The kernel's log2 histograms are held as native buckets only (schema 0, [`model::Histogram`]
+//! without classic buckets): their classic buckets are the same counts at fixed bounds, which
+//! every reader gets from [`classic_buckets`] when it needs them. Two thirds of a snapshot's
+//! size was those classic buckets (25 per series, 80 bytes each), built and dropped at every
+//! collection.
 
 use std::{
     path::PathBuf,
@@ -20,6 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use agent_common::syscall::{bucket_upper_exp, bucket_upper_seconds, ZERO_BUCKET_EXP};
 use prometheus_client::{
     encoding::prometheus_protobuf::{
         encode,
@@ -79,6 +86,110 @@ pub struct Snapshot {
     /// The collection that made it: 1, 2, ... (0: none yet).
     pub generation: u64,
     pub families: Vec<MetricFamily>,
+}
+
+/// The last kernel bucket with a bound of its own in the classic exposition: 2^3 s. Longer
+/// calls are in `+Inf` there (and each in its own native bucket, up to 2^9 s).
+pub const LAST_CLASSIC_BUCKET: usize = 24;
+const _: () = assert!(bucket_upper_exp(LAST_CLASSIC_BUCKET) == 3);
+
+/// Whether `h` is a kernel histogram held as native buckets only: no classic buckets, schema
+/// 0, and the kernel's zero bucket (at most `2^-21` s). No other histogram of the agent has
+/// that zero bucket.
+fn kernel_native(h: &model::Histogram) -> bool {
+    h.bucket.is_empty() && h.schema == 0 && h.zero_threshold == bucket_upper_seconds(0)
+}
+
+/// A histogram series' classic buckets as `(upper bound, cumulative count)`, in increasing
+/// order: the ones it holds or, for a kernel histogram held as native buckets, the kernel's
+/// classic bounds (`2^-21` s to `2^3` s) with the counts its native buckets give, exactly.
+/// `+Inf` is not listed unless held: its count is the series' `sample_count`.
+pub fn classic_buckets(h: &model::Histogram) -> ClassicBuckets<'_> {
+    let mut counts = [0u64; LAST_CLASSIC_BUCKET + 1];
+    let derived = kernel_native(h);
+    if derived {
+        counts[0] = h.zero_count;
+        // Native bucket k is kernel bucket k - ZERO_BUCKET_EXP (see `metrics::catalogue`).
+        let (mut index, mut delta, mut count) = (0i64, 0usize, 0i64);
+        'spans: for (i, span) in h.positive_span.iter().enumerate() {
+            index = if i == 0 {
+                i64::from(span.offset)
+            } else {
+                index.saturating_add(i64::from(span.offset))
+            };
+            for _ in 0..span.length {
+                let Some(d) = h.positive_delta.get(delta) else {
+                    break 'spans;
+                };
+                delta += 1;
+                count = count.saturating_add(*d);
+                let bucket = index.saturating_sub(i64::from(ZERO_BUCKET_EXP));
+                if (1..=LAST_CLASSIC_BUCKET as i64).contains(&bucket) {
+                    counts[bucket as usize] = count.max(0) as u64;
+                }
+                index = index.saturating_add(1);
+            }
+        }
+    }
+    ClassicBuckets {
+        held: h.bucket.iter(),
+        derived: derived.then_some(counts),
+        next: 0,
+        cumulative: 0,
+    }
+}
+
+/// See [`classic_buckets`].
+pub struct ClassicBuckets<'a> {
+    held: std::slice::Iter<'a, model::Bucket>,
+    /// Per kernel bucket counts (not cumulative), when derived.
+    derived: Option<[u64; LAST_CLASSIC_BUCKET + 1]>,
+    next: usize,
+    cumulative: u64,
+}
+
+impl Iterator for ClassicBuckets<'_> {
+    type Item = (f64, u64);
+
+    fn next(&mut self) -> Option<(f64, u64)> {
+        let Some(counts) = &self.derived else {
+            return self
+                .held
+                .next()
+                .map(|b| (b.upper_bound, b.cumulative_count));
+        };
+        let n = counts.get(self.next)?;
+        self.cumulative = self.cumulative.saturating_add(*n);
+        let bound = bucket_upper_seconds(self.next);
+        self.next += 1;
+        Some((bound, self.cumulative))
+    }
+}
+
+/// `m` as the Prometheus data model would hold it with the classic buckets of
+/// [`classic_buckets`] written out (the protobuf exposition carries both kinds).
+pub fn with_classic_buckets(m: &Metric) -> std::borrow::Cow<'_, Metric> {
+    match &m.histogram {
+        Some(h) if kernel_native(h) => {
+            let mut full = m.clone();
+            if let Some(fh) = &mut full.histogram {
+                fh.bucket = classic_buckets(h)
+                    .map(|(upper_bound, cumulative_count)| model::Bucket {
+                        cumulative_count,
+                        upper_bound,
+                        ..Default::default()
+                    })
+                    .collect();
+                fh.bucket.push(model::Bucket {
+                    cumulative_count: h.sample_count,
+                    upper_bound: f64::INFINITY,
+                    ..Default::default()
+                });
+            }
+            std::borrow::Cow::Owned(full)
+        }
+        _ => std::borrow::Cow::Borrowed(m),
+    }
 }
 
 /// A counter series' value.
@@ -193,6 +304,48 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The classic buckets derived from a kernel histogram's native buckets are the ones the
+    /// client library writes from the kernel's counts: every kernel bucket filled (gaps in the
+    /// native spans where one is empty), the overflow bucket too, and the empty histogram.
+    #[test]
+    fn derived_classic_buckets_are_the_written_ones() {
+        use agent_common::syscall::{Hist, HIST_BUCKETS};
+        let mut cases = vec![Hist::default()];
+        let mut every = Hist::default();
+        for (i, b) in every.buckets.iter_mut().enumerate() {
+            *b = i as u64 * 3 + 1;
+        }
+        cases.push(every);
+        let mut gaps = Hist::default();
+        for i in [0, 1, 5, 6, 24, 25, HIST_BUCKETS - 1] {
+            gaps.buckets[i] = 7 + i as u64;
+        }
+        cases.push(gaps);
+        for hist in cases {
+            let ours = crate::metrics::kernel_histogram_families("h_seconds", &hist);
+            let theirs = crate::metrics::classic_reference_families("h_seconds", &hist);
+            let native = ours[0].metric[0].histogram.as_ref().unwrap();
+            let written = theirs[0].metric[0].histogram.as_ref().unwrap();
+            assert!(native.bucket.is_empty());
+            let derived: Vec<(f64, u64)> = classic_buckets(native).collect();
+            let finite: Vec<(f64, u64)> = written
+                .bucket
+                .iter()
+                .filter(|b| b.upper_bound.is_finite())
+                .map(|b| (b.upper_bound, b.cumulative_count))
+                .collect();
+            assert_eq!(derived, finite, "{hist:?}");
+            let inf = written.bucket.last().unwrap();
+            assert_eq!(
+                (inf.upper_bound, inf.cumulative_count),
+                (f64::INFINITY, native.sample_count)
+            );
+            // A histogram that holds classic buckets is read as it is.
+            let held: Vec<(f64, u64)> = classic_buckets(written).collect();
+            assert_eq!(held.len(), written.bucket.len());
+        }
+    }
 
     /// A fresh snapshot is one whose collection started after the ask, and a collection in
     /// progress at the ask does not count.

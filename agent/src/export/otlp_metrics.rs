@@ -23,7 +23,7 @@ use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::{
 };
 
 use super::spans::{key_value, resource, scope, Value};
-use crate::collector::{counter_value, gauge_value};
+use crate::collector::{classic_buckets, counter_value, gauge_value};
 
 pub use crate::config::OtlpHistograms as HistogramFormat;
 
@@ -222,7 +222,8 @@ fn convert(
 
 /// Per-bucket (not cumulative) counts over the classic bounds.
 fn explicit_point(m: &pm::Metric, start_ns: u64, now_ns: u64, semconv: bool) -> HistogramDataPoint {
-    let h = m.histogram.clone().unwrap_or_default();
+    let empty = pm::Histogram::default();
+    let h = m.histogram.as_ref().unwrap_or(&empty);
     let mut point = HistogramDataPoint {
         attributes: attributes(&m.label, semconv),
         start_time_unix_nano: start_ns,
@@ -231,17 +232,19 @@ fn explicit_point(m: &pm::Metric, start_ns: u64, now_ns: u64, semconv: bool) -> 
         sum: Some(h.sample_sum),
         ..Default::default()
     };
-    let mut previous = 0;
-    for b in &h.bucket {
-        if b.upper_bound.is_finite() {
-            point.explicit_bounds.push(b.upper_bound);
+    let (mut previous, mut inf) = (0, false);
+    for (upper_bound, cumulative) in classic_buckets(h) {
+        if upper_bound.is_finite() {
+            point.explicit_bounds.push(upper_bound);
+        } else {
+            inf = true;
         }
         point
             .bucket_counts
-            .push(b.cumulative_count.saturating_sub(previous));
-        previous = b.cumulative_count;
+            .push(cumulative.saturating_sub(previous));
+        previous = cumulative;
     }
-    if h.bucket.last().is_none_or(|b| b.upper_bound.is_finite()) {
+    if !inf {
         // No `+Inf` bucket listed: the rest of the count is above the last bound.
         point
             .bucket_counts

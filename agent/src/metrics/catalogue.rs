@@ -17,12 +17,9 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{errno, export::ExportStats, pipeline::Pipeline, syscalls};
-
-/// The last kernel bucket with a bound of its own in the classic (text) exposition: 2^3 s.
-/// Longer calls are in `+Inf` there (and each in its own native bucket, up to 2^9 s).
-const LAST_CLASSIC_BUCKET: usize = 24;
-const _: () = assert!(bucket_upper_exp(LAST_CLASSIC_BUCKET) == 3);
+use crate::{
+    collector::LAST_CLASSIC_BUCKET, errno, export::ExportStats, pipeline::Pipeline, syscalls,
+};
 
 /// Exported classic `(upper bound in seconds, count)` pairs, non-cumulative, last one `+Inf`:
 /// the kernel's buckets as they are (powers of two in seconds, upper-inclusive, from 2^-21 s),
@@ -81,16 +78,24 @@ pub fn native_buckets(h: &Hist) -> NativeBuckets {
     }
 }
 
-/// One series of a kernel histogram family: classic buckets for the text formats, and the
-/// native histogram too for the protobuf format.
+/// One series of a kernel histogram family, as native buckets only: the readers derive the
+/// classic buckets (`collector::classic_buckets`), which would be most of a snapshot's size.
 fn encode_kernel_histogram(metric: MetricEncoder<'_>, hist: &Hist) -> Result<(), std::fmt::Error> {
-    let mut metric = metric;
+    encode_histogram(metric, hist, &[])
+}
+
+/// One kernel histogram series with native buckets and the `classic` ones given.
+fn encode_histogram(
+    mut metric: MetricEncoder<'_>,
+    hist: &Hist,
+    classic: &[(f64, u64)],
+) -> Result<(), std::fmt::Error> {
     let count: u64 = hist.buckets.iter().sum();
     let native = native_buckets(hist);
     metric.encode_histogram_with_native::<NoLabelSet>(
         hist.sum_ns as f64 / 1e9,
         count,
-        &export_buckets(hist),
+        classic,
         None,
         NativeHistogram {
             schema: 0,
@@ -765,6 +770,31 @@ impl Collector for KernelHistogramForTests {
     }
 }
 
+/// The same family with the classic buckets written out by the client library beside the
+/// native ones (how the catalogue encoded kernel histograms before the snapshots held native
+/// buckets only): the reference the readers' derived classic buckets are checked against.
+#[cfg(test)]
+#[derive(Debug)]
+pub struct ClassicReferenceForTests(pub String, pub Hist);
+
+#[cfg(test)]
+impl Collector for ClassicReferenceForTests {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            &self.0,
+            "A kernel histogram.",
+            None,
+            MetricType::Histogram,
+        )?;
+        let classic = export_buckets(&self.1);
+        encode_histogram(
+            family.encode_family(&[("service", "s")])?,
+            &self.1,
+            &classic,
+        )
+    }
+}
+
 /// One kernel histogram family (labelled `service="s"`) as the registry encodes it in the
 /// Prometheus data model: for the consumers' tests.
 #[cfg(test)]
@@ -774,6 +804,17 @@ pub fn kernel_histogram_families(
 ) -> Vec<prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(KernelHistogramForTests(name.to_string(), *hist)));
+    prometheus_client::encoding::prometheus_protobuf::encode(&registry).expect("encodes")
+}
+
+/// [`ClassicReferenceForTests`]'s family in the Prometheus data model.
+#[cfg(test)]
+pub fn classic_reference_families(
+    name: &str,
+    hist: &Hist,
+) -> Vec<prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ClassicReferenceForTests(name.to_string(), *hist)));
     prometheus_client::encoding::prometheus_protobuf::encode(&registry).expect("encodes")
 }
 

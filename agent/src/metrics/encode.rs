@@ -4,14 +4,14 @@
 //! bucket bounds are written in one form in every format, Rust's shortest round-trip decimal
 //! (`0.015625`, `1`, `+Inf`), the form the rule store keeps them in.
 
-use std::fmt::Write;
+use std::{borrow::Cow, fmt::Write};
 
 use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::{
     Metric, MetricFamily, MetricType,
 };
 use prost::Message;
 
-use crate::collector::{counter_value, gauge_value};
+use crate::collector::{classic_buckets, counter_value, gauge_value, with_classic_buckets};
 
 /// The exposition formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,9 +75,7 @@ pub fn openmetrics(families: &[MetricFamily], out: &mut String) {
 
 /// The families as length-delimited protobuf messages.
 pub fn protobuf(families: &[MetricFamily]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(
-        families.iter().map(Message::encoded_len).sum::<usize>() + 8 * families.len(),
-    );
+    let mut out = Vec::new();
     protobuf_from(families, &mut Position::default(), &mut out, usize::MAX);
     out
 }
@@ -145,6 +143,8 @@ fn header(f: &MetricFamily, kind: MetricType, openmetrics: bool, out: &mut Strin
 
 /// Delimited protobuf from `pos` on, field by field as prost writes a whole family (name,
 /// help, type, each metric, unit), so a family can end in a later chunk than it starts.
+/// Kernel histograms get their classic buckets written out beside the native ones
+/// ([`with_classic_buckets`]), as a scraper that reads either kind expects.
 fn protobuf_from(
     families: &[MetricFamily],
     pos: &mut Position,
@@ -157,7 +157,17 @@ fn protobuf_from(
             if !out.is_empty() && out.len() >= min_bytes {
                 return false;
             }
-            encode_varint(f.encoded_len() as u64, out);
+            let len = f.encoded_len()
+                + f.metric
+                    .iter()
+                    .map(|m| match with_classic_buckets(m) {
+                        Cow::Owned(full) => {
+                            message::encoded_len(4, &full) - message::encoded_len(4, m)
+                        }
+                        Cow::Borrowed(_) => 0,
+                    })
+                    .sum::<usize>();
+            encode_varint(len as u64, out);
             if !f.name.is_empty() {
                 string::encode(1, &f.name, out);
             }
@@ -169,7 +179,7 @@ fn protobuf_from(
             }
         }
         for m in &f.metric[pos.metric.min(f.metric.len())..] {
-            message::encode(4, m, out);
+            message::encode(4, &*with_classic_buckets(m), out);
             pos.metric += 1;
             if out.len() >= min_bytes && pos.metric < f.metric.len() {
                 return false;
@@ -223,24 +233,18 @@ fn series(
         MetricType::Histogram | MetricType::GaugeHistogram => {
             let Some(h) = &m.histogram else { return };
             let mut inf = false;
-            for (i, b) in h.bucket.iter().enumerate() {
-                inf |= b.upper_bound == f64::INFINITY;
-                let bits = b.upper_bound.to_bits();
+            for (i, (upper_bound, cumulative)) in classic_buckets(h).enumerate() {
+                inf |= upper_bound == f64::INFINITY;
+                let bits = upper_bound.to_bits();
                 if bounds.get(i).is_none_or(|(k, _)| *k != bits) {
-                    let text = number(b.upper_bound);
+                    let text = number(upper_bound);
                     if i < bounds.len() {
                         bounds[i] = (bits, text);
                     } else {
                         bounds.push((bits, text));
                     }
                 }
-                line(
-                    out,
-                    &names.bucket,
-                    m,
-                    Some(&bounds[i].1),
-                    b.cumulative_count as f64,
-                );
+                line(out, &names.bucket, m, Some(&bounds[i].1), cumulative as f64);
             }
             if !inf {
                 line(out, &names.bucket, m, Some("+Inf"), h.sample_count as f64);
@@ -343,7 +347,8 @@ mod tests {
         let mut ours = String::new();
         prometheus_text(&families, &mut ours);
         let mut registry = prometheus_client::registry::Registry::default();
-        registry.register_collector(Box::new(crate::metrics::KernelHistogramForTests(
+        // The reference: the classic buckets written out by the client library.
+        registry.register_collector(Box::new(crate::metrics::ClassicReferenceForTests(
             "steadfast_x_seconds".into(),
             hist,
         )));
@@ -483,9 +488,25 @@ mod tests {
         let mut whole_om = String::new();
         openmetrics(&families, &mut whole_om);
         let whole_pb = protobuf(&families);
+        // prost's own encoding of the families with every classic bucket written out, which
+        // for a kernel histogram is the client library's (the reference).
+        let reference = crate::metrics::classic_reference_families("steadfast_x_seconds", &hist);
+        let native_only = &families[0].metric[0];
+        assert!(native_only.histogram.as_ref().unwrap().bucket.is_empty());
+        assert_eq!(
+            *with_classic_buckets(native_only),
+            reference[0].metric[0],
+            "kernel histogram with its classic buckets written out"
+        );
         let mut prost_pb = Vec::new();
         for f in &families {
-            f.encode_length_delimited(&mut prost_pb).unwrap();
+            let mut full = f.clone();
+            full.metric = f
+                .metric
+                .iter()
+                .map(|m| with_classic_buckets(m).into_owned())
+                .collect();
+            full.encode_length_delimited(&mut prost_pb).unwrap();
         }
         assert_eq!(whole_pb, prost_pb);
         for (format, whole) in [

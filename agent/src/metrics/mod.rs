@@ -6,6 +6,9 @@ pub mod encode;
 pub mod exposition;
 pub mod server;
 
-pub use catalogue::{export_buckets, register_export_stats, registry, SCRAPE_BUCKETS};
 #[cfg(test)]
-pub use catalogue::{kernel_histogram_families, KernelHistogramForTests};
+pub use catalogue::{
+    classic_reference_families, kernel_histogram_families, ClassicReferenceForTests,
+    KernelHistogramForTests,
+};
+pub use catalogue::{export_buckets, register_export_stats, registry, SCRAPE_BUCKETS};

@@ -12,7 +12,7 @@ use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::{
 };
 
 use super::{pair_hash, series_hash, LabelView, Labels};
-use crate::collector::{counter_value, gauge_value};
+use crate::collector::{classic_buckets, counter_value, gauge_value};
 
 /// One series of a family, borrowed: its name, the metric's labels and, for a bucket, its
 /// bound.
@@ -121,16 +121,16 @@ pub fn visit(
                     let Some(h) = &m.histogram else { continue };
                     if let Some(name) = &bucket {
                         let mut inf = false;
-                        for b in &h.bucket {
-                            inf |= b.upper_bound == f64::INFINITY;
-                            let bound = bound(&mut bounds, b.upper_bound);
+                        for (upper_bound, cumulative) in classic_buckets(h) {
+                            inf |= upper_bound == f64::INFINITY;
+                            let bound = bound(&mut bounds, upper_bound);
                             let s = series(name);
                             let s = Series {
                                 le: Some(&bound.text),
                                 hash: s.hash.map(|h| h.wrapping_add(bound.hash)),
                                 ..s
                             };
-                            f(&s, b.cumulative_count as f64);
+                            f(&s, cumulative as f64);
                         }
                         if !inf {
                             let s = series(name);
@@ -223,7 +223,8 @@ mod tests {
         let mut typed = samples(&families, |_| true);
         let mut text = String::new();
         let mut registry = prometheus_client::registry::Registry::default();
-        registry.register_collector(Box::new(crate::metrics::KernelHistogramForTests(
+        // The reference: the classic buckets written out by the client library.
+        registry.register_collector(Box::new(crate::metrics::ClassicReferenceForTests(
             "steadfast_x_seconds".into(),
             hist,
         )));
