@@ -66,6 +66,8 @@ impl Drop for Procs {
 
 struct Figures {
     series: usize,
+    /// Bytes of one text scrape once the series count is steady.
+    text_bytes: usize,
     api_ms: Vec<f64>,
     scrape_ms: Vec<f64>,
     held_at_end: usize,
@@ -95,8 +97,9 @@ pub(crate) fn series_scale(env: &Env, out: &mut String) -> Result<()> {
     for (label, bin) in &cases {
         let f = run_case(env, bin, &names)?;
         eprintln!(
-            "bench: series {label}: {} series, API p99 {:.1} ms, scrape p99 {:.1} ms, CPU {:.2}% / {:.2}%",
+            "bench: series {label}: {} series ({} KiB of text), API p99 {:.1} ms, scrape p99 {:.1} ms, CPU {:.2}% / {:.2}%",
             f.series,
+            f.text_bytes / 1024,
             percentile(&f.api_ms, 0.99),
             percentile(&f.scrape_ms, 0.99),
             f.cpu_rules_pct,
@@ -126,7 +129,7 @@ pub(crate) fn series_scale(env: &Env, out: &mut String) -> Result<()> {
     )?;
     writeln!(
         out,
-        "| build | series on /metrics | API p50 / p99 / max (ms) | scrape p50 / p99 / max (ms) | held queries still held | agent CPU with rules / without (% of one core) | CPU per rule tick | peak RSS (VmHWM) | RSS |"
+        "| build | series on /metrics (text) | API p50 / p99 / max (ms) | scrape p50 / p99 / max (ms) | held queries still held | agent CPU with rules / without (% of one core) | CPU per rule tick | peak RSS (VmHWM) | RSS |"
     )?;
     writeln!(out, "|---|---|---|---|---|---|---|---|---|")?;
     let ticks = CPU_WINDOW.as_millis() as f64 / RULE_INTERVAL_MS as f64;
@@ -135,8 +138,9 @@ pub(crate) fn series_scale(env: &Env, out: &mut String) -> Result<()> {
             (f.cpu_rules_pct - f.cpu_idle_pct) / 100.0 * CPU_WINDOW.as_secs_f64() * 1000.0 / ticks;
         writeln!(
             out,
-            "| {label} | {} | {:.1} / {:.1} / {:.1} ({} requests) | {:.1} / {:.1} / {:.1} ({} scrapes) | {} of {HOLDERS} | {:.2} / {:.2} | {:.2} ms | {:.1} MiB | {:.1} MiB |",
+            "| {label} | {} ({} KiB) | {:.1} / {:.1} / {:.1} ({} requests) | {:.1} / {:.1} / {:.1} ({} scrapes) | {} of {HOLDERS} | {:.2} / {:.2} | {:.2} ms | {:.1} MiB | {:.1} MiB |",
             f.series,
+            f.text_bytes / 1024,
             percentile(&f.api_ms, 0.5),
             percentile(&f.api_ms, 0.99),
             percentile(&f.api_ms, 1.0),
@@ -205,7 +209,7 @@ fn run_case(env: &Env, bin: &Path, names: &[PathBuf]) -> Result<Figures> {
     fs::write(rules_dir.join("series.yaml"), RULES)?;
     let agent = Agent::start_bin(env, bin, &control(true))?;
     let _procs = spawn(names)?;
-    let series = wait_series(&agent)?;
+    let (series, text_bytes) = wait_series(&agent)?;
     let w = CpuWindow::open(agent.pid())?;
     sleep(CPU_WINDOW);
     let cpu_rules_pct = w.close(agent.pid())?.0;
@@ -272,6 +276,7 @@ fn run_case(env: &Env, bin: &Path, names: &[PathBuf]) -> Result<Figures> {
     drop(agent);
     Ok(Figures {
         series,
+        text_bytes,
         api_ms,
         scrape_ms,
         held_at_end,
@@ -301,20 +306,25 @@ fn spawn(names: &[PathBuf]) -> Result<Procs> {
     Ok(p)
 }
 
-/// Waits until the series count stops growing (three equal scrapes 1 s apart, at most 60 s).
-fn wait_series(agent: &Agent) -> Result<usize> {
+/// Waits until the series count stops growing (three equal scrapes 1 s apart, at most 60 s):
+/// the count and the last scrape's length in bytes.
+fn wait_series(agent: &Agent) -> Result<(usize, usize)> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = (0, 0);
+    let mut last = (0, 0, 0);
     while Instant::now() < deadline {
         let (m, _) = agent.scrape()?;
         let n = series(&m);
-        last = if n == last.0 { (n, last.1 + 1) } else { (n, 0) };
+        last = if n == last.0 {
+            (n, last.1 + 1, m.len())
+        } else {
+            (n, 0, m.len())
+        };
         if last.1 >= 2 {
-            return Ok(n);
+            break;
         }
         sleep(Duration::from_secs(1));
     }
-    Ok(last.0)
+    Ok((last.0, last.2))
 }
 
 /// GET on the API socket; the body of a 200.
