@@ -6,7 +6,7 @@
 //!
 //! The answer is encoded while it is sent, [`CHUNK_BYTES`] at a time on the bulk threads
 //! (`background`), each chunk when the connection has taken the one before: a scrape holds
-//! its snapshot and one chunk, not the whole text (about 4.5 MiB at 46,000 series), and a slow
+//! its snapshot and one chunk, not the whole text (2.9 MB at 30,300 series), and a slow
 //! scraper holds no thread. The first chunk is encoded before the answer starts, so a failure
 //! there is a 500; a failure after it cuts the body short (the scraper sees an error).
 
