@@ -759,14 +759,8 @@ pub struct KernelHistogramForTests(pub String, pub Hist);
 
 #[cfg(test)]
 impl Collector for KernelHistogramForTests {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut family = encoder.encode_descriptor(
-            &self.0,
-            "A kernel histogram.",
-            None,
-            MetricType::Histogram,
-        )?;
-        encode_kernel_histogram(family.encode_family(&[("service", "s")])?, &self.1)
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        encode_test_family(encoder, &self.0, |m| encode_kernel_histogram(m, &self.1))
     }
 }
 
@@ -779,20 +773,23 @@ pub struct ClassicReferenceForTests(pub String, pub Hist);
 
 #[cfg(test)]
 impl Collector for ClassicReferenceForTests {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut family = encoder.encode_descriptor(
-            &self.0,
-            "A kernel histogram.",
-            None,
-            MetricType::Histogram,
-        )?;
-        let classic = export_buckets(&self.1);
-        encode_histogram(
-            family.encode_family(&[("service", "s")])?,
-            &self.1,
-            &classic,
-        )
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        encode_test_family(encoder, &self.0, |m| {
+            encode_histogram(m, &self.1, &export_buckets(&self.1))
+        })
     }
+}
+
+/// A histogram family `name` with one series labelled `service="s"`, written by `series`.
+#[cfg(test)]
+fn encode_test_family(
+    mut encoder: DescriptorEncoder,
+    name: &str,
+    series: impl FnOnce(MetricEncoder<'_>) -> Result<(), std::fmt::Error>,
+) -> Result<(), std::fmt::Error> {
+    let mut family =
+        encoder.encode_descriptor(name, "A kernel histogram.", None, MetricType::Histogram)?;
+    series(family.encode_family(&[("service", "s")])?)
 }
 
 /// One kernel histogram family (labelled `service="s"`) as the registry encodes it in the
@@ -802,9 +799,7 @@ pub fn kernel_histogram_families(
     name: &str,
     hist: &Hist,
 ) -> Vec<prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily> {
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(KernelHistogramForTests(name.to_string(), *hist)));
-    prometheus_client::encoding::prometheus_protobuf::encode(&registry).expect("encodes")
+    families_of(KernelHistogramForTests(name.to_string(), *hist))
 }
 
 /// [`ClassicReferenceForTests`]'s family in the Prometheus data model.
@@ -813,8 +808,15 @@ pub fn classic_reference_families(
     name: &str,
     hist: &Hist,
 ) -> Vec<prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily> {
+    families_of(ClassicReferenceForTests(name.to_string(), *hist))
+}
+
+#[cfg(test)]
+fn families_of(
+    collector: impl Collector + 'static,
+) -> Vec<prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily> {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(ClassicReferenceForTests(name.to_string(), *hist)));
+    registry.register_collector(Box::new(collector));
     prometheus_client::encoding::prometheus_protobuf::encode(&registry).expect("encodes")
 }
 
