@@ -4,7 +4,7 @@
 //! bucket bounds are written in one form in every format, Rust's shortest round-trip decimal
 //! (`0.015625`, `1`, `+Inf`), the form the rule store keeps them in.
 
-use std::{borrow::Cow, fmt::Write};
+use std::fmt::Write;
 
 use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::{
     Metric, MetricFamily, MetricType,
@@ -157,15 +157,20 @@ fn protobuf_from(
             if !out.is_empty() && out.len() >= min_bytes {
                 return false;
             }
-            let len = f.encoded_len()
+            // The family's length comes first: its metrics as they will be written. A kernel
+            // histogram's classic buckets are built here and again when it is written, so
+            // that the chunk, not the whole family, is what a scrape holds.
+            let fields = MetricFamily {
+                name: f.name.clone(),
+                help: f.help.clone(),
+                r#type: f.r#type,
+                metric: Vec::new(),
+                unit: f.unit.clone(),
+            };
+            let len = fields.encoded_len()
                 + f.metric
                     .iter()
-                    .map(|m| match with_classic_buckets(m) {
-                        Cow::Owned(full) => {
-                            message::encoded_len(4, &full) - message::encoded_len(4, m)
-                        }
-                        Cow::Borrowed(_) => 0,
-                    })
+                    .map(|m| message::encoded_len(4, &*with_classic_buckets(m)))
                     .sum::<usize>();
             encode_varint(len as u64, out);
             if !f.name.is_empty() {
