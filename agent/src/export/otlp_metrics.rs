@@ -448,19 +448,14 @@ mod tests {
     /// scale 0 with the same buckets: Prometheus's (2^(k-1), 2^k] is OTLP's index k - 1.
     #[test]
     fn kernel_histograms_go_out_exponential_with_the_same_buckets() {
-        use agent_common::syscall::{bucket_of, Hist};
-        let mut hist = Hist::default();
-        for ns in [
+        let hist = crate::metrics::hist_of(&[
             100,
             15_625_000,
             15_625_000,
             15_625_001,
             1_000_000_000,
             600_000_000_000,
-        ] {
-            hist.buckets[bucket_of(ns)] += 1;
-            hist.sum_ns += ns;
-        }
+        ]);
         // Through the registry, as the agent encodes it.
         let families = crate::metrics::kernel_histogram_families("steadfast_x_seconds", &hist);
         let req = requests(&families, 100, HistogramFormat::Exponential);

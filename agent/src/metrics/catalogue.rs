@@ -792,6 +792,17 @@ fn encode_test_family(
     series(family.encode_family(&[("service", "s")])?)
 }
 
+/// A kernel histogram holding one call of each duration in `ns`: for the consumers' tests.
+#[cfg(test)]
+pub fn hist_of(ns: &[u64]) -> Hist {
+    let mut hist = Hist::default();
+    for &ns in ns {
+        hist.buckets[agent_common::syscall::bucket_of(ns)] += 1;
+        hist.sum_ns += ns;
+    }
+    hist
+}
+
 /// One kernel histogram family (labelled `service="s"`) as the registry encodes it in the
 /// Prometheus data model: for the consumers' tests.
 #[cfg(test)]

@@ -342,12 +342,7 @@ mod tests {
     /// bounds as prometheus-client's own text encoder writes (bounds compared as numbers).
     #[test]
     fn text_formats_agree_with_the_client_librarys() {
-        use agent_common::syscall::{bucket_of, Hist};
-        let mut hist = Hist::default();
-        for ns in [100, 15_625_000, 15_625_001, 20_000_000_000] {
-            hist.buckets[bucket_of(ns)] += 1;
-            hist.sum_ns += ns;
-        }
+        let hist = crate::metrics::hist_of(&[100, 15_625_000, 15_625_001, 20_000_000_000]);
         let families = crate::metrics::kernel_histogram_families("steadfast_x_seconds", &hist);
         let mut ours = String::new();
         prometheus_text(&families, &mut ours);
@@ -444,13 +439,8 @@ mod tests {
     /// the end), and prost's own encoding of the families is the protobuf one.
     #[test]
     fn chunks_make_the_whole_encoding() {
-        use agent_common::syscall::{bucket_of, Hist};
         use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as pm;
-        let mut hist = Hist::default();
-        for ns in [100, 15_625_000, 15_625_001, 20_000_000_000] {
-            hist.buckets[bucket_of(ns)] += 1;
-            hist.sum_ns += ns;
-        }
+        let hist = crate::metrics::hist_of(&[100, 15_625_000, 15_625_001, 20_000_000_000]);
         let mut families = crate::metrics::kernel_histogram_families("steadfast_x_seconds", &hist);
         let mut big = families[0].clone();
         big.name = "steadfast_y_seconds".into();

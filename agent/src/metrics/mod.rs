@@ -8,7 +8,7 @@ pub mod server;
 
 #[cfg(test)]
 pub use catalogue::{
-    classic_reference_families, kernel_histogram_families, ClassicReferenceForTests,
+    classic_reference_families, hist_of, kernel_histogram_families, ClassicReferenceForTests,
     KernelHistogramForTests,
 };
 pub use catalogue::{export_buckets, register_export_stats, registry, SCRAPE_BUCKETS};

@@ -198,13 +198,8 @@ mod tests {
     /// format; the scrape is timed once, when the body is done.
     #[tokio::test]
     async fn answers_are_sent_in_chunks_that_make_the_whole_encoding() {
-        use agent_common::syscall::{bucket_of, Hist};
         use http_body_util::BodyExt;
-        let mut hist = Hist::default();
-        for ns in [100, 15_625_000, 20_000_000_000] {
-            hist.buckets[bucket_of(ns)] += 1;
-            hist.sum_ns += ns;
-        }
+        let hist = crate::metrics::hist_of(&[100, 15_625_000, 20_000_000_000]);
         let mut families = crate::metrics::kernel_histogram_families("steadfast_x_seconds", &hist);
         let one = families[0].metric[0].clone();
         families[0].metric = (0..3000)

@@ -213,12 +213,7 @@ mod tests {
     /// same samples as the text format parsed back (the path this replaced).
     #[test]
     fn families_give_the_samples_the_text_format_gives() {
-        use agent_common::syscall::{bucket_of, Hist};
-        let mut hist = Hist::default();
-        for ns in [100, 15_625_000, 15_625_001, 20_000_000_000] {
-            hist.buckets[bucket_of(ns)] += 1;
-            hist.sum_ns += ns;
-        }
+        let hist = crate::metrics::hist_of(&[100, 15_625_000, 15_625_001, 20_000_000_000]);
         let families = crate::metrics::kernel_histogram_families("steadfast_x_seconds", &hist);
         let mut typed = samples(&families, |_| true);
         let mut text = String::new();
