@@ -2,9 +2,10 @@
 //!
 //! - `lint`: `cargo fmt --check` and `cargo clippy -D warnings` on the userspace workspace and
 //!   on the eBPF crate (with Debian's clippy, which has the bpf target's core library).
-//! - `test`: `lint`, then the whole test suite (`cargo test --workspace`; the root
+//! - `test`: `lint` and the whole test suite (`cargo test --workspace`; the root
 //!   integration tests under `tests/` load real probes and need root), then the Go client's
-//!   `go test` (with its allocation and timing checks).
+//!   `go test` (with its allocation and timing checks). Formatting is checked first; clippy
+//!   and the package's release build run beside the tests (see `suite.rs`).
 //! - `package`: the Debian package `target/deb/steadfast_<version>_<arch>.deb` from a release
 //!   build (see `package.rs`); prints its path on stdout.
 //! - `bench`: benchmarks (see `bench.rs`): overhead per syscall against bare and bpftrace,
@@ -24,6 +25,7 @@ mod fuzz;
 mod k8s;
 mod package;
 mod soak;
+mod suite;
 mod vm;
 
 use std::{
@@ -40,11 +42,10 @@ fn main() -> Result<()> {
     let root = workspace_root();
     match task.as_str() {
         "lint" => lint(&root),
-        "test" => {
-            lint(&root)?;
-            test(&root, &rest)
-        }
-        "test-only" => test(&root, &rest),
+        // `test` runs this beside the tests, at the lowest CPU priority.
+        "lint-code" => lint_code(&root),
+        "test" => test(&root, &rest, true),
+        "test-only" => test(&root, &rest, false),
         "fuzz" => fuzz::run(&root, &rest),
         "coverage" => coverage::run(&root, &rest),
         "bench" => bench::bench(&root, &rest),
@@ -133,14 +134,28 @@ fn ebpf_cargo(root: &Path) -> Command {
 }
 
 fn lint(root: &Path) -> Result<()> {
+    format_check(root)?;
+    lint_code(root)
+}
+
+/// `cargo fmt --check` on both crates: seconds, so `test` runs it before anything else.
+fn format_check(root: &Path) -> Result<()> {
     run(cargo().current_dir(root).args(["fmt", "--all", "--check"]))?;
     run(cargo()
         .current_dir(root.join("agent-ebpf"))
-        .args(["fmt", "--check"]))?;
+        .args(["fmt", "--check"]))
+}
+
+/// Clippy, the fuzz targets, `go vet` and the eBPF crate's clippy. Each in a target directory
+/// of its own, so that `test` can run them while `cargo test` holds the workspace's.
+fn lint_code(root: &Path) -> Result<()> {
     run(cargo().current_dir(root).args([
         "clippy",
         "--workspace",
         "--all-targets",
+        "--locked",
+        "--target-dir",
+        "target/clippy",
         "--",
         "-D",
         "warnings",
@@ -180,14 +195,43 @@ fn lint(root: &Path) -> Result<()> {
         .args(["--", "-D", "warnings"]))
 }
 
-fn test(root: &Path, extra: &[String]) -> Result<()> {
+/// `cargo xtask test` (`lint` true) and `test-only`: formatting first, then the test
+/// binaries are built, then the tests run while the lints and the package's release build
+/// run beside them at the lowest CPU priority (`suite.rs`); a failure of either fails it.
+fn test(root: &Path, extra: &[String], lint: bool) -> Result<()> {
     if !is_root() {
         bail!("the test suite loads eBPF programs: run it as root");
     }
+    let started = std::time::Instant::now();
+    if lint {
+        format_check(root)?;
+    }
+    run(cargo()
+        .current_dir(root)
+        .args(["test", "--workspace", "--locked", "--no-run"])
+        .args(extra))?;
+    let built = started.elapsed();
+    // The packaging test runs only in the whole suite (no filter).
+    let background = suite::Background::start(root, extra.is_empty(), lint)?;
+    let tests = test_run(root, extra);
+    let tested = started.elapsed();
+    let background = background.finish();
+    eprintln!(
+        "xtask: test binaries built after {:.0} s, tests done after {:.0} s, all done after {:.0} s",
+        built.as_secs_f64(),
+        tested.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    tests.and(background)
+}
+
+/// Runs the built tests and the Go client's; prints one closing line over all of them.
+fn test_run(root: &Path, extra: &[String]) -> Result<()> {
     let mut cmd = cargo();
     cmd.current_dir(root)
         .args(["test", "--workspace", "--locked", "--no-fail-fast"])
         .args(extra)
+        .env(package::TARGET_DIR_ENV, suite::package_target_dir(root))
         .stdout(std::process::Stdio::piped());
     eprintln!("xtask: {cmd:?}");
     let mut child = cmd.spawn().context("running cargo test")?;

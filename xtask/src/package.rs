@@ -20,9 +20,15 @@ use crate::{cargo, run};
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const NAME: &str = "steadfast";
 
-/// (source relative to the workspace root, installed path, mode).
+/// The binary's installed path; it comes from the release build's target directory.
+const BINARY: &str = "usr/bin/steadfast";
+
+/// Where the release binary is built: `$STEADFAST_PACKAGE_TARGET_DIR` if set (`cargo xtask
+/// test` builds it there, in a directory of its own, beside the tests), else `target`.
+pub const TARGET_DIR_ENV: &str = "STEADFAST_PACKAGE_TARGET_DIR";
+
+/// The rest: (source relative to the workspace root, installed path, mode).
 const FILES: &[(&str, &str, u32)] = &[
-    ("target/release/steadfast", "usr/bin/steadfast", 0o755),
     (
         "packaging/systemd/steadfast.service",
         "lib/systemd/system/steadfast.service",
@@ -94,11 +100,21 @@ const CONFFILES: &[&str] = &[
 /// Maintainer scripts under packaging/debian/.
 const SCRIPTS: &[&str] = &["postinst", "prerm", "postrm"];
 
+/// The release build of the agent into `target_dir`.
+pub fn release_build(root: &Path, target_dir: &Path) -> Command {
+    let mut cmd = cargo();
+    cmd.current_dir(root)
+        .args(["build", "--release", "--locked", "-p", NAME, "--target-dir"])
+        .arg(target_dir);
+    cmd
+}
+
 /// Builds the release binary and the package; returns the .deb's path.
 pub fn build(root: &Path) -> Result<PathBuf> {
-    run(cargo()
-        .current_dir(root)
-        .args(["build", "--release", "--locked", "-p", NAME]))?;
+    let target_dir = std::env::var_os(TARGET_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    run(&mut release_build(root, &target_dir))?;
 
     let arch = output(Command::new("dpkg").arg("--print-architecture"))?;
     let work = root.join("target/deb/build");
@@ -106,12 +122,17 @@ pub fn build(root: &Path) -> Result<PathBuf> {
         fs::remove_dir_all(&work).with_context(|| format!("removing {}", work.display()))?;
     }
     let tree = work.join("debian").join(NAME);
+    install(
+        &target_dir.join("release").join(NAME),
+        &tree.join(BINARY),
+        0o755,
+    )?;
     for (src, dest, mode) in FILES {
         install(&root.join(src), &tree.join(dest), *mode)?;
     }
     run(Command::new("strip")
         .arg("--strip-unneeded")
-        .arg(tree.join("usr/bin/steadfast")))?;
+        .arg(tree.join(BINARY)))?;
 
     // Shared-library dependencies as Debian computes them (libc6 and libgcc-s1 versions).
     fs::write(
