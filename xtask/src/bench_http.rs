@@ -21,7 +21,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{cpu_ticks, median, terminate, Agent, CpuWindow, Env};
+use crate::bench::{cpu_ticks, median, metric, terminate, Agent, CpuWindow, Env};
 
 /// Requests per `ab` run and its concurrency (keep-alive connections).
 const REQUESTS: u32 = 100_000;
@@ -32,20 +32,73 @@ enum Case {
     Bare,
     Steadfast,
     NoHttp,
+    /// The default config with the HTTP ring at [`OTHER_RING_BYTES`].
+    OtherRing,
     /// The `STEADFAST_BENCH_BEFORE` build, default config (only when it is set).
     Before,
 }
 
+/// The HTTP event ring of [`Case::OtherRing`]: the default until 2026-12-07 (4 MiB), beside
+/// today's 1 MiB, for what the ring's size does to loss.
+const OTHER_RING_BYTES: u32 = 4 << 20;
+
 impl Case {
-    const ALL: [Case; 4] = [Case::Bare, Case::Steadfast, Case::NoHttp, Case::Before];
+    const ALL: [Case; 5] = [
+        Case::Bare,
+        Case::Steadfast,
+        Case::NoHttp,
+        Case::OtherRing,
+        Case::Before,
+    ];
 
     fn label(self) -> &'static str {
         match self {
             Case::Bare => "bare",
             Case::Steadfast => "steadfast (default config, HTTP probe on)",
             Case::NoHttp => "steadfast, HTTP probe off",
+            Case::OtherRing => "steadfast, `probes.http.ring_buffer_bytes: 4194304`",
             Case::Before => "steadfast before (STEADFAST_BENCH_BEFORE)",
         }
+    }
+}
+
+/// What the agent counted of one `ab` run, read from its `/metrics` once the server side
+/// reached the requests made (or after [`COUNT_WAIT`]).
+#[derive(Clone, Copy, Default)]
+struct Counted {
+    /// `_count` of the Go server's request histogram (service `http_server`).
+    server: f64,
+    /// `_count` of `ab`'s client request histogram (service `ab`).
+    client: f64,
+    /// `steadfast_events_lost_total{source="http"}`.
+    lost: f64,
+}
+
+/// How long the agent gets to drain its ring after a run.
+const COUNT_WAIT: Duration = Duration::from_secs(5);
+
+fn counted(agent: &Agent) -> Result<Counted> {
+    let deadline = Instant::now() + COUNT_WAIT;
+    loop {
+        let (text, _) = agent.scrape()?;
+        let c = Counted {
+            server: metric(
+                &text,
+                "steadfast_http_server_request_duration_seconds_count",
+                &["service=\"http_server\""],
+            ),
+            client: metric(
+                &text,
+                "steadfast_http_client_request_duration_seconds_count",
+                &["service=\"ab\""],
+            ),
+            lost: metric(&text, "steadfast_events_lost_total", &["source=\"http\""]),
+        };
+        let done = c.server >= f64::from(REQUESTS) && c.client >= f64::from(REQUESTS);
+        if done || Instant::now() > deadline {
+            return Ok(c);
+        }
+        sleep(Duration::from_millis(100));
     }
 }
 
@@ -56,6 +109,8 @@ struct Sample {
     cpu_us_per_req: f64,
     /// Agent CPU over the run, % of one core (ticks, schedstat).
     cpu: Option<(f64, f64)>,
+    /// What the agent counted (cases with the HTTP probe on).
+    seen: Option<Counted>,
 }
 
 struct Server(Child);
@@ -129,6 +184,10 @@ pub(crate) fn keepalive(env: &Env, root: &Path, rounds: usize, out: &mut String)
                 )?),
                 Case::Steadfast => Some(Agent::start(env, "")?),
                 Case::NoHttp => Some(Agent::start(env, "probes:\n  http:\n    enabled: false\n")?),
+                Case::OtherRing => Some(Agent::start(
+                    env,
+                    &format!("probes:\n  http:\n    ring_buffer_bytes: {OTHER_RING_BYTES}\n"),
+                )?),
             };
             let window = agent
                 .as_ref()
@@ -147,17 +206,28 @@ pub(crate) fn keepalive(env: &Env, root: &Path, rounds: usize, out: &mut String)
                 }
                 _ => None,
             };
+            let seen = match (&agent, case) {
+                (Some(a), Case::Steadfast | Case::OtherRing | Case::Before) => Some(counted(a)?),
+                _ => None,
+            };
             eprintln!(
                 "bench: http round {round} {:<42} {rps:9.0} req/s, {cpu_us_per_req:5.2} us CPU/req{}",
                 case.label(),
                 cpu.map(|(t, s)| format!(", agent CPU {t:.1}% ({s:.1}%)"))
                     .unwrap_or_default()
+                    + &seen
+                        .map(|c| format!(
+                            ", counted {:.0} server / {:.0} client, {:.0} events lost",
+                            c.server, c.client, c.lost
+                        ))
+                        .unwrap_or_default()
             );
             samples.push(Sample {
                 case,
                 rps,
                 cpu_us_per_req,
                 cpu,
+                seen,
             });
             drop(agent);
         }
@@ -174,13 +244,15 @@ pub(crate) fn keepalive(env: &Env, root: &Path, rounds: usize, out: &mut String)
          20,000 requests/s linearly. CPU per request: utime + stime of the server and of `ab` \
          over the run (10 ms ticks) divided by the requests; it holds the BPF programs run in \
          their syscalls, and unlike requests/s it does not move with other load on the \
-         machine.\n"
+         machine. Counted: the `_count` of the server's (`http_server`) and the client's \
+         (`ab`) request histograms after each run, summed over rounds, against the requests \
+         `ab` made; lost: `steadfast_events_lost_total{{source=\"http\"}}`, summed.\n"
     )?;
     writeln!(
         out,
-        "| case | requests/s (median) | min..max | vs bare | server + ab CPU µs/request (median) | min..max | vs bare | agent CPU % (median) | agent CPU % at 20,000 req/s |"
+        "| case | requests/s (median) | min..max | vs bare | server + ab CPU µs/request (median) | min..max | vs bare | agent CPU % (median) | agent CPU % at 20,000 req/s | counted server / client of made | HTTP events lost |"
     )?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|")?;
     let bare_cpu = median(
         &samples
             .iter()
@@ -227,9 +299,24 @@ pub(crate) fn keepalive(env: &Env, root: &Path, rounds: usize, out: &mut String)
                 format!("{:.2}", median(&per_req)),
             )
         };
+        let seen: Vec<Counted> = set.iter().filter_map(|s| s.seen).collect();
+        let (counts, lost) = if seen.is_empty() {
+            ("-".to_string(), "-".to_string())
+        } else {
+            let sum = |f: fn(&Counted) -> f64| seen.iter().map(f).sum::<f64>();
+            (
+                format!(
+                    "{:.0} / {:.0} of {}",
+                    sum(|c| c.server),
+                    sum(|c| c.client),
+                    u64::from(REQUESTS) * seen.len() as u64
+                ),
+                format!("{:.0}", sum(|c| c.lost)),
+            )
+        };
         writeln!(
             out,
-            "| {} | {m:.0} | {lo:.0}..{hi:.0} | {vs} | {c:.2} | {c_lo:.2}..{c_hi:.2} | {c_vs} | {cpu} | {scaled} |",
+            "| {} | {m:.0} | {lo:.0}..{hi:.0} | {vs} | {c:.2} | {c_lo:.2}..{c_hi:.2} | {c_vs} | {cpu} | {scaled} | {counts} | {lost} |",
             case.label()
         )?;
     }
