@@ -64,7 +64,7 @@ impl Case {
 
 /// What the agent counted of one `ab` run, read from its `/metrics` once the server side
 /// reached the requests made (or after [`COUNT_WAIT`]).
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Counted {
     /// `_count` of the Go server's request histogram (service `http_server`).
     server: f64,

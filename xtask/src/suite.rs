@@ -151,7 +151,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_failed_job_fails_the_chain_and_the_next_still_runs() {
+    fn jobs_run_niced_and_a_failure_keeps_its_output() {
         let dir = std::env::temp_dir().join(format!("xtask-suite-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut fail = Command::new("sh");
