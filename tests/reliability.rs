@@ -41,6 +41,7 @@ fn process_churn_and_many_live_processes() {
     };
     let before = tracked(&agent);
 
+    let quiet = support::quiet();
     let mut live = Interactive::spawn(&sleepers, &["1000"]);
     live.expect("ready");
     let mut child = std::process::Command::new(&churn)
@@ -58,6 +59,7 @@ fn process_churn_and_many_live_processes() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(child.wait().unwrap().success());
+    drop(quiet);
     let (m95, s_max) = (
         percentile(metrics.clone(), 0.95),
         percentile(signals.clone(), 1.0),
@@ -135,6 +137,7 @@ fn many_blocking_queries_and_slow_clients() {
         waiting.push(s);
     }
     // Meanwhile, other clients are served at once.
+    let quiet = support::quiet();
     for _ in 0..10 {
         let d = timed(|| assert_eq!(request(&api, "GET", "/v1/breakers", b"").unwrap().0, 200));
         assert!(
@@ -146,6 +149,7 @@ fn many_blocking_queries_and_slow_clients() {
         });
         assert!(d < Duration::from_millis(200), "/metrics in {d:?}");
     }
+    drop(quiet);
     let open_fds = agent
         .scrape()
         .value("steadfast_agent_open_fds", &[])

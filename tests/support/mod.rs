@@ -296,6 +296,39 @@ pub fn spawn_fresh_binary(cmd: &mut Command) -> Child {
     }
 }
 
+/// While held, `cargo xtask test` keeps the jobs it runs beside the tests (the release build,
+/// the lints) stopped, so a test that measures the agent's latency measures the agent and
+/// not a compiler on the other core (`xtask/src/suite.rs`). Outside the suite it does nothing.
+pub struct Quiet(Option<PathBuf>);
+
+/// Asks for quiet and waits until the suite says its jobs are stopped.
+pub fn quiet() -> Quiet {
+    let Some(dir) = std::env::var_os("STEADFAST_SUITE_QUIET_DIR").map(PathBuf::from) else {
+        return Quiet(None);
+    };
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let request = dir.join(format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&request, b"").unwrap();
+    wait_until(
+        "the suite's background jobs to stop",
+        Duration::from_secs(10),
+        || dir.join("paused").exists(),
+    );
+    Quiet(Some(request))
+}
+
+impl Drop for Quiet {
+    fn drop(&mut self) {
+        if let Some(request) = &self.0 {
+            let _ = std::fs::remove_file(request);
+        }
+    }
+}
+
 /// Polls `f` every 100 ms until it returns Some, or panics after `secs` with `what`.
 pub fn wait_for<T>(secs: u64, what: &str, f: impl FnMut() -> Option<T>) -> T {
     poll(Duration::from_secs(secs), what, f)

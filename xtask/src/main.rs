@@ -213,7 +213,7 @@ fn test(root: &Path, extra: &[String], lint: bool) -> Result<()> {
     let built = started.elapsed();
     // The packaging test runs only in the whole suite (no filter).
     let background = suite::Background::start(root, extra.is_empty(), lint)?;
-    let tests = test_run(root, extra);
+    let tests = test_run(root, extra, background.quiet_dir());
     let tested = started.elapsed();
     let background = background.finish();
     eprintln!(
@@ -225,13 +225,15 @@ fn test(root: &Path, extra: &[String], lint: bool) -> Result<()> {
     tests.and(background)
 }
 
-/// Runs the built tests and the Go client's; prints one closing line over all of them.
-fn test_run(root: &Path, extra: &[String]) -> Result<()> {
+/// Runs the built tests and the Go client's; prints one closing line over all of them. Tests
+/// that measure latency pause the background jobs through `quiet` (`suite.rs`).
+fn test_run(root: &Path, extra: &[String], quiet: &Path) -> Result<()> {
     let mut cmd = cargo();
     cmd.current_dir(root)
         .args(["test", "--workspace", "--locked", "--no-fail-fast"])
         .args(extra)
         .env(package::TARGET_DIR_ENV, suite::package_target_dir(root))
+        .env(suite::QUIET_ENV, quiet)
         .stdout(std::process::Stdio::piped());
     eprintln!("xtask: {cmd:?}");
     let mut child = cmd.spawn().context("running cargo test")?;
