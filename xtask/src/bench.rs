@@ -761,7 +761,8 @@ pub(crate) fn http_get(port: u16, path: &str) -> Result<String> {
 
 /// One HTTP/1.0 `GET` on a connected stream (TCP or the API's unix socket); the body of a 200.
 pub(crate) fn get_on(mut s: impl Read + Write, path: &str) -> Result<String> {
-    write!(s, "GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n")?;
+    // One write: `write!` on an unbuffered stream writes each piece of the format on its own.
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n").as_bytes())?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
@@ -1426,10 +1427,15 @@ mod tests {
         ] {
             let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
             let server = std::thread::spawn(move || {
-                let mut req = [0u8; 256];
-                let n = b.read(&mut req).unwrap();
+                // The whole head, however many reads it takes.
+                let (mut req, mut buf) = (Vec::new(), [0u8; 256]);
+                while !req.ends_with(b"\r\n\r\n") {
+                    let n = b.read(&mut buf).unwrap();
+                    assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&req));
+                    req.extend_from_slice(&buf[..n]);
+                }
                 b.write_all(answer.as_bytes()).unwrap();
-                String::from_utf8_lossy(&req[..n]).into_owned()
+                String::from_utf8(req).unwrap()
             });
             let got = get_on(a, "/x");
             assert!(server.join().unwrap().starts_with("GET /x HTTP/1.0\r\n"));
