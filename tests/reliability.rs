@@ -20,7 +20,7 @@ fn timed(f: impl FnOnce()) -> Duration {
 
 /// The tests of this file run one at a time: two of them time the agent's answers under a
 /// load they make (process churn; 1,100 connections), and another test's agent and load on
-/// this 2-core machine would be in those timings. Serially the file takes about 16 s, against
+/// this 2-core machine would be in those timings. Serially the file takes 15-16 s, against
 /// 12-14 s in parallel.
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
