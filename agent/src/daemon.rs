@@ -228,7 +228,13 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         config.http.listen_address
     ));
     api::serve(
-        listener,
+        // Each write of an answer goes out at once: a chunked answer's last chunk and its end
+        // are two writes, which Nagle's algorithm would hold for the scraper's delayed ACK.
+        axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+            }
+        }),
         // Anyone local can reach the port: reading only (changes go to the unix socket).
         api::read_only(
             metrics::server::router(state)

@@ -38,6 +38,7 @@ use tokio::sync::watch;
 
 use crate::control::{breaker::Force, Control, Snapshot};
 
+pub mod http1;
 pub mod ready;
 
 /// The longest a blocking query may wait.
@@ -247,12 +248,11 @@ async fn override_breaker(
 /// connection to close after its response in progress (a held blocking query ends first: the
 /// caller shuts the control down in `shutdown`), and returns when all have closed.
 ///
-/// Not `axum::serve`: its connections are made by hyper-util's auto builder (which first reads
-/// the preface to tell HTTP/1 from HTTP/2) with upgrades, about 26 KiB per connection while a
-/// blocking query waits; hyper's own HTTP/1 connection takes 8.4 KiB on the unix socket and
-/// 10.7 KiB over TCP (docs/benchmarks.md). Local clients and
-/// Prometheus speak HTTP/1.1 (the clients in `clients/`, curl; a scraper uses HTTP/2 only over
-/// TLS), and the API has no upgrades: server-sent events are a plain streamed body.
+/// Not `axum::serve`, nor hyper's HTTP/1 connection: each holds two 8 KiB buffers for the
+/// connection's life (26.6 and 13.5 KiB of resident memory per held blocking query, measured:
+/// docs/benchmarks.md); [`http1`] holds what the request needs. Local clients and Prometheus
+/// speak HTTP/1.1 (the clients in `clients/`, curl; a scraper uses HTTP/2 only over TLS), and
+/// the API has no upgrades: server-sent events are a plain streamed body.
 pub async fn serve<L>(mut listener: L, app: Router, shutdown: impl std::future::Future<Output = ()>)
 where
     L: axum::serve::Listener,
@@ -266,21 +266,11 @@ where
             conn = listener.accept() => conn,
             () = &mut shutdown => break,
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let mut closing = closing.clone();
+        // Sent once, after the last accept: every receiver sees it as a change, and a
+        // connection closes when it has no answer in progress.
+        let conn = http1::serve_connection(io, app.clone(), closing.clone());
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(io), service);
-            tokio::pin!(conn);
-            let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
-                // Sent once, after the last accept: every receiver sees it as a change.
-                _ = closing.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = ended {
+            if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "API connection ended with an error");
             }
         });
