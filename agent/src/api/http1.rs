@@ -845,6 +845,54 @@ mod tests {
         busy.task.await.unwrap().unwrap();
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Whatever a client sends, in whatever pieces, and then closes: the connection
+        /// answers with HTTP/1.x answers or closes, never panics, and ends.
+        #[test]
+        fn any_bytes_get_answers_or_a_close_and_the_connection_ends(
+            pieces in proptest::collection::vec(proptest::prop_oneof![
+                proptest::strategy::Just(b"GET /hello HTTP/1.1\r\n".to_vec()),
+                proptest::strategy::Just(b"POST /echo HTTP/1.1\r\n".to_vec()),
+                proptest::strategy::Just(b"GET /stream HTTP/1.0\r\n".to_vec()),
+                proptest::strategy::Just(b"HEAD /stream HTTP/1.1\r\n".to_vec()),
+                proptest::strategy::Just(b"Content-Length: 3\r\n".to_vec()),
+                proptest::strategy::Just(b"Content-Length: 99999999999999999999\r\n".to_vec()),
+                proptest::strategy::Just(b"Transfer-Encoding: chunked\r\n".to_vec()),
+                proptest::strategy::Just(b"Connection: close\r\n".to_vec()),
+                proptest::strategy::Just(b"Expect: 100-continue\r\n".to_vec()),
+                proptest::strategy::Just(b"\r\n".to_vec()),
+                proptest::strategy::Just(b"abc".to_vec()),
+                proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            ], 0..24),
+            split in 1usize..64,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let mut c = start();
+                for part in pieces.concat().chunks(split) {
+                    if c.client.write_all(part).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = c.client.shutdown().await;
+                let mut out = Vec::new();
+                let wait = std::time::Duration::from_secs(5);
+                let _ = tokio::time::timeout(wait, c.client.read_to_end(&mut out))
+                    .await
+                    .expect("the connection neither answered nor closed in 5 s");
+                let ended = tokio::time::timeout(wait, c.task).await;
+                assert!(matches!(ended, Ok(Ok(_))), "the connection did not end, or panicked");
+                assert!(
+                    out.is_empty() || out.starts_with(b"HTTP/1."),
+                    "{}",
+                    String::from_utf8_lossy(&out)
+                );
+            });
+        }
+    }
+
     /// What a connection's task holds besides its request and its handler's future (boxed by
     /// the router): 1,496 bytes in a debug build (2026-12-07), against hyper's two 8 KiB
     /// buffers. A buffer added to the future's state fails this.
