@@ -181,6 +181,8 @@ where
         let response = loop {
             let mut probe = [0u8; 64];
             tokio::select! {
+                // The answer first: one ready at once costs no read of the socket.
+                biased;
                 r = &mut answer => break r.unwrap_or_else(|never| match never {}),
                 n = io.read(&mut probe), if buf.len() < MAX_HEAD_BYTES => match n? {
                     0 => return Ok(()),
