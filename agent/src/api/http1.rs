@@ -15,7 +15,8 @@
 //! What it refuses with a status and one line saying why, then closes: a head that does not
 //! parse (400), a head over [`MAX_HEAD_BYTES`] (431), a chunked request body (411), a body over
 //! [`MAX_BODY_BYTES`] (413), an `Expect` other than `100-continue` (417), a version other
-//! than 1.x (505). As with hyper's default, a peer that closes while its request is being
+//! than 1.x (505), a request whose head and body take over [`REQUEST_READ_TIMEOUT`] from its
+//! first byte (408). As with hyper's default, a peer that closes while its request is being
 //! answered takes the answer with it: a held query ends when its client goes.
 
 use std::time::SystemTime;
@@ -43,6 +44,10 @@ const MAX_HEADERS: usize = 64;
 const READ_BYTES: usize = 1024;
 /// A body of known length up to this size goes out in the head's write.
 const WITH_HEAD_BYTES: usize = 64 * 1024;
+/// A request's head and body arrive within this of its first byte (a connection waiting
+/// between requests has no limit: it holds no buffer).
+pub const REQUEST_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const TIMED_OUT: &str = "the request took over 30 s to arrive";
 
 /// Why a connection ended other than by either side closing it in order.
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +87,10 @@ where
     let mut buf: Vec<u8> = Vec::new();
     loop {
         // A request head, or the end of the connection.
+        let mut deadline = None;
         let head = loop {
             if !buf.is_empty() {
+                deadline.get_or_insert_with(|| tokio::time::Instant::now() + REQUEST_READ_TIMEOUT);
                 match parse_head(&buf) {
                     Ok(Some((head, len))) => {
                         buf.drain(..len);
@@ -108,7 +115,11 @@ where
                     _ = closing.changed() => return Ok(()),
                 }
             } else {
-                read_more(&mut io, &mut buf).await?
+                let until = deadline.unwrap_or_else(tokio::time::Instant::now);
+                match tokio::time::timeout_at(until, read_more(&mut io, &mut buf)).await {
+                    Ok(n) => n?,
+                    Err(_) => return refuse(&mut io, StatusCode::REQUEST_TIMEOUT, TIMED_OUT).await,
+                }
             };
             if n == 0 {
                 // The peer closed, between requests or within a head it will not finish.
@@ -150,9 +161,15 @@ where
                 io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
             }
         }
+        let until = deadline.unwrap_or_else(tokio::time::Instant::now);
         while buf.len() < length {
-            if read_more(&mut io, &mut buf).await? == 0 {
-                return Ok(()); // the peer closed within the body
+            match tokio::time::timeout_at(until, read_more(&mut io, &mut buf)).await {
+                Ok(n) => {
+                    if n? == 0 {
+                        return Ok(()); // the peer closed within the body
+                    }
+                }
+                Err(_) => return refuse(&mut io, StatusCode::REQUEST_TIMEOUT, TIMED_OUT).await,
             }
         }
         let body = if length == 0 {
@@ -847,6 +864,32 @@ mod tests {
         busy.task.await.unwrap().unwrap();
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_does_not_arrive_in_30_s_gets_408_and_an_idle_connection_waits() {
+        // Idle for a minute: still served.
+        let mut c = start();
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        c.send(b"GET /hello HTTP/1.1\r\n\r\n").await;
+        assert_eq!(c.answer().await.status, 200);
+        // A head that stops halfway.
+        let t0 = tokio::time::Instant::now();
+        c.send(b"GET /hello HTTP/1.1\r\nHost:").await;
+        let a = c.answer().await;
+        assert_eq!(a.status, 408, "{a:?}");
+        assert!(String::from_utf8_lossy(&a.body).contains("over 30 s"));
+        assert_eq!(t0.elapsed(), REQUEST_READ_TIMEOUT);
+        assert!(c.closed().await);
+        // A body that stops halfway, after a head that came slowly but in time.
+        let mut c = start();
+        let t0 = tokio::time::Instant::now();
+        c.send(b"POST /echo HTTP/1.1\r\n").await;
+        tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+        c.send(b"Content-Length: 4\r\n\r\nab").await;
+        let a = c.answer().await;
+        assert_eq!(a.status, 408, "{a:?}");
+        assert_eq!(t0.elapsed(), REQUEST_READ_TIMEOUT);
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
 
@@ -859,6 +902,8 @@ mod tests {
                 proptest::strategy::Just(b"POST /echo HTTP/1.1\r\n".to_vec()),
                 proptest::strategy::Just(b"GET /stream HTTP/1.0\r\n".to_vec()),
                 proptest::strategy::Just(b"HEAD /stream HTTP/1.1\r\n".to_vec()),
+                // Waits until its client goes.
+                proptest::strategy::Just(b"GET /wait HTTP/1.1\r\n".to_vec()),
                 proptest::strategy::Just(b"Content-Length: 3\r\n".to_vec()),
                 proptest::strategy::Just(b"Content-Length: 99999999999999999999\r\n".to_vec()),
                 proptest::strategy::Just(b"Transfer-Encoding: chunked\r\n".to_vec()),
