@@ -39,6 +39,7 @@ use crate::rules::spec::promql::{
     anchored_regex, matchers, millis, offset_ms, string_arg, ExprError, MAX_DEPTH,
 };
 use crate::store::{Labels, Store};
+use promql_parser::label::Matcher;
 
 /// One element of an instant vector.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,8 +84,6 @@ struct Evaluator<'a> {
     /// Depth of the node being evaluated (the root is 0): at most [`MAX_DEPTH`].
     depth: usize,
 }
-
-type Matrix = Vec<(Labels, Vec<(i64, f64)>)>;
 
 /// A function of one series' points in a range and the range's start and end (ms).
 type RangeFn<'f> = &'f dyn Fn(&[(i64, f64)], i64, i64) -> Option<f64>;
@@ -156,8 +155,8 @@ impl Evaluator<'_> {
         }
     }
 
-    /// The series of a range selector with their points in `(start, end]`, and start and end.
-    fn matrix(&mut self, expr: &Expr) -> Result<(Matrix, i64, i64), ExprError> {
+    /// The matchers and the `(start, end]` of a range selector.
+    fn window(&self, expr: &Expr) -> Result<(Vec<Matcher>, i64, i64), ExprError> {
         let Expr::MatrixSelector(ms) = expr else {
             return Err(ExprError::Eval(format!(
                 "{expr}: expected a range selector"
@@ -165,27 +164,29 @@ impl Evaluator<'_> {
         };
         let end = self.t.saturating_sub(offset_ms(&ms.vs));
         let start = end.saturating_sub(millis(ms.range));
-        let got = self.store.range(&matchers(&ms.vs), start, end);
-        if got.is_empty() {
-            self.missing = true;
-        }
-        Ok((got, start, end))
+        Ok((matchers(&ms.vs), start, end))
     }
 
-    /// `f` over each series of the range selector `args[i]`, dropping `__name__` unless
-    /// `keep_name`; series for which `f` gives nothing are left out.
+    /// `f` over each series of the range selector `arg`, dropping `__name__` unless
+    /// `keep_name`; series for which `f` gives nothing are left out. The store hands over
+    /// one series' points at a time ([`Store::range_each`]).
     fn over_matrix(&mut self, arg: &Expr, keep_name: bool, f: RangeFn) -> Result<Value, ExprError> {
-        let (m, start, end) = self.matrix(arg)?;
-        Ok(Value::Vector(
-            m.into_iter()
-                .filter_map(|(labels, pts)| {
-                    f(&pts, start, end).map(|value| Sample {
-                        labels: if keep_name { labels } else { drop_name(labels) },
-                        value,
-                    })
-                })
-                .collect(),
-        ))
+        let (m, start, end) = self.window(arg)?;
+        let (mut out, mut any) = (Vec::new(), false);
+        self.store.range_each(&m, start, end, |labels, pts| {
+            any = true;
+            if let Some(value) = f(pts, start, end) {
+                let labels = labels.clone();
+                out.push(Sample {
+                    labels: if keep_name { labels } else { drop_name(labels) },
+                    value,
+                });
+            }
+        });
+        if !any {
+            self.missing = true;
+        }
+        Ok(Value::Vector(out))
     }
 
     /// `f` applied to every sample's value, `__name__` dropped.
@@ -280,8 +281,13 @@ impl Evaluator<'_> {
                 }))
             }
             "absent_over_time" => {
-                let (m, _, _) = self.matrix(&args[0])?;
-                Ok(Value::Vector(if m.is_empty() {
+                let (m, start, end) = self.window(&args[0])?;
+                let mut none = true;
+                self.store.range_each(&m, start, end, |_, _| none = false);
+                if none {
+                    self.missing = true;
+                }
+                Ok(Value::Vector(if none {
                     vec![Sample {
                         labels: absent_labels(&args[0]),
                         value: 1.0,

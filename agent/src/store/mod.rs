@@ -575,17 +575,35 @@ impl Store {
         end: i64,
     ) -> Vec<(Labels, Vec<(i64, f64)>)> {
         let mut out = Vec::new();
+        self.range_each(matchers, start, end, |labels, points| {
+            out.push((labels.clone(), points.to_vec()));
+        });
+        out
+    }
+
+    /// [`Store::range`] one series at a time: `f` gets each selected series with its real
+    /// samples in `(start, end]` (series with none are skipped), in one buffer reused for
+    /// every series. A range function over 2,000 series of 100 samples holds one series'
+    /// samples at a time instead of 3.2 MB of copies.
+    pub fn range_each(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+        mut f: impl FnMut(&Labels, &[(i64, f64)]),
+    ) {
+        let mut points: Vec<(i64, f64)> = Vec::new();
         for (labels, s) in self.selected(matchers) {
-            let points: Vec<(i64, f64)> = s
-                .samples()
-                .filter(|(ts, v)| *ts > start && *ts <= end && !is_stale(*v))
-                .copied()
-                .collect();
+            points.clear();
+            points.extend(
+                s.samples()
+                    .filter(|(ts, v)| *ts > start && *ts <= end && !is_stale(*v))
+                    .copied(),
+            );
             if !points.is_empty() {
-                out.push((labels.clone(), points));
+                f(labels, &points);
             }
         }
-        out
     }
 
     /// Values of `label` over the series the matchers select (for choosing a bucket bound).
