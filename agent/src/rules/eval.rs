@@ -30,16 +30,18 @@
 
 use std::collections::HashMap;
 
-use promql_parser::parser::{
-    token::{self, TokenType},
-    AggregateExpr, BinaryExpr, Call, Expr, LabelModifier,
+use promql_parser::{
+    label::Matcher,
+    parser::{
+        token::{self, TokenType},
+        AggregateExpr, BinaryExpr, Call, Expr, LabelModifier,
+    },
 };
 
 use crate::rules::spec::promql::{
     anchored_regex, matchers, millis, offset_ms, string_arg, ExprError, MAX_DEPTH,
 };
 use crate::store::{Labels, Store};
-use promql_parser::label::Matcher;
 
 /// One element of an instant vector.
 #[derive(Debug, Clone, PartialEq)]

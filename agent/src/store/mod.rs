@@ -567,7 +567,8 @@ impl Store {
     }
 
     /// Every series the matchers select with its real samples in `(start, end]`; series with
-    /// none are left out.
+    /// none are left out. For tests: the evaluator reads ranges with [`Store::range_each`].
+    #[cfg(test)]
     pub fn range(
         &self,
         matchers: &[Matcher],
