@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::io::unix::AsyncFd;
+use tokio::{io::unix::AsyncFd, sync::watch};
 
 use crate::{
     api::{self, ApiState},
@@ -173,6 +173,9 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
         stall,
         &mut tasks,
     );
+    // Set once the control has shut down: the socket's server then drains like the loopback's.
+    let (stopping_tx, stopping_rx) = watch::channel(false);
+    let mut unix_server = None;
     if let Some(path) = &config.control.api_socket {
         let listener =
             api::bind_unix(path, config.control.api_socket_group.as_deref()).map_err(|source| {
@@ -183,7 +186,10 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
             })?;
         // Changes (overrides, `POST /-/reload`) are served here only: see `api::read_only`.
         let app = api::router(api_state.clone()).merge(crate::reload::router(&reloader));
-        tasks.spawn(api::serve(listener, app, std::future::pending()));
+        let mut stopping = stopping_rx.clone();
+        unix_server = Some(tokio::spawn(api::serve(listener, app, async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        })));
         tracing::info!(socket = %path.display(), "local API listening");
     }
 
@@ -253,10 +259,16 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
                 // First, so that held blocking queries and event streams end before the server
                 // waits for its connections to close, and nothing reads a stale "running" page.
                 control.lock().unwrap_or_else(|e| e.into_inner()).shutdown();
+                let _ = stopping_tx.send(true);
             }
         },
     )
     .await;
+    // The socket's answers in progress (held queries, which the shutdown just answered) go
+    // out before the process exits; a connection that will not finish is cut after 5 s.
+    if let Some(server) = unix_server {
+        let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    }
     tasks.abort_all();
     rules.shutdown();
     drop(attached);
