@@ -8,6 +8,12 @@
 /// `PRI * HTTP/2.0\r\n`) and for a status line's `HTTP/1.1 200 `.
 pub const HTTP_CAPTURE: usize = 32;
 
+/// Room for the captured bytes in an event: [`HTTP_CAPTURE`] and the terminating NUL that a
+/// string read (`bpf_probe_read_user_str`, how transfers longer than [`HTTP_CAPTURE`] are
+/// captured) writes after them, rounded up so the event has no padding.
+pub const HTTP_CAPTURE_ROOM: usize = HTTP_CAPTURE + 8;
+const _: () = assert!(HTTP_CAPTURE_ROOM > HTTP_CAPTURE);
+
 /// Bytes were read from the connection (`read`, `readv`, `recvfrom`, `recvmsg`).
 pub const HTTP_EV_READ: u32 = 1;
 /// Bytes were written to it (`write`, `writev`, `sendto`, `sendmsg`).
@@ -50,7 +56,7 @@ pub const HTTP_BUF_MSGHDR: u32 = 2;
 
 /// One read, write, connect, accept or close on a tracked socket (`HTTP_EVENTS` ring buffer).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HttpEvent {
     /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at the syscall's exit.
     pub timestamp_ns: u64,
@@ -62,8 +68,10 @@ pub struct HttpEvent {
     pub role: u32,
     /// Bytes the syscall transferred (its return value, capped at `u32::MAX`).
     pub len: u32,
-    /// Leading bytes of those in `data` (at most [`HTTP_CAPTURE`]; fewer than `len` only
-    /// when the transfer was longer or its first `iovec` was shorter).
+    /// Leading bytes of those in `data` (at most [`HTTP_CAPTURE`]; fewer than `len` when the
+    /// transfer was longer, when its first `iovec` was shorter, or when a transfer longer than
+    /// [`HTTP_CAPTURE`] holds a NUL byte within its first [`HTTP_CAPTURE`]: then the bytes end
+    /// with that NUL, which no request or status line holds).
     pub captured: u32,
     /// For connect: `AF_INET` (2) or `AF_INET6` (10) of the peer, else 0.
     pub family: u16,
@@ -72,9 +80,28 @@ pub struct HttpEvent {
     pub _pad: u32,
     /// For connect: the peer address (IPv4 in the first 4 bytes, network order, or IPv6).
     pub addr: [u8; 16],
-    pub data: [u8; HTTP_CAPTURE],
+    pub data: [u8; HTTP_CAPTURE_ROOM],
 }
-const _: () = assert!(core::mem::size_of::<HttpEvent>() == 88);
+const _: () = assert!(core::mem::size_of::<HttpEvent>() == 96);
+
+impl Default for HttpEvent {
+    fn default() -> Self {
+        HttpEvent {
+            timestamp_ns: 0,
+            tgid: 0,
+            fd: 0,
+            kind: 0,
+            role: 0,
+            len: 0,
+            captured: 0,
+            family: 0,
+            port: 0,
+            _pad: 0,
+            addr: [0; 16],
+            data: [0; HTTP_CAPTURE_ROOM],
+        }
+    }
+}
 
 impl HttpEvent {
     /// The captured bytes.

@@ -27,8 +27,8 @@
 use agent_common::{
     http::{
         HttpEvent, HttpIoSlot, HTTP_BUF_IOVEC, HTTP_BUF_MSGHDR, HTTP_BUF_PLAIN, HTTP_CAPTURE,
-        HTTP_EV_ACCEPT, HTTP_EV_CLOSE, HTTP_EV_CONNECT, HTTP_EV_READ, HTTP_EV_WRITE,
-        HTTP_ROLE_CLIENT, HTTP_ROLE_SERVER,
+        HTTP_CAPTURE_ROOM, HTTP_EV_ACCEPT, HTTP_EV_CLOSE, HTTP_EV_CONNECT, HTTP_EV_READ,
+        HTTP_EV_WRITE, HTTP_ROLE_CLIENT, HTTP_ROLE_SERVER,
     },
     loss::LOSS_HTTP_EVENTS,
 };
@@ -268,7 +268,7 @@ fn try_sock_io(ctx: &BtfTracePointContext, kind: u32) -> Result<(), i64> {
         (*ev).port = 0;
         (*ev)._pad = 0;
         (*ev).addr = [0; 16];
-        (*ev).data = [0; HTTP_CAPTURE];
+        (*ev).data = [0; HTTP_CAPTURE_ROOM];
         capture(&mut *ev, &slot, ret as u64);
     }
     entry.submit(submit_flags());
@@ -505,6 +505,14 @@ fn peer(ev: &mut HttpEvent, ptr: u64) -> bool {
 
 /// Copies the first bytes transferred into the event (at most [`HTTP_CAPTURE`], at most
 /// `len`, at most the first iovec's length).
+///
+/// Transfers longer than [`HTTP_CAPTURE`] are read with `bpf_probe_read_user_str`, which
+/// copies a word at a time: `bpf_probe_read_user` copies byte by byte on some kernels (about
+/// 8 ns a byte on the test machine's 6.18, 180 ns more per event than the string read at 32
+/// bytes; docs/benchmarks.md). A string read of [`HTTP_CAPTURE`] + 1 bytes stays inside the
+/// transfer and stops at a NUL byte: then the capture ends with that NUL, which tells userspace
+/// (like a shorter capture) that the line is not all there. Shorter transfers are copied
+/// exactly, so a line written a byte at a time is still seen whole.
 #[inline(always)]
 fn capture(ev: &mut HttpEvent, slot: &HttpIoSlot, len: u64) {
     let (base, avail) = match slot.layout {
@@ -530,8 +538,16 @@ fn capture(ev: &mut HttpEvent, slot: &HttpIoSlot, len: u64) {
     if avail < n {
         n = avail;
     }
+    let src = base as *const core::ffi::c_void;
+    let dst = ev.data.as_mut_ptr().cast();
     if n > HTTP_CAPTURE as u64 {
-        n = HTTP_CAPTURE as u64;
+        // SAFETY: HTTP_CAPTURE + 1 <= HTTP_CAPTURE_ROOM bytes into the event's own buffer,
+        // from a user address through the fault-handling helper.
+        let r = unsafe { generated::bpf_probe_read_user_str(dst, HTTP_CAPTURE as u32 + 1, src) };
+        if r > 0 {
+            ev.captured = (r as u32).min(HTTP_CAPTURE as u32);
+        }
+        return;
     }
     let n = (n as u32) & (2 * HTTP_CAPTURE as u32 - 1);
     if n == 0 || n > HTTP_CAPTURE as u32 {
@@ -539,13 +555,7 @@ fn capture(ev: &mut HttpEvent, slot: &HttpIoSlot, len: u64) {
     }
     // SAFETY: `n` <= HTTP_CAPTURE bytes into the event's own buffer, from a user address
     // through the fault-handling helper.
-    let r = unsafe {
-        generated::bpf_probe_read_user(
-            ev.data.as_mut_ptr().cast(),
-            n,
-            base as *const core::ffi::c_void,
-        )
-    };
+    let r = unsafe { generated::bpf_probe_read_user(dst, n, src) };
     if r == 0 {
         ev.captured = n;
     }

@@ -815,6 +815,39 @@ mod tests {
         assert_eq!(h.buckets()[8], (0.5, 1), "400 ms is in (0.25, 0.5]");
     }
 
+    /// What the kernel captures of a transfer of `len` > [`HTTP_CAPTURE`] bytes whose first
+    /// bytes are `bytes` and then a NUL: the string read stops there, the NUL included.
+    fn cut_at_nul(kind: u32, ts: u64, bytes: &[u8], len: u32) -> HttpEvent {
+        let mut ev = io(kind, HTTP_ROLE_SERVER, ts, bytes);
+        ev.data[bytes.len()] = 0;
+        ev.captured = bytes.len() as u32 + 1;
+        ev.len = len;
+        ev
+    }
+
+    #[test]
+    fn a_capture_cut_at_a_nul_byte_is_decided_at_once() {
+        let mut s = HttpStats::new(16, 4);
+        let svc = |_| 1;
+        // Not a request: whatever answers it is not counted, and nothing waits for more.
+        s.on_event(&cut_at_nul(HTTP_EV_READ, 1, b"\x16\x03\x01", 300), svc);
+        s.on_event(&server_write(2, b"HTTP/1.1 400 Bad Request\r\n"), svc);
+        assert!(s.server().is_empty());
+        // A status line that stops at a NUL is decided at once: not a status line (the
+        // answer is not HTTP, the request is not counted), and the next write does not
+        // complete it ...
+        s.on_event(&server_read(10, b"GET /a HTTP/1.1\r\n\r\n"), svc);
+        s.on_event(&cut_at_nul(HTTP_EV_WRITE, 11, b"HTTP/1.1 2", 300), svc);
+        s.on_event(&server_write(12, b"00 OK\r\n"), svc);
+        assert!(s.server().is_empty());
+        // ... as it does when the first piece was the whole write.
+        s.on_event(&server_read(20, b"GET /a HTTP/1.1\r\n\r\n"), svc);
+        s.on_event(&server_write(21, b"HTTP/1.1 2"), svc);
+        s.on_event(&server_write(22, b"00 OK\r\n"), svc);
+        assert_eq!(count(&s, Method::Get, 200), 1);
+        assert_eq!(s.server().len(), 1);
+    }
+
     #[test]
     fn lines_split_into_single_bytes() {
         let mut s = HttpStats::new(16, 4);
