@@ -508,8 +508,8 @@ fn peer(ev: &mut HttpEvent, ptr: u64) -> bool {
 ///
 /// Transfers longer than [`HTTP_CAPTURE`] are read with `bpf_probe_read_user_str`, which
 /// copies a word at a time: `bpf_probe_read_user` copies byte by byte on some kernels (about
-/// 8 ns a byte on the test machine's 6.18, 180 ns more per event than the string read at 32
-/// bytes; docs/benchmarks.md). A string read of [`HTTP_CAPTURE`] + 1 bytes stays inside the
+/// 8 ns a byte on the test machine's 6.18; at 32 bytes the string read costs 50-80 ns less
+/// per event, docs/benchmarks.md). A string read of [`HTTP_CAPTURE`] + 1 bytes stays inside the
 /// transfer and stops at a NUL byte: then the capture ends with that NUL, which tells userspace
 /// (like a shorter capture) that the line is not all there. Shorter transfers are copied
 /// exactly, so a line written a byte at a time is still seen whole.
