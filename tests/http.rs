@@ -261,6 +261,84 @@ fn python_server_and_clients_match_the_mix() {
     drop(server);
 }
 
+/// The same over IPv6 (`::1`): Python's server, Python's client on one keep-alive connection
+/// and curl on fresh ones. Every request is counted on both sides, and the client's `peer` is
+/// the bracketed address.
+#[test]
+fn ipv6_requests_match_exactly() {
+    let agent = Agent::start("");
+    let dir = tempfile::tempdir().unwrap();
+    let srv = unique_name("http6srv");
+    let cli = unique_name("http6cli");
+    let crl = unique_name("http6curl");
+    let mut cmd = Command::new(alias(dir.path(), "/usr/bin/python3", &srv));
+    cmd.arg(workload()).env("HTTP_MIX_HOST", "::1");
+    let server = start_server(cmd, dir.path());
+    let port = server.port.to_string();
+
+    let (n_ok, n_fail) = (7u32, 3u32);
+    let out = Command::new(alias(dir.path(), "/usr/bin/python3", &cli))
+        .arg(workload())
+        .args(["client", &port, &n_ok.to_string(), &n_fail.to_string(), "0"])
+        .env("HTTP_MIX_HOST", "::1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("done"),
+        "{out:?}"
+    );
+    let curl_bin = alias(dir.path(), "/usr/bin/curl", &crl);
+    let c_ok = 2u32;
+    for _ in 0..c_ok {
+        curl(&curl_bin, &["-g", &format!("http://[::1]:{port}/ok")]);
+    }
+
+    let total = f64::from(n_ok + n_fail + c_ok);
+    let srv_l = [("service", srv.as_str())];
+    wait_until("the IPv6 requests", Duration::from_secs(60), || {
+        let s = agent.scrape();
+        count(&s, SERVER, &srv_l) >= total
+            && count(&s, CLIENT, &[("service", crl.as_str())]) >= f64::from(c_ok)
+    });
+    agent.await_collections(2);
+    let s = agent.scrape();
+    let server_get = |status: &str| {
+        count(
+            &s,
+            SERVER,
+            &[
+                ("service", srv.as_str()),
+                ("method", "GET"),
+                ("status_code", status),
+            ],
+        )
+    };
+    assert_eq!(server_get("200"), f64::from(n_ok + c_ok), "{}", s.0);
+    assert_eq!(server_get("503"), f64::from(n_fail));
+    assert_eq!(count(&s, SERVER, &srv_l), total, "nothing else counted");
+    let peer = format!("[::1]:{port}");
+    let client_get = |service: &str, status: &str| {
+        count(
+            &s,
+            CLIENT,
+            &[
+                ("service", service),
+                ("peer", peer.as_str()),
+                ("method", "GET"),
+                ("status_code", status),
+            ],
+        )
+    };
+    assert_eq!(client_get(&cli, "200"), f64::from(n_ok), "{}", s.0);
+    assert_eq!(client_get(&cli, "503"), f64::from(n_fail));
+    assert_eq!(client_get(&crl, "200"), f64::from(c_ok));
+    assert_eq!(
+        s.sum("steadfast_events_lost_total", &[("source", "http")]),
+        0.0
+    );
+    drop(server);
+}
+
 /// Go's net/http on both ends: the server reads and writes with plain `read`/`write`, the
 /// client too, over one keep-alive connection.
 #[test]

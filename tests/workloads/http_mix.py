@@ -7,13 +7,19 @@ answers 200 without a body. Writes its port to PORT_FILE once listening.
 client PORT N_OK N_FAIL N_SLOW: http.client over ONE keep-alive connection sends N_OK
 GET /ok, N_FAIL GET /fail and N_SLOW GET /slow (interleaved), reading every answer, and
 prints "done".
+
+Both listen on and connect to HTTP_MIX_HOST when it is set (default 127.0.0.1; an IPv6
+address such as ::1 makes both IPv6).
 """
 import http.client
 import http.server
 import os
+import socket
 import socketserver
 import sys
 import time
+
+HOST = os.environ.get("HTTP_MIX_HOST", "127.0.0.1")
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -48,6 +54,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
+    address_family = socket.AF_INET6 if ":" in HOST else socket.AF_INET
 
     def handle_error(self, request, client_address):
         # A client that closed before the body (the test does once on purpose).
@@ -56,7 +63,7 @@ class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 def server(port_file):
-    srv = Server(("127.0.0.1", 0), Handler)
+    srv = Server((HOST, 0), Handler)
     tmp = port_file + ".tmp"
     with open(tmp, "w") as f:
         f.write(str(srv.server_address[1]))
@@ -65,7 +72,7 @@ def server(port_file):
 
 
 def client(port, n_ok, n_fail, n_slow):
-    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn = http.client.HTTPConnection(HOST, port)
     plan = ["/ok"] * n_ok + ["/fail"] * n_fail + ["/slow"] * n_slow
     for path in plan:
         conn.request("GET", path)

@@ -48,7 +48,7 @@ use crate::cargo;
 
 /// The tests that load probes, by test binary (`agent/Cargo.toml`'s `[[test]]` names) and exact
 /// test name: syscall counts (calls that block or migrate too), thread slots freed at exit, errors, slow-call events, tasks, resident memory, naming, TCP
-/// retransmits against `TcpRetransSegs`, TCP connection outcomes, uprobes (malloc, goroutines), the breaker end to end,
+/// retransmits against `TcpRetransSegs`, TCP connection outcomes, HTTP requests (IPv4 and IPv6, each I/O syscall family), uprobes (malloc, goroutines), the breaker end to end,
 /// and what grows with the CPU count. Left out: `nanosleep_latency_lands_around_20ms`, whose
 /// bucket bounds assume a 20 ms sleep ends within 33.6 ms (under software emulation on a busy
 /// host 3 of 10 did not; bucket placement does not depend on the kernel).
@@ -116,6 +116,7 @@ const TESTS: &[(&str, &[&str])] = &[
         "http",
         &[
             "python_server_and_clients_match_the_mix",
+            "ipv6_requests_match_exactly",
             "go_server_and_client_match_the_mix",
             "edge_cases_match_exactly",
             "http_without_the_syscall_probe_and_without_syscall_tracepoints",
