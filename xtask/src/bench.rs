@@ -213,6 +213,7 @@ pub fn bench(root: &Path, args: &[String]) -> Result<()> {
             "getppid_bench",
             "getppid_threads",
             "rw_mix",
+            "unix_rw",
             "event_gen",
             "hold",
             "tiny",
@@ -350,9 +351,11 @@ fn overhead(env: &Env, opts: &Opts, out: &mut String, loads: &mut Vec<f64>) -> R
     // (workload, its arguments, CPUs it runs on). getppid_threads: two threads on both CPUs
     // calling getppid at once, so both hit one (process, syscall) histogram at the same time:
     // the contended case of the shared histogram map and its atomic adds.
-    let workloads: [(&'static str, Vec<String>, &str); 3] = [
+    // unix_rw: socket I/O that the HTTP probe's socket tracepoints see but must not track.
+    let workloads: [(&'static str, Vec<String>, &str); 4] = [
         ("getppid_bench", vec![opts.calls.to_string()], "1"),
         ("rw_mix", vec![(opts.calls / 4).to_string()], "1"), // 4 syscalls a round
+        ("unix_rw", vec![(opts.calls / 2).to_string()], "1"), // 2 syscalls a round
         (
             "getppid_threads",
             vec![(opts.calls / 2).to_string(), "2".into()],
@@ -443,11 +446,13 @@ fn overhead(env: &Env, opts: &Opts, out: &mut String, loads: &mut Vec<f64>) -> R
          (`taskset -c 1`); ns per call = the workload's own CPU time (user + sys) over the loop \
          divided by its syscalls; medians over rounds. getppid_bench: {} getppid calls; \
          rw_mix: {} small read/write calls (pipe 64 B, /dev/zero and /dev/null 256 B); \
+         unix_rw: {} 64-byte writes and reads on a Unix stream socket pair; \
          getppid_threads: {} getppid calls from two threads of one process at once, one on \
          each CPU (`taskset -c 0,1`; CPU time of both threads).\n",
         opts.rounds,
         opts.calls,
         opts.calls / 4 * 4,
+        opts.calls / 2 * 2,
         opts.calls / 2 * 2
     )?;
     let dirty = samples.iter().filter(|s| !s.clean).count();
