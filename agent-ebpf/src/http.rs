@@ -222,7 +222,7 @@ fn try_sock_io(ctx: &BtfTracePointContext, kind: u32) -> Result<(), i64> {
         return Ok(());
     }
     // Unix, netlink and every other non-IP socket returns here, before the registers and the
-    // lookup (about 130 ns a call on the test machine, docs/benchmarks.md).
+    // lookup (about 100 ns a call on the test machine, docs/benchmarks.md).
     let sk: *const u8 = ctx.arg(0);
     // SAFETY: `sk` is the tracepoint's `struct sock *` (a BTF pointer): a 2-byte load of
     // `__sk_common.skc_family`, checked by the verifier against the kernel's BTF.
