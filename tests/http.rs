@@ -65,34 +65,62 @@ fn raw(port: u16, bytes: &[u8], read: bool) {
     }
 }
 
-#[test]
-fn python_server_and_clients_match_the_mix() {
+/// A fresh agent and the Python workload's server listening on `host`, after the workload's
+/// client sent its mix (`n_ok` 200s, `n_fail` 503s, `n_slow` slow 202s) over one keep-alive
+/// connection. Process names: `{prefix}srv`, `{prefix}cli` and, for the caller's curl,
+/// `{prefix}curl`.
+struct PythonMix {
+    agent: Agent,
+    dir: tempfile::TempDir,
+    server: support::http_server::Server,
+    port: String,
+    srv: String,
+    cli: String,
+    crl: String,
+}
+
+fn python_mix(prefix: &str, host: &str, n_ok: u32, n_fail: u32, n_slow: u32) -> PythonMix {
     let agent = Agent::start("");
     let dir = tempfile::tempdir().unwrap();
-    let srv = unique_name("httpsrv");
-    let cli = unique_name("httpcli");
-    let crl = unique_name("httpcurl");
+    let srv = unique_name(&format!("{prefix}srv"));
+    let cli = unique_name(&format!("{prefix}cli"));
+    let crl = unique_name(&format!("{prefix}curl"));
     let mut cmd = Command::new(alias(dir.path(), "/usr/bin/python3", &srv));
-    cmd.arg(workload());
+    cmd.arg(workload()).env("HTTP_MIX_HOST", host);
     let server = start_server(cmd, dir.path());
     let port = server.port.to_string();
-    let base = format!("http://127.0.0.1:{port}");
-
-    // Keep-alive: one connection, every request on it.
-    let (n_ok, n_fail, n_slow) = (12u32, 5u32, 3u32);
     let out = Command::new(alias(dir.path(), "/usr/bin/python3", &cli))
         .arg(workload())
         .args(["client", &port])
         .args([n_ok, n_fail, n_slow].map(|n| n.to_string()))
+        .env("HTTP_MIX_HOST", host)
         .output()
         .unwrap();
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("done"),
         "{out:?}"
     );
+    PythonMix {
+        agent,
+        dir,
+        server,
+        port,
+        srv,
+        cli,
+        crl,
+    }
+}
+
+#[test]
+fn python_server_and_clients_match_the_mix() {
+    // Keep-alive: one connection, every request on it.
+    let (n_ok, n_fail, n_slow) = (12u32, 5u32, 3u32);
+    let m = python_mix("http", "127.0.0.1", n_ok, n_fail, n_slow);
+    let (agent, port, srv, cli, crl) = (&m.agent, &m.port, &m.srv, &m.cli, &m.crl);
+    let base = format!("http://127.0.0.1:{port}");
 
     // Fresh connections: one curl process per request.
-    let curl_bin = alias(dir.path(), "/usr/bin/curl", &crl);
+    let curl_bin = alias(m.dir.path(), "/usr/bin/curl", crl);
     let (c_ok, c_fail, c_slow, c_head) = (4u32, 2u32, 1u32, 2u32);
     for _ in 0..c_ok {
         curl(&curl_bin, &[&format!("{base}/ok")]);
@@ -109,20 +137,24 @@ fn python_server_and_clients_match_the_mix() {
 
     // Not HTTP/1 requests: garbage (answered 400 by the server), binary bytes, the HTTP/2
     // preface (answered 505).
-    raw(server.port, b"hello there, not http\r\n\r\n", true);
+    raw(m.server.port, b"hello there, not http\r\n\r\n", true);
     raw(
-        server.port,
+        m.server.port,
         b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03garbage",
         false,
     );
-    raw(server.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", true);
+    raw(m.server.port, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", true);
     // A client that closes before the answer: unanswered on its side; the server still
     // writes its (slow) answer into the closed connection, which is a request served.
-    raw(server.port, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n", false);
+    raw(
+        m.server.port,
+        b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n",
+        false,
+    );
     let c_slow_server = c_slow + 1;
     // A request written one byte per write (Nagle off), its answer read one byte per read.
     {
-        let mut s = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        let mut s = TcpStream::connect(("127.0.0.1", m.server.port)).unwrap();
         s.set_nodelay(true).unwrap();
         for b in b"GET /ok HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" {
             s.write_all(&[*b]).unwrap();
@@ -258,7 +290,6 @@ fn python_server_and_clients_match_the_mix() {
         s.sum("steadfast_events_lost_total", &[("source", "http")]),
         0.0
     );
-    drop(server);
 }
 
 /// The same over IPv6 (`::1`): Python's server, Python's client on one keep-alive connection
@@ -266,39 +297,21 @@ fn python_server_and_clients_match_the_mix() {
 /// the bracketed address.
 #[test]
 fn ipv6_requests_match_exactly() {
-    let agent = Agent::start("");
-    let dir = tempfile::tempdir().unwrap();
-    let srv = unique_name("http6srv");
-    let cli = unique_name("http6cli");
-    let crl = unique_name("http6curl");
-    let mut cmd = Command::new(alias(dir.path(), "/usr/bin/python3", &srv));
-    cmd.arg(workload()).env("HTTP_MIX_HOST", "::1");
-    let server = start_server(cmd, dir.path());
-    let port = server.port.to_string();
-
     let (n_ok, n_fail) = (7u32, 3u32);
-    let out = Command::new(alias(dir.path(), "/usr/bin/python3", &cli))
-        .arg(workload())
-        .args(["client", &port, &n_ok.to_string(), &n_fail.to_string(), "0"])
-        .env("HTTP_MIX_HOST", "::1")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("done"),
-        "{out:?}"
-    );
-    let curl_bin = alias(dir.path(), "/usr/bin/curl", &crl);
+    let m = python_mix("http6", "::1", n_ok, n_fail, 0);
+    let (agent, port) = (&m.agent, &m.port);
+    let curl_bin = alias(m.dir.path(), "/usr/bin/curl", &m.crl);
     let c_ok = 2u32;
     for _ in 0..c_ok {
         curl(&curl_bin, &["-g", &format!("http://[::1]:{port}/ok")]);
     }
 
     let total = f64::from(n_ok + n_fail + c_ok);
-    let srv_l = [("service", srv.as_str())];
+    let srv_l = [("service", m.srv.as_str())];
     wait_until("the IPv6 requests", Duration::from_secs(60), || {
         let s = agent.scrape();
         count(&s, SERVER, &srv_l) >= total
-            && count(&s, CLIENT, &[("service", crl.as_str())]) >= f64::from(c_ok)
+            && count(&s, CLIENT, &[("service", m.crl.as_str())]) >= f64::from(c_ok)
     });
     agent.await_collections(2);
     let s = agent.scrape();
@@ -307,7 +320,7 @@ fn ipv6_requests_match_exactly() {
             &s,
             SERVER,
             &[
-                ("service", srv.as_str()),
+                ("service", m.srv.as_str()),
                 ("method", "GET"),
                 ("status_code", status),
             ],
@@ -329,14 +342,13 @@ fn ipv6_requests_match_exactly() {
             ],
         )
     };
-    assert_eq!(client_get(&cli, "200"), f64::from(n_ok), "{}", s.0);
-    assert_eq!(client_get(&cli, "503"), f64::from(n_fail));
-    assert_eq!(client_get(&crl, "200"), f64::from(c_ok));
+    assert_eq!(client_get(&m.cli, "200"), f64::from(n_ok), "{}", s.0);
+    assert_eq!(client_get(&m.cli, "503"), f64::from(n_fail));
+    assert_eq!(client_get(&m.crl, "200"), f64::from(c_ok));
     assert_eq!(
         s.sum("steadfast_events_lost_total", &[("source", "http")]),
         0.0
     );
-    drop(server);
 }
 
 /// Go's net/http on both ends: the server reads and writes with plain `read`/`write`, the
