@@ -3,8 +3,8 @@
 //! Python's `http.client` and over fresh connections from curl, and garbage, an HTTP/2
 //! preface and a request cut off mid-line arrive on the same port. The server's and each
 //! client's series must equal the mix exactly, by method and status code; the slow requests
-//! must sit in the bucket that holds 300 ms; nothing else may be counted. The same against
-//! Go's net/http; the edge cases (pipelining, vectored and message I/O, sendfile, chunked,
+//! must sit in the bucket that holds 300 ms; nothing else may be counted. The same over IPv6
+//! and against Go's net/http; the edge cases (pipelining, vectored and message I/O, sendfile, chunked,
 //! byte-per-write answers, `100 Continue`, a request cut off mid-headers); hostile traffic
 //! against small bounds; the probe with the syscall probe off, and no `syscalls:*`
 //! tracepoint attached. Needs root, python3, go and curl.
