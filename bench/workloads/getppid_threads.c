@@ -7,17 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "loop_timer.h"
 
 static long calls;
 static pthread_barrier_t start;
-
-static long long ns(clockid_t c) {
-    struct timespec t;
-    clock_gettime(c, &t);
-    return t.tv_sec * 1000000000LL + t.tv_nsec;
-}
 
 static void *loop(void *arg) {
     (void)arg;
@@ -37,11 +32,10 @@ int main(int argc, char **argv) {
     for (int i = 0; i < t; i++)
         if (pthread_create(&th[i], NULL, loop, NULL))
             return 1;
-    long long c0 = ns(CLOCK_PROCESS_CPUTIME_ID), w0 = ns(CLOCK_MONOTONIC);
+    struct loop_timer timer = loop_start();
     pthread_barrier_wait(&start);
     for (int i = 0; i < t; i++)
         pthread_join(th[i], NULL);
-    long long c1 = ns(CLOCK_PROCESS_CPUTIME_ID), w1 = ns(CLOCK_MONOTONIC);
-    printf("%ld %lld %lld\n", calls * t, c1 - c0, w1 - w0);
+    loop_report(calls * t, timer);
     return 0;
 }

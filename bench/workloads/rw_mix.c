@@ -4,14 +4,9 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 
-static long long ns(clockid_t c) {
-    struct timespec t;
-    clock_gettime(c, &t);
-    return t.tv_sec * 1000000000LL + t.tv_nsec;
-}
+#include "loop_timer.h"
 
 int main(int argc, char **argv) {
     long n = argc > 1 ? atol(argv[1]) : 250000;
@@ -22,7 +17,7 @@ int main(int argc, char **argv) {
         perror("rw_mix");
         return 1;
     }
-    long long c0 = ns(CLOCK_PROCESS_CPUTIME_ID), w0 = ns(CLOCK_MONOTONIC);
+    struct loop_timer timer = loop_start();
     for (long i = 0; i < n; i++) {
         if (write(p[1], buf, 64) != 64 || read(p[0], buf, 64) != 64 ||
             read(zero, buf, sizeof buf) != sizeof buf ||
@@ -31,7 +26,6 @@ int main(int argc, char **argv) {
             return 1;
         }
     }
-    long long c1 = ns(CLOCK_PROCESS_CPUTIME_ID), w1 = ns(CLOCK_MONOTONIC);
-    printf("%ld %lld %lld\n", 4 * n, c1 - c0, w1 - w0);
+    loop_report(4 * n, timer);
     return 0;
 }

@@ -5,14 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-static long long ns(clockid_t c) {
-    struct timespec t;
-    clock_gettime(c, &t);
-    return t.tv_sec * 1000000000LL + t.tv_nsec;
-}
+#include "loop_timer.h"
 
 int main(int argc, char **argv) {
     long n = argc > 1 ? atol(argv[1]) : 500000;
@@ -22,14 +17,13 @@ int main(int argc, char **argv) {
         perror("unix_rw");
         return 1;
     }
-    long long c0 = ns(CLOCK_PROCESS_CPUTIME_ID), w0 = ns(CLOCK_MONOTONIC);
+    struct loop_timer timer = loop_start();
     for (long i = 0; i < n; i++) {
         if (write(s[0], buf, sizeof buf) != sizeof buf || read(s[1], buf, sizeof buf) != sizeof buf) {
             perror("unix_rw");
             return 1;
         }
     }
-    long long c1 = ns(CLOCK_PROCESS_CPUTIME_ID), w1 = ns(CLOCK_MONOTONIC);
-    printf("%ld %lld %lld\n", 2 * n, c1 - c0, w1 - w0);
+    loop_report(2 * n, timer);
     return 0;
 }
