@@ -122,10 +122,11 @@ fn run_alloc_pattern(agent: &Agent, bin: &Path, service: &str, m: u64) -> [f64; 
 /// A target with `allocations: true`, by executable path, configured before the program
 /// starts. The program makes M = 10000 mallocs of 100..=1099 bytes, 1000 callocs, 1000
 /// reallocs, frees half of the mallocs, and makes 10 realloc(NULL, n) + realloc(p, 0) pairs
-/// (glibc's realloc calls malloc and free itself for those: they must count as reallocs); calls, bytes and outstanding bytes gained over the
-/// pattern must match it exactly, beyond what the same program does with M = 0 (measured
-/// first: allocations glibc makes itself between the two readings; none are expected, since
-/// the workload gives stdio static buffers, and the baseline is printed). Tolerance: zero, since both runs are deterministic.
+/// (glibc's realloc calls malloc and free itself for those: they must count as reallocs);
+/// calls, bytes and outstanding bytes gained over the pattern must match it exactly, beyond
+/// what the same program does with M = 0 (measured first: allocations glibc makes itself
+/// between the two readings; none are expected, since the workload gives stdio static
+/// buffers, and the baseline is printed). Tolerance: zero, since both runs are deterministic.
 #[test]
 fn allocations_match_a_known_pattern() {
     const M: u64 = 10_000;

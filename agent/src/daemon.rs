@@ -186,7 +186,7 @@ pub async fn run(config: Config, config_path: &Path) -> Result<(), DaemonError> 
             })?;
         // Changes (overrides, `POST /-/reload`) are served here only: see `api::read_only`.
         let app = api::router(api_state.clone()).merge(crate::reload::router(&reloader));
-        let mut stopping = stopping_rx.clone();
+        let mut stopping = stopping_rx;
         unix_server = Some(tokio::spawn(api::serve(listener, app, async move {
             let _ = stopping.wait_for(|s| *s).await;
         })));
