@@ -112,7 +112,18 @@ impl Netns {
     fn drop_some(&self, ns: &str, selector: &str, percent: u32) {
         self.input_rule(
             ns,
-            &format!("tcp {selector} numgen random mod 100 < {percent} drop"),
+            &format!("tcp {selector} meta length > 200 numgen random mod 100 < {percent} drop"),
+        );
+    }
+
+    /// Drops `percent`% of the TCP packets with data that `ns` sends and that match
+    /// `selector`: the local transmit fails (`-EPERM` from the output hook).
+    fn drop_some_sent(&self, ns: &str, selector: &str, percent: u32) {
+        support::nft_rule(
+            ns,
+            "sfloss",
+            "output",
+            &format!("tcp {selector} meta length > 200 numgen random mod 100 < {percent} drop"),
         );
     }
 
@@ -123,19 +134,13 @@ impl Netns {
 
     /// `TcpRetransSegs` of `ns`, from its own `/proc/net/snmp`.
     fn retrans_segs(&self, ns: &str) -> u64 {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, "cat", "/proc/net/snmp"])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let text = String::from_utf8(out.stdout).unwrap();
-        let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
-        let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
-        let i = names
-            .split_whitespace()
-            .position(|n| n == "RetransSegs")
-            .expect("RetransSegs column");
-        values.split_whitespace().nth(i).unwrap().parse().unwrap()
+        mib(ns, "/proc/net/snmp", "Tcp:", "RetransSegs")
+    }
+
+    /// `TCPRetransFail` of `ns` (segments of retransmits the kernel counted and then failed
+    /// to transmit), from its own `/proc/net/netstat`.
+    fn retrans_fail(&self, ns: &str) -> u64 {
+        mib(ns, "/proc/net/netstat", "TcpExt:", "TCPRetransFail")
     }
 
     fn exec(&self, ns: &str, bin: &std::path::Path, args: &[&str]) -> Command {
@@ -143,6 +148,24 @@ impl Netns {
         c.args(["netns", "exec", ns]).arg(bin).args(args);
         c
     }
+}
+
+/// Counter `name` of the `group` lines (a line of names, then one of values) of `file`, read
+/// inside network namespace `ns`.
+fn mib(ns: &str, file: &str, group: &str, name: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat", file])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines().filter(|l| l.starts_with(group));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no {name} in {file}"));
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
 }
 
 impl Drop for Netns {
@@ -194,6 +217,8 @@ enum Sender {
 
 struct Outcome {
     kernel: u64,
+    /// The namespace's `TCPRetransFail` delta.
+    kernel_failed: u64,
     agent: f64,
     failures: f64,
     by_peer: f64,
@@ -217,6 +242,8 @@ struct Setup {
     otlp: bool,
     /// The agent is stopped (SIGSTOP) during the transfer, and continued after.
     stop_reader: bool,
+    /// Percent of the segments the sender sends that its own output hook drops.
+    local_drop_percent: u32,
 }
 
 const DEFAULT: Setup = Setup {
@@ -227,6 +254,7 @@ const DEFAULT: Setup = Setup {
     v6: false,
     otlp: false,
     stop_reader: false,
+    local_drop_percent: 0,
 };
 
 fn run(setup: Setup) -> Outcome {
@@ -254,16 +282,19 @@ fn run(setup: Setup) -> Outcome {
         (&ns.ip_a, &ns.ip_b)
     };
     // Loss on the way to the sender's peer: the sender retransmits.
-    let (sender_ns, sender_name, peer_ip) = match sender {
+    let (sender_ns, sender_name, peer_ip, sent) = match sender {
         Sender::Client => {
             ns.drop_some(&ns.b, &format!("dport {PORT}"), setup.drop_percent);
-            (&ns.a, &client, ip_b)
+            (&ns.a, &client, ip_b, format!("dport {PORT}"))
         }
         Sender::Server => {
             ns.drop_some(&ns.a, &format!("sport {PORT}"), setup.drop_percent);
-            (&ns.b, &server, ip_a)
+            (&ns.b, &server, ip_a, format!("sport {PORT}"))
         }
     };
+    if setup.local_drop_percent > 0 {
+        ns.drop_some_sent(sender_ns, &sent, setup.local_drop_percent);
+    }
     let family = if setup.v6 { "6" } else { "4" };
     let (server_bytes, client_bytes) = match sender {
         Sender::Client => ("0", setup.bytes),
@@ -271,6 +302,7 @@ fn run(setup: Setup) -> Outcome {
     };
 
     let before_kernel = ns.retrans_segs(sender_ns);
+    let before_failed = ns.retrans_fail(sender_ns);
     let before = agent.scrape();
 
     let mut srv: Child = ns
@@ -298,6 +330,7 @@ fn run(setup: Setup) -> Outcome {
     assert!(server.success(), "server failed");
 
     let kernel = ns.retrans_segs(sender_ns) - before_kernel;
+    let kernel_failed = ns.retrans_fail(sender_ns) - before_failed;
     // The events wait in the ring buffer (below the wakeup threshold) until a collection,
     // which every scrape runs first.
     std::thread::sleep(Duration::from_millis(100));
@@ -328,6 +361,7 @@ fn run(setup: Setup) -> Outcome {
     });
     Outcome {
         kernel,
+        kernel_failed,
         agent: sum(&after, "steadfast_tcp_retransmits_total", &svc),
         failures: sum(&after, "steadfast_tcp_retransmit_failures_total", &svc),
         by_peer: sum(
@@ -406,6 +440,23 @@ fn server_retransmits_match_tcp_retrans_segs() {
         }),
         "server sends",
     );
+}
+
+/// Retransmits whose transmit fails on the sender's own host (its output hook drops them:
+/// `-EPERM`) were counted by the kernel before it tried. Kernels before 6.14 fire no
+/// tracepoint for them; the probe still counts them, from the growth of the socket's
+/// `total_retrans` at its next retransmit (there always is one: the segment must still
+/// arrive). On 6.14+ the tracepoint fires with the error.
+#[test]
+fn retransmits_that_fail_locally_count_as_the_kernel_counts() {
+    let o = run(Setup {
+        local_drop_percent: 20,
+        ..DEFAULT
+    });
+    check(&o, "local drops");
+    // The kernel's own count says such failures happened (on every kernel version).
+    eprintln!("TCPRetransFail delta {}", o.kernel_failed);
+    assert!(o.kernel_failed >= 1, "no retransmit failed locally");
 }
 
 /// A ring buffer too small for the burst: events are lost (and counted as lost), the counts

@@ -47,7 +47,9 @@ pub struct TcpOffsets {
     pub retransmit_has_err: u32,
     /// `struct sock.sk_err` (the error a connection ended with: refused, reset, timed out).
     pub sk_err: u32,
-    pub _pad: u32,
+    /// `struct tcp_sock.total_retrans`: the segments the socket retransmitted, added by the
+    /// kernel where it adds them to `TcpRetransSegs`.
+    pub total_retrans: u32,
 }
 const _: () = assert!(core::mem::size_of::<TcpOffsets>() == 64);
 
@@ -58,9 +60,14 @@ const _: () = assert!(core::mem::size_of::<TcpOffsets>() == 64);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpOwner {
     pub tgid: u32,
-    pub _pad: u32,
+    /// The socket's `total_retrans` when the probe last looked (a retransmit, or the
+    /// connection established), or [`RETRANS_UNSEEN`]. Only `TCP_OWNERS` keeps it.
+    pub retrans_seen: u32,
     pub comm: [u8; COMM_LEN],
 }
+
+/// [`TcpOwner::retrans_seen`] of a socket whose `total_retrans` the probe has not read yet.
+pub const RETRANS_UNSEEN: u32 = u32::MAX;
 const _: () = assert!(core::mem::size_of::<TcpOwner>() == 24);
 
 /// A listening socket by network namespace and local port, so a connection a listener accepts

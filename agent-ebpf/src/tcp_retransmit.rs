@@ -3,9 +3,17 @@
 //!
 //! Counting does not depend on the ring buffer: a full buffer loses events (counted in
 //! `EVENTS_LOST`), never counts. The counted unit is the one of the kernel's own
-//! `TcpRetransSegs`: segments of the `tcp_retransmit_skb` calls the kernel counted (an skb
-//! may carry several, `tcp_skb_pcount`; see [`counted_by_kernel`] for failed calls), plus
-//! SYN-ACKs. Failed calls are also counted apart.
+//! `TcpRetransSegs`: segments the kernel counted as retransmitted, plus SYN-ACKs. Failed
+//! calls are also counted apart.
+//!
+//! Segments. The kernel adds a retransmit's segments to `TcpRetransSegs` and to the socket's
+//! own `tcp_sock.total_retrans` at the same place, so the probe counts the growth of
+//! `total_retrans` since it last read it (remembered in the socket's `TCP_OWNERS` entry):
+//! exact whatever the call's error, for attempts the tracepoint does not fire for (failed
+//! ones before 6.14) and for runs the kernel skipped (a program is not run again on a CPU
+//! where it is already running). Only a socket's first retransmit before the probe knows its
+//! value is counted from the skb (`tcp_skb_pcount`, and [`counted_by_kernel`] for failed
+//! calls); the value is known from the connection's `ESTABLISHED` on.
 //!
 //! Owners. Retransmits mostly run from timers and softirqs, where `current` is whatever task
 //! the CPU interrupted, so the owner of a socket is remembered in `TCP_OWNERS` (LRU, keyed by
@@ -29,8 +37,9 @@
 use agent_common::{
     loss::LOSS_TCP_EVENTS,
     tcp::{
-        ListenKey, TcpCounts, TcpEvent, TcpOffsets, TcpOwner, TCP_CLOSE, TCP_LISTEN,
-        TCP_RETRANS_DATA, TCP_RETRANS_SYNACK, TCP_SYN_RECV,
+        ListenKey, TcpCounts, TcpEvent, TcpOffsets, TcpOwner, RETRANS_UNSEEN, TCP_CLOSE,
+        TCP_ESTABLISHED, TCP_LISTEN, TCP_RETRANS_DATA, TCP_RETRANS_SYNACK, TCP_SYN_RECV,
+        TCP_SYN_SENT,
     },
 };
 use aya_ebpf::{
@@ -63,7 +72,7 @@ static TCP_OFFSETS: TcpOffsets = TcpOffsets {
     net: 0,
     retransmit_has_err: 0,
     sk_err: 0,
-    _pad: 0,
+    total_retrans: 0,
 };
 
 /// Below this many unread bytes in `TCP_EVENTS` a submit does not wake the reader (it drains
@@ -132,7 +141,7 @@ pub(crate) fn read<T: Copy + Default>(base: *const u8, off: u32) -> T {
 fn current_owner() -> TcpOwner {
     TcpOwner {
         tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
-        _pad: 0,
+        retrans_seen: RETRANS_UNSEEN,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     }
 }
@@ -142,21 +151,54 @@ fn lock_owned(sk: *const u8, o: &TcpOffsets) -> bool {
     read::<i32>(sk, o.lock_owned) != 0
 }
 
-/// The socket's owner: `current` if it holds the socket lock (remembered for later), else
-/// the remembered one, else unknown.
+/// Records `current` as the owner of the socket at `key`, keeping what its entry knows of
+/// the socket's retransmits.
 #[inline(always)]
-fn owner_of(sk: *const u8, o: &TcpOffsets) -> TcpOwner {
-    if lock_owned(sk, o) {
-        let owner = current_owner();
-        let _ = TCP_OWNERS.insert(sk as u64, owner, 0);
-        return owner;
+fn remember_current(key: u64) -> TcpOwner {
+    let owner = current_owner();
+    match TCP_OWNERS.get_ptr_mut(key) {
+        Some(entry) => {
+            // SAFETY: a live map value; a concurrent update can at worst mix the fields of
+            // two owners of the same socket.
+            unsafe {
+                (*entry).tgid = owner.tgid;
+                (*entry).comm = owner.comm;
+            }
+        }
+        None => {
+            let _ = TCP_OWNERS.insert(key, owner, 0);
+        }
     }
-    // SAFETY: the value is copied out at once; a concurrent update can at worst mix the
-    // fields of two owners of the same socket.
-    match unsafe { TCP_OWNERS.get(sk as u64) } {
-        Some(owner) => *owner,
-        // Unknown: tgid 0 (`UNKNOWN_OWNER`).
-        None => TcpOwner::default(),
+    owner
+}
+
+/// The owner of the socket `sk` for a retransmit seen now (`current` if it holds the socket
+/// lock, else the remembered one, else unknown), and the socket's `total_retrans` when the
+/// probe last read it ([`RETRANS_UNSEEN`] if never); the entry then remembers `total`.
+#[inline(always)]
+fn owner_at_retransmit(sk: *const u8, total: u32, o: &TcpOffsets) -> (TcpOwner, u32) {
+    let key = sk as u64;
+    let current = lock_owned(sk, o).then(current_owner);
+    match TCP_OWNERS.get_ptr_mut(key) {
+        Some(entry) => {
+            // SAFETY: as in `remember_current`.
+            unsafe {
+                if let Some(c) = current {
+                    (*entry).tgid = c.tgid;
+                    (*entry).comm = c.comm;
+                }
+                let seen = (*entry).retrans_seen;
+                (*entry).retrans_seen = total;
+                (*entry, seen)
+            }
+        }
+        None => {
+            // Unknown: tgid 0 (`UNKNOWN_OWNER`), remembered too, for its `total_retrans`.
+            let mut owner = current.unwrap_or_default();
+            owner.retrans_seen = total;
+            let _ = TCP_OWNERS.insert(key, owner, 0);
+            (owner, RETRANS_UNSEEN)
+        }
     }
 }
 
@@ -191,10 +233,17 @@ fn try_retransmit_skb(ctx: &BtfTracePointContext) -> Result<(), i64> {
     } else {
         0
     };
-    let owner = owner_of(sk, &o);
-    let segs = if counted_by_kernel(err) {
-        // tcp_skb_pcount(): a retransmitted skb may carry several segments, each counted by
-        // the kernel's TcpRetransSegs.
+    let total = read::<u32>(sk, o.total_retrans);
+    let (owner, seen) = owner_at_retransmit(sk, total, &o);
+    let segs = if seen != RETRANS_UNSEEN && total >= seen {
+        // The kernel adds a retransmit's segments to the socket's `total_retrans` where it
+        // adds them to `TcpRetransSegs`: the difference is exactly what it counted since the
+        // probe last looked, whatever `err` says, including attempts this tracepoint does
+        // not fire for (failed ones before 6.14) or runs the kernel skipped.
+        total - seen
+    } else if counted_by_kernel(err) {
+        // First retransmit seen on this socket: tcp_skb_pcount(), the segments of the skb,
+        // each counted by the kernel's TcpRetransSegs.
         let segs = read::<u16>(skb, o.skb_gso_segs) as u32;
         if segs == 0 {
             1
@@ -238,7 +287,9 @@ fn try_retransmit_synack(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let sk: *const u8 = ctx.arg(0);
     let req: *const u8 = ctx.arg(1);
     let o = offsets();
-    let owner = owner_of(sk, &o);
+    // A passive Fast Open child (the `sk` here) adds its SYN-ACK retransmits to its own
+    // `total_retrans`: remembering the value keeps them out of its next data retransmit.
+    let (owner, _) = owner_at_retransmit(sk, read::<u32>(sk, o.total_retrans), &o);
     add_counts(owner.tgid, 0, 1, 0)?;
     emit(
         TCP_RETRANS_SYNACK,
@@ -271,16 +322,33 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     if new == TCP_SYN_RECV {
-        // A connection created by a listener, in softirq: `current` is unrelated.
-        if let Some(owner) = listener_owner(common, &o) {
+        // A connection created by a listener, in softirq: `current` is unrelated. Its
+        // `total_retrans` is still the listener's copy here (the request's SYN-ACK
+        // retransmits are added after): unseen until established.
+        if let Some(mut owner) = listener_owner(common, &o) {
+            owner.retrans_seen = RETRANS_UNSEEN;
             let _ = TCP_OWNERS.insert(key, owner, 0);
         }
         return Ok(());
     }
-    if lock_owned(sk, &o) {
-        // connect() (SYN_SENT), listen() (LISTEN), close() and shutdown() hold the lock.
-        let owner = current_owner();
-        let _ = TCP_OWNERS.insert(key, owner, 0);
+    let owned = lock_owned(sk, &o);
+    if new == TCP_SYN_SENT && owned {
+        // connect(), holding the lock: a new connection, whatever an entry left behind at
+        // this address (an evicted close) said.
+        let _ = TCP_OWNERS.insert(key, current_owner(), 0);
+        return Ok(());
+    }
+    if new == TCP_ESTABLISHED {
+        // The handshake's retransmits are counted (SYNs as retransmits, SYN-ACKs apart):
+        // from here on, differences of `total_retrans` count the data's exactly.
+        if let Some(entry) = TCP_OWNERS.get_ptr_mut(key) {
+            // SAFETY: as in `remember_current`.
+            unsafe { (*entry).retrans_seen = read::<u32>(sk, o.total_retrans) };
+        }
+    }
+    if owned {
+        // listen() (LISTEN), close() and shutdown() hold the lock.
+        let owner = remember_current(key);
         if new == TCP_LISTEN {
             let _ = TCP_LISTENERS.insert(listen_key(common, &o), owner, 0);
         }

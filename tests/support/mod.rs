@@ -641,9 +641,15 @@ pub fn kernel_map_of(pid: u32, name: &str) -> Option<aya::maps::Map> {
 /// Loads an nftables table `inet <table>` whose input hook holds `rule`, inside network
 /// namespace `ns` (nftables, installed by scripts/setup --test).
 pub fn nft_input_rule(ns: &str, table: &str, rule: &str) {
+    nft_rule(ns, table, "input", rule);
+}
+
+/// Adds `rule` to the chain of hook `hook` (`input`, `output`) of table `inet <table>` in
+/// network namespace `ns`, creating both as needed.
+pub fn nft_rule(ns: &str, table: &str, hook: &str, rule: &str) {
     use std::io::Write;
     let rules = format!(
-        "table inet {table} {{\n chain input {{\n  type filter hook input priority 0;\n  \
+        "table inet {table} {{\n chain {hook} {{\n  type filter hook {hook} priority 0;\n  \
          {rule}\n }}\n}}\n"
     );
     let mut nft = Command::new("ip")

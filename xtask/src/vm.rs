@@ -80,6 +80,7 @@ const TESTS: &[(&str, &[&str])] = &[
             "server_retransmits_match_tcp_retrans_segs",
             "synack_retransmits_count_for_the_listener",
             "ipv6_retransmits_match_tcp_retrans_segs",
+            "retransmits_that_fail_locally_count_as_the_kernel_counts",
         ],
     ),
     (

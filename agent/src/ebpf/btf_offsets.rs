@@ -432,7 +432,7 @@ impl KernelOffsets {
                 b.func_proto_params("btf_trace_tcp_retransmit_skb")? >= 4,
             ),
             sk_err: b.offset_of("sock", "sk_err")?,
-            _pad: 0,
+            total_retrans: b.offset_of("tcp_sock", "total_retrans")?,
         })
     }
 }
@@ -731,6 +731,8 @@ mod tests {
         assert!(o.v6_daddr >= 24 && o.v6_rcv_saddr > o.v6_daddr);
         assert!(o.lock_owned > 0);
         assert!(o.sk_err > o.sock_common && o.sk_err != o.lock_owned);
+        // struct tcp_sock begins with struct sock (through inet_connection_sock).
+        assert!(o.total_retrans > k.btf().offset_of("sock", "sk_err").unwrap());
         // 6.14+ passes the retransmit's error (this machine runs 6.18).
         assert_eq!(o.retransmit_has_err, 1);
         assert_eq!(
