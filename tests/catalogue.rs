@@ -148,6 +148,22 @@ fn help_texts_and_build_info() {
         let line = format!("steadfast_probe_attached{{probe=\"{probe}\"}} 1");
         assert!(text.lines().any(|l| l == line), "no {line} in:\n{text}");
     }
+    // Each attached tracepoint program says how many runs the kernel skipped.
+    for program in [
+        "sys_enter",
+        "sys_exit",
+        "sched_process_exec",
+        "tcp_retransmit_skb",
+        "inet_sock_set_state",
+    ] {
+        let series = format!("steadfast_program_runs_missed_total{{program=\"{program}\"}} ");
+        assert!(
+            text.lines().any(|l| l
+                .strip_prefix(&series)
+                .is_some_and(|v| v.parse::<u64>().is_ok())),
+            "no {series} in:\n{text}"
+        );
+    }
     // The agent's stderr here is a file, not a terminal: text logs without colour codes.
     let log = agent.log();
     assert!(log.contains("serving /metrics"), "{log}");

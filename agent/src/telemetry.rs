@@ -18,6 +18,8 @@ pub struct Telemetry {
     /// Each probe the config turns on, and whether it is attached: the TCP and HTTP probes
     /// turn themselves off on a kernel that cannot run them instead of stopping the agent.
     pub probes_attached: Vec<(&'static str, bool)>,
+    /// (program, runs the kernel skipped) of each tracepoint program, by name.
+    pub runs_missed: Vec<(String, u64)>,
 }
 
 impl Telemetry {

@@ -6,6 +6,7 @@ pub mod go_pclntab;
 mod http;
 mod loss;
 mod percpu_table;
+mod program_runs;
 mod ring;
 mod tcp_events;
 mod uprobes;
@@ -24,6 +25,7 @@ pub use loss::LossCounters;
 pub use percpu_table::{
     KeyInserts, PerCpuTable, SharedTable, SyscallErrorMap, SyscallHistMap, TaskCountMap,
 };
+pub use program_runs::ProgramRuns;
 pub use ring::{decode, EventRing};
 pub use tcp_events::{ConnEvents, ConnProbe, TcpCountsMap, TcpEvents, TcpProbe};
 pub use uprobes::{libc_in_maps, AllocCountMap, AttachError, GoCountMap, GoSet, LinkSet, Uprobes};
@@ -105,6 +107,8 @@ pub struct Probes {
     /// Uprobe programs, loaded when some target opts in; attached per process by the pipeline.
     pub uprobes: Option<Uprobes>,
     pub http: Option<HttpProbe>,
+    /// Runs of the tracepoint programs the kernel skipped.
+    pub program_runs: ProgramRuns,
 }
 
 impl Probes {
@@ -331,6 +335,7 @@ impl Probes {
         } else {
             None
         };
+        let program_runs = ProgramRuns::new(&ebpf);
         let ebpf = Arc::new(Mutex::new(ebpf));
         let uprobes =
             uprobe_maps.map(|maps| Uprobes::new(ebpf.clone(), maps, allocations, goroutines));
@@ -344,6 +349,7 @@ impl Probes {
             connections,
             uprobes,
             http,
+            program_runs,
         })
     }
 }

@@ -14,7 +14,7 @@
 
 use std::{
     num::NonZeroU32,
-    os::fd::{AsFd, AsRawFd, BorrowedFd},
+    os::fd::AsFd,
     path::{Path, PathBuf},
     sync::{mpsc, Arc, Mutex},
 };
@@ -30,6 +30,7 @@ use aya::{
 
 use super::{
     percpu_table::{PerCpuSum, PerCpuTable, SharedTable},
+    program_runs::recursion_misses,
     ProbeError,
 };
 
@@ -406,36 +407,6 @@ pub fn go_stack_check_len(code: &[u8]) -> u8 {
         Some([0x4d, 0x3b, 0x66, 0x10, rest @ ..]) if jbe(rest) => lea as u8 + 4,
         _ => 0,
     }
-}
-
-/// `recursion_misses` of a loaded program (`BPF_OBJ_GET_INFO_BY_FD`), None if unavailable.
-fn recursion_misses(fd: BorrowedFd<'_>) -> Option<u64> {
-    use aya_obj::generated::{bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, bpf_prog_info};
-    /// The `info` member of `union bpf_attr`; the kernel accepts an attr this short.
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    // SAFETY: bpf_prog_info is a plain C struct of integers: all zeroes is a valid value.
-    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
-    let mut attr = InfoAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: std::mem::size_of::<bpf_prog_info>() as u32,
-        info: (&mut info as *mut bpf_prog_info) as u64,
-    };
-    // SAFETY: the kernel writes at most `info_len` bytes into `info`, which outlives the call,
-    // and reads `attr` of the size given; the fd is a live program fd borrowed for the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
-            &mut attr as *mut InfoAttr,
-            std::mem::size_of::<InfoAttr>(),
-        )
-    };
-    (ret == 0).then_some(info.recursion_misses)
 }
 
 /// The uprobe program `name` (None if the object lacks it or it is of another type).

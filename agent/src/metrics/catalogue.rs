@@ -389,6 +389,16 @@ impl Collector for PipelineCollector {
             ConstGauge::new(i64::from(attached))
                 .encode(probes.encode_family(&[("probe", probe)])?)?;
         }
+        let mut missed = encoder.encode_descriptor(
+            "program_runs_missed",
+            "Runs of each tracepoint program the kernel skipped because the program was already running on that CPU (a softirq interrupting it; kernel 5.12+): what each would have counted is missing (retransmits excepted, caught up from the socket's own count).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (program, n) in &t.runs_missed {
+            ConstCounter::new(*n)
+                .encode(missed.encode_family(&[("program", program.as_str())])?)?;
+        }
         ConstCounter::new(p.collections()).encode(encoder.encode_descriptor(
             "collections",
             "Collections completed: each drains the ring buffers and reads every kernel map once (every second; a stalled count means collection is stuck).",

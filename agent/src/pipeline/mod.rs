@@ -37,8 +37,8 @@ use agent_common::{
 use crate::{
     config::Config,
     ebpf::{
-        ConnProbe, EventRing, HttpProbe, LinkSet, LossCounters, Probes, SyscallMaps, TaskCountMap,
-        TcpProbe, Uprobes,
+        ConnProbe, EventRing, HttpProbe, LinkSet, LossCounters, Probes, ProgramRuns, SyscallMaps,
+        TaskCountMap, TcpProbe, Uprobes,
     },
     telemetry::Telemetry,
 };
@@ -66,6 +66,7 @@ pub struct Sources {
     pub tasks: Option<TaskCountMap>,
     pub tcp: Option<TcpProbe>,
     pub loss: Option<LossCounters>,
+    pub program_runs: Option<ProgramRuns>,
     pub uprobes: Option<Uprobes>,
     pub http: Option<HttpProbe>,
     pub connections: Option<ConnProbe>,
@@ -81,6 +82,7 @@ impl From<Probes> for (crate::ebpf::Attached, Sources) {
                 tasks: p.tasks,
                 tcp: p.tcp,
                 loss: Some(p.loss),
+                program_runs: Some(p.program_runs),
                 uprobes: p.uprobes,
                 http: p.http,
                 connections: p.connections,
@@ -455,6 +457,9 @@ impl Pipeline {
                 self.telemetry.set_kernel_lost(source, loss.lost(source));
                 self.telemetry.ring_fill[source as usize] = loss.ring_fill(source);
             }
+        }
+        if let Some(runs) = &self.sources.program_runs {
+            self.telemetry.runs_missed = runs.missed();
         }
         // Every kernel key first, then name what they belong to: processes whose comm-derived
         // name is pending are decided from what they did (syscalls) and how long they lived,
