@@ -224,6 +224,8 @@ struct Outcome {
     by_peer: f64,
     received: f64,
     lost: f64,
+    /// Runs of the retransmit program the kernel skipped (on the whole host) during the run.
+    missed_runs: f64,
     /// With `Setup::otlp`: the sender's retransmit spans and the segments they carry.
     spans: Option<(usize, u64)>,
     log: String,
@@ -373,15 +375,24 @@ fn run(setup: Setup) -> Outcome {
             - tcp_events(&before, "steadfast_events_received_total"),
         lost: tcp_events(&after, "steadfast_events_lost_total")
             - tcp_events(&before, "steadfast_events_lost_total"),
+        missed_runs: missed_runs(&after) - missed_runs(&before),
         spans,
         log: agent.log(),
     }
 }
 
+fn missed_runs(s: &Scrape) -> f64 {
+    sum(
+        s,
+        "steadfast_program_runs_missed_total",
+        &[("program", "tcp_retransmit_skb")],
+    )
+}
+
 fn report(o: &Outcome, what: &str) {
     eprintln!(
-        "{what}: TcpRetransSegs delta {} | agent {} (failures {}) | by peer {} | tcp events received {} lost {}",
-        o.kernel, o.agent, o.failures, o.by_peer, o.received, o.lost
+        "{what}: TcpRetransSegs delta {} | agent {} (failures {}) | by peer {} | tcp events received {} lost {} | program runs skipped {}",
+        o.kernel, o.agent, o.failures, o.by_peer, o.received, o.lost, o.missed_runs
     );
 }
 
