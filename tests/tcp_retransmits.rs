@@ -454,10 +454,10 @@ fn server_retransmits_match_tcp_retrans_segs() {
 }
 
 /// Retransmits whose transmit fails on the sender's own host (its output hook drops them:
-/// `-EPERM`) were counted by the kernel before it tried. Kernels before 6.14 fire no
+/// `-EPERM`) were counted by the kernel before it tried. Kernels before 6.17 fire no
 /// tracepoint for them; the probe still counts them, from the growth of the socket's
 /// `total_retrans` at its next retransmit (there always is one: the segment must still
-/// arrive). On 6.14+ the tracepoint fires with the error.
+/// arrive). On 6.17+ the tracepoint fires with the error.
 #[test]
 fn retransmits_that_fail_locally_count_as_the_kernel_counts() {
     let o = run(Setup {

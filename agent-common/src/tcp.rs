@@ -42,7 +42,7 @@ pub struct TcpOffsets {
     pub v6_daddr: u32,
     pub v6_rcv_saddr: u32,
     pub net: u32,
-    /// 1 if the `tcp_retransmit_skb` tracepoint has the `int err` argument (6.14+), which
+    /// 1 if the `tcp_retransmit_skb` tracepoint has the `int err` argument (6.17+), which
     /// makes it fire for failed attempts too; before, it fired only for successful ones.
     pub retransmit_has_err: u32,
     /// `struct sock.sk_err` (the error a connection ended with: refused, reset, timed out).

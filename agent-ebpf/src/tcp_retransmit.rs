@@ -10,7 +10,7 @@
 //! own `tcp_sock.total_retrans` at the same place, so the probe counts the growth of
 //! `total_retrans` since it last read it (remembered in the socket's `TCP_OWNERS` entry):
 //! exact whatever the call's error, for attempts the tracepoint does not fire for (failed
-//! ones before 6.14) and for runs the kernel skipped (a program is not run again on a CPU
+//! ones before 6.17) and for runs the kernel skipped (a program is not run again on a CPU
 //! where it is already running). Only a socket's first retransmit before the probe knows its
 //! value is counted from the skb (`tcp_skb_pcount`, and [`counted_by_kernel`] for failed
 //! calls); the value is known from the connection's `ESTABLISHED` on.
@@ -98,7 +98,7 @@ static TCP_COUNTS: LruPerCpuHashMap<u32, TcpCounts> = LruPerCpuHashMap::with_max
 
 const AF_INET6: u16 = 10;
 
-/// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int err)` (6.14+:
+/// `tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int err)` (6.17+:
 /// fires for every attempt, `err` says whether it went out; before, without `err`, it fires
 /// for successful ones only).
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
@@ -226,7 +226,7 @@ fn try_retransmit_skb(ctx: &BtfTracePointContext) -> Result<(), i64> {
     let sk: *const u8 = ctx.arg(0);
     let skb: *const u8 = ctx.arg(1);
     let o = offsets();
-    // Before 6.14 there is no third argument, and the verifier rejects reading it; the
+    // Before 6.17 there is no third argument, and the verifier rejects reading it; the
     // constant from rodata lets it prune this read on those kernels.
     let err: i32 = if o.retransmit_has_err != 0 {
         ctx.arg(2)
@@ -239,7 +239,7 @@ fn try_retransmit_skb(ctx: &BtfTracePointContext) -> Result<(), i64> {
         // The kernel adds a retransmit's segments to the socket's `total_retrans` where it
         // adds them to `TcpRetransSegs`: the difference is exactly what it counted since the
         // probe last looked, whatever `err` says, including attempts this tracepoint does
-        // not fire for (failed ones before 6.14) or runs the kernel skipped.
+        // not fire for (failed ones before 6.17) or runs the kernel skipped.
         total - seen
     } else if counted_by_kernel(err) {
         // First retransmit seen on this socket: tcp_skb_pcount(), the segments of the skb,
@@ -267,7 +267,7 @@ fn try_retransmit_skb(ctx: &BtfTracePointContext) -> Result<(), i64> {
 
 /// Whether `__tcp_retransmit_skb` had added the skb's segments to `TcpRetransSegs` when it
 /// returned `err`. It counts them right before handing the skb to `tcp_transmit_skb`; the
-/// errors it returns *before* that point are these five (6.14+ source: the original still in
+/// errors it returns *before* that point are these five (6.17+ source: the original still in
 /// a host queue, trimming or fragmenting failed, routing failed, no send window). Any other
 /// error (a positive `NET_XMIT_DROP` from the device, `-ENOBUFS`, `-EPERM` from a netfilter
 /// drop) comes from the transmit itself, after the segments were counted: the retransmit was

@@ -733,7 +733,7 @@ mod tests {
         assert!(o.sk_err > o.sock_common && o.sk_err != o.lock_owned);
         // struct tcp_sock begins with struct sock (through inet_connection_sock).
         assert!(o.total_retrans > k.btf().offset_of("sock", "sk_err").unwrap());
-        // 6.14+ passes the retransmit's error (this machine runs 6.18).
+        // 6.17+ passes the retransmit's error (this machine runs 6.18).
         assert_eq!(o.retransmit_has_err, 1);
         assert_eq!(
             k.btf().func_proto_params("btf_trace_tcp_retransmit_synack"),
