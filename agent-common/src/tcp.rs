@@ -87,8 +87,9 @@ const _: () = assert!(core::mem::size_of::<ListenKey>() == 16);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TcpCounts {
     /// Segments retransmitted by `tcp_retransmit_skb`, counted as `TcpRetransSegs` counts
-    /// them: successful calls, and calls that failed in the transmit itself (dropped by a
-    /// local device or netfilter after the kernel counted them).
+    /// them (the growth of the socket's `total_retrans`): successful calls, and calls that
+    /// failed in the transmit itself (dropped by a local device or netfilter after the kernel
+    /// counted them).
     pub data_segs: u64,
     /// SYN-ACKs retransmitted.
     pub synack: u64,

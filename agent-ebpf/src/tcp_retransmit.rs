@@ -207,8 +207,17 @@ fn add_counts(tgid: u32, data_segs: u64, synack: u64, failed: u64) -> Result<(),
     let counts = match TCP_COUNTS.get_ptr_mut(tgid) {
         Some(c) => c,
         None => {
-            // Another CPU may insert the same key at the same time: NOEXIST, then look again.
-            let _ = TCP_COUNTS.insert(tgid, TcpCounts::default(), BPF_NOEXIST as u64);
+            // The owner's first retransmit on this CPU: one insert of the counts themselves.
+            // Another CPU cannot insert this CPU's value, but an earlier run here may have
+            // (NOEXIST fails then): add to it.
+            let first = TcpCounts {
+                data_segs,
+                synack,
+                failed,
+            };
+            if TCP_COUNTS.insert(tgid, first, BPF_NOEXIST as u64).is_ok() {
+                return Ok(());
+            }
             TCP_COUNTS.get_ptr_mut(tgid).ok_or(0i64)?
         }
     };
