@@ -114,6 +114,7 @@ fn reference_dashboard_and_catalogue_agree() {
         "steadfast_process_tasks",
         "steadfast_process_resident_memory_bytes",
         "steadfast_events_lost_total",
+        "steadfast_program_runs_missed_total",
         "steadfast_agent_cpu_seconds_total",
         "steadfast_go_goroutines",
         "steadfast_breaker_state",
