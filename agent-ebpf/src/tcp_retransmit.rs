@@ -152,10 +152,10 @@ fn lock_owned(sk: *const u8, o: &TcpOffsets) -> bool {
 }
 
 /// Records `current` as the owner of the socket at `key`, keeping what its entry knows of
-/// the socket's retransmits.
+/// the socket's retransmits, or recording `seen` as its `total_retrans` when given.
 #[inline(always)]
-fn remember_current(key: u64) -> TcpOwner {
-    let owner = current_owner();
+fn remember_current(key: u64, seen: Option<u32>) -> TcpOwner {
+    let mut owner = current_owner();
     match TCP_OWNERS.get_ptr_mut(key) {
         Some(entry) => {
             // SAFETY: a live map value; a concurrent update can at worst mix the fields of
@@ -163,9 +163,15 @@ fn remember_current(key: u64) -> TcpOwner {
             unsafe {
                 (*entry).tgid = owner.tgid;
                 (*entry).comm = owner.comm;
+                if let Some(seen) = seen {
+                    (*entry).retrans_seen = seen;
+                }
             }
         }
         None => {
+            if let Some(seen) = seen {
+                owner.retrans_seen = seen;
+            }
             let _ = TCP_OWNERS.insert(key, owner, 0);
         }
     }
@@ -347,19 +353,20 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), i64> {
         let _ = TCP_OWNERS.insert(key, current_owner(), 0);
         return Ok(());
     }
-    if new == TCP_ESTABLISHED {
-        // The handshake's retransmits are counted (SYNs as retransmits, SYN-ACKs apart):
-        // from here on, differences of `total_retrans` count the data's exactly.
-        if let Some(entry) = TCP_OWNERS.get_ptr_mut(key) {
-            // SAFETY: as in `remember_current`.
-            unsafe { (*entry).retrans_seen = read::<u32>(sk, o.total_retrans) };
-        }
-    }
+    // The handshake's retransmits are counted (SYNs as retransmits, SYN-ACKs apart): from
+    // `ESTABLISHED` on, differences of `total_retrans` count the data's exactly.
+    let seen = (new == TCP_ESTABLISHED).then(|| read::<u32>(sk, o.total_retrans));
     if owned {
-        // listen() (LISTEN), close() and shutdown() hold the lock.
-        let owner = remember_current(key);
+        // listen() (LISTEN), close() and shutdown() hold the lock, and a handshake that
+        // finishes from the backlog.
+        let owner = remember_current(key, seen);
         if new == TCP_LISTEN {
             let _ = TCP_LISTENERS.insert(listen_key(common, &o), owner, 0);
+        }
+    } else if let Some(seen) = seen {
+        if let Some(entry) = TCP_OWNERS.get_ptr_mut(key) {
+            // SAFETY: as in `remember_current`.
+            unsafe { (*entry).retrans_seen = seen };
         }
     }
     Ok(())
