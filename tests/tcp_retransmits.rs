@@ -112,7 +112,7 @@ impl Netns {
     fn drop_some(&self, ns: &str, selector: &str, percent: u32) {
         self.input_rule(
             ns,
-            &format!("tcp {selector} meta length > 200 numgen random mod 100 < {percent} drop"),
+            &format!("tcp {selector} numgen random mod 100 < {percent} drop"),
         );
     }
 
@@ -284,16 +284,11 @@ fn run(setup: Setup) -> Outcome {
         (&ns.ip_a, &ns.ip_b)
     };
     // Loss on the way to the sender's peer: the sender retransmits.
-    let (sender_ns, sender_name, peer_ip, sent) = match sender {
-        Sender::Client => {
-            ns.drop_some(&ns.b, &format!("dport {PORT}"), setup.drop_percent);
-            (&ns.a, &client, ip_b, format!("dport {PORT}"))
-        }
-        Sender::Server => {
-            ns.drop_some(&ns.a, &format!("sport {PORT}"), setup.drop_percent);
-            (&ns.b, &server, ip_a, format!("sport {PORT}"))
-        }
+    let (sender_ns, receiver_ns, sender_name, peer_ip, sent) = match sender {
+        Sender::Client => (&ns.a, &ns.b, &client, ip_b, format!("dport {PORT}")),
+        Sender::Server => (&ns.b, &ns.a, &server, ip_a, format!("sport {PORT}")),
     };
+    ns.drop_some(receiver_ns, &sent, setup.drop_percent);
     if setup.local_drop_percent > 0 {
         ns.drop_some_sent(sender_ns, &sent, setup.local_drop_percent);
     }
