@@ -244,7 +244,7 @@ struct Setup {
     otlp: bool,
     /// The agent is stopped (SIGSTOP) during the transfer, and continued after.
     stop_reader: bool,
-    /// Percent of the segments the sender sends that its own output hook drops.
+    /// Percent of the sender's data packets (over 200 bytes) that its own output hook drops.
     local_drop_percent: u32,
 }
 
