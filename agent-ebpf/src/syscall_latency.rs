@@ -19,6 +19,14 @@
 //! little while one process's calls of one syscall stay on one CPU at a time; what it costs
 //! when many CPUs hit the same (process, syscall) at once is measured in docs/benchmarks.md.
 //!
+//! Most calls do not touch the histogram map at all: a CPU keeps pending samples (one
+//! (tgid, nr, bucket) per slot, 16 slots by syscall number, in the same per-CPU value as the
+//! in-flight call), and a call that matches its slot only adds to it. The slots are flushed
+//! into the map under the in-flight slot's rule (the task leaves the CPU or exits), when a
+//! call needs the slot for another key or bucket, and when a slot is 100 ms old. That removes
+//! the hash lookup and the two atomic adds from a loop's calls (measured in
+//! docs/benchmarks.md).
+//!
 //! The same two programs carry the HTTP probe's syscall part (`http.rs`: the connection
 //! syscalls, and reads and writes on kernels before 6.3), by syscall number, so that no
 //! per-syscall `syscalls:*` tracepoint is attached. Each part is behind a load-time flag:
@@ -90,16 +98,47 @@ fn reg(ctx: &BtfTracePointContext, off: usize) -> u64 {
 #[map]
 static SYSCALL_THREADS: LruHashMap<u32, ThreadSlot> = LruHashMap::with_max_entries(65536, 0);
 
-/// The syscall in flight on a CPU, of the task running there: `tid` 0 when none (thread 0 is
-/// the idle task, which makes no syscalls; the map starts zeroed).
+/// The syscall in flight on a CPU, of the task running there (`busy` 1), or none (`busy` 0;
+/// the map starts zeroed). Which task it belongs to needs no field: the slot is emptied
+/// whenever its task leaves the CPU (`syscall_switch`) or exits, so a full slot is always the
+/// current task's, and `sys_enter` need not ask for the thread id.
+///
+/// It also holds the CPU's pending samples ([`Pending`]), of the same task, flushed under the
+/// same rule.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct InFlight {
     start_ns: u64,
-    tid: u32,
+    busy: u32,
     nr: u32,
+    /// Bit `i` set: `pending[i]` holds samples.
+    dirty: u64,
+    pending: [Pending; PENDING_SLOTS],
 }
-const _: () = assert!(core::mem::size_of::<InFlight>() == 16);
+const _: () = assert!(core::mem::size_of::<InFlight>() == 24 + 32 * PENDING_SLOTS);
+
+/// Samples of one (process, syscall) that fell in one bucket, not yet added to
+/// `SYSCALL_HIST`. A call that finds its own key and bucket in its slot adds to it on this
+/// CPU (no hash lookup, no atomic add); any other call flushes the slot first. The slots are
+/// flushed whenever the task leaves the CPU or exits, and a slot older than
+/// [`PENDING_MAX_NS`] at the next call, so counts reach the map at most that late while the
+/// task makes calls, and as soon as it stops running. Userspace reads only the map.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Pending {
+    key: HistKey,
+    bucket: u32,
+    count: u32,
+    sum_ns: u64,
+    since_ns: u64,
+}
+
+/// Pending slots per CPU, indexed by the syscall number's low bits: a loop of a few syscalls
+/// (read/write, epoll_wait/read/write/futex) keeps them apart.
+const PENDING_SLOTS: usize = 16;
+
+/// How long a slot may collect before its next sample flushes it.
+const PENDING_MAX_NS: u64 = 100_000_000;
 
 /// One [`InFlight`] per CPU (16 bytes each): the lookup is a few instructions, no hashing.
 #[map]
@@ -164,11 +203,11 @@ pub fn syscall_thread_exit(_ctx: BtfTracePointContext) -> i32 {
 fn try_syscall_thread_exit() -> Result<(), i64> {
     let tid = bpf_get_current_pid_tgid() as u32;
     if let Some(cpu) = SYSCALL_CPU.get_ptr_mut(0) {
-        // SAFETY: this CPU's value; programs on one CPU do not run concurrently with it.
+        // SAFETY: this CPU's value; programs on one CPU do not run concurrently with it. A
+        // full slot is the exiting thread's own (see `InFlight`).
         unsafe {
-            if (*cpu).tid == tid {
-                (*cpu).tid = 0;
-            }
+            (*cpu).busy = 0;
+            flush_pending(&mut *cpu);
         }
     }
     SYSCALL_THREADS.remove(tid).map_err(i64::from)
@@ -188,41 +227,45 @@ pub fn syscall_switch(_ctx: BtfTracePointContext) -> i32 {
 fn try_syscall_switch() -> Result<(), i64> {
     let cpu = SYSCALL_CPU.get_ptr_mut(0).ok_or(0i64)?;
     // SAFETY: this CPU's value; programs on one CPU do not run concurrently with it.
-    let s = unsafe { *cpu };
-    if s.tid == 0 {
+    flush_pending(unsafe { &mut *cpu });
+    // SAFETY: as above.
+    let (busy, start_ns, nr) = unsafe { ((*cpu).busy, (*cpu).start_ns, (*cpu).nr) };
+    if busy == 0 {
         return Ok(());
     }
     // SAFETY: as above.
-    unsafe { (*cpu).tid = 0 };
-    // Always the leaving task (the slot is emptied when its owner leaves): checked anyway.
-    if s.tid != bpf_get_current_pid_tgid() as u32 {
+    unsafe { (*cpu).busy = 0 };
+    // The slot is the leaving task's (see `InFlight`). The agent's own calls are recorded
+    // nowhere: `sys_enter` fills the slot for them too, to keep its own path short.
+    let id = bpf_get_current_pid_tgid();
+    if (id >> 32) as u32 == agent_tgid() {
         return Ok(());
     }
+    let tid = id as u32;
     let slot = ThreadSlot {
-        start_ns: s.start_ns,
-        nr: s.nr,
+        start_ns,
+        nr,
         _pad: 0,
     };
-    match SYSCALL_THREADS.get_ptr_mut(s.tid) {
+    match SYSCALL_THREADS.get_ptr_mut(tid) {
         Some(p) => {
             // SAFETY: the slot belongs to this thread; only this thread's events write it.
             unsafe { *p = slot };
             Ok(())
         }
-        None => SYSCALL_THREADS.insert(s.tid, slot, 0).map_err(i64::from),
+        None => SYSCALL_THREADS.insert(tid, slot, 0).map_err(i64::from),
     }
 }
 
 #[inline(always)]
 fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), i64> {
-    let id = bpf_get_current_pid_tgid();
-    if (id >> 32) as u32 == agent_tgid() {
-        return Ok(());
-    }
     let nr = ctx.arg::<i64>(1) as u32;
     // Before the start time is taken: the HTTP work is not part of the latency.
     if http_wants(ctx, nr) {
-        http::sys_enter_http(id, nr, reg(ctx, REGS_DI), reg(ctx, REGS_SI));
+        let id = bpf_get_current_pid_tgid();
+        if (id >> 32) as u32 != agent_tgid() {
+            http::sys_enter_http(id, nr, reg(ctx, REGS_DI), reg(ctx, REGS_SI));
+        }
     }
     if !syscall_probe_on() {
         return Ok(());
@@ -233,7 +276,7 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // SAFETY: this CPU's value; programs on one CPU do not run concurrently with it.
     unsafe {
         (*cpu).start_ns = now;
-        (*cpu).tid = id as u32;
+        (*cpu).busy = 1;
         (*cpu).nr = nr;
     }
     Ok(())
@@ -245,12 +288,12 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // SAFETY: helper without preconditions. Read first: the lookups below are not latency.
     let now = if on { unsafe { bpf_ktime_get_ns() } } else { 0 };
     let id = bpf_get_current_pid_tgid();
-    let tgid = (id >> 32) as u32;
-    if tgid == agent_tgid() {
-        return Ok(());
-    }
     if on {
+        // Also for the agent's own calls: it empties the slot their enter filled.
         record_exit(now, id, ctx.arg(1));
+    }
+    if (id >> 32) as u32 == agent_tgid() {
+        return Ok(());
     }
     let nr = reg(ctx, REGS_ORIG_AX) as u32;
     if http_wants(ctx, nr) {
@@ -259,8 +302,8 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
-/// The syscall probe's part of `sys_exit`: a BPF-to-BPF call, so that its stack (the first
-/// histogram of a key is built there) and the HTTP part's are not added up by the verifier.
+/// The syscall probe's part of `sys_exit`: a BPF-to-BPF call, so that its stack and the HTTP
+/// part's are not added up by the verifier.
 #[inline(never)]
 fn record_exit(now: u64, id: u64, ret: i64) -> i32 {
     try_record_exit(now, id, ret).is_err() as i32
@@ -274,15 +317,20 @@ fn try_record_exit(now: u64, id: u64, ret: i64) -> Result<(), i64> {
     // SAFETY: this CPU's value; programs on one CPU do not run concurrently with it.
     let (start_ns, nr) = unsafe {
         let s = *cpu;
-        if s.tid == tid {
+        if s.busy != 0 {
             // The thread stayed on this CPU since its enter.
-            (*cpu).tid = 0;
+            (*cpu).busy = 0;
             (s.start_ns, s.nr)
+        } else if tgid == agent_tgid() {
+            return Ok(());
         } else {
             // It left the CPU (`syscall_switch` moved its call), or no enter was seen.
             thread_slot(tid)
         }
     };
+    if tgid == agent_tgid() {
+        return Ok(());
+    }
     // No enter seen (the probe attached mid-call), or a number outside the table.
     if nr >= MAX_SYSCALL_NR {
         return Ok(());
@@ -290,24 +338,30 @@ fn try_record_exit(now: u64, id: u64, ret: i64) -> Result<(), i64> {
     let delta = now.saturating_sub(start_ns);
     let b = bucket_of(delta) & (HIST_BUCKETS - 1);
     let key = HistKey { tgid, nr };
-    match SYSCALL_HIST.get_ptr_mut(key) {
-        // SAFETY: `hist` points into the map value; every writer adds atomically.
-        Some(hist) => unsafe { add_sample(hist, b, delta) },
-        None => {
-            // The first call of this syscall by this process: insert it with this sample.
-            // Another CPU may insert the same key at the same time (NOEXIST fails then):
-            // add to the winner's value.
-            let mut first = Hist::default();
-            first.buckets[b] = 1;
-            first.sum_ns = delta;
-            if SYSCALL_HIST.insert(key, first, BPF_NOEXIST as u64).is_err() {
-                let hist = SYSCALL_HIST.get_ptr_mut(key).ok_or(0i64)?;
-                // SAFETY: as above.
-                unsafe { add_sample(hist, b, delta) };
-            } else if let Some(n) = SYSCALL_HIST_INSERTS.get_ptr_mut(0) {
-                // SAFETY: this CPU's slot; programs on one CPU do not run concurrently.
-                unsafe { *n += 1 };
+    let i = nr as usize & (PENDING_SLOTS - 1);
+    // SAFETY: this CPU's value, as above; `i` < PENDING_SLOTS.
+    unsafe {
+        let p = core::ptr::addr_of_mut!((*cpu).pending[i]);
+        if (*cpu).dirty & (1 << i) != 0
+            && (*p).key == key
+            && (*p).bucket == b as u32
+            && now.wrapping_sub((*p).since_ns) < PENDING_MAX_NS
+        {
+            (*p).count += 1;
+            (*p).sum_ns += delta;
+        } else {
+            if (*cpu).dirty & (1 << i) != 0 {
+                let old = *p;
+                add_to_map(old.key, old.bucket as usize, old.count as u64, old.sum_ns);
             }
+            *p = Pending {
+                key,
+                bucket: b as u32,
+                count: 1,
+                sum_ns: delta,
+                since_ns: now,
+            };
+            (*cpu).dirty |= 1 << i;
         }
     }
 
@@ -337,16 +391,63 @@ fn thread_slot(tid: u32) -> (u64, u32) {
     }
 }
 
-/// Adds one call of `delta_ns` in bucket `b` to a shared histogram.
+/// Adds every pending slot of this CPU to `SYSCALL_HIST` and empties them.
+#[inline(always)]
+fn flush_pending(cpu: &mut InFlight) {
+    if cpu.dirty == 0 {
+        return;
+    }
+    for i in 0..PENDING_SLOTS {
+        if cpu.dirty & (1 << i) != 0 {
+            let p = cpu.pending[i];
+            add_to_map(p.key, p.bucket as usize, p.count as u64, p.sum_ns);
+        }
+    }
+    cpu.dirty = 0;
+}
+
+/// Adds `n` calls in bucket `b`, `sum_ns` in all, to the key's shared histogram, inserting
+/// the key if it is new. Off the fast path: a flush of a pending slot.
+#[inline(never)]
+fn add_to_map(key: HistKey, b: usize, n: u64, sum_ns: u64) -> i32 {
+    try_add_to_map(key, b & (HIST_BUCKETS - 1), n, sum_ns).is_err() as i32
+}
+
+#[inline(always)]
+fn try_add_to_map(key: HistKey, b: usize, n: u64, sum_ns: u64) -> Result<(), i64> {
+    match SYSCALL_HIST.get_ptr_mut(key) {
+        // SAFETY: `hist` points into the map value; every writer adds atomically.
+        Some(hist) => unsafe { add_samples(hist, b, n, sum_ns) },
+        None => {
+            // The first flush of this key: insert it with these samples. Another CPU may
+            // insert the same key at the same time (NOEXIST fails then): add to the winner's
+            // value.
+            let mut first = Hist::default();
+            first.buckets[b] = n;
+            first.sum_ns = sum_ns;
+            if SYSCALL_HIST.insert(key, first, BPF_NOEXIST as u64).is_err() {
+                let hist = SYSCALL_HIST.get_ptr_mut(key).ok_or(0i64)?;
+                // SAFETY: as above.
+                unsafe { add_samples(hist, b, n, sum_ns) };
+            } else if let Some(c) = SYSCALL_HIST_INSERTS.get_ptr_mut(0) {
+                // SAFETY: this CPU's slot; programs on one CPU do not run concurrently.
+                unsafe { *c += 1 };
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds `n` calls, `sum_ns` in all, in bucket `b` to a shared histogram.
 ///
 /// # Safety
 /// `hist` points to a live map value whose writers all add atomically.
 #[inline(always)]
-unsafe fn add_sample(hist: *mut Hist, b: usize, delta_ns: u64) {
+unsafe fn add_samples(hist: *mut Hist, b: usize, n: u64, sum_ns: u64) {
     // SAFETY: in-bounds fields of the value (`b` < HIST_BUCKETS), 8-byte aligned.
     unsafe {
-        atomic::add(core::ptr::addr_of_mut!((*hist).buckets[b]), 1);
-        atomic::add(core::ptr::addr_of_mut!((*hist).sum_ns), delta_ns);
+        atomic::add(core::ptr::addr_of_mut!((*hist).buckets[b]), n);
+        atomic::add(core::ptr::addr_of_mut!((*hist).sum_ns), sum_ns);
     }
 }
 
