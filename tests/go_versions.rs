@@ -367,6 +367,10 @@ fn goroutines_of_programs_started_before_the_agent_are_exact() {
 /// `runtime.NumGC` and its pause count by exactly the change of the runtime's
 /// `/gc/pauses:seconds`, and it has no goroutine gauge (those probes stay opt-in). With
 /// `gc_all_processes: false` it has neither. Built stripped by the newest toolchain.
+/// Exact unless the kernel skipped Go probe runs (`steadfast_uprobe_missed_total`): then the
+/// counts may fall short by at most the runs skipped, never exceed. (Once in the full suite on
+/// 2026-12-08 the pauses read 19 of 20, with several agents' uprobes on the host at once; the
+/// skipped runs were not read then.)
 #[test]
 fn gc_of_every_go_process_with_gc_all_processes() {
     const K: u64 = 10;
@@ -409,13 +413,22 @@ fn gc_of_every_go_process_with_gc_all_processes() {
                 || gc_files(&agent.scrape()) > files_before,
             );
         }
+        // Go probe runs the kernel skipped (counted, never silent): a skipped run loses the
+        // event it would have counted, so only those may make the agent's counts fall short.
+        let skipped = |s: &Scrape| {
+            s.value("steadfast_uprobe_missed_total", &[("probe", "goroutines")])
+                .unwrap_or(0.0) as u64
+        };
         agent.await_collections(2);
-        let (c0, n0, g0) = read(&agent.scrape());
+        let s0 = agent.scrape();
+        let (c0, n0, g0) = read(&s0);
+        let m0 = skipped(&s0);
         w.step();
         let (gc1, p1) = runtime_says(&w.read_line(), "after");
         agent.await_collections(2);
         let s = agent.scrape();
         let (c1, n1, g1) = read(&s);
+        let m1 = skipped(&s);
         assert!(
             s.value("steadfast_process_tasks", &[("service", &name)])
                 .is_some(),
@@ -424,7 +437,7 @@ fn gc_of_every_go_process_with_gc_all_processes() {
         );
         w.finish();
         let line = format!(
-            "gc_all_processes {on}, {v} stripped: runtime.GC() x{K}: NumGC {gc0} -> {gc1}, agent cycles {c0:?} -> {c1:?}; /gc/pauses:seconds {p0} -> {p1}, agent pauses {n0:?} -> {n1:?}; goroutine gauge {g0:?} {g1:?}; GC file attachments {files_before} -> {}",
+            "gc_all_processes {on}, {v} stripped: runtime.GC() x{K}: NumGC {gc0} -> {gc1}, agent cycles {c0:?} -> {c1:?}; /gc/pauses:seconds {p0} -> {p1}, agent pauses {n0:?} -> {n1:?}; goroutine gauge {g0:?} {g1:?}; GC file attachments {files_before} -> {}; Go probe runs skipped {m0} -> {m1}",
             gc_files(&s)
         );
         eprintln!("{line}");
@@ -432,16 +445,18 @@ fn gc_of_every_go_process_with_gc_all_processes() {
         assert_eq!((g0, g1), (None, None), "no goroutine gauge: {line}");
         if on {
             let (c0, n0) = (c0.unwrap_or(0.0) as u64, n0.unwrap_or(0.0) as u64);
-            assert_eq!(
-                c1.map(|c| c as u64 - c0),
-                Some(gc1 - gc0),
-                "{line}\n{}",
+            let cycles = c1.map_or(0, |c| c as u64 - c0);
+            let pauses = n1.map_or(0, |n| n as u64 - n0);
+            // Exact unless the kernel skipped runs; never more than the runtime says, and
+            // never short by more than the runs skipped.
+            assert!(
+                cycles <= gc1 - gc0 && pauses <= p1 - p0,
+                "counted more than happened: {line}\n{}",
                 agent.log()
             );
-            assert_eq!(
-                n1.map(|n| n as u64 - n0),
-                Some(p1 - p0),
-                "{line}\n{}",
+            assert!(
+                (gc1 - gc0 - cycles) + (p1 - p0 - pauses) <= m1 - m0,
+                "short by more than the skipped runs: {line}\n{}",
                 agent.log()
             );
             promtool_check(&s);
