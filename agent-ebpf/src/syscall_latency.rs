@@ -140,7 +140,7 @@ const PENDING_SLOTS: usize = 16;
 /// How long a slot may collect before its next sample flushes it.
 const PENDING_MAX_NS: u64 = 100_000_000;
 
-/// One [`InFlight`] per CPU (16 bytes each): the lookup is a few instructions, no hashing.
+/// One [`InFlight`] per CPU (536 bytes each): the lookup is a few instructions, no hashing.
 #[map]
 static SYSCALL_CPU: PerCpuArray<InFlight> = PerCpuArray::with_max_entries(1, 0);
 
