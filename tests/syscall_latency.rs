@@ -68,10 +68,10 @@ fn getppid_count_matches_the_workload_exactly() {
 }
 
 /// A process that makes calls without leaving its CPU (SCHED_FIFO, pinned: nothing of normal
-/// priority preempts it; about 6 switches in 2.4 s here) still has its counts reach the agent
+/// priority preempts it; 7 switches in 2.4 s here) still has its counts reach the agent
 /// while it runs, not only when it is switched out or exits: a CPU's pending samples are
 /// flushed when a call falls in another bucket (any interrupt during a call does that) and
-/// once 100 ms old. Sampled every 10 ms over 1 s, the count must rise many times (65-70 per
+/// once 100 ms old. Sampled every 10 ms over 1 s, the count must rise many times (61-66 per
 /// second here), and after the exit it must equal the calls the workload made. This does not
 /// isolate the 100 ms age flush: with it disabled the count still rose 156-172 times in 2.5 s,
 /// from bucket changes alone.
