@@ -315,22 +315,23 @@ fn try_record_exit(now: u64, id: u64, ret: i64) -> Result<(), i64> {
     let tid = id as u32;
     let cpu = SYSCALL_CPU.get_ptr_mut(0).ok_or(0i64)?;
     // SAFETY: this CPU's value; programs on one CPU do not run concurrently with it.
-    let (start_ns, nr) = unsafe {
-        let s = *cpu;
-        if s.busy != 0 {
-            // The thread stayed on this CPU since its enter.
-            (*cpu).busy = 0;
-            (s.start_ns, s.nr)
-        } else if tgid == agent_tgid() {
-            return Ok(());
-        } else {
-            // It left the CPU (`syscall_switch` moved its call), or no enter was seen.
-            thread_slot(tid)
-        }
+    // (The three fields only: the value also holds the pending slots.)
+    let (busy, start, in_flight_nr) = unsafe {
+        let s = ((*cpu).busy, (*cpu).start_ns, (*cpu).nr);
+        (*cpu).busy = 0;
+        s
     };
+    // The agent's own calls fill the slot too (see `try_sys_enter`): emptied, not recorded.
     if tgid == agent_tgid() {
         return Ok(());
     }
+    let (start_ns, nr) = if busy != 0 {
+        // The thread stayed on this CPU since its enter.
+        (start, in_flight_nr)
+    } else {
+        // It left the CPU (`syscall_switch` moved its call), or no enter was seen.
+        thread_slot(tid)
+    };
     // No enter seen (the probe attached mid-call), or a number outside the table.
     if nr >= MAX_SYSCALL_NR {
         return Ok(());
